@@ -1,0 +1,103 @@
+"""Server assembly: ports, reflection, health, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import pathlib
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from rigger.v1 import rigger_pb2
+
+from rigger_server import service, wire
+from rigger_server.events import Broadcaster
+from rigger_server.sqlite_store import SqliteStore
+from rigger_server.tasks import TaskBook
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything `rig grpc` can set."""
+
+    db_path: pathlib.Path
+    project_root: pathlib.Path
+    host: str = "localhost"
+    port: int = 50051
+    buffer: int = 1000
+    grace_seconds: float = 5.0
+
+
+class PortInUse(Exception):
+    """The address could not be bound."""
+
+
+class RiggerServer:
+    """A running Rigger server: the gRPC server, its task book and its store."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._book: TaskBook | None = None
+
+    async def start(self) -> None:
+        """Open the store, bind the port and start serving."""
+        store = SqliteStore(self.config.db_path)
+        try:
+            broadcaster = Broadcaster(wire.encode_event, buffer=self.config.buffer)
+            self._book = TaskBook(store, broadcaster, self.config.project_root)
+            # so_reuseport=0: a second server on a taken port must fail, not
+            # silently share it.
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            server.add_generic_rpc_handlers((service.rpc_handler(service.RiggerServicer(self._book)),))
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            reflection.enable_server_reflection(
+                (
+                    rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"].full_name,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ),
+                server,
+            )
+            address = f"{self.config.host}:{self.config.port}"
+            try:
+                self.port = server.add_insecure_port(address)
+            except RuntimeError as exc:
+                raise PortInUse(address) from exc
+            await server.start()
+        except BaseException:
+            store.close()
+            raise
+        self._server = server
+        for name in ("", service.SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> None:
+        """Graceful stop: NOT_SERVING, let in-flight calls finish, then close the store."""
+        if self._server is None or self._book is None:
+            return
+        for name in ("", service.SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Subscribers get UNAVAILABLE with their last sequence at once, rather
+        # than being cut off when the grace period runs out.
+        self._book.broadcaster.close()
+        await self._server.stop(self.config.grace_seconds)
+        await self._book.close()
+        self._server = None
+
+    async def wait(self) -> None:
+        """Serve until SIGINT or SIGTERM, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await stopping.wait()
+        log.info("shutting down")
+        await self.stop()

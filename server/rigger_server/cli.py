@@ -1,0 +1,162 @@
+"""The `rig` command: `rig init` and `rig grpc`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+import sys
+
+from rigger_server import __version__
+
+RIGGER_DIR = ".rigger"
+DB_NAME = "tasks.db"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for `rig` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="rig",
+        description="Rigger: a task service that broadcasts every task change to sidecars.",
+        epilog="Start with `rig init` in your project directory, then `rig grpc`.",
+    )
+    parser.add_argument("--version", action="version", version=f"rig {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser(
+        "init",
+        help="create .rigger/ and its task database in the current directory",
+        description="Create .rigger/ with tasks.db in the current directory. "
+        "Safe to run again: existing data is kept.",
+    )
+    init.set_defaults(run=_init)
+
+    grpc_cmd = commands.add_parser(
+        "grpc",
+        help="serve the rigger.v1 gRPC API (default localhost:50051)",
+        description="Serve rigger.v1.RiggerService with server reflection and "
+        "grpc.health.v1. Stops gracefully on Ctrl-C or SIGTERM.",
+    )
+    grpc_cmd.add_argument(
+        "--host",
+        default="localhost",
+        help="interface to bind (default: localhost, which binds both [::1] and 127.0.0.1)",
+    )
+    grpc_cmd.add_argument(
+        "--port", type=_port, default=50051, help="port to bind; 0 picks a free one (default: 50051)"
+    )
+    grpc_cmd.add_argument(
+        "--db",
+        type=pathlib.Path,
+        help=f"SQLite database file (default: {RIGGER_DIR}/{DB_NAME} in the current directory)",
+    )
+    grpc_cmd.add_argument(
+        "--buffer",
+        type=_positive,
+        default=1000,
+        help="events queued per subscriber before a lagging one is ended "
+        "with RESOURCE_EXHAUSTED (default: 1000)",
+    )
+    grpc_cmd.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds in-flight calls get to finish on shutdown (default: 5)",
+    )
+    grpc_cmd.set_defaults(run=_grpc)
+    return parser
+
+
+def _init(args: argparse.Namespace) -> int:
+    from rigger_server.sqlite_store import SqliteStore
+
+    directory = pathlib.Path.cwd() / RIGGER_DIR
+    existed = directory.is_dir()
+    directory.mkdir(exist_ok=True)
+    SqliteStore(directory / DB_NAME).close()
+    verb = "Already initialized" if existed else "Initialized"
+    print(f"{verb} {directory} (database: {directory / DB_NAME})")
+    return 0
+
+
+def _grpc(args: argparse.Namespace) -> int:
+    from rigger_server.app import PortInUse, RiggerServer, ServerConfig
+
+    root = pathlib.Path.cwd()
+    if args.db is None:
+        directory = root / RIGGER_DIR
+        if not directory.is_dir():
+            print(
+                f"error: no {RIGGER_DIR}/ directory in {root}\n"
+                f"Run `rig init` here first, or pass --db PATH.",
+                file=sys.stderr,
+            )
+            return 2
+        db_path = directory / DB_NAME
+    else:
+        db_path = args.db.resolve()
+        if not db_path.parent.is_dir():
+            print(f"error: --db: directory {db_path.parent} does not exist", file=sys.stderr)
+            return 2
+    config = ServerConfig(
+        db_path=db_path,
+        project_root=root,
+        host=args.host,
+        port=args.port,
+        buffer=args.buffer,
+        grace_seconds=args.grace,
+    )
+
+    async def serve() -> int:
+        server = RiggerServer(config)
+        try:
+            await server.start()
+        except PortInUse:
+            print(
+                f"error: cannot bind {args.host}:{args.port}: Address already in use.\n"
+                f"Another process is using port {args.port}. Stop it, or pick another port:\n"
+                f"    rig grpc --port {args.port + 1 if args.port else 50052}",
+                file=sys.stderr,
+            )
+            return 1
+        host = "[::1]" if args.host == "localhost" else args.host
+        also = f" (also 127.0.0.1:{server.port})" if args.host == "localhost" else ""
+        print(
+            "🚀 Rigger gRPC Server starting...\n"
+            "   Protocol: gRPC over HTTP/2\n"
+            f"   Address: {host}:{server.port}{also}\n"
+            f"   Database: {db_path}\n"
+            f"   Broadcast: Enabled ({args.buffer} event buffer)",
+            flush=True,
+        )
+        await server.wait()
+        print("Rigger gRPC Server stopped.", flush=True)
+        return 0
+
+    return asyncio.run(serve())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `rig` command."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

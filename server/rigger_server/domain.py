@@ -1,0 +1,119 @@
+"""The task domain: tasks, events and parsed PRDs, free of any wire format."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+
+
+class TaskStatus(enum.IntEnum):
+    """Where a task stands. Numbers match rigger.v1.TaskStatus."""
+
+    UNSPECIFIED = 0
+    TODO = 1
+    IN_PROGRESS = 2
+    PENDING_ENHANCEMENT = 3
+    PENDING_COMPREHENSION_TEST = 4
+    PENDING_FOLLOW_ON = 5
+    PENDING_DECOMPOSITION = 6
+    DECOMPOSED = 7
+    ORCHESTRATION_COMPLETE = 8
+    COMPLETED = 9
+    ARCHIVED = 10
+
+    @property
+    def contract_name(self) -> str:
+        """The name clients print, as in the contract (`TASK_STATUS_TODO`)."""
+        return f"TASK_STATUS_{self.name}"
+
+
+class EventType(enum.IntEnum):
+    """What kind of change an event reports. Numbers match rigger.v1.TaskEventType."""
+
+    UNSPECIFIED = 0
+    CREATED = 1
+    UPDATED = 2
+    DELETED = 3
+    STATUS_CHANGED = 4
+    ASSIGNED = 5
+    DECOMPOSED = 6
+    ORCHESTRATED = 7
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """One unit of work, as stored."""
+
+    id: str
+    title: str
+    status: TaskStatus
+    created_at: str
+    updated_at: str
+    version: int
+    assignee: str | None = None
+    due_date: str | None = None
+    source_transcript_id: str | None = None
+    source_prd_id: str | None = None
+    parent_task_id: str | None = None
+    subtask_ids: tuple[str, ...] = ()
+    complexity: int | None = None
+    reasoning: str | None = None
+    context_files: tuple[str, ...] = ()
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventDraft:
+    """An event about to be committed: everything but its place in the log."""
+
+    event_id: str
+    timestamp: str
+    event_type: EventType
+    task: Task
+    actor: str | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """A committed event: a draft with its gapless position in the event log."""
+
+    sequence: int
+    event_id: str
+    timestamp: str
+    event_type: EventType
+    task: Task
+    actor: str | None = None
+    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_draft(cls, draft: EventDraft, sequence: int) -> Event:
+        """Give a draft its place in the log."""
+        return cls(
+            sequence=sequence,
+            event_id=draft.event_id,
+            timestamp=draft.timestamp,
+            event_type=draft.event_type,
+            task=draft.task,
+            actor=draft.actor,
+            metadata=draft.metadata,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Prd:
+    """A parsed product requirements document."""
+
+    id: str
+    path: str
+    title: str
+    objectives: tuple[str, ...]
+    tech_stack: tuple[str, ...]
+    constraints: tuple[str, ...]
+    parsed_at: str
+
+
+def now_rfc3339() -> str:
+    """The current UTC time as RFC 3339 with microseconds, e.g. 2026-01-02T03:04:05.678901Z."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,31 @@
+"""Domain errors. The service maps each to one gRPC status code."""
+
+from __future__ import annotations
+
+
+class RiggerError(Exception):
+    """Base of every error a caller can cause; never an internal fault."""
+
+
+class InvalidArgument(RiggerError):
+    """A request field is malformed. The message names the field."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(RiggerError):
+    """The named task, PRD or file does not exist."""
+
+
+class VersionConflict(RiggerError):
+    """The task is no longer at the version the caller expected."""
+
+
+class PermissionDenied(RiggerError):
+    """The caller asked for something outside what it may touch (e.g. a path outside the root)."""
+
+
+class Unavailable(RiggerError):
+    """The server is shutting down."""

@@ -1,0 +1,318 @@
+"""The rigger.v1 servicer: wire messages in, domain calls, wire messages and status codes out.
+
+This is the only module that picks gRPC status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from rigger.v1 import rigger_pb2 as pb
+
+from rigger_server import errors, events, wire
+from rigger_server.events import EventFilter
+from rigger_server.store import TaskQuery
+from rigger_server.tasks import NewTask, TaskBook, TaskChange, check_event_type, check_status
+
+SERVICE_NAME = "rigger.v1.RiggerService"
+LAST_SEQUENCE_KEY = "rigger-last-sequence"
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[type[errors.RiggerError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.VersionConflict: grpc.StatusCode.ABORTED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Unary = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def status_of(exc: errors.RiggerError) -> grpc.StatusCode:
+    """The status code for a domain error."""
+    for kind, code in _CODES.items():
+        if isinstance(exc, kind):
+            return code
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
+    """Map domain errors to their status codes; anything else is a bug and says so."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        try:
+            return await method(self, request, context)
+        except errors.RiggerError as exc:
+            await context.abort(status_of(exc), str(exc))
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        raise AssertionError("unreachable: abort raises")
+
+    return wrapper
+
+
+def _optional(message: Any, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+class RiggerServicer:
+    """Implements rigger.v1.RiggerService over a TaskBook."""
+
+    def __init__(self, book: TaskBook) -> None:
+        self.book = book
+
+    # --- unary ---------------------------------------------------------------
+
+    @_unary
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTasksResponse:
+        """List tasks with combined filters; archived only when asked for."""
+        status = None
+        if request.HasField("status"):
+            status = check_status(request.status)
+            if status == 0:
+                status = None  # UNSPECIFIED filters nothing
+        query = TaskQuery(
+            status=status,
+            assignee=_optional(request, "assignee"),
+            limit=request.limit if request.HasField("limit") and request.limit > 0 else None,
+            offset=request.offset,
+        )
+        tasks, total = await self.book.list_tasks(query)
+        return pb.ListTasksResponse(tasks=[wire.task_to_pb(t) for t in tasks], total_count=total)
+
+    @_unary
+    async def AddTask(
+        self, request: pb.AddTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddTaskResponse:
+        """Create a task."""
+        task = await self.book.add_task(
+            NewTask(
+                title=request.title,
+                assignee=_optional(request, "assignee"),
+                due_date=_optional(request, "due_date"),
+                source_prd_id=_optional(request, "source_prd_id"),
+                parent_task_id=_optional(request, "parent_task_id"),
+            )
+        )
+        return pb.AddTaskResponse(task=wire.task_to_pb(task))
+
+    @_unary
+    async def UpdateTask(
+        self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateTaskResponse:
+        """Change the fields that are set."""
+        task = await self.book.update_task(
+            TaskChange(
+                task_id=request.task_id,
+                status=_optional(request, "status"),
+                assignee=_optional(request, "assignee"),
+                due_date=_optional(request, "due_date"),
+                title=_optional(request, "title"),
+                expected_version=_optional(request, "expected_version"),
+            )
+        )
+        return pb.UpdateTaskResponse(task=wire.task_to_pb(task))
+
+    @_unary
+    async def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTaskResponse:
+        """Return one task."""
+        task = await self.book.get_task(request.task_id)
+        return pb.GetTaskResponse(task=wire.task_to_pb(task))
+
+    @_unary
+    async def DeleteTask(
+        self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteTaskResponse:
+        """Archive a task."""
+        await self.book.delete_task(request.task_id)
+        return pb.DeleteTaskResponse(success=True)
+
+    @_unary
+    async def ParsePRD(
+        self, request: pb.ParsePRDRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ParsePRDResponse:
+        """Parse and store a PRD file from inside the project root."""
+        return wire.prd_to_pb(await self.book.parse_prd(request.prd_file_path))
+
+    async def GenerateTasksFromPRD(
+        self, request: pb.GenerateTasksFromPRDRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateTasksFromPRDResponse:
+        """Not implemented yet."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "GenerateTasksFromPRD is not implemented yet: LLM task generation is planned "
+            "for a later Rigger release",
+        )
+        raise AssertionError("unreachable: abort raises")
+
+    async def OrchestrateTask(
+        self, request: pb.OrchestrateTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OrchestrateTaskResponse:
+        """Not implemented yet."""
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "OrchestrateTask is not implemented yet: the orchestration flow is planned "
+            "for a later Rigger release",
+        )
+        raise AssertionError("unreachable: abort raises")
+
+    # --- streams -------------------------------------------------------------
+
+    async def _subscription(
+        self, request: pb.SubscribeToTaskEventsRequest
+    ) -> tuple[EventFilter, int | None]:
+        event_filter = EventFilter(
+            event_types=frozenset(check_event_type(t) for t in request.event_types),
+            assignee=_optional(request, "assignee_filter"),
+        )
+        after = _optional(request, "after_sequence")
+        if after is not None:
+            head = await self.book.last_sequence()
+            if after > head:
+                raise errors.InvalidArgument(
+                    "after_sequence",
+                    f"{after} is beyond the newest event ({head}); was the database replaced?",
+                )
+        return event_filter, after
+
+    async def _end_stream(
+        self, context: grpc.aio.ServicerContext, exc: BaseException, last: int
+    ) -> None:
+        context.set_trailing_metadata(((LAST_SEQUENCE_KEY, str(last)),))
+        if isinstance(exc, events.Lagged):
+            log.warning("subscriber %s lagged at sequence %d; ended it", context.peer(), last)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"subscriber fell more than {self.book.broadcaster.buffer} events behind; "
+                f"last sequence received: {last}. Resubscribe with after_sequence={last} "
+                "to resume without loss",
+            )
+        if isinstance(exc, events.Closed):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"server is shutting down; last sequence received: {last}. "
+                f"Resubscribe with after_sequence={last} to resume without loss",
+            )
+        if isinstance(exc, errors.RiggerError):
+            await context.abort(status_of(exc), str(exc))
+        log.error("event stream failed", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    async def SubscribeToTaskEvents(
+        self, request: pb.SubscribeToTaskEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """Stream matching events (pre-encoded TaskEvent bytes) until cancelled."""
+        last = request.after_sequence
+        try:
+            event_filter, after = await self._subscription(request)
+            async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
+                async for batch in batches:
+                    for event, encoded in batch:
+                        yield encoded
+                        last = event.sequence
+        except (events.Lagged, events.Closed, errors.RiggerError) as exc:
+            await self._end_stream(context, exc, last)
+
+    async def TaskEventStream(
+        self,
+        request_iterator: AsyncIterator[pb.TaskEventStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[bytes]:
+        """A `subscribe` first, then updates; streams the filtered events, own updates included."""
+        last = 0
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None:
+                return
+            if first.WhichOneof("request") != "subscribe":
+                raise errors.InvalidArgument("request", "the first message must be `subscribe`")
+            last = first.subscribe.after_sequence
+            event_filter, after = await self._subscription(first.subscribe)
+            updates = asyncio.ensure_future(self._apply_updates(request_iterator))
+            async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
+                next_batch = asyncio.ensure_future(anext(batches))
+                try:
+                    while True:
+                        waiting = {next_batch} if updates.done() else {next_batch, updates}
+                        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                        if updates in done:
+                            updates.result()  # raise the failed update's error, if any
+                        if next_batch in done:
+                            for event, encoded in next_batch.result():
+                                yield encoded
+                                last = event.sequence
+                            next_batch = asyncio.ensure_future(anext(batches))
+                finally:
+                    for task in (next_batch, updates):
+                        task.cancel()
+                    await asyncio.gather(next_batch, updates, return_exceptions=True)
+        except (events.Lagged, events.Closed, errors.RiggerError) as exc:
+            await self._end_stream(context, exc, last)
+
+    async def _apply_updates(self, request_iterator: AsyncIterator[pb.TaskEventStreamRequest]) -> None:
+        async for message in request_iterator:
+            if message.WhichOneof("request") != "update":
+                raise errors.InvalidArgument("subscribe", "may be sent only once, first")
+            update = message.update
+            await self.book.update_task(
+                TaskChange(
+                    task_id=update.task_id,
+                    status=_optional(update, "status"),
+                    assignee=_optional(update, "assignee"),
+                )
+            )
+
+
+def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
+    """Register the servicer. Streams send pre-encoded bytes, so they have no serializer."""
+
+    def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            method,
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "ListTasks": unary(servicer.ListTasks, pb.ListTasksRequest, pb.ListTasksResponse),
+            "AddTask": unary(servicer.AddTask, pb.AddTaskRequest, pb.AddTaskResponse),
+            "UpdateTask": unary(servicer.UpdateTask, pb.UpdateTaskRequest, pb.UpdateTaskResponse),
+            "GetTask": unary(servicer.GetTask, pb.GetTaskRequest, pb.GetTaskResponse),
+            "DeleteTask": unary(servicer.DeleteTask, pb.DeleteTaskRequest, pb.DeleteTaskResponse),
+            "ParsePRD": unary(servicer.ParsePRD, pb.ParsePRDRequest, pb.ParsePRDResponse),
+            "GenerateTasksFromPRD": unary(
+                servicer.GenerateTasksFromPRD,
+                pb.GenerateTasksFromPRDRequest,
+                pb.GenerateTasksFromPRDResponse,
+            ),
+            "OrchestrateTask": unary(
+                servicer.OrchestrateTask, pb.OrchestrateTaskRequest, pb.OrchestrateTaskResponse
+            ),
+            "SubscribeToTaskEvents": grpc.unary_stream_rpc_method_handler(
+                servicer.SubscribeToTaskEvents,
+                request_deserializer=pb.SubscribeToTaskEventsRequest.FromString,
+            ),
+            "TaskEventStream": grpc.stream_stream_rpc_method_handler(
+                servicer.TaskEventStream,
+                request_deserializer=pb.TaskEventStreamRequest.FromString,
+            ),
+        },
+    )

@@ -1,0 +1,349 @@
+"""Task operations: validation, the events each change emits, commit, then broadcast.
+
+`TaskBook` is the domain's front door. It knows nothing of gRPC: the service
+translates wire messages into these calls and domain errors into status codes.
+SQLite work runs on a single writer thread and a small reader pool, never on
+the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import pathlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from rigger_server import prd as prd_files
+from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
+from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
+from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.store import Conflict, Store, TaskQuery
+
+T = TypeVar("T")
+
+REPLAY_PAGE = 500
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewTask:
+    """What AddTask asks for."""
+
+    title: str
+    assignee: str | None = None
+    due_date: str | None = None
+    source_prd_id: str | None = None
+    parent_task_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskChange:
+    """What UpdateTask asks for; None leaves a field alone."""
+
+    task_id: str
+    status: int | None = None
+    assignee: str | None = None
+    due_date: str | None = None
+    title: str | None = None
+    expected_version: int | None = None
+
+
+def _require_id(value: str, field: str) -> str:
+    if not value.strip():
+        raise InvalidArgument(field, "is required")
+    return value
+
+
+def _check_title(value: str) -> str:
+    if not value.strip():
+        raise InvalidArgument("title", "must not be empty or whitespace")
+    return value
+
+
+def _check_due_date(value: str) -> str:
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError(value)
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidArgument("due_date", f"{value!r} is not a date of the form YYYY-MM-DD") from None
+    return value
+
+
+def check_status(value: int, field: str = "status") -> TaskStatus:
+    """Turn a wire number into a TaskStatus, refusing unknown numbers."""
+    try:
+        return TaskStatus(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown TaskStatus number {value}") from None
+
+
+def check_event_type(value: int, field: str = "event_types") -> EventType:
+    """Turn a wire number into an EventType, refusing unknown numbers."""
+    try:
+        return EventType(value)
+    except ValueError:
+        raise InvalidArgument(field, f"unknown TaskEventType number {value}") from None
+
+
+def _draft(event_type: EventType, task: Task, timestamp: str, **metadata: str) -> EventDraft:
+    return EventDraft(
+        event_id=str(uuid.uuid4()),
+        timestamp=timestamp,
+        event_type=event_type,
+        task=task,
+        metadata=metadata,
+    )
+
+
+class TaskBook:
+    """Validated task operations over a Store, broadcasting each committed event."""
+
+    def __init__(
+        self,
+        store: Store,
+        broadcaster: Broadcaster,
+        project_root: pathlib.Path,
+        *,
+        readers: int = 4,
+    ) -> None:
+        self.store = store
+        self.broadcaster = broadcaster
+        self.project_root = project_root
+        # One writer thread: SQLite has one write lock anyway, and a single
+        # thread publishes commits in exactly the order they happened.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="rigger-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
+        self._loop = asyncio.get_running_loop()
+
+    async def _write(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._loop.run_in_executor(self._writer, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        return await self._loop.run_in_executor(self._readers, fn, *args)
+
+    def _publish(self, events: list[Event]) -> None:
+        # Called on the writer thread right after commit. call_soon_threadsafe
+        # runs callbacks in the order they were scheduled, so subscribers see
+        # commit order.
+        if events:
+            self._loop.call_soon_threadsafe(self.broadcaster.publish, events)
+
+    # --- reads ---------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task:
+        """Return a task by id."""
+        _require_id(task_id, "task_id")
+        task = await self._read(self.store.get_task, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id!r} not found")
+        return task
+
+    async def list_tasks(self, query: TaskQuery) -> tuple[list[Task], int]:
+        """Return one page of matching tasks, newest first, and how many match in all."""
+        return await self._read(self.store.list_tasks, query)
+
+    async def last_sequence(self) -> int:
+        """The sequence of the newest committed event, 0 when there is none."""
+        return await self._read(self.store.last_sequence)
+
+    # --- writes --------------------------------------------------------------
+
+    async def add_task(self, new: NewTask) -> Task:
+        """Create a task in TODO and emit CREATED."""
+        _check_title(new.title)
+        if new.due_date is not None:
+            _check_due_date(new.due_date)
+        if new.parent_task_id is not None:
+            _require_id(new.parent_task_id, "parent_task_id")
+        return await self._write(self._add_sync, new)
+
+    def _add_sync(self, new: NewTask) -> Task:
+        if new.parent_task_id is not None and self.store.get_task(new.parent_task_id) is None:
+            raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
+        now = now_rfc3339()
+        task = Task(
+            id=str(uuid.uuid4()),
+            title=new.title,
+            status=TaskStatus.TODO,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            assignee=new.assignee or None,
+            due_date=new.due_date,
+            source_prd_id=new.source_prd_id,
+            parent_task_id=new.parent_task_id,
+        )
+        self._publish(self.store.insert_task(task, [_draft(EventType.CREATED, task, now)]))
+        return task
+
+    async def update_task(self, change: TaskChange) -> Task:
+        """Apply the fields that are set; emit UPDATED, STATUS_CHANGED and ASSIGNED as fitting."""
+        _require_id(change.task_id, "task_id")
+        if change.status is not None and check_status(change.status) is TaskStatus.UNSPECIFIED:
+            raise InvalidArgument("status", "TASK_STATUS_UNSPECIFIED is not a status to set")
+        if change.title is not None:
+            _check_title(change.title)
+        if change.due_date:
+            _check_due_date(change.due_date)
+        return await self._write(self._update_sync, change)
+
+    def _update_sync(self, change: TaskChange) -> Task:
+        while True:
+            current = self.store.get_task(change.task_id)
+            if current is None:
+                raise NotFound(f"task {change.task_id!r} not found")
+            if change.expected_version is not None and change.expected_version != current.version:
+                raise VersionConflict(
+                    f"task {current.id!r} is at version {current.version}, "
+                    f"not the expected {change.expected_version}"
+                )
+            updated = dataclasses.replace(
+                current,
+                title=current.title if change.title is None else change.title,
+                status=current.status if change.status is None else TaskStatus(change.status),
+                assignee=current.assignee if change.assignee is None else change.assignee or None,
+                due_date=current.due_date if change.due_date is None else change.due_date or None,
+            )
+            if updated == current:
+                return current  # nothing changed: no write, no event, same version
+            now = now_rfc3339()
+            updated = dataclasses.replace(updated, version=current.version + 1, updated_at=now)
+            changed = [
+                name
+                for name in ("title", "status", "assignee", "due_date")
+                if getattr(updated, name) != getattr(current, name)
+            ]
+            drafts = [_draft(EventType.UPDATED, updated, now, changed_fields=",".join(changed))]
+            if updated.status != current.status:
+                drafts.append(
+                    _draft(
+                        EventType.STATUS_CHANGED,
+                        updated,
+                        now,
+                        previous_status=current.status.contract_name,
+                    )
+                )
+            if updated.assignee != current.assignee:
+                drafts.append(
+                    _draft(
+                        EventType.ASSIGNED,
+                        updated,
+                        now,
+                        previous_assignee=current.assignee or "",
+                    )
+                )
+            try:
+                self._publish(self.store.replace_task(updated, current.version, drafts))
+            except Conflict:
+                # Another process changed the task between our read and write.
+                if change.expected_version is not None:
+                    raise VersionConflict(f"task {current.id!r} changed concurrently") from None
+                continue
+            return updated
+
+    async def delete_task(self, task_id: str) -> None:
+        """Archive a task and emit DELETED; archiving an archived task does nothing."""
+        _require_id(task_id, "task_id")
+        await self._write(self._delete_sync, task_id)
+
+    def _delete_sync(self, task_id: str) -> None:
+        while True:
+            current = self.store.get_task(task_id)
+            if current is None:
+                raise NotFound(f"task {task_id!r} not found")
+            if current.status is TaskStatus.ARCHIVED:
+                return
+            now = now_rfc3339()
+            archived = dataclasses.replace(
+                current, status=TaskStatus.ARCHIVED, version=current.version + 1, updated_at=now
+            )
+            draft = _draft(
+                EventType.DELETED, archived, now, previous_status=current.status.contract_name
+            )
+            try:
+                self._publish(self.store.replace_task(archived, current.version, [draft]))
+            except Conflict:
+                continue
+            return
+
+    # --- PRDs ----------------------------------------------------------------
+
+    async def parse_prd(self, requested_path: str) -> Prd:
+        """Read and parse a PRD inside the project root, store it and return it."""
+        text = await self._read(prd_files.read_prd_file, self.project_root, requested_path)
+        parsed = prd_files.parse_prd(text)
+        prd = Prd(
+            id=f"prd-{uuid.uuid4()}",
+            path=requested_path,
+            title=parsed.title,
+            objectives=parsed.objectives,
+            tech_stack=parsed.tech_stack,
+            constraints=parsed.constraints,
+            parsed_at=now_rfc3339(),
+        )
+        await self._write(self.store.insert_prd, prd)
+        return prd
+
+    # --- events --------------------------------------------------------------
+
+    async def watch(
+        self, event_filter: EventFilter, after_sequence: int | None
+    ) -> AsyncIterator[list[tuple[Event, bytes]]]:
+        """Yield batches of matching (event, encoded) pairs: replay first, then live.
+
+        With `after_sequence`, every stored event after it is replayed, then
+        live events follow with no gap and no duplicate: the subscription is
+        registered before the log is read, and live events already replayed
+        are skipped by sequence. Raises events.Lagged if the subscriber falls
+        behind its buffer while live, and events.Closed at shutdown.
+        """
+        cursor = after_sequence
+        while True:
+            subscription = self.broadcaster.subscribe(event_filter)
+            try:
+                if cursor is not None:
+                    while True:
+                        last, matched, full = await self._read(
+                            self._replay_page, event_filter, cursor
+                        )
+                        cursor = last
+                        if matched:
+                            yield matched
+                        if not full:
+                            break
+                    if subscription.overflowed:
+                        # Live events arrived faster than replay drained them.
+                        # The log has them all, so keep replaying from it.
+                        continue
+                while True:
+                    batch = await subscription.next_batch()
+                    if cursor is not None:
+                        batch = [pair for pair in batch if pair[0].sequence > cursor]
+                    if batch:
+                        yield batch
+            finally:
+                self.broadcaster.unsubscribe(subscription)
+
+    def _replay_page(
+        self, event_filter: EventFilter, cursor: int
+    ) -> tuple[int, list[tuple[Event, bytes]], bool]:
+        events = self.store.events_after(cursor, REPLAY_PAGE)
+        encode = self.broadcaster.encode
+        matched = [(e, encode(e)) for e in events if event_filter.matches(e)]
+        last = events[-1].sequence if events else cursor
+        return last, matched, len(events) == REPLAY_PAGE
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def close(self) -> None:
+        """End every subscription, finish queued writes and close the store."""
+        self.broadcaster.close()
+        await self._loop.run_in_executor(None, self._writer.shutdown, True)
+        await self._loop.run_in_executor(None, self._readers.shutdown, True)
+        self.store.close()
