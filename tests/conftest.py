@@ -1,0 +1,38 @@
+"""Shared fixtures: a real server on a free port and clients speaking real gRPC."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from rigger.v1 import rigger_pb2_grpc
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from serverproc import ServerProcess  # noqa: E402
+
+
+@pytest.fixture
+def project(tmp_path: pathlib.Path) -> pathlib.Path:
+    """An empty project directory to start the server in."""
+    root = tmp_path / "project"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def server(project: pathlib.Path) -> Iterator[ServerProcess]:
+    """A running server with a fresh database, stopped after the test."""
+    proc = ServerProcess(project).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def stub(server: ServerProcess) -> AsyncIterator[rigger_pb2_grpc.RiggerServiceStub]:
+    """An async client stub connected to `server`."""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        yield rigger_pb2_grpc.RiggerServiceStub(channel)
