@@ -223,6 +223,9 @@ class RiggerServicer:
             event_filter, after = await self._subscription(request)
             async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
                 async for batch in batches:
+                    if not batch:
+                        # Headers now tell the client its subscription is live.
+                        await context.send_initial_metadata(())
                     for event, encoded in batch:
                         yield encoded
                         last = event.sequence
@@ -254,7 +257,10 @@ class RiggerServicer:
                         if updates in done:
                             updates.result()  # raise the failed update's error, if any
                         if next_batch in done:
-                            for event, encoded in next_batch.result():
+                            batch = next_batch.result()
+                            if not batch:
+                                await context.send_initial_metadata(())
+                            for event, encoded in batch:
                                 yield encoded
                                 last = event.sequence
                             next_batch = asyncio.ensure_future(anext(batches))

@@ -302,11 +302,18 @@ class TaskBook:
         registered before the log is read, and live events already replayed
         are skipped by sequence. Raises events.Lagged if the subscriber falls
         behind its buffer while live, and events.Closed at shutdown.
+
+        The first batch is empty: it marks the moment the subscription is
+        registered, from which on no committed event can be missed.
         """
         cursor = after_sequence
+        registered = False
         while True:
             subscription = self.broadcaster.subscribe(event_filter)
             try:
+                if not registered:
+                    registered = True
+                    yield []
                 if cursor is not None:
                     while True:
                         last, matched, full = await self._read(

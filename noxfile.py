@@ -1,0 +1,117 @@
+"""Rigger's developer tasks. `nox` runs the default set: what CI runs."""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "breaking", "generated", "tests"]
+
+ROOT = pathlib.Path(__file__).parent
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+RELEASED_IMAGE = "proto/released/rigger-v1.0.0.binpb"
+GEN_DIRS = ["clients/python/gen", "clients/go/gen", "clients/ts/gen"]
+
+# Generator versions: change them only together with a regeneration.
+GO_PLUGINS = {
+    "protoc-gen-go": "google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11",
+    "protoc-gen-go-grpc": "google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0",
+}
+GRPCURL = "github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3"
+BIN = ROOT / ".bin"
+
+
+def _group(name: str) -> list[str]:
+    return nox.project.dependency_groups(PYPROJECT, name)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff, buf lint and buf format on the project's own code and contract."""
+    session.install(*_group("lint"))
+    session.run("ruff", "check", ".", *session.posargs)
+    session.run("ruff", "format", "--check", ".")
+    session.run("buf", "lint")
+    session.run("buf", "format", "--diff", "--exit-code")
+
+
+@nox.session
+def breaking(session: nox.Session) -> None:
+    """Fail on any wire-breaking change against the released contract image."""
+    session.install(*_group("lint"))
+    session.run("buf", "breaking", "--against", RELEASED_IMAGE, *session.posargs)
+
+
+@nox.session(default=False)
+def release_contract(session: nox.Session) -> None:
+    """Record the current contract as released (run only when cutting a release)."""
+    session.install(*_group("lint"))
+    session.run("buf", "build", "--exclude-source-info", "-o", RELEASED_IMAGE)
+    session.log(f"wrote {RELEASED_IMAGE}; commit it with the release")
+
+
+def _go_install(session: nox.Session, name: str, module: str) -> None:
+    session.run("go", "install", module, env={"GOBIN": str(BIN)}, external=True)
+    if not (BIN / name).exists():
+        session.error(f"go install did not produce .bin/{name}")
+
+
+def _install_generators(session: nox.Session) -> None:
+    session.install(*_group("codegen"))
+    for name, module in GO_PLUGINS.items():
+        _go_install(session, name, module)
+    ts = ROOT / "clients" / "ts"
+    if not (ts / "node_modules" / ".bin" / "protoc-gen-es").exists():
+        session.run("npm", "ci", "--no-audit", "--no-fund", external=True, cwd=ts)
+
+
+def _build_clients(session: nox.Session) -> None:
+    session.run("python", "-c", "from rigger.v1 import rigger_pb2, rigger_pb2_grpc")
+    go = ROOT / "clients" / "go"
+    session.run("go", "vet", "./...", external=True, cwd=go)
+    session.run("go", "build", "./...", external=True, cwd=go)
+    session.run("npm", "run", "--silent", "typecheck", external=True, cwd=ROOT / "clients" / "ts")
+
+
+def _generate(session: nox.Session, *, check: bool) -> None:
+    _install_generators(session)
+    session.install("-e", ".")
+    session.run("buf", "generate")
+    _build_clients(session)
+    if check:
+        status = session.run(
+            "git", "status", "--porcelain", "--", *GEN_DIRS, external=True, silent=True
+        )
+        if status and str(status).strip():
+            session.error(
+                "generated code is stale; run `nox -s codegen` and commit the result:\n"
+                + str(status)
+            )
+        session.log("generated code is up to date")
+
+
+@nox.session(default=False)
+def codegen(session: nox.Session) -> None:
+    """Regenerate all three clients from proto/; `-- --check` fails if anything changed."""
+    _generate(session, check="--check" in session.posargs)
+
+
+@nox.session
+def generated(session: nox.Session) -> None:
+    """Fail when committed generated code differs from a fresh `nox -s codegen`."""
+    _generate(session, check=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The server's behaviour tests and the three sidecars, against a real server."""
+    session.install("-e", ".", *_group("test"))
+    if shutil.which("go") is None or shutil.which("npm") is None:
+        session.error("the sidecar tests need go and npm on PATH; see .ci/run")
+    _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it
+    session.run("pytest", *session.posargs, env={"PYTHONUTF8": "1"})
