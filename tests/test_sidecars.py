@@ -77,8 +77,12 @@ class Sidecar:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
+        threading.Thread(
+            target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True
+        ).start()
 
     @staticmethod
     def _pump(stream, sink) -> None:
@@ -93,7 +97,9 @@ class Sidecar:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                pytest.fail(f"got {len(found)} of {count} lines; stderr:\n" + "\n".join(self.stderr))
+                pytest.fail(
+                    f"got {len(found)} of {count} lines; stderr:\n" + "\n".join(self.stderr)
+                )
             match = LINE.match(line)
             assert match, f"not an event line: {line!r}"
             found.append(match)
@@ -197,7 +203,12 @@ def test_sidecar_resumes_after_restart_without_gap_or_duplicate(language, server
 
     lines = sidecar.take(4)
     assert [int(m["seq"]) for m in lines] == [4, 5, 6, 7]
-    assert [json.loads(m["title"]) for m in lines] == ["offline 0", "offline 1", "after 0", "after 1"]
+    assert [json.loads(m["title"]) for m in lines] == [
+        "offline 0",
+        "offline 1",
+        "after 0",
+        "after 1",
+    ]
     assert sidecar.quiet_for(0.5)
 
 

@@ -56,7 +56,9 @@ class RiggerServer:
             # so_reuseport=0: a second server on a taken port must fail, not
             # silently share it.
             server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-            server.add_generic_rpc_handlers((service.rpc_handler(service.RiggerServicer(self._book)),))
+            server.add_generic_rpc_handlers(
+                (service.rpc_handler(service.RiggerServicer(self._book)),)
+            )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (

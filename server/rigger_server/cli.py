@@ -58,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="interface to bind (default: localhost, which binds both [::1] and 127.0.0.1)",
     )
     grpc_cmd.add_argument(
-        "--port", type=_port, default=50051, help="port to bind; 0 picks a free one (default: 50051)"
+        "--port",
+        type=_port,
+        default=50051,
+        help="port to bind; 0 picks a free one (default: 50051)",
     )
     grpc_cmd.add_argument(
         "--db",
@@ -153,7 +156,9 @@ def _grpc(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rig` command."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     return int(args.run(args))
 

@@ -8,6 +8,7 @@ import pathlib
 import stat
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied
 
@@ -30,7 +31,9 @@ class ParsedPrd:
 def _outside(root: pathlib.Path) -> PermissionDenied:
     # One message for every refusal, so the answer reveals nothing about
     # whether the file exists or what kind of file it is.
-    return PermissionDenied(f"prd_file_path: must name a regular file inside the project root {root}")
+    return PermissionDenied(
+        f"prd_file_path: must name a regular file inside the project root {root}"
+    )
 
 
 def read_prd_file(root: pathlib.Path, requested: str, max_bytes: int = MAX_PRD_BYTES) -> str:
@@ -113,7 +116,7 @@ def parse_prd(markdown: str) -> ParsedPrd:
     )
 
 
-def _item_text(tokens: list, start: int) -> str:
+def _item_text(tokens: list[Token], start: int) -> str:
     """The text of a list item's own first paragraph."""
     level = tokens[start].level
     for token in tokens[start + 1 :]:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from rigger.v1 import rigger_pb2 as pb
 
 from rigger_server import errors, events, wire
@@ -46,13 +47,38 @@ def status_of(exc: errors.RiggerError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
+class Malformed:
+    """A request whose bytes did not parse; handlers answer it with INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str, exc: DecodeError) -> None:
+        self.error = errors.InvalidArgument("request", f"not a valid {type_name}: {exc}")
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    # grpc answers a deserializer's exception with UNKNOWN; parsing leniently
+    # here lets the handler answer bad bytes with INVALID_ARGUMENT instead.
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as exc:
+            return Malformed(message_type.DESCRIPTOR.full_name, exc)
+
+    return deserialize
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, Malformed):
+        raise request.error
+    return request
+
+
 def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
     """Map domain errors to their status codes; anything else is a bug and says so."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            return await method(self, request, context)
+            return await method(self, _parsed(request), context)
         except errors.RiggerError as exc:
             await context.abort(status_of(exc), str(exc))
         except Exception:
@@ -218,8 +244,10 @@ class RiggerServicer:
         self, request: pb.SubscribeToTaskEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         """Stream matching events (pre-encoded TaskEvent bytes) until cancelled."""
-        last = request.after_sequence
+        last = 0
         try:
+            request = _parsed(request)
+            last = request.after_sequence
             event_filter, after = await self._subscription(request)
             async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
                 async for batch in batches:
@@ -243,7 +271,7 @@ class RiggerServicer:
             first = await anext(aiter(request_iterator), None)
             if first is None:
                 return
-            if first.WhichOneof("request") != "subscribe":
+            if _parsed(first).WhichOneof("request") != "subscribe":
                 raise errors.InvalidArgument("request", "the first message must be `subscribe`")
             last = first.subscribe.after_sequence
             event_filter, after = await self._subscription(first.subscribe)
@@ -271,9 +299,11 @@ class RiggerServicer:
         except (events.Lagged, events.Closed, errors.RiggerError) as exc:
             await self._end_stream(context, exc, last)
 
-    async def _apply_updates(self, request_iterator: AsyncIterator[pb.TaskEventStreamRequest]) -> None:
+    async def _apply_updates(
+        self, request_iterator: AsyncIterator[pb.TaskEventStreamRequest]
+    ) -> None:
         async for message in request_iterator:
-            if message.WhichOneof("request") != "update":
+            if _parsed(message).WhichOneof("request") != "update":
                 raise errors.InvalidArgument("subscribe", "may be sent only once, first")
             update = message.update
             await self.book.update_task(
@@ -291,7 +321,7 @@ def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
     def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
             method,
-            request_deserializer=request.FromString,
+            request_deserializer=_lenient(request),
             response_serializer=response.SerializeToString,
         )
 
@@ -314,11 +344,11 @@ def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
             ),
             "SubscribeToTaskEvents": grpc.unary_stream_rpc_method_handler(
                 servicer.SubscribeToTaskEvents,
-                request_deserializer=pb.SubscribeToTaskEventsRequest.FromString,
+                request_deserializer=_lenient(pb.SubscribeToTaskEventsRequest),
             ),
             "TaskEventStream": grpc.stream_stream_rpc_method_handler(
                 servicer.TaskEventStream,
-                request_deserializer=pb.TaskEventStreamRequest.FromString,
+                request_deserializer=_lenient(pb.TaskEventStreamRequest),
             ),
         },
     )

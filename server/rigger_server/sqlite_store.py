@@ -205,7 +205,9 @@ class SqliteStore:
     def get_task(self, task_id: str) -> Task | None:
         """Return the task, or None if there is no such id."""
         conn = self._conn()
-        rows = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchall()
+        rows = conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+        ).fetchall()
         tasks = self._rows_to_tasks(conn, rows)
         return tasks[0] if tasks else None
 

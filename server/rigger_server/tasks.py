@@ -71,7 +71,9 @@ def _check_due_date(value: str) -> str:
             raise ValueError(value)
         dt.date.fromisoformat(value)
     except ValueError:
-        raise InvalidArgument("due_date", f"{value!r} is not a date of the form YYYY-MM-DD") from None
+        raise InvalidArgument(
+            "due_date", f"{value!r} is not a date of the form YYYY-MM-DD"
+        ) from None
     return value
 
 
