@@ -1,0 +1,124 @@
+"""Run `rig grpc` as a child process on a free port, for tests, benches and harnesses."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+_ADDRESS = re.compile(r"Address: \S+:(\d+)")
+
+
+class ServerProcess:
+    """One `rig grpc` process. `start()` waits until health says SERVING."""
+
+    def __init__(
+        self,
+        root: pathlib.Path,
+        *,
+        db: pathlib.Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        command: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli"),
+    ) -> None:
+        self.root = root
+        self.db = db or root / ".rigger" / "tasks.db"
+        self.extra_args = extra_args
+        # What to run instead of `rig`, e.g. a wrapper that changes behaviour.
+        self.command = command
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self.banner = ""
+        self.log_path = root / "server.log"
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:<port>`: what a client dials."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        """Start on the previous port (or a free one the first time) and wait until serving."""
+        self.db.parent.mkdir(parents=True, exist_ok=True)
+        args = [
+            *self.command,
+            "grpc",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
+            *self.extra_args,
+        ]
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert self.proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server exited early: {''.join(lines)}{self.read_log()}")
+            lines.append(line)
+            match = _ADDRESS.search(line)
+            if match:
+                self.port = int(match.group(1))
+            if line.startswith("   Broadcast:"):
+                break
+        self.banner = "".join(lines)
+        self._wait_serving(deadline)
+        return self
+
+    def _wait_serving(self, deadline: float) -> None:
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `sig` and wait for the process to exit; returns its exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            if self.proc.stdout:
+                self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to clean up."""
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> ServerProcess:
+        """Graceful stop, then start again on the same port with the same database."""
+        self.stop()
+        return self.start()
+
+    def read_log(self) -> str:
+        """What the server wrote to stderr so far."""
+        return self.log_path.read_text() if self.log_path.exists() else ""
