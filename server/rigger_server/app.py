@@ -14,11 +14,31 @@ from grpc_reflection.v1alpha import reflection
 from rigger.v1 import rigger_pb2
 
 from rigger_server import service, wire
+from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.events import Broadcaster
+from rigger_server.limits import Limits
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import TaskBook
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for TLS; with `client_ca`, clients must present a certificate it signed."""
+
+    cert: pathlib.Path
+    key: pathlib.Path
+    client_ca: pathlib.Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials from the files."""
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,6 +51,28 @@ class ServerConfig:
     port: int = 50051
     buffer: int = 1000
     grace_seconds: float = 5.0
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    tls: TlsFiles | None = None
+    auth_token_file: pathlib.Path | None = None
+    public_health: bool = False
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """Channel arguments for the server."""
+        limits = self.limits
+        return [
+            # A second server on a taken port must fail, not silently share it.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", limits.max_message_bytes),
+            ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
+            # Sidecars idle for hours between events; let their pings through.
+            ("grpc.keepalive_permit_without_calls", 1),
+            (
+                "grpc.http2.min_ping_interval_without_data_ms",
+                int(limits.min_client_ping_seconds * 1000),
+            ),
+            ("grpc.http2.max_ping_strikes", 2),
+        ]
 
 
 class PortInUse(Exception):
@@ -46,16 +88,26 @@ class RiggerServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._book: TaskBook | None = None
+        self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
 
     async def start(self) -> None:
         """Open the store, bind the port and start serving."""
-        store = SqliteStore(self.config.db_path)
+        config = self.config
+        credentials = config.tls.credentials() if config.tls else None
+        store = SqliteStore(config.db_path)
         try:
-            broadcaster = Broadcaster(wire.encode_event, buffer=self.config.buffer)
-            self._book = TaskBook(store, broadcaster, self.config.project_root)
-            # so_reuseport=0: a second server on a taken port must fail, not
-            # silently share it.
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            broadcaster = Broadcaster(
+                wire.encode_event,
+                buffer=config.buffer,
+                max_subscribers=config.limits.max_subscribers,
+            )
+            self._book = TaskBook(store, broadcaster, config.project_root, limits=config.limits)
+            interceptors = (
+                [AuthInterceptor(self.auth, public_health=config.public_health)]
+                if self.auth
+                else []
+            )
+            server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
             server.add_generic_rpc_handlers(
                 (service.rpc_handler(service.RiggerServicer(self._book)),)
             )
@@ -68,9 +120,12 @@ class RiggerServer:
                 ),
                 server,
             )
-            address = f"{self.config.host}:{self.config.port}"
+            address = f"{config.host}:{config.port}"
             try:
-                self.port = server.add_insecure_port(address)
+                if credentials is None:
+                    self.port = server.add_insecure_port(address)
+                else:
+                    self.port = server.add_secure_port(address, credentials)
             except RuntimeError as exc:
                 raise PortInUse(address) from exc
             await server.start()
@@ -100,6 +155,8 @@ class RiggerServer:
         stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopping.set)
+        if self.auth is not None:
+            loop.add_signal_handler(signal.SIGHUP, self.auth.reload)
         await stopping.wait()
         log.info("shutting down")
         await self.stop()

@@ -9,6 +9,10 @@ import pathlib
 import sys
 
 from rigger_server import __version__
+from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
+from rigger_server.auth import TokenFileError
+from rigger_server.limits import Limits
+from rigger_server.sqlite_store import SqliteStore
 
 RIGGER_DIR = ".rigger"
 DB_NAME = "tasks.db"
@@ -81,13 +85,80 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds in-flight calls get to finish on shutdown (default: 5)",
     )
+    security = grpc_cmd.add_argument_group("security")
+    security.add_argument(
+        "--tls-cert", type=pathlib.Path, metavar="FILE", help="PEM certificate: serve TLS"
+    )
+    security.add_argument(
+        "--tls-key", type=pathlib.Path, metavar="FILE", help="PEM private key for --tls-cert"
+    )
+    security.add_argument(
+        "--tls-client-ca",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="PEM CA: require client certificates signed by it (mTLS)",
+    )
+    security.add_argument(
+        "--auth-token-file",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="require `authorization: Bearer <token>` on every call; one token per line, "
+        "re-read on SIGHUP",
+    )
+    security.add_argument(
+        "--public-health",
+        action="store_true",
+        help="with --auth-token-file: leave health checks and reflection open",
+    )
+    defaults = Limits()
+    limits = grpc_cmd.add_argument_group("limits")
+    limits.add_argument(
+        "--max-message-bytes",
+        type=_positive,
+        metavar="N",
+        default=defaults.max_message_bytes,
+        help="largest request message (default: %(default)s; beyond: RESOURCE_EXHAUSTED)",
+    )
+    limits.add_argument(
+        "--max-title-length",
+        type=_positive,
+        metavar="N",
+        default=defaults.max_title_chars,
+        help="longest task title in characters (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-field-length",
+        type=_positive,
+        metavar="N",
+        default=defaults.max_field_chars,
+        help="longest other string field in characters (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-subscribers",
+        type=_positive,
+        metavar="N",
+        default=defaults.max_subscribers,
+        help="most event streams open at once (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-prd-bytes",
+        type=_positive,
+        metavar="N",
+        default=defaults.max_prd_bytes,
+        help="largest PRD file ParsePRD reads (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--keepalive-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=defaults.keepalive_seconds,
+        help="ping idle connections this often to release vanished sidecars (default: %(default)s)",
+    )
     grpc_cmd.set_defaults(run=_grpc)
     return parser
 
 
 def _init(args: argparse.Namespace) -> int:
-    from rigger_server.sqlite_store import SqliteStore
-
     directory = pathlib.Path.cwd() / RIGGER_DIR
     existed = directory.is_dir()
     directory.mkdir(exist_ok=True)
@@ -98,7 +169,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _grpc(args: argparse.Namespace) -> int:
-    from rigger_server.app import PortInUse, RiggerServer, ServerConfig
 
     root = pathlib.Path.cwd()
     if args.db is None:
@@ -116,6 +186,10 @@ def _grpc(args: argparse.Namespace) -> int:
         if not db_path.parent.is_dir():
             print(f"error: --db: directory {db_path.parent} does not exist", file=sys.stderr)
             return 2
+    problem = _check_security_flags(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     config = ServerConfig(
         db_path=db_path,
         project_root=root,
@@ -123,12 +197,26 @@ def _grpc(args: argparse.Namespace) -> int:
         port=args.port,
         buffer=args.buffer,
         grace_seconds=args.grace,
+        limits=Limits(
+            max_message_bytes=args.max_message_bytes,
+            max_title_chars=args.max_title_length,
+            max_field_chars=args.max_field_length,
+            max_subscribers=args.max_subscribers,
+            max_prd_bytes=args.max_prd_bytes,
+            keepalive_seconds=args.keepalive_seconds,
+        ),
+        tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
+        auth_token_file=args.auth_token_file,
+        public_health=args.public_health,
     )
 
     async def serve() -> int:
-        server = RiggerServer(config)
         try:
+            server = RiggerServer(config)
             await server.start()
+        except TokenFileError as exc:
+            print(f"error: --auth-token-file: {exc}", file=sys.stderr)
+            return 2
         except PortInUse:
             print(
                 f"error: cannot bind {args.host}:{args.port}: Address already in use.\n"
@@ -144,6 +232,7 @@ def _grpc(args: argparse.Namespace) -> int:
             "   Protocol: gRPC over HTTP/2\n"
             f"   Address: {host}:{server.port}{also}\n"
             f"   Database: {db_path}\n"
+            f"   Security: {_security_summary(config, server)}\n"
             f"   Broadcast: Enabled ({args.buffer} event buffer)",
             flush=True,
         )
@@ -152,6 +241,36 @@ def _grpc(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(serve())
+
+
+def _check_security_flags(args: argparse.Namespace) -> str | None:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together"
+    if args.tls_client_ca and not args.tls_cert:
+        return "--tls-client-ca needs --tls-cert and --tls-key"
+    if args.public_health and not args.auth_token_file:
+        return "--public-health only means something with --auth-token-file"
+    for flag in ("tls_cert", "tls_key", "tls_client_ca"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            return f"--{flag.replace('_', '-')}: no such file: {path}"
+    return None
+
+
+def _security_summary(config: ServerConfig, server: RiggerServer) -> str:
+    parts = []
+    if config.tls is None:
+        parts.append("plaintext")
+    elif config.tls.client_ca is None:
+        parts.append("TLS")
+    else:
+        parts.append("TLS with client certificates (mTLS)")
+    if server.auth is None:
+        parts.append("no token required")
+    else:
+        public = ", health and reflection public" if config.public_health else ""
+        parts.append(f"bearer token required{public}")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

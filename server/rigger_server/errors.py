@@ -27,5 +27,9 @@ class PermissionDenied(RiggerError):
     """The caller asked for something outside what it may touch (e.g. a path outside the root)."""
 
 
+class ResourceExhausted(RiggerError):
+    """A server limit is reached (e.g. too many subscriber streams)."""
+
+
 class Unavailable(RiggerError):
     """The server is shutting down."""

@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 from rigger_server.domain import Event, EventType
+from rigger_server.errors import ResourceExhausted
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,10 +88,16 @@ class Subscription:
 class Broadcaster:
     """Fans committed events out to subscriptions. Lives on the event loop's thread."""
 
-    def __init__(self, encode: Callable[[Event], bytes], buffer: int = 1000) -> None:
+    def __init__(
+        self,
+        encode: Callable[[Event], bytes],
+        buffer: int = 1000,
+        max_subscribers: int = 10_000,
+    ) -> None:
         if buffer < 1:
             raise ValueError("buffer must be at least 1")
         self.buffer = buffer
+        self.max_subscribers = max_subscribers
         self.encode = encode
         self._subscriptions: set[Subscription] = set()
         self._closed = False
@@ -105,6 +112,11 @@ class Broadcaster:
         """Register a new subscription; it receives every event published from now on."""
         if self._closed:
             raise Closed()
+        if len(self._subscriptions) >= self.max_subscribers:
+            raise ResourceExhausted(
+                f"too many subscriber streams: the server's limit is {self.max_subscribers} "
+                "(rig grpc --max-subscribers)"
+            )
         subscription = Subscription(event_filter, self.buffer)
         self._subscriptions.add(subscription)
         return subscription

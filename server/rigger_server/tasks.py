@@ -22,6 +22,7 @@ from rigger_server import prd as prd_files
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.limits import Limits
 from rigger_server.store import Conflict, Store, TaskQuery
 
 T = TypeVar("T")
@@ -53,15 +54,9 @@ class TaskChange:
     expected_version: int | None = None
 
 
-def _require_id(value: str, field: str) -> str:
-    if not value.strip():
-        raise InvalidArgument(field, "is required")
-    return value
-
-
-def _check_title(value: str) -> str:
-    if not value.strip():
-        raise InvalidArgument("title", "must not be empty or whitespace")
+def _check_length(value: str, field: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidArgument(field, f"is {len(value)} characters long; the limit is {limit}")
     return value
 
 
@@ -112,11 +107,13 @@ class TaskBook:
         broadcaster: Broadcaster,
         project_root: pathlib.Path,
         *,
+        limits: Limits | None = None,
         readers: int = 4,
     ) -> None:
         self.store = store
         self.broadcaster = broadcaster
         self.project_root = project_root
+        self.limits = limits or Limits()
         # One writer thread: SQLite has one write lock anyway, and a single
         # thread publishes commits in exactly the order they happened.
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="rigger-writer")
@@ -136,11 +133,27 @@ class TaskBook:
         if events:
             self._loop.call_soon_threadsafe(self.broadcaster.publish, events)
 
+    # --- validation ----------------------------------------------------------
+
+    def _require_id(self, value: str, field: str) -> str:
+        if not value.strip():
+            raise InvalidArgument(field, "is required")
+        return _check_length(value, field, self.limits.max_field_chars)
+
+    def _check_title(self, value: str) -> str:
+        if not value.strip():
+            raise InvalidArgument("title", "must not be empty or whitespace")
+        return _check_length(value, "title", self.limits.max_title_chars)
+
+    def _check_field(self, value: str | None, field: str) -> None:
+        if value is not None:
+            _check_length(value, field, self.limits.max_field_chars)
+
     # --- reads ---------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> Task:
         """Return a task by id."""
-        _require_id(task_id, "task_id")
+        self._require_id(task_id, "task_id")
         task = await self._read(self.store.get_task, task_id)
         if task is None:
             raise NotFound(f"task {task_id!r} not found")
@@ -158,11 +171,13 @@ class TaskBook:
 
     async def add_task(self, new: NewTask) -> Task:
         """Create a task in TODO and emit CREATED."""
-        _check_title(new.title)
+        self._check_title(new.title)
+        self._check_field(new.assignee, "assignee")
+        self._check_field(new.source_prd_id, "source_prd_id")
         if new.due_date is not None:
             _check_due_date(new.due_date)
         if new.parent_task_id is not None:
-            _require_id(new.parent_task_id, "parent_task_id")
+            self._require_id(new.parent_task_id, "parent_task_id")
         return await self._write(self._add_sync, new)
 
     def _add_sync(self, new: NewTask) -> Task:
@@ -186,11 +201,12 @@ class TaskBook:
 
     async def update_task(self, change: TaskChange) -> Task:
         """Apply the fields that are set; emit UPDATED, STATUS_CHANGED and ASSIGNED as fitting."""
-        _require_id(change.task_id, "task_id")
+        self._require_id(change.task_id, "task_id")
         if change.status is not None and check_status(change.status) is TaskStatus.UNSPECIFIED:
             raise InvalidArgument("status", "TASK_STATUS_UNSPECIFIED is not a status to set")
         if change.title is not None:
-            _check_title(change.title)
+            self._check_title(change.title)
+        self._check_field(change.assignee, "assignee")
         if change.due_date:
             _check_due_date(change.due_date)
         return await self._write(self._update_sync, change)
@@ -251,7 +267,7 @@ class TaskBook:
 
     async def delete_task(self, task_id: str) -> None:
         """Archive a task and emit DELETED; archiving an archived task does nothing."""
-        _require_id(task_id, "task_id")
+        self._require_id(task_id, "task_id")
         await self._write(self._delete_sync, task_id)
 
     def _delete_sync(self, task_id: str) -> None:
@@ -278,7 +294,10 @@ class TaskBook:
 
     async def parse_prd(self, requested_path: str) -> Prd:
         """Read and parse a PRD inside the project root, store it and return it."""
-        text = await self._read(prd_files.read_prd_file, self.project_root, requested_path)
+        self._check_field(requested_path, "prd_file_path")
+        text = await self._read(
+            prd_files.read_prd_file, self.project_root, requested_path, self.limits.max_prd_bytes
+        )
         parsed = prd_files.parse_prd(text)
         prd = Prd(
             id=f"prd-{uuid.uuid4()}",

@@ -1,0 +1,32 @@
+"""The server's limits: every one has a flag on `rig grpc` and a default here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one client can make the server hold or do."""
+
+    # Largest request message gRPC accepts; larger ones get RESOURCE_EXHAUSTED.
+    max_message_bytes: int = 4 * MIB
+    # Longest task title, in characters (INVALID_ARGUMENT beyond it).
+    max_title_chars: int = 128 * KIB
+    # Longest other string field (assignee, ids, due date, PRD path), in characters.
+    max_field_chars: int = 4 * KIB
+    # Most subscriber streams open at once (RESOURCE_EXHAUSTED beyond it).
+    max_subscribers: int = 10_000
+    # Largest PRD file ParsePRD reads.
+    max_prd_bytes: int = 1 * MIB
+    # Seconds between keepalive pings the server sends on an idle connection,
+    # so a vanished sidecar is noticed and its subscription released.
+    keepalive_seconds: float = 60.0
+    # Seconds to wait for a ping's answer before closing the connection.
+    keepalive_timeout_seconds: float = 20.0
+    # Shortest interval at which the server accepts client pings; the client
+    # helpers ping every 30 s.
+    min_client_ping_seconds: float = 10.0
