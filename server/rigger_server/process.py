@@ -26,12 +26,17 @@ class ServerProcess:
         db: pathlib.Path | None = None,
         extra_args: tuple[str, ...] = (),
         command: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli"),
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         self.root = root
         self.db = db or root / ".rigger" / "tasks.db"
         self.extra_args = extra_args
         # What to run instead of `rig`, e.g. a wrapper that changes behaviour.
         self.command = command
+        # How the readiness check reaches a server with TLS or tokens.
+        self.credentials = credentials
+        self.token = token
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
         self.banner = ""
@@ -80,12 +85,21 @@ class ServerProcess:
         self._wait_serving(deadline)
         return self
 
+    def channel(self) -> grpc.Channel:
+        """A blocking channel to the server, with its credentials if it needs them."""
+        if self.credentials is None:
+            return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(f"localhost:{self.port}", self.credentials)
+
     def _wait_serving(self, deadline: float) -> None:
-        with grpc.insecure_channel(self.address) as channel:
+        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    reply = stub.Check(
+                        health_pb2.HealthCheckRequest(), timeout=1, metadata=metadata
+                    )
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError:

@@ -1,0 +1,203 @@
+"""Nothing acknowledged is lost: crashes, racing writers, vanished subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+from serverproc import ServerProcess
+
+CRASH_ROUNDS = 20
+
+
+def _writer(address: str, acked: list[str], stop: threading.Event) -> None:
+    """Add tasks as fast as possible, recording every acknowledged id, until the server dies."""
+    with grpc.insecure_channel(address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        n = 0
+        while not stop.is_set():
+            try:
+                reply = stub.AddTask(pb.AddTaskRequest(title=f"write {n}"), timeout=5)
+            except grpc.RpcError:
+                return
+            acked.append(reply.task.id)
+            n += 1
+
+
+def _replay(address: str, after: int, until: int) -> list[int]:
+    """Sequences a subscriber resuming after `after` receives, up to `until`."""
+    with grpc.insecure_channel(address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        stream = stub.SubscribeToTaskEvents(
+            pb.SubscribeToTaskEventsRequest(after_sequence=after), timeout=30
+        )
+        seen = []
+        if until == after:
+            stream.cancel()
+            return seen
+        for event in stream:
+            seen.append(event.sequence)
+            if event.sequence >= until:
+                stream.cancel()
+                break
+        return seen
+
+
+def test_sigkill_mid_writes_loses_no_acknowledged_write(project):
+    server = ServerProcess(project)
+    rng = random.Random(7)
+    all_acked: list[str] = []
+    subscriber_position = 0
+    for _ in range(CRASH_ROUNDS):
+        server.start()
+        acked: list[str] = []
+        stop = threading.Event()
+        writers = [
+            threading.Thread(target=_writer, args=(server.address, acked, stop)) for _ in range(2)
+        ]
+        for writer in writers:
+            writer.start()
+        time.sleep(rng.uniform(0.05, 0.25))
+        server.kill()
+        stop.set()
+        for writer in writers:
+            writer.join(10)
+        all_acked.extend(acked)
+
+        with sqlite3.connect(server.db) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            sequences = [row[0] for row in db.execute("SELECT sequence FROM events ORDER BY 1")]
+        assert sequences == list(range(1, len(sequences) + 1)), "the event log has a gap"
+
+        server.start()
+        with server.channel() as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            for task_id in acked:
+                stub.GetTask(pb.GetTaskRequest(task_id=task_id), timeout=5)
+        head = sequences[-1] if sequences else 0
+        missed = _replay(server.address, subscriber_position, head)
+        assert missed == list(range(subscriber_position + 1, head + 1))
+        subscriber_position = head
+        server.stop()
+    assert len(all_acked) > CRASH_ROUNDS  # the rounds really wrote
+
+
+async def test_racing_writers_with_expected_version_win_exactly_once_per_version(stub):
+    task = (await stub.AddTask(pb.AddTaskRequest(title="contended"))).task
+    version = task.version
+    for round_number in range(15):
+        attempts = [
+            stub.UpdateTask(
+                pb.UpdateTaskRequest(
+                    task_id=task.id,
+                    title=f"round {round_number} writer {w}",
+                    expected_version=version,
+                )
+            )
+            for w in range(6)
+        ]
+        outcomes = await asyncio.gather(*attempts, return_exceptions=True)
+        winners = [o for o in outcomes if not isinstance(o, BaseException)]
+        losers = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(winners) == 1
+        assert all(
+            isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.ABORTED
+            for e in losers
+        )
+        version = winners[0].task.version
+    final = (await stub.GetTask(pb.GetTaskRequest(task_id=task.id))).task
+    assert final.version == 16
+    events = stub.SubscribeToTaskEvents(pb.SubscribeToTaskEventsRequest(after_sequence=0))
+    updates = []
+    while len(updates) < 15:
+        event = await asyncio.wait_for(events.read(), 10)
+        if event.event_type == pb.TASK_EVENT_TYPE_UPDATED:
+            updates.append(event.task.version)
+    events.cancel()
+    assert updates == list(range(2, 17))  # one event per won version, none doubled
+
+
+SUBSCRIBER = """
+import sys, grpc
+from rigger.v1 import rigger_pb2 as pb, rigger_pb2_grpc
+channel = grpc.insecure_channel(sys.argv[1])
+stream = rigger_pb2_grpc.RiggerServiceStub(channel).SubscribeToTaskEvents(
+    pb.SubscribeToTaskEventsRequest())
+stream.initial_metadata()
+print("subscribed", flush=True)
+for _ in stream:
+    pass
+"""
+
+
+def _can_subscribe(address: str) -> bool:
+    """True if a new subscription opens and receives an event; False if the slot is taken."""
+    with grpc.insecure_channel(address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        stream = stub.SubscribeToTaskEvents(pb.SubscribeToTaskEventsRequest())
+        try:
+            stream.initial_metadata()
+            stub.AddTask(pb.AddTaskRequest(title="probe"))
+            next(stream)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return False
+        stream.cancel()
+        return True
+
+
+def _subscribe_until(address: str, seconds: float) -> None:
+    """Open a new subscription, retrying while the server still holds the old one."""
+    deadline = time.monotonic() + seconds
+    while not _can_subscribe(address):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the old subscription was not released within {seconds} s")
+        time.sleep(0.1)
+
+
+def test_a_killed_subscribers_resources_are_released(project):
+    server = ServerProcess(project, extra_args=("--max-subscribers", "1")).start()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", SUBSCRIBER, server.address], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout.readline().strip() == "subscribed"
+        child.kill()
+        child.wait()
+        _subscribe_until(server.address, seconds=10)
+    finally:
+        server.stop()
+
+
+def test_a_subscriber_that_stops_reading_is_released_once_it_lags(project):
+    server = ServerProcess(project, extra_args=("--max-subscribers", "1", "--buffer", "5"))
+    server.start()
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            stalled = stub.SubscribeToTaskEvents(pb.SubscribeToTaskEventsRequest())
+            stalled.initial_metadata()  # registered, and never read again
+            # The stalled stream first fills the HTTP/2 windows, then its
+            # 5-event queue; the next event ends it and frees its slot.
+            padding = "x" * 2000
+            for n in range(5000):
+                stub.AddTask(pb.AddTaskRequest(title=f"{n} {padding}"))
+                if n % 250 == 0 and _can_subscribe(server.address):
+                    break
+            else:
+                pytest.fail("5000 events never pushed the stalled subscriber out")
+            with pytest.raises(grpc.RpcError) as ended:
+                for _ in stalled:
+                    pass
+            assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        server.stop()
