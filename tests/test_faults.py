@@ -89,6 +89,7 @@ def test_sigkill_mid_writes_loses_no_acknowledged_write(project):
         subscriber_position = head
         server.stop()
     assert len(all_acked) > CRASH_ROUNDS  # the rounds really wrote
+    print(f"{len(all_acked)} acknowledged writes checked across {CRASH_ROUNDS} SIGKILLs")
 
 
 async def test_racing_writers_with_expected_version_win_exactly_once_per_version(stub):
