@@ -23,6 +23,7 @@ from rigger_server.tasks import NewTask, TaskBook, TaskChange, check_event_type,
 
 SERVICE_NAME = "rigger.v1.RiggerService"
 LAST_SEQUENCE_KEY = "rigger-last-sequence"
+HEAD_SEQUENCE_KEY = "rigger-head-sequence"
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,18 @@ class RiggerServicer:
                 )
         return event_filter, after
 
+    async def _registered(self, context: grpc.aio.ServicerContext) -> int:
+        """Send headers once the subscription is registered; return the head sequence.
+
+        Headers tell the client it can no longer miss a committed event, and
+        `rigger-head-sequence` names the newest event committed before that
+        moment: a live-only client that disconnects before its first event can
+        resume after it without loss (and without replaying the whole log).
+        """
+        head = await self.book.last_sequence()
+        await context.send_initial_metadata(((HEAD_SEQUENCE_KEY, str(head)),))
+        return head
+
     async def _end_stream(
         self, context: grpc.aio.ServicerContext, exc: BaseException, last: int
     ) -> None:
@@ -253,8 +266,9 @@ class RiggerServicer:
             async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
                 async for batch in batches:
                     if not batch:
-                        # Headers now tell the client its subscription is live.
-                        await context.send_initial_metadata(())
+                        head = await self._registered(context)
+                        if after is None:
+                            last = head
                     for event, encoded in batch:
                         yield encoded
                         last = event.sequence
@@ -288,7 +302,9 @@ class RiggerServicer:
                         if next_batch in done:
                             batch = next_batch.result()
                             if not batch:
-                                await context.send_initial_metadata(())
+                                head = await self._registered(context)
+                                if after is None:
+                                    last = head
                             for event, encoded in batch:
                                 yield encoded
                                 last = event.sequence

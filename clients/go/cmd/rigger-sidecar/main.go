@@ -1,0 +1,290 @@
+// Command rigger-sidecar prints every Rigger task event on stdout, one line
+// per event, and keeps following the server across disconnects and restarts
+// without losing or repeating events.
+//
+// Each stdout line reads
+//
+//	#<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
+//
+// Status messages go to stderr; a line containing "subscribed" marks each
+// subscription that opens. SIGINT and SIGTERM exit 0; an error that retrying
+// cannot fix exits 1. Its flags are shared with the Python and TypeScript
+// sidecars.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	riggerv1 "github.com/rigger-dev/rigger/clients/go/gen/rigger/v1"
+	"github.com/rigger-dev/rigger/clients/go/rigger"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// config is the parsed command line.
+type config struct {
+	addr       string
+	eventTypes eventTypeList
+	assignee   *string
+	after      *uint64
+	caFile     string
+	certFile   string
+	keyFile    string
+	tokenFile  string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	logger := log.New(stderr, "", 0)
+	cfg, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2 // the flag package has already explained
+	}
+	token, err := readToken(cfg.tokenFile)
+	if err != nil {
+		logger.Printf("error: %v", err)
+		return 1
+	}
+	plaintext := cfg.caFile == "" && cfg.certFile == "" && cfg.keyFile == ""
+	if token != "" && plaintext && !rigger.IsLoopback(cfg.addr) {
+		logger.Printf("warning: sending the token to %s without TLS", cfg.addr)
+	}
+	conn, err := rigger.Dial(cfg.addr, rigger.Options{
+		CAFile:   cfg.caFile,
+		CertFile: cfg.certFile,
+		KeyFile:  cfg.keyFile,
+		Token:    token,
+	})
+	if err != nil {
+		logger.Printf("error: %v", err)
+		return 1
+	}
+	defer conn.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Once the first signal is in, a second one gets the default behaviour
+	// and kills the process, should a clean stop ever hang.
+	context.AfterFunc(ctx, stop)
+
+	req := &riggerv1.SubscribeToTaskEventsRequest{
+		EventTypes:     cfg.eventTypes,
+		AssigneeFilter: cfg.assignee,
+		AfterSequence:  cfg.after,
+	}
+	opts := rigger.WatchOptions{
+		OnSubscribed: func(after *uint64) {
+			logger.Printf("subscribed to %s (%s)", cfg.addr, describe(req, after))
+		},
+		OnReconnect: func(err error, delay time.Duration) {
+			logger.Printf("%s; reconnecting in %d ms", describeFailure(err), delay.Milliseconds())
+		},
+	}
+	for event, err := range rigger.Watch(ctx, riggerv1.NewRiggerServiceClient(conn), req, opts) {
+		if err != nil {
+			logger.Print("error: " + describeError(err))
+			return 1
+		}
+		// One unbuffered write per line, so each event reaches a pipe at once
+		// and whole.
+		if _, err := io.WriteString(stdout, formatEvent(event)); err != nil {
+			logger.Printf("error: writing stdout: %v", err)
+			return 1
+		}
+	}
+	if ctx.Err() == nil {
+		logger.Print("error: event stream ended unexpectedly")
+		return 1
+	}
+	logger.Print("stopped")
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("rigger-sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "localhost:50051", "server address (any gRPC target)")
+	fs.Var(&cfg.eventTypes, "event-type", "only this event type: CREATED, TASK_EVENT_TYPE_CREATED or a number (repeatable)")
+	fs.Func("assignee", "only events whose task is assigned to exactly this assignee", func(s string) error {
+		cfg.assignee = &s
+		return nil
+	})
+	fs.Func("after-sequence", "replay stored events after this sequence first (0: the whole log); default live only", func(s string) error {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return errors.New("must be a non-negative integer")
+		}
+		cfg.after = &n
+		return nil
+	})
+	fs.StringVar(&cfg.caFile, "ca-file", "", "PEM CA bundle to verify the server; enables TLS")
+	fs.StringVar(&cfg.certFile, "cert-file", "", "PEM client certificate for mutual TLS; enables TLS")
+	fs.StringVar(&cfg.keyFile, "key-file", "", "PEM client key for mutual TLS")
+	fs.StringVar(&cfg.tokenFile, "token-file", "", "file whose first line is the bearer token (default: $RIGGER_TOKEN)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		fmt.Fprintln(stderr, err)
+		fs.Usage()
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// readToken takes the first line of path, or $RIGGER_TOKEN when no file is
+// given. An empty result means no token.
+func readToken(path string) (string, error) {
+	if path == "" {
+		return strings.TrimSpace(os.Getenv("RIGGER_TOKEN")), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("reading token: %w", err)
+	}
+	defer f.Close()
+	line, err := bufio.NewReader(f).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("reading token: %w", err)
+	}
+	token := strings.TrimSpace(line)
+	if token == "" {
+		return "", fmt.Errorf("reading token: first line of %s is empty", path)
+	}
+	return token, nil
+}
+
+// eventTypeList collects repeated --event-type flags.
+type eventTypeList []riggerv1.TaskEventType
+
+func (l *eventTypeList) String() string {
+	names := make([]string, len(*l))
+	for i, t := range *l {
+		names[i] = rigger.EventTypeName(t)
+	}
+	return strings.Join(names, ",")
+}
+
+func (l *eventTypeList) Set(s string) error {
+	t, err := rigger.ParseEventType(s)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, t)
+	return nil
+}
+
+// formatEvent renders the stdout line shared by every language's sidecar.
+func formatEvent(e *riggerv1.TaskEvent) string {
+	task := e.GetTask()
+	id := task.GetId()
+	if id == "" {
+		id = "-" // keep the field non-empty so the line stays parseable
+	}
+	assignee := "-"
+	if task != nil && task.Assignee != nil {
+		assignee = jsonString(task.GetAssignee())
+	}
+	return fmt.Sprintf("#%d %s task=%s title=%s status=%s assignee=%s\n",
+		e.GetSequence(),
+		rigger.EventTypeName(e.GetEventType()),
+		id,
+		jsonString(task.GetTitle()),
+		rigger.StatusName(task.GetStatus()),
+		assignee,
+	)
+}
+
+// jsonString quotes s as JSON, leaving non-ASCII and HTML characters as they
+// are so that titles stay readable.
+func jsonString(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// describe summarizes a subscription for the "subscribed" status line.
+func describe(req *riggerv1.SubscribeToTaskEventsRequest, after *uint64) string {
+	parts := []string{"live"}
+	if after != nil {
+		parts[0] = fmt.Sprintf("resuming after #%d", *after)
+	}
+	if len(req.EventTypes) > 0 {
+		types := eventTypeList(req.EventTypes)
+		parts = append(parts, "types "+types.String())
+	}
+	if req.AssigneeFilter != nil {
+		parts = append(parts, "assignee "+jsonString(*req.AssigneeFilter))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// describeFailure says why a subscription ended, for reconnect notices.
+func describeFailure(err error) string {
+	if errors.Is(err, rigger.ErrStreamEnded) {
+		return "stream ended by the server"
+	}
+	return "stream failed: " + describeError(err)
+}
+
+// describeError names the status code the way the protocol spells it
+// (UNAVAILABLE, not Unavailable), as the other sidecars do.
+func describeError(err error) string {
+	s, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	return codeName(s.Code()) + ": " + s.Message()
+}
+
+var codeNames = map[codes.Code]string{
+	codes.OK:                 "OK",
+	codes.Canceled:           "CANCELLED",
+	codes.Unknown:            "UNKNOWN",
+	codes.InvalidArgument:    "INVALID_ARGUMENT",
+	codes.DeadlineExceeded:   "DEADLINE_EXCEEDED",
+	codes.NotFound:           "NOT_FOUND",
+	codes.AlreadyExists:      "ALREADY_EXISTS",
+	codes.PermissionDenied:   "PERMISSION_DENIED",
+	codes.ResourceExhausted:  "RESOURCE_EXHAUSTED",
+	codes.FailedPrecondition: "FAILED_PRECONDITION",
+	codes.Aborted:            "ABORTED",
+	codes.OutOfRange:         "OUT_OF_RANGE",
+	codes.Unimplemented:      "UNIMPLEMENTED",
+	codes.Internal:           "INTERNAL",
+	codes.Unavailable:        "UNAVAILABLE",
+	codes.DataLoss:           "DATA_LOSS",
+	codes.Unauthenticated:    "UNAUTHENTICATED",
+}
+
+func codeName(c codes.Code) string {
+	if name, ok := codeNames[c]; ok {
+		return name
+	}
+	return "CODE_" + strconv.Itoa(int(c))
+}

@@ -1,0 +1,280 @@
+package rigger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	riggerv1 "github.com/rigger-dev/rigger/clients/go/gen/rigger/v1"
+)
+
+func TestBackoffDelay(t *testing.T) {
+	b := DefaultBackoff
+	for _, c := range []struct {
+		retries int
+		random  float64
+		want    time.Duration
+	}{
+		{0, 0, 100 * time.Millisecond},
+		{0, 0.5, 90 * time.Millisecond},
+		{1, 0, 200 * time.Millisecond},
+		{3, 0, 800 * time.Millisecond},
+		{5, 0, 3200 * time.Millisecond},
+		{6, 0, 5 * time.Second},
+		{6, 0.5, 4500 * time.Millisecond},
+		{1 << 20, 0, 5 * time.Second},
+		{-1, 0, 100 * time.Millisecond},
+	} {
+		if got := b.delay(c.retries, c.random); got != c.want {
+			t.Errorf("delay(%d, %v) = %v, want %v", c.retries, c.random, got, c.want)
+		}
+	}
+	if got := (Backoff{}).delay(0, 0); got != DefaultBackoff.Initial {
+		t.Errorf("zero Backoff: delay(0) = %v, want %v", got, DefaultBackoff.Initial)
+	}
+	for i := range 100 {
+		if d := b.Delay(i % 10); d <= 0 || d > b.Max {
+			t.Fatalf("Delay(%d) = %v, outside (0, %v]", i%10, d, b.Max)
+		}
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	for err, want := range map[error]bool{
+		io.EOF:                              true,
+		ErrStreamEnded:                      true,
+		status.Error(codes.Unavailable, ""): true,
+		status.Error(codes.ResourceExhausted, ""):   true,
+		status.Error(codes.DeadlineExceeded, ""):    true,
+		status.Error(codes.Internal, ""):            true,
+		status.Error(codes.Unknown, ""):             true,
+		status.Error(codes.InvalidArgument, ""):     false,
+		status.Error(codes.Unauthenticated, ""):     false,
+		status.Error(codes.PermissionDenied, ""):    false,
+		status.Error(codes.Unimplemented, ""):       false,
+		status.Error(codes.OutOfRange, ""):          false,
+		status.Error(codes.NotFound, ""):            false,
+		status.Error(codes.Canceled, ""):            false,
+		context.Canceled:                            false,
+		fmt.Errorf("wrapped: %w", context.Canceled): false,
+	} {
+		if got := Retryable(err); got != want {
+			t.Errorf("Retryable(%v) = %v, want %v", err, got, want)
+		}
+	}
+}
+
+// step scripts one SubscribeToTaskEvents call: what it expects as
+// after_sequence, and what it answers.
+type step struct {
+	wantAfter *uint64
+	openErr   error    // returned by SubscribeToTaskEvents
+	events    []uint64 // sequences, then recvErr
+	recvErr   error    // nil: block until the call is cancelled
+	block     bool     // block in SubscribeToTaskEvents until cancelled
+	noHeaders bool     // refused: the stream ends without headers
+	lateHead  bool     // an old server: no headers before the first event
+}
+
+type fakeClient struct {
+	riggerv1.RiggerServiceClient // only SubscribeToTaskEvents is used
+	t                            *testing.T
+	steps                        []step
+	calls                        int
+	lastCtx                      context.Context
+}
+
+func (c *fakeClient) SubscribeToTaskEvents(ctx context.Context, req *riggerv1.SubscribeToTaskEventsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[riggerv1.TaskEvent], error) {
+	if c.calls >= len(c.steps) {
+		c.t.Fatalf("unexpected subscription #%d", c.calls+1)
+	}
+	s := c.steps[c.calls]
+	c.calls++
+	c.lastCtx = ctx
+	if got, want := fmtAfter(req.AfterSequence), fmtAfter(s.wantAfter); got != want {
+		c.t.Errorf("subscription #%d: after_sequence = %s, want %s", c.calls, got, want)
+	}
+	if s.block {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if s.openErr != nil {
+		return nil, s.openErr
+	}
+	return &fakeStream{ctx: ctx, events: s.events, err: s.recvErr, noHeaders: s.noHeaders, lateHead: s.lateHead}, nil
+}
+
+type fakeStream struct {
+	grpc.ClientStream // only Recv is used
+	ctx               context.Context
+	events            []uint64
+	err               error
+	noHeaders         bool
+	lateHead          bool
+}
+
+func (s *fakeStream) Header() (metadata.MD, error) {
+	if s.noHeaders {
+		return nil, nil
+	}
+	if s.lateHead {
+		<-s.ctx.Done()
+		return nil, nil
+	}
+	return metadata.MD{}, nil
+}
+
+func (s *fakeStream) Recv() (*riggerv1.TaskEvent, error) {
+	if len(s.events) > 0 {
+		seq := s.events[0]
+		s.events = s.events[1:]
+		return &riggerv1.TaskEvent{Sequence: seq}, nil
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	<-s.ctx.Done()
+	return nil, status.FromContextError(s.ctx.Err()).Err()
+}
+
+func fmtAfter(after *uint64) string {
+	if after == nil {
+		return "absent"
+	}
+	return fmt.Sprint(*after)
+}
+
+func ptr(n uint64) *uint64 { return &n }
+
+var fastBackoff = Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond}
+
+// collect ranges over Watch and returns the sequences and the final error.
+func collect(ctx context.Context, client riggerv1.RiggerServiceClient, req *riggerv1.SubscribeToTaskEventsRequest, opts WatchOptions) ([]uint64, error) {
+	var seqs []uint64
+	for event, err := range Watch(ctx, client, req, opts) {
+		if err != nil {
+			return seqs, err
+		}
+		seqs = append(seqs, event.GetSequence())
+	}
+	return seqs, nil
+}
+
+func TestWatchResumesAfterLastEventAndDedupes(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{
+		{wantAfter: nil, events: []uint64{1, 2}, recvErr: status.Error(codes.Unavailable, "server is shutting down")},
+		{wantAfter: ptr(2), openErr: status.Error(codes.Unavailable, "connection refused")},
+		{wantAfter: ptr(2), events: []uint64{2, 1, 3}, recvErr: io.EOF},
+		{wantAfter: ptr(3), events: []uint64{4}, recvErr: status.Error(codes.ResourceExhausted, "lagged")},
+		{wantAfter: ptr(4), recvErr: status.Error(codes.InvalidArgument, "bad filter"), noHeaders: true},
+	}}
+	var subscribed []string
+	var reconnects []error
+	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
+		Backoff:      fastBackoff,
+		OnSubscribed: func(after *uint64) { subscribed = append(subscribed, fmtAfter(after)) },
+		OnReconnect:  func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
+	})
+	if fmt.Sprint(seqs) != "[1 2 3 4]" {
+		t.Errorf("events = %v, want [1 2 3 4]", seqs)
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("final error = %v, want INVALID_ARGUMENT", err)
+	}
+	if fmt.Sprint(subscribed) != "[absent 2 3]" {
+		t.Errorf("OnSubscribed saw %v", subscribed)
+	}
+	if len(reconnects) != 4 || !errors.Is(reconnects[2], ErrStreamEnded) {
+		t.Errorf("OnReconnect saw %v", reconnects)
+	}
+}
+
+func TestWatchKeepsCallersAfterSequenceUntilFirstEvent(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{
+		{wantAfter: ptr(5), openErr: status.Error(codes.Unavailable, "down")},
+		{wantAfter: ptr(5), events: []uint64{5, 6}, recvErr: status.Error(codes.Internal, "RST_STREAM")},
+		{wantAfter: ptr(6), openErr: status.Error(codes.Unauthenticated, "no token")},
+	}}
+	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
+	if fmt.Sprint(seqs) != "[6]" || status.Code(err) != codes.Unauthenticated {
+		t.Errorf("got %v, %v; want [6], UNAUTHENTICATED", seqs, err)
+	}
+}
+
+func TestWatchStopsPromptlyOnCancel(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{{events: []uint64{1}}}}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	start := time.Now()
+	seqs, err := collect(ctx, client, nil, WatchOptions{})
+	if err != nil || fmt.Sprint(seqs) != "[1]" {
+		t.Errorf("got %v, %v; want [1] and no error", seqs, err)
+	}
+	if elapsed := time.Since(start); elapsed > time.Second {
+		t.Errorf("took %v to stop", elapsed)
+	}
+}
+
+func TestWatchCancelDuringBackoff(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{{openErr: status.Error(codes.Unavailable, "down")}}}
+	ctx, cancel := context.WithCancel(t.Context())
+	start := time.Now()
+	_, err := collect(ctx, client, nil, WatchOptions{
+		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour},
+		OnReconnect: func(error, time.Duration) { cancel() },
+	})
+	if err != nil || time.Since(start) > time.Second {
+		t.Errorf("got %v after %v; want a prompt stop without error", err, time.Since(start))
+	}
+}
+
+func TestWatchConnectTimeoutIsRetried(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{
+		{block: true},
+		{openErr: status.Error(codes.PermissionDenied, "no")},
+	}}
+	var reconnects []error
+	_, err := collect(t.Context(), client, nil, WatchOptions{
+		Backoff:        fastBackoff,
+		ConnectTimeout: 10 * time.Millisecond,
+		OnReconnect:    func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
+	})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("final error = %v, want PERMISSION_DENIED", err)
+	}
+	if len(reconnects) != 1 || status.Code(reconnects[0]) != codes.DeadlineExceeded {
+		t.Errorf("OnReconnect saw %v, want one DEADLINE_EXCEEDED", reconnects)
+	}
+}
+
+func TestWatchBreakCancelsStream(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{{events: []uint64{1, 2, 3}}}}
+	for range Watch(t.Context(), client, nil, WatchOptions{}) {
+		break
+	}
+	if client.lastCtx.Err() == nil {
+		t.Error("the stream's context is still live after break")
+	}
+}
+
+func TestWatchAssumesSubscribedWithoutEarlyHeaders(t *testing.T) {
+	defer func(wait time.Duration) { registrationWait = wait }(registrationWait)
+	registrationWait = 10 * time.Millisecond
+	client := &fakeClient{t: t, steps: []step{{lateHead: true}}}
+	ctx, cancel := context.WithCancel(t.Context())
+	subscribed := 0
+	_, err := collect(ctx, client, nil, WatchOptions{
+		OnSubscribed: func(*uint64) { subscribed++; cancel() },
+	})
+	if err != nil || subscribed != 1 {
+		t.Errorf("got %v and %d OnSubscribed calls; want no error and 1", err, subscribed)
+	}
+}
