@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import queue
@@ -35,14 +36,15 @@ def _require(tool: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def sidecar_commands(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """How to run each language's sidecar, built once per session."""
+def sidecar_commands(tmp_path_factory: pytest.TempPathFactory):
+    """How to run a language's sidecar, built on first use and once per session."""
     out = tmp_path_factory.mktemp("sidecars")
-    return {
-        "python": [sys.executable, "-m", "rigger_client.sidecar"],
-        "go": _build_go(out),
-        "ts": _build_ts(),
+    builders = {
+        "python": lambda: [sys.executable, "-m", "rigger_client.sidecar"],
+        "go": lambda: _build_go(out),
+        "ts": _build_ts,
     }
+    return functools.cache(lambda language: builders[language]())
 
 
 def _build_go(out: pathlib.Path) -> list[str]:
@@ -129,7 +131,7 @@ def run_sidecar(sidecar_commands) -> Iterator:
     started: list[Sidecar] = []
 
     def run(language: str, address: str, *extra: str) -> Sidecar:
-        sidecar = Sidecar(sidecar_commands[language], address, *extra)
+        sidecar = Sidecar(sidecar_commands(language), address, *extra)
         started.append(sidecar)
         return sidecar
 

@@ -1,0 +1,274 @@
+#!/usr/bin/env node
+// rigger sidecar: prints every task event as one line on stdout, resuming
+// across disconnects and server restarts without gaps or duplicates.
+//
+// The flags and the stdout format are shared with the Python and Go sidecars;
+// change them only together.
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+
+import type { DescEnum } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+
+import {
+  TaskEventTypeSchema,
+  TaskStatusSchema,
+  type TaskEvent,
+  type TaskEventType,
+} from "../gen/rigger/v1/rigger_pb.js";
+import { connect } from "./client.js";
+import { watchEvents, type RetryInfo, type SubscribedInfo } from "./watch.js";
+
+const USAGE = `usage: node dist/src/sidecar.js [options]
+
+Print every Rigger task event as one line on stdout:
+  #<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
+Status and reconnect notices go to stderr. Reconnects resume after the last
+event printed, so nothing is lost or repeated. Ctrl-C stops.
+
+options:
+  --addr HOST:PORT        server address (default: localhost:50051)
+  --event-type TYPE       only this event type; repeatable. CREATED,
+                          TASK_EVENT_TYPE_CREATED or a number; any case
+  --assignee NAME         only events whose task has exactly this assignee
+  --after-sequence N      first replay every stored event after N (0: all)
+  --ca-file PATH          PEM CA bundle; enables TLS
+  --cert-file PATH        PEM client certificate for mutual TLS (with --key-file)
+  --key-file PATH         PEM private key for --cert-file
+  --token-file PATH       bearer token: the file's first line
+                          (default: the RIGGER_TOKEN environment variable)
+  -h, --help              show this help and exit
+`;
+
+const UINT64_MAX = 2n ** 64n - 1n;
+
+class UsageError extends Error {}
+
+interface Settings {
+  address: string;
+  eventTypes: TaskEventType[];
+  assignee: string | undefined;
+  afterSequence: bigint | undefined;
+  caFile: string | undefined;
+  certFile: string | undefined;
+  keyFile: string | undefined;
+  token: string | undefined;
+}
+
+function parseSettings(argv: string[]): Settings | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        addr: { type: "string", default: "localhost:50051" },
+        "event-type": { type: "string", multiple: true, default: [] },
+        assignee: { type: "string" },
+        "after-sequence": { type: "string" },
+        "ca-file": { type: "string" },
+        "cert-file": { type: "string" },
+        "key-file": { type: "string" },
+        "token-file": { type: "string" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(e instanceof Error ? e.message : String(e));
+  }
+  const v = parsed.values;
+  if (v.help) {
+    return "help";
+  }
+  if (v.addr.trim() === "") {
+    throw new UsageError("--addr must not be empty");
+  }
+  if ((v["cert-file"] === undefined) !== (v["key-file"] === undefined)) {
+    throw new UsageError("--cert-file and --key-file must be given together");
+  }
+  return {
+    address: v.addr,
+    eventTypes: v["event-type"].map(parseEventType),
+    assignee: v.assignee,
+    afterSequence: v["after-sequence"] === undefined ? undefined : parseSequence(v["after-sequence"]),
+    caFile: v["ca-file"],
+    certFile: v["cert-file"],
+    keyFile: v["key-file"],
+    token: readToken(v["token-file"]),
+  };
+}
+
+function parseEventType(text: string): TaskEventType {
+  const wanted = text.trim().toUpperCase();
+  if (/^\d+$/.test(wanted)) {
+    const n = Number(wanted);
+    if (n > 0x7fffffff) {
+      throw new UsageError(`--event-type ${text}: number out of range`);
+    }
+    // Numbers the generated enum does not know yet go to the server as-is, so a
+    // newer server can still be asked for its newer event types.
+    return n as TaskEventType;
+  }
+  const prefix = enumPrefix(TaskEventTypeSchema);
+  for (const value of TaskEventTypeSchema.values) {
+    const name = value.name.toUpperCase();
+    if (name === wanted || name === prefix + wanted) {
+      return value.number as TaskEventType;
+    }
+  }
+  const known = TaskEventTypeSchema.values.map((value) => shortName(TaskEventTypeSchema, value.number));
+  throw new UsageError(`--event-type ${text}: unknown event type (known: ${known.join(", ")})`);
+}
+
+function parseSequence(text: string): bigint {
+  if (!/^\d+$/.test(text.trim())) {
+    throw new UsageError(`--after-sequence ${text}: not a non-negative integer`);
+  }
+  const n = BigInt(text.trim());
+  if (n > UINT64_MAX) {
+    throw new UsageError(`--after-sequence ${text}: larger than a uint64`);
+  }
+  return n;
+}
+
+function readToken(file: string | undefined): string | undefined {
+  let token: string | undefined;
+  if (file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      throw new UsageError(`--token-file ${file}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    token = (text.split(/\r?\n/, 1)[0] ?? "").trim();
+    if (token === "") {
+      throw new UsageError(`--token-file ${file}: the first line is empty`);
+    }
+    return token;
+  }
+  token = process.env["RIGGER_TOKEN"]?.trim();
+  return token === "" ? undefined : token;
+}
+
+// protobuf-es reports the shared prefix in lower case ("task_event_type_").
+function enumPrefix(schema: DescEnum): string {
+  return (schema.sharedPrefix ?? "").toUpperCase();
+}
+
+/** The enum value's proto name without the enum's shared prefix, or the number. */
+function shortName(schema: DescEnum, value: number): string {
+  const desc = schema.value[value];
+  if (desc === undefined) {
+    return String(value);
+  }
+  const prefix = enumPrefix(schema);
+  return desc.name.toUpperCase().startsWith(prefix) ? desc.name.slice(prefix.length) : desc.name;
+}
+
+/** One stdout line; the format is shared with the other sidecars. */
+function formatEvent(event: TaskEvent): string {
+  const task = event.task;
+  const assignee = task?.assignee === undefined ? "-" : JSON.stringify(task.assignee);
+  return (
+    `#${event.sequence} ${shortName(TaskEventTypeSchema, event.eventType)}` +
+    ` task=${task?.id || "-"}` +
+    ` title=${JSON.stringify(task?.title ?? "")}` +
+    ` status=${shortName(TaskStatusSchema, task?.status ?? 0)}` +
+    ` assignee=${assignee}`
+  );
+}
+
+/** "ResourceExhausted" -> "RESOURCE_EXHAUSTED", as gRPC spells status codes. */
+function codeName(code: Code): string {
+  const name = Code[code] as string | undefined;
+  return name === undefined ? String(code) : name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+}
+
+function status(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+async function main(): Promise<number> {
+  let settings: Settings | "help";
+  try {
+    settings = parseSettings(process.argv.slice(2));
+  } catch (e) {
+    if (e instanceof UsageError) {
+      status(`error: ${e.message} (see --help)`);
+      return 2;
+    }
+    throw e;
+  }
+  if (settings === "help") {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+
+  const stop = new AbortController();
+  const onSignal = (): void => {
+    if (stop.signal.aborted) {
+      process.exit(0); // a second Ctrl-C: do not wait any longer
+    }
+    stop.abort();
+    // Closing normally takes milliseconds; never let a stuck socket keep a
+    // stopped sidecar alive.
+    setTimeout(() => process.exit(0), 2000).unref();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  // A closed stdout (e.g. piped into `head`) means nobody is listening.
+  process.stdout.on("error", () => stop.abort());
+
+  const { address } = settings;
+  let client;
+  try {
+    client = connect({
+      address,
+      caFile: settings.caFile,
+      certFile: settings.certFile,
+      keyFile: settings.keyFile,
+      token: settings.token,
+    });
+  } catch (e) {
+    status(`error: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+
+  const events = watchEvents(
+    client,
+    {
+      eventTypes: settings.eventTypes,
+      ...(settings.assignee !== undefined && { assigneeFilter: settings.assignee }),
+      ...(settings.afterSequence !== undefined && { afterSequence: settings.afterSequence }),
+    },
+    {
+      signal: stop.signal,
+      onSubscribed: ({ afterSequence }: SubscribedInfo) => {
+        const from = afterSequence === undefined ? "live" : `resuming after #${afterSequence}`;
+        status(`subscribed to ${address} (${from})`);
+      },
+      onRetry: ({ error, delayMs }: RetryInfo) => {
+        const why =
+          error === undefined
+            ? "stream ended by the server"
+            : `stream failed: ${codeName(error.code)}: ${error.rawMessage}`;
+        status(`${why}; reconnecting in ${delayMs} ms`);
+      },
+    },
+  );
+
+  try {
+    for await (const event of events) {
+      process.stdout.write(`${formatEvent(event)}\n`);
+    }
+  } catch (e) {
+    const error = ConnectError.from(e);
+    status(`error: ${codeName(error.code)}: ${error.rawMessage}`);
+    return 1;
+  }
+  status("stopped");
+  return 0;
+}
+
+process.exitCode = await main();
