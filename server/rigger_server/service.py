@@ -19,7 +19,14 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_server import errors, events, wire
 from rigger_server.events import EventFilter
 from rigger_server.store import TaskQuery
-from rigger_server.tasks import NewTask, TaskBook, TaskChange, check_event_type, check_status
+from rigger_server.tasks import (
+    Feed,
+    NewTask,
+    TaskBook,
+    TaskChange,
+    check_event_type,
+    check_status,
+)
 
 SERVICE_NAME = "rigger.v1.RiggerService"
 LAST_SEQUENCE_KEY = "rigger-last-sequence"
@@ -219,17 +226,24 @@ class RiggerServicer:
                 )
         return event_filter, after
 
-    async def _registered(self, context: grpc.aio.ServicerContext) -> int:
-        """Send headers once the subscription is registered; return the head sequence.
+    async def _open_feed(
+        self, request: pb.SubscribeToTaskEventsRequest, context: grpc.aio.ServicerContext
+    ) -> Feed:
+        """Register the subscription, then send headers saying so.
 
-        Headers tell the client it can no longer miss a committed event, and
+        Once headers arrive the client cannot miss a committed event;
         `rigger-head-sequence` names the newest event committed before that
-        moment: a live-only client that disconnects before its first event can
-        resume after it without loss (and without replaying the whole log).
+        moment. A live-only stream delivers exactly the events after it, so a
+        client that disconnects before its first event resumes from there.
         """
-        head = await self.book.last_sequence()
-        await context.send_initial_metadata(((HEAD_SEQUENCE_KEY, str(head)),))
-        return head
+        event_filter, after = await self._subscription(request)
+        feed = await self.book.open_feed(event_filter, after)
+        try:
+            await context.send_initial_metadata(((HEAD_SEQUENCE_KEY, str(feed.head)),))
+        except BaseException:
+            feed.close()
+            raise
+        return feed
 
     async def _end_stream(
         self, context: grpc.aio.ServicerContext, exc: BaseException, last: int
@@ -261,19 +275,21 @@ class RiggerServicer:
         last = 0
         try:
             request = _parsed(request)
-            last = request.after_sequence
-            event_filter, after = await self._subscription(request)
-            async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
+            feed = await self._open_feed(request, context)
+        except (errors.RiggerError, events.Closed) as exc:
+            await self._end_stream(context, exc, last)
+            return
+        last = feed.head if not request.HasField("after_sequence") else request.after_sequence
+        try:
+            async with contextlib.aclosing(feed.batches()) as batches:
                 async for batch in batches:
-                    if not batch:
-                        head = await self._registered(context)
-                        if after is None:
-                            last = head
                     for event, encoded in batch:
                         yield encoded
                         last = event.sequence
-        except (events.Lagged, events.Closed, errors.RiggerError) as exc:
+        except (events.Lagged, events.Closed) as exc:
             await self._end_stream(context, exc, last)
+        finally:
+            feed.close()
 
     async def TaskEventStream(
         self,
@@ -288,10 +304,15 @@ class RiggerServicer:
                 return
             if _parsed(first).WhichOneof("request") != "subscribe":
                 raise errors.InvalidArgument("request", "the first message must be `subscribe`")
-            last = first.subscribe.after_sequence
-            event_filter, after = await self._subscription(first.subscribe)
-            updates = asyncio.ensure_future(self._apply_updates(request_iterator))
-            async with contextlib.aclosing(self.book.watch(event_filter, after)) as batches:
+            subscribe = first.subscribe
+            feed = await self._open_feed(subscribe, context)
+        except (errors.RiggerError, events.Closed) as exc:
+            await self._end_stream(context, exc, last)
+            return
+        last = feed.head if not subscribe.HasField("after_sequence") else subscribe.after_sequence
+        updates = asyncio.ensure_future(self._apply_updates(request_iterator))
+        try:
+            async with contextlib.aclosing(feed.batches()) as batches:
                 next_batch = asyncio.ensure_future(anext(batches))
                 try:
                     while True:
@@ -300,21 +321,19 @@ class RiggerServicer:
                         if updates in done:
                             updates.result()  # raise the failed update's error, if any
                         if next_batch in done:
-                            batch = next_batch.result()
-                            if not batch:
-                                head = await self._registered(context)
-                                if after is None:
-                                    last = head
-                            for event, encoded in batch:
+                            for event, encoded in next_batch.result():
                                 yield encoded
                                 last = event.sequence
                             next_batch = asyncio.ensure_future(anext(batches))
                 finally:
-                    for task in (next_batch, updates):
-                        task.cancel()
-                    await asyncio.gather(next_batch, updates, return_exceptions=True)
+                    next_batch.cancel()
+                    await asyncio.gather(next_batch, return_exceptions=True)
         except (events.Lagged, events.Closed, errors.RiggerError) as exc:
             await self._end_stream(context, exc, last)
+        finally:
+            updates.cancel()
+            await asyncio.gather(updates, return_exceptions=True)
+            feed.close()
 
     async def _apply_updates(
         self, request_iterator: AsyncIterator[pb.TaskEventStreamRequest]

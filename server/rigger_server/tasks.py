@@ -21,7 +21,7 @@ from typing import TypeVar
 from rigger_server import prd as prd_files
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
-from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.events import Broadcaster, EventFilter, Subscription
 from rigger_server.limits import Limits
 from rigger_server.store import Conflict, Store, TaskQuery
 
@@ -313,50 +313,21 @@ class TaskBook:
 
     # --- events --------------------------------------------------------------
 
-    async def watch(
-        self, event_filter: EventFilter, after_sequence: int | None
-    ) -> AsyncIterator[list[tuple[Event, bytes]]]:
-        """Yield batches of matching (event, encoded) pairs: replay first, then live.
+    async def open_feed(self, event_filter: EventFilter, after_sequence: int | None) -> Feed:
+        """Register a subscription now; read its events from the returned Feed.
 
-        With `after_sequence`, every stored event after it is replayed, then
-        live events follow with no gap and no duplicate: the subscription is
-        registered before the log is read, and live events already replayed
-        are skipped by sequence. Raises events.Lagged if the subscriber falls
-        behind its buffer while live, and events.Closed at shutdown.
-
-        The first batch is empty: it marks the moment the subscription is
-        registered, from which on no committed event can be missed.
+        With `after_sequence`, the feed replays every stored event after it,
+        then goes live. Without, it delivers exactly the events after
+        `Feed.head`, the newest event committed once the subscription was
+        registered.
         """
-        cursor = after_sequence
-        registered = False
-        while True:
-            subscription = self.broadcaster.subscribe(event_filter)
-            try:
-                if not registered:
-                    registered = True
-                    yield []
-                if cursor is not None:
-                    while True:
-                        last, matched, full = await self._read(
-                            self._replay_page, event_filter, cursor
-                        )
-                        cursor = last
-                        if matched:
-                            yield matched
-                        if not full:
-                            break
-                    if subscription.overflowed:
-                        # Live events arrived faster than replay drained them.
-                        # The log has them all, so keep replaying from it.
-                        continue
-                while True:
-                    batch = await subscription.next_batch()
-                    if cursor is not None:
-                        batch = [pair for pair in batch if pair[0].sequence > cursor]
-                    if batch:
-                        yield batch
-            finally:
-                self.broadcaster.unsubscribe(subscription)
+        subscription = self.broadcaster.subscribe(event_filter)
+        try:
+            head = await self.last_sequence()
+        except BaseException:
+            self.broadcaster.unsubscribe(subscription)
+            raise
+        return Feed(self, event_filter, subscription, head, after_sequence)
 
     def _replay_page(
         self, event_filter: EventFilter, cursor: int
@@ -375,3 +346,62 @@ class TaskBook:
         await self._loop.run_in_executor(None, self._writer.shutdown, True)
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
         self.store.close()
+
+
+class Feed:
+    """A registered subscription: replayed events first, then live ones, gapless.
+
+    The subscription is registered before the log is read, and live events
+    that replay already delivered are skipped by sequence: that order makes the
+    hand-over from replay to live free of gaps and duplicates.
+    """
+
+    def __init__(
+        self,
+        book: TaskBook,
+        event_filter: EventFilter,
+        subscription: Subscription,
+        head: int,
+        after_sequence: int | None,
+    ) -> None:
+        self.head = head
+        self._book = book
+        self._filter = event_filter
+        self._subscription = subscription
+        self._after = after_sequence
+
+    async def batches(self) -> AsyncIterator[list[tuple[Event, bytes]]]:
+        """Yield batches of matching (event, encoded) pairs, oldest first.
+
+        Raises events.Lagged if the subscriber falls behind its buffer while
+        live, and events.Closed at shutdown.
+        """
+        book = self._book
+        if self._after is None:
+            cursor = self.head
+        else:
+            cursor = self._after
+            while True:
+                while True:
+                    cursor, matched, full = await book._read(
+                        book._replay_page, self._filter, cursor
+                    )
+                    if matched:
+                        yield matched
+                    if not full:
+                        break
+                if not self._subscription.overflowed:
+                    break
+                # Live events arrived faster than replay drained them. The log
+                # has them all, so register afresh and keep replaying from it.
+                self.close()
+                self._subscription = book.broadcaster.subscribe(self._filter)
+        while True:
+            batch = await self._subscription.next_batch()
+            batch = [pair for pair in batch if pair[0].sequence > cursor]
+            if batch:
+                yield batch
+
+    def close(self) -> None:
+        """Unregister the subscription. Safe to call twice."""
+        self._book.broadcaster.unsubscribe(self._subscription)

@@ -1,0 +1,105 @@
+"""A resuming watch on SubscribeToTaskEvents: every event once, in order, across reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import grpc
+from rigger.v1 import rigger_pb2 as pb
+
+from rigger_client.backoff import Backoff
+
+if TYPE_CHECKING:
+    from rigger.v1.rigger_pb2_grpc import RiggerServiceAsyncStub
+
+# Worth another try: the server going away or restarting (UNAVAILABLE, also
+# what a refused connection reports), the server cutting off a subscriber that
+# lagged or finding too many subscribers (RESOURCE_EXHAUSTED), and transport
+# resets, which surface as INTERNAL, UNKNOWN or a remote CANCELLED. Everything
+# else (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED,
+# OUT_OF_RANGE, NOT_FOUND, ...) would fail the same way again, so it is raised.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+    }
+)
+
+HEAD_SEQUENCE_KEY = "rigger-head-sequence"
+
+OnSubscribed = Callable[[int | None], None]
+"""Called with the after_sequence subscribed with (None: live only)."""
+
+OnRetry = Callable[[grpc.StatusCode, str, float], None]
+"""Called with the status code (OK for a stream the server ended), its details, and the delay."""
+
+
+async def watch_events(
+    stub: RiggerServiceAsyncStub,
+    request: pb.SubscribeToTaskEventsRequest,
+    *,
+    on_subscribed: OnSubscribed | None = None,
+    on_retry: OnRetry | None = None,
+    initial_backoff: float = 0.1,
+    max_backoff: float = 5.0,
+    backoff_multiplier: float = 2.0,
+    jitter: float = 0.2,
+) -> AsyncIterator[pb.TaskEvent]:
+    """Yield the events `request` selects, resubscribing whenever the stream ends.
+
+    Each resubscription asks for the events after the last sequence received,
+    so none is lost or repeated. Until an event arrives, the caller's own
+    `after_sequence` is reused; a live-only watch resumes after the
+    `rigger-head-sequence` its first stream announced. Non-retryable status codes
+    are raised as grpc.aio.AioRpcError; the watch otherwise runs until the
+    caller is cancelled or closes the iterator (wrap it in contextlib.aclosing
+    to end the stream as soon as a loop over it breaks).
+    """
+    backoff = Backoff(initial_backoff, max_backoff, backoff_multiplier, jitter)
+    last: int | None = request.after_sequence if request.HasField("after_sequence") else None
+    while True:
+        attempt = pb.SubscribeToTaskEventsRequest()
+        attempt.CopyFrom(request)
+        if last is not None:
+            attempt.after_sequence = last
+        call = stub.SubscribeToTaskEvents(attempt)
+        try:
+            # grpc.aio calls start lazily and report nothing until the server
+            # answers. The server sends headers right after it registers the
+            # subscription, before replay and before any live event, so their
+            # arrival means no later commit can be missed. A call refused
+            # outright also resolves initial_metadata() (empty), but is done
+            # by then, so it is not reported as subscribed.
+            headers = await call.initial_metadata()
+            if on_subscribed is not None and not call.done():
+                on_subscribed(last)
+            head = dict(headers or ()).get(HEAD_SEQUENCE_KEY)
+            if last is None and head is not None:
+                # A live stream delivers exactly the events after the head it
+                # announces; resuming from there loses nothing committed while
+                # a reconnect is under way, even before the first event.
+                last = int(head)
+            async for event in call:
+                if last is not None and event.sequence <= last:
+                    continue
+                last = event.sequence
+                backoff.reset()
+                yield event
+            code, details = grpc.StatusCode.OK, "the server ended the stream"
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in RETRYABLE:
+                raise
+            code, details = err.code(), err.details() or ""
+        finally:
+            call.cancel()
+        delay = backoff.next_delay()
+        if on_retry is not None:
+            on_retry(code, details, delay)
+        await asyncio.sleep(delay)
