@@ -10,7 +10,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "breaking", "generated", "tests"]
+nox.options.sessions = ["lint", "breaking", "generated", "tests", "conformance"]
 
 ROOT = pathlib.Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -115,3 +115,17 @@ def tests(session: nox.Session) -> None:
         session.error("the sidecar tests need go and npm on PATH; see .ci/run")
     _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it
     session.run("pytest", *session.posargs, env={"PYTHONUTF8": "1"})
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The shared conformance suite through the Python, Go and TypeScript clients."""
+    session.install("-e", ".", *_group("conformance"))
+    session.run("python", "-m", "conformance", *session.posargs)
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Broadcast throughput and fanout latency; `-- --quick` for the reduced matrix."""
+    session.install("-e", ".", *_group("bench"))
+    session.run("python", "-m", "bench", *session.posargs)

@@ -63,12 +63,15 @@ def read_prd_file(root: pathlib.Path, requested: str, max_bytes: int = MAX_PRD_B
         raise InvalidArgument("prd_file_path", f"is a directory: {requested}") from None
     except OSError:
         raise _outside(root) from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    # Check the kind of file on the descriptor before wrapping it: fdopen
+    # itself refuses directories, and the descriptor must not leak.
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise InvalidArgument("prd_file_path", f"is a directory: {requested}")
-        if not stat.S_ISREG(info.st_mode):
-            raise _outside(root)
+        raise _outside(root)
+    with os.fdopen(fd, "rb") as handle:
         if info.st_size > max_bytes:
             raise InvalidArgument("prd_file_path", f"file is larger than {max_bytes} bytes")
         data = handle.read(max_bytes + 1)

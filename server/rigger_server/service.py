@@ -316,10 +316,12 @@ class RiggerServicer:
                 next_batch = asyncio.ensure_future(anext(batches))
                 try:
                     while True:
+                        if updates.done():
+                            # Raise a failed update's error, even one that
+                            # failed while this generator was suspended.
+                            updates.result()
                         waiting = {next_batch} if updates.done() else {next_batch, updates}
                         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                        if updates in done:
-                            updates.result()  # raise the failed update's error, if any
                         if next_batch in done:
                             for event, encoded in next_batch.result():
                                 yield encoded

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,9 +56,13 @@ type WatchOptions struct {
 // Watch remembers the sequence of the last event it yielded and resubscribes
 // with after_sequence set to it, so the server replays exactly what was
 // missed. Until the first event arrives it resubscribes with req's own
-// after_sequence; when that is absent (live only), events committed while
-// disconnected before the first event are not replayed. Events at or below
-// the last sequence seen are dropped, should a server ever repeat one.
+// after_sequence. When that is absent (live only), it resubscribes after the
+// head sequence the server reported on registering the subscription (the
+// response header rigger-head-sequence), so events committed while
+// disconnected are replayed even before the first event; only a server that
+// does not send that header gets a live-only resubscription, which can miss
+// them. Events at or below the last sequence seen are dropped, should a
+// server ever repeat one.
 //
 // Retryable failures (see Retryable) are retried with exponential backoff,
 // reset by every new event. Any other error is yielded once, with a nil
@@ -103,6 +108,10 @@ func Retryable(err error) bool {
 	}
 	return false
 }
+
+// headSequenceKey is the response header in which the server reports the
+// newest committed event when it registered a subscription.
+const headSequenceKey = "rigger-head-sequence"
 
 type watcher struct {
 	client riggerv1.RiggerServiceClient
@@ -161,12 +170,20 @@ func (w *watcher) subscribe(ctx context.Context, yield func(*riggerv1.TaskEvent,
 	if err != nil {
 		return false, err
 	}
-	if awaitRegistration(stream) && w.opts.OnSubscribed != nil {
+	headers := readHeaders(stream)
+	if headers.await(registrationWait) && w.opts.OnSubscribed != nil {
 		w.opts.OnSubscribed(req.AfterSequence)
 	}
 	for {
 		event, err := stream.Recv()
 		if err != nil {
+			if !w.seen {
+				// Still live-only and nothing received: resume after the
+				// head the server registered this subscription at. The
+				// stream is over, so cancelling only ensures Header returns.
+				cancel()
+				w.resumeAfterHead(headers.get())
+			}
 			if errors.Is(err, io.EOF) {
 				err = ErrStreamEnded
 			}
@@ -189,25 +206,61 @@ func (w *watcher) subscribe(ctx context.Context, yield func(*riggerv1.TaskEvent,
 // subscription is assumed open after this wait.
 var registrationWait = time.Second // a variable for tests
 
-// awaitRegistration waits for the server to confirm a subscription with its
-// response headers, and reports false when the stream ended without any
-// (it was refused; Recv returns why).
-func awaitRegistration(stream grpc.ClientStream) bool {
-	headers := make(chan metadata.MD, 1)
+// resumeAfterHead makes the next subscription replay everything after the
+// head sequence in md, if the server sent one.
+func (w *watcher) resumeAfterHead(md metadata.MD) {
+	values := md.Get(headSequenceKey)
+	if len(values) == 0 {
+		return
+	}
+	head, err := strconv.ParseUint(values[0], 10, 64)
+	if err != nil {
+		return
+	}
+	w.seen, w.last = true, head
+}
+
+// streamHeaders are a stream's response headers, read in the background
+// because Header blocks until they arrive or the stream ends.
+type streamHeaders struct {
+	ch   chan metadata.MD
+	md   metadata.MD
+	done bool // md holds what Header returned
+}
+
+func readHeaders(stream grpc.ClientStream) *streamHeaders {
+	h := &streamHeaders{ch: make(chan metadata.MD, 1)}
 	go func() {
 		// Header returns nil when the stream ends without headers, and
 		// unblocks when the stream is cancelled, so this never leaks.
 		md, _ := stream.Header()
-		headers <- md
+		h.ch <- md
 	}()
-	timer := time.NewTimer(registrationWait)
+	return h
+}
+
+// await waits up to d for the server to confirm the subscription with its
+// response headers, and reports false when the stream ended without any (it
+// was refused; Recv returns why).
+func (h *streamHeaders) await(d time.Duration) bool {
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
-	case md := <-headers:
-		return md != nil
+	case h.md = <-h.ch:
+		h.done = true
+		return h.md != nil
 	case <-timer.C:
 		return true
 	}
+}
+
+// get returns the headers, nil if there were none. It waits for Header, so
+// call it only once the stream has ended or been cancelled.
+func (h *streamHeaders) get() metadata.MD {
+	if !h.done {
+		h.md, h.done = <-h.ch, true
+	}
+	return h.md
 }
 
 // sleep waits d or until ctx is done, and reports whether the full wait

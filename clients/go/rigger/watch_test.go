@@ -82,6 +82,7 @@ type step struct {
 	block     bool     // block in SubscribeToTaskEvents until cancelled
 	noHeaders bool     // refused: the stream ends without headers
 	lateHead  bool     // an old server: no headers before the first event
+	head      string   // the rigger-head-sequence header, if not empty
 }
 
 type fakeClient struct {
@@ -109,7 +110,7 @@ func (c *fakeClient) SubscribeToTaskEvents(ctx context.Context, req *riggerv1.Su
 	if s.openErr != nil {
 		return nil, s.openErr
 	}
-	return &fakeStream{ctx: ctx, events: s.events, err: s.recvErr, noHeaders: s.noHeaders, lateHead: s.lateHead}, nil
+	return &fakeStream{ctx: ctx, events: s.events, err: s.recvErr, noHeaders: s.noHeaders, lateHead: s.lateHead, head: s.head}, nil
 }
 
 type fakeStream struct {
@@ -119,6 +120,7 @@ type fakeStream struct {
 	err               error
 	noHeaders         bool
 	lateHead          bool
+	head              string
 }
 
 func (s *fakeStream) Header() (metadata.MD, error) {
@@ -128,6 +130,9 @@ func (s *fakeStream) Header() (metadata.MD, error) {
 	if s.lateHead {
 		<-s.ctx.Done()
 		return nil, nil
+	}
+	if s.head != "" {
+		return metadata.Pairs(headSequenceKey, s.head), nil
 	}
 	return metadata.MD{}, nil
 }
@@ -276,5 +281,35 @@ func TestWatchAssumesSubscribedWithoutEarlyHeaders(t *testing.T) {
 	})
 	if err != nil || subscribed != 1 {
 		t.Errorf("got %v and %d OnSubscribed calls; want no error and 1", err, subscribed)
+	}
+}
+
+func TestWatchLiveOnlyResumesAfterRegisteredHead(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{
+		// Registered at head 7, then cut off before any event.
+		{wantAfter: nil, head: "7", recvErr: status.Error(codes.Unavailable, "server is shutting down")},
+		// Refused before registering: no headers, so the head stays 7.
+		{wantAfter: ptr(7), openErr: status.Error(codes.Unavailable, "connection refused")},
+		// A replayed duplicate at the head is dropped.
+		{wantAfter: ptr(7), head: "9", events: []uint64{7, 8, 9}, recvErr: io.EOF},
+		// Once events arrived, the last one wins over any later head.
+		{wantAfter: ptr(9), head: "12", recvErr: status.Error(codes.InvalidArgument, "stop")},
+	}}
+	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
+	if fmt.Sprint(seqs) != "[8 9]" || status.Code(err) != codes.InvalidArgument {
+		t.Errorf("got %v, %v; want [8 9], INVALID_ARGUMENT", seqs, err)
+	}
+}
+
+func TestWatchLiveOnlyWithoutHeadStaysLiveOnly(t *testing.T) {
+	client := &fakeClient{t: t, steps: []step{
+		// A server without the header, or with a value that is no sequence.
+		{wantAfter: nil, recvErr: status.Error(codes.Unavailable, "down")},
+		{wantAfter: nil, head: "soon", recvErr: status.Error(codes.Unavailable, "down")},
+		{wantAfter: nil, recvErr: status.Error(codes.PermissionDenied, "no")},
+	}}
+	_, err := collect(t.Context(), client, nil, WatchOptions{Backoff: fastBackoff})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("final error = %v, want PERMISSION_DENIED", err)
 	}
 }
