@@ -4,7 +4,6 @@ import { createClient, type Client, type Interceptor, type Transport } from "@co
 import { createGrpcTransport } from "@connectrpc/connect-node";
 
 import { RiggerService } from "../gen/rigger/v1/rigger_pb.js";
-import { requestSentInterceptor } from "./watch.js";
 
 /** How to reach a Rigger server. */
 export interface ConnectOptions {
@@ -45,7 +44,7 @@ export function createRiggerTransport(options: ConnectOptions): Transport {
   }
   const baseUrl = toBaseUrl(options.address, tlsFiles.some((f) => f !== undefined));
 
-  const interceptors: Interceptor[] = [requestSentInterceptor];
+  const interceptors: Interceptor[] = [];
   if (options.token !== undefined) {
     interceptors.push(bearer(options.token));
   }

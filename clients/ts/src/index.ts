@@ -4,9 +4,8 @@
 export * from "../gen/rigger/v1/rigger_pb.js";
 export { connect, createRiggerTransport, type ConnectOptions } from "./client.js";
 export {
+  HEAD_SEQUENCE_HEADER,
   isRetryable,
-  onRequestSentKey,
-  requestSentInterceptor,
   watchEvents,
   type RetryInfo,
   type SubscribedInfo,

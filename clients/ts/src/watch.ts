@@ -1,13 +1,5 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createContextKey,
-  createContextValues,
-  type CallOptions,
-  type Client,
-  type Interceptor,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import {
@@ -19,10 +11,21 @@ import {
 /** What watchEvents subscribes with: the generated message or its init shape. */
 export type WatchRequest = MessageInitShape<typeof SubscribeToTaskEventsRequestSchema>;
 
-/** Passed to WatchOptions.onSubscribed each time a subscription is made. */
+/**
+ * The response header in which the server names the newest event committed
+ * when it registered a subscription.
+ */
+export const HEAD_SEQUENCE_HEADER = "rigger-head-sequence";
+
+/** Passed to WatchOptions.onSubscribed each time the server registers a subscription. */
 export interface SubscribedInfo {
   /** The after_sequence sent; undefined means live events only. */
   readonly afterSequence: bigint | undefined;
+  /**
+   * The server's rigger-head-sequence: the newest event committed when the
+   * subscription was registered. Undefined when the server sent none.
+   */
+  readonly headSequence: bigint | undefined;
   /** 0 for the first subscription, then +1 per reconnect. */
   readonly attempt: number;
 }
@@ -45,7 +48,10 @@ export interface RetryInfo {
 export interface WatchOptions {
   /** Aborting ends the iteration (normally, without an error) promptly. */
   signal?: AbortSignal | undefined;
-  /** Called when a subscription request has reached the server's connection. */
+  /**
+   * Called when the server has registered a subscription (its response
+   * headers arrived): from then on no committed event is missed.
+   */
   onSubscribed?: ((info: SubscribedInfo) => void) | undefined;
   /** Called when a stream ended and a resubscription is scheduled. */
   onRetry?: ((info: RetryInfo) => void) | undefined;
@@ -82,46 +88,16 @@ export function isRetryable(code: Code): boolean {
 }
 
 /**
- * Context key for a callback that the requestSentInterceptor runs once a
- * streaming call's request body has been written to the HTTP/2 stream.
- */
-export const onRequestSentKey = createContextKey<(() => void) | undefined>(undefined, {
-  description: "rigger: called once the request body is written",
-});
-
-/**
- * Runs the onRequestSentKey callback once a streaming request has been
- * written out. connect() installs it.
- *
- * The Rigger server sends no response headers until the first event, so
- * without this a live-only subscriber could not tell when it is subscribed:
- * connect-es only resolves a stream call once headers arrive. Written-out is
- * the closest observable point, and the server registers the subscriber as
- * soon as it reads the request.
- */
-export const requestSentInterceptor: Interceptor = (next) => async (req) => {
-  const onSent = req.contextValues.get(onRequestSentKey);
-  if (!req.stream || onSent === undefined) {
-    return next(req);
-  }
-  return next({ ...req, message: thenCall(req.message, onSent) });
-};
-
-async function* thenCall<T>(messages: AsyncIterable<T>, done: () => void): AsyncGenerator<T> {
-  // The HTTP/2 client pulls the next chunk only from the write callback of the
-  // previous one, so resuming after the last message means it has been sent.
-  yield* messages;
-  done();
-}
-
-/**
  * Subscribes to task events and yields each one exactly once, reconnecting
  * with exponential backoff and jitter whenever the stream breaks.
  *
  * Every resubscription sends after_sequence = the last sequence yielded (or
  * the caller's own after_sequence while nothing has been yielded yet), so the
  * server replays what was missed; any event at or below that sequence is
- * dropped in case a server repeats one. Non-retryable errors (see
+ * dropped in case a server repeats one. A live-only watch (no after_sequence)
+ * that breaks before its first event resumes after the rigger-head-sequence
+ * of its first registered subscription, so events committed while it was
+ * reconnecting are not lost either. Non-retryable errors (see
  * isRetryable) are thrown as ConnectError. Aborting `options.signal` ends the
  * iteration without an error.
  */
@@ -137,9 +113,14 @@ export async function* watchEvents(
   const originalAfter = original.afterSequence;
 
   let last: bigint | undefined;
+  // Where a live-only watch resumes while it has yielded nothing: the head
+  // sequence of its first registered subscription. Later heads must not move
+  // it, because those subscriptions replay from here and their events may
+  // still be in flight.
+  let head: bigint | undefined;
   let delay = initialDelay;
   for (let attempt = 0; !signal?.aborted; attempt++) {
-    const afterSequence = last ?? originalAfter;
+    const afterSequence = last ?? originalAfter ?? head;
     const subscription = create(SubscribeToTaskEventsRequestSchema, {
       eventTypes: original.eventTypes,
       ...(original.assigneeFilter !== undefined && { assigneeFilter: original.assigneeFilter }),
@@ -151,18 +132,17 @@ export async function* watchEvents(
     const call = new AbortController();
     const callSignal = signal ? AbortSignal.any([signal, call.signal]) : call.signal;
 
-    // announce may run inside connect-es (interceptor, onHeader), where a
-    // throwing hook would surface as a retryable UNKNOWN and be retried
-    // forever; remember the failure and rethrow it as it was.
-    let announced = false;
+    // announce runs inside connect-es (onHeader), where a throwing hook would
+    // surface as a retryable UNKNOWN and be retried forever; remember the
+    // failure and rethrow it as it was.
     let hookFailure: { error: unknown } | undefined;
-    const announce = (): void => {
-      if (announced) {
-        return;
+    const announce = (headers: Headers): void => {
+      const headSequence = parseSequence(headers.get(HEAD_SEQUENCE_HEADER));
+      if (afterSequence === undefined && head === undefined) {
+        head = headSequence;
       }
-      announced = true;
       try {
-        options.onSubscribed?.({ afterSequence, attempt });
+        options.onSubscribed?.({ afterSequence, headSequence, attempt });
       } catch (e) {
         hookFailure = { error: e };
         call.abort(e);
@@ -174,15 +154,15 @@ export async function* watchEvents(
       const stream = client.subscribeToTaskEvents(subscription, {
         signal: callSignal,
         onHeader: announce,
-        contextValues: createContextValues().set(onRequestSentKey, announce),
         ...(options.headers !== undefined && { headers: options.headers }),
       });
       for await (const event of stream) {
-        announce();
         if (hookFailure !== undefined) {
           break;
         }
-        const floor = last ?? originalAfter;
+        // Never the head itself: a live subscription may still deliver events
+        // at or below it, committed while the server was reading it.
+        const floor = last ?? afterSequence;
         if (floor !== undefined && event.sequence <= floor) {
           continue;
         }
@@ -214,7 +194,7 @@ export async function* watchEvents(
       error,
       code: error?.code,
       delayMs,
-      afterSequence: last ?? originalAfter,
+      afterSequence: last ?? originalAfter ?? head,
       attempt: attempt + 1,
     });
     try {
@@ -229,4 +209,15 @@ export async function* watchEvents(
 // same server from reconnecting in lockstep, without ever retrying instantly.
 function jitter(delay: number): number {
   return Math.round(delay / 2 + Math.random() * (delay / 2));
+}
+
+const UINT64_MAX = 2n ** 64n - 1n;
+
+// A header value as a uint64, or undefined when it is absent or not one.
+function parseSequence(value: string | null): bigint | undefined {
+  if (value === null || !/^\d{1,20}$/.test(value.trim())) {
+    return undefined;
+  }
+  const n = BigInt(value.trim());
+  return n <= UINT64_MAX ? n : undefined;
 }
