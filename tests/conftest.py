@@ -12,7 +12,7 @@ from rigger.v1 import rigger_pb2_grpc
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from serverproc import ServerProcess  # noqa: E402
+from serverproc import ServerProcess
 
 
 @pytest.fixture

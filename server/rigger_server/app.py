@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import pathlib
 import signal
+import socket
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -75,6 +76,16 @@ class ServerConfig:
         ]
 
 
+def _loopbacks() -> list[str]:
+    """The loopback hosts `localhost` means: [::1] (where IPv6 works) and 127.0.0.1."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return ["127.0.0.1"]
+    return ["[::1]", "127.0.0.1"]
+
+
 class PortInUse(Exception):
     """The address could not be bound."""
 
@@ -85,6 +96,7 @@ class RiggerServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.port = 0
+        self.addresses: list[str] = []
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._book: TaskBook | None = None
@@ -120,14 +132,7 @@ class RiggerServer:
                 ),
                 server,
             )
-            address = f"{config.host}:{config.port}"
-            try:
-                if credentials is None:
-                    self.port = server.add_insecure_port(address)
-                else:
-                    self.port = server.add_secure_port(address, credentials)
-            except RuntimeError as exc:
-                raise PortInUse(address) from exc
+            self._bind(server, credentials)
             await server.start()
         except BaseException:
             store.close()
@@ -135,6 +140,24 @@ class RiggerServer:
         self._server = server
         for name in ("", service.SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> None:
+        # gRPC binds "localhost" to whichever of its addresses it can and only
+        # logs the others, so a port taken on one loopback would go unnoticed.
+        # Binding each address ourselves makes any failure an error.
+        hosts = _loopbacks() if self.config.host == "localhost" else [self.config.host]
+        port = self.config.port
+        for host in hosts:
+            address = f"{host}:{port}"
+            try:
+                if credentials is None:
+                    port = server.add_insecure_port(address)
+                else:
+                    port = server.add_secure_port(address, credentials)
+            except RuntimeError as exc:
+                raise PortInUse(address) from exc
+            self.addresses.append(f"{host}:{port}")
+        self.port = port
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, let in-flight calls finish, then close the store."""

@@ -217,20 +217,20 @@ def _grpc(args: argparse.Namespace) -> int:
         except TokenFileError as exc:
             print(f"error: --auth-token-file: {exc}", file=sys.stderr)
             return 2
-        except PortInUse:
+        except PortInUse as exc:
             print(
-                f"error: cannot bind {args.host}:{args.port}: Address already in use.\n"
+                f"error: cannot bind {exc}: Address already in use.\n"
                 f"Another process is using port {args.port}. Stop it, or pick another port:\n"
                 f"    rig grpc --port {args.port + 1 if args.port else 50052}",
                 file=sys.stderr,
             )
             return 1
-        host = "[::1]" if args.host == "localhost" else args.host
-        also = f" (also 127.0.0.1:{server.port})" if args.host == "localhost" else ""
+        first, *others = server.addresses
+        also = f" (also {', '.join(others)})" if others else ""
         print(
             "🚀 Rigger gRPC Server starting...\n"
             "   Protocol: gRPC over HTTP/2\n"
-            f"   Address: {host}:{server.port}{also}\n"
+            f"   Address: {first}{also}\n"
             f"   Database: {db_path}\n"
             f"   Security: {_security_summary(config, server)}\n"
             f"   Broadcast: Enabled ({args.buffer} event buffer)",

@@ -1,0 +1,225 @@
+"""The conformance suite checks itself: it fails against broken servers and on missing coverage.
+
+The full suite runs with `nox -s conformance` (`python -m conformance`); these
+tests are the fast part: each mutant server against one case that must catch
+it, and the coverage rules against doctored schemas and case sets.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from rigger.v1 import rigger_pb2
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from conformance import cases as c  # noqa: E402
+from conformance import coverage, known_failing, mutant_server, suite  # noqa: E402
+from conformance.executor import LANGUAGES, ExecutorPool, build_commands  # noqa: E402
+from conformance.messages import SERVICE  # noqa: E402
+from conformance.plan import plan  # noqa: E402
+from conformance.runner import RunResult  # noqa: E402
+
+# For each mutant, one case that must pass on the real server and fail on it.
+CATCHES = {
+    "no_status_changed": "update_status_emits_updated_then_status_changed",
+    "internal_on_unknown_id": "get_unknown_task_is_not_found",
+    "drop_every_tenth": "events_many_live_events_gapless",
+    "ignore_assignee_filter": "events_assignee_filter",
+    "replay_skips_first": "replay_resumes_after_a_sequence",
+    "ignore_expected_version": "update_expected_version_mismatch_is_aborted",
+    "total_count_is_page_size": "list_tasks_pagination_counts_every_match",
+    "leak_subscriptions": "subscribe_cancel_releases_the_subscription",
+}
+
+
+@pytest.fixture(scope="module")
+def all_cases() -> list[c.Case]:
+    # A mutant that loses an event makes its case wait out the whole window
+    # for it; a shorter default keeps these tests fast (the real server's
+    # events arrive within milliseconds).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(c, "DEFAULT_WITHIN_MS", 3000)
+        return c.load_cases()
+
+
+def case_named(cases: list[c.Case], name: str) -> c.Case:
+    return next(case for case in cases if case.name == name)
+
+
+# --- the suite fails against broken servers ----------------------------------------
+
+
+def test_every_mutant_has_a_case_that_must_catch_it():
+    assert set(CATCHES) == set(mutant_server.MUTANTS)
+
+
+@pytest.mark.parametrize("mutant", sorted(CATCHES))
+async def test_the_suite_fails_against_the_mutant(mutant, all_cases, tmp_path):
+    runs = plan([case_named(all_cases, CATCHES[mutant])], ["python"])
+    pool = ExecutorPool(build_commands(("python",)))
+    try:
+        [real] = await suite.execute(runs, pool, tmp_path / "real")
+        [broken] = await suite.execute(
+            runs, pool, tmp_path / mutant, server_command=mutant_server.command(mutant)
+        )
+    finally:
+        await pool.close()
+    assert real.passed, f"{runs[0].id} fails on the real server:\n{real.problems}"
+    assert not broken.passed, f"{runs[0].id} passed against the {mutant} mutant"
+
+
+# --- coverage is enforced from the schema ------------------------------------------
+
+
+def service_with_extra_method(name: str):
+    """RiggerService as in the proto, plus one method no case knows about."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    rigger_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto.service[0].method.add(
+        name=name, input_type=".rigger.v1.GetTaskRequest", output_type=".rigger.v1.GetTaskResponse"
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(proto.SerializeToString())
+    return pool.FindServiceByName("rigger.v1.RiggerService")
+
+
+def coverage_problems(cases, *, service=SERVICE, documented=None, known=()):
+    return coverage.check(
+        service,
+        cases,
+        plan(cases, LANGUAGES),
+        LANGUAGES,
+        documented if documented is not None else coverage.load_documented(),
+        known,
+    )
+
+
+def test_the_cases_cover_every_method_client_and_documented_code(all_cases):
+    assert coverage_problems(all_cases) == []
+
+
+def test_there_are_at_least_sixty_cases(all_cases):
+    assert len(all_cases) >= 60
+
+
+def test_a_method_added_to_the_service_fails_coverage(all_cases):
+    problems = coverage_problems(all_cases, service=service_with_extra_method("ArchiveAll"))
+    assert any("ArchiveAll has no entry in documented_codes.yaml" in p for p in problems)
+    assert any("ArchiveAll has no case for client(s) go, python, ts" in p for p in problems)
+
+
+def test_a_documented_code_without_a_case_fails_coverage(all_cases):
+    documented = coverage.load_documented()
+    documented["GetTask"]["PERMISSION_DENIED"] = "a rule someone wrote down"
+    problems = coverage_problems(all_cases, documented=documented)
+    assert problems == [
+        "GetTask is documented to return PERMISSION_DENIED (a rule someone wrote down) "
+        "but no case expects it"
+    ]
+
+
+def test_a_case_expecting_an_undocumented_code_fails_coverage(all_cases):
+    documented = coverage.load_documented()
+    del documented["UpdateTask"]["ABORTED"]
+    problems = coverage_problems(all_cases, documented=documented)
+    assert any("expect UpdateTask to return ABORTED, which" in p for p in problems)
+
+
+def test_known_failing_runs_do_not_count_as_coverage(all_cases):
+    every_parse_prd_case_fails_for_ts = [
+        known_failing.Entry("ts", case.name, "pretend")
+        for case in all_cases
+        if any("ParsePRD" in methods for methods in coverage.methods_by_role(case).values())
+    ]
+    problems = coverage_problems(all_cases, known=every_parse_prd_case_fails_for_ts)
+    assert problems == [
+        "RiggerService.ParsePRD has no case for client(s) ts "
+        "(none calls it, or every one is known-failing)"
+    ]
+
+
+# --- verdicts --------------------------------------------------------------------------
+
+
+def result(run, *, problems=(), transcript=None):
+    return RunResult(run, list(problems), transcript or [{"kind": "unary", "code": "OK"}], 0.1)
+
+
+def test_a_run_whose_transcript_differs_from_the_others_fails(all_cases):
+    runs = plan([case_named(all_cases, "list_tasks_empty")], LANGUAGES)
+    odd = result(runs[2], transcript=[{"kind": "unary", "code": "INTERNAL"}])
+    outcomes, errors = suite.verdicts(
+        [result(runs[0]), result(runs[1]), odd], [], every_case_selected=False
+    )
+    assert [o.outcome for o in outcomes] == ["passed", "passed", "failed"]
+    assert "the clients disagree" in outcomes[2].detail
+    assert "INTERNAL" in outcomes[2].detail
+    assert errors == []
+
+
+def test_a_known_failing_run_is_reported_as_such(all_cases):
+    runs = plan([case_named(all_cases, "list_tasks_empty")], ["go", "python"])
+    entry = known_failing.Entry("go", "list_tasks_*", "issue 1")
+    results = [result(r, problems=["broken"] if "go" in r.languages else ()) for r in runs]
+    outcomes, errors = suite.verdicts(results, [entry], every_case_selected=False)
+    by_id = {o.run.id: o.outcome for o in outcomes}
+    assert by_id["list_tasks_empty[go]"] == "known-failing"
+    assert by_id["list_tasks_empty[python]"] == "passed"
+    assert errors == []
+
+
+def test_a_known_failing_case_that_passes_fails_the_run(all_cases):
+    runs = plan([case_named(all_cases, "list_tasks_empty")], ["go"])
+    entry = known_failing.Entry("go", "list_tasks_empty", "issue 2")
+    outcomes, _ = suite.verdicts([result(runs[0])], [entry], every_case_selected=False)
+    assert outcomes[0].outcome == "failed"
+    assert "but passed: delete the entry" in outcomes[0].detail
+
+
+def test_a_known_failing_entry_that_matches_no_case_is_an_error(all_cases):
+    runs = plan([case_named(all_cases, "list_tasks_empty")], ["go"])
+    entry = known_failing.Entry("go", "no_such_case_*", "typo")
+    _, errors = suite.verdicts([result(runs[0])], [entry], every_case_selected=True)
+    assert errors == ["known_failing/go.yaml lists 'no_such_case_*', which matches no case"]
+
+
+def test_the_matrix_runs_each_language_alone_then_every_mix(all_cases):
+    case = case_named(all_cases, "events_follow_a_task_lifecycle")
+    ids = [run.id for run in plan([case], ["go", "python"])]
+    assert ids == [
+        "events_follow_a_task_lifecycle[go]",
+        "events_follow_a_task_lifecycle[python]",
+        "events_follow_a_task_lifecycle[writer=go,watcher=python]",
+        "events_follow_a_task_lifecycle[writer=python,watcher=go]",
+    ]
+
+
+def test_a_fanout_role_is_played_by_every_language_in_one_run(all_cases):
+    case = case_named(all_cases, "events_fanout_to_every_language")
+    runs = plan([case], LANGUAGES)
+    assert len(runs) == len(LANGUAGES)
+    watchers = [i for i, role, _ in runs[0].instances() if role == "watcher"]
+    assert watchers == ["watcher@go", "watcher@python", "watcher@ts"]
+
+
+def test_case_files_reject_unknown_keys(tmp_path):
+    (tmp_path / "bad.yaml").write_text(
+        "cases:\n  - name: x\n    description: d\n    steps:\n"
+        "      - call: GetTask\n        requets: {task_id: a}\n"
+    )
+    with pytest.raises(c.CaseError, match=r"unknown keys \['requets'\]"):
+        c.load_cases(tmp_path)
+
+
+def test_case_files_reject_unknown_fields(tmp_path):
+    (tmp_path / "bad.yaml").write_text(
+        "cases:\n  - name: x\n    description: d\n    steps:\n"
+        "      - call: AddTask\n        request: {titel: a}\n"
+    )
+    with pytest.raises(c.CaseError, match="AddTaskRequest has no field 'titel'"):
+        c.load_cases(tmp_path)
