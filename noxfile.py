@@ -125,6 +125,13 @@ def conformance(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def conformance_selftest(session: nox.Session) -> None:
+    """The conformance suite must fail against every mutant server."""
+    session.install("-e", ".", *_group("conformance"))
+    session.run("python", "-m", "conformance", "--self-test", *session.posargs)
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Broadcast throughput and fanout latency; `-- --quick` for the reduced matrix."""
     session.install("-e", ".", *_group("bench"))

@@ -19,7 +19,12 @@ sys.path.insert(0, str(REPO))
 
 from conformance import cases as c  # noqa: E402
 from conformance import coverage, known_failing, mutant_server, suite  # noqa: E402
-from conformance.executor import LANGUAGES, ExecutorPool, build_commands  # noqa: E402
+from conformance.executor import (  # noqa: E402
+    LANGUAGES,
+    ExecutorPool,
+    ExecutorUnavailable,
+    build_commands,
+)
 from conformance.messages import SERVICE  # noqa: E402
 from conformance.plan import plan  # noqa: E402
 from conformance.runner import RunResult  # noqa: E402
@@ -40,11 +45,9 @@ CATCHES = {
 @pytest.fixture(scope="module")
 def all_cases() -> list[c.Case]:
     # A mutant that loses an event makes its case wait out the whole window
-    # for it; a shorter default keeps these tests fast (the real server's
-    # events arrive within milliseconds).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(c, "DEFAULT_WITHIN_MS", 3000)
-        return c.load_cases()
+    # for it; a shorter one keeps these tests fast (the real server's events
+    # arrive within milliseconds).
+    return c.load_cases(within_ms=3000)
 
 
 def case_named(cases: list[c.Case], name: str) -> c.Case:
@@ -223,3 +226,10 @@ def test_case_files_reject_unknown_fields(tmp_path):
     )
     with pytest.raises(c.CaseError, match="AddTaskRequest has no field 'titel'"):
         c.load_cases(tmp_path)
+
+
+async def test_an_executor_that_does_not_start_is_reported_clearly():
+    pool = ExecutorPool({"python": [sys.executable, "-c", "import sys; sys.exit(3)"]})
+    with pytest.raises(ExecutorUnavailable, match=r"python: the executor .* did not start"):
+        await pool.probe("python")
+    await pool.close()

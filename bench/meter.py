@@ -1,0 +1,49 @@
+"""CPU and memory of a process, read with psutil from outside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import psutil
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reading:
+    """One look at a set of processes."""
+
+    cpu_seconds: float  # user + system, all threads, since each process started
+    wall_ns: int
+
+
+class Meter:
+    """CPU time (user + system over all threads) and RSS of one or more pids."""
+
+    def __init__(self, *pids: int) -> None:
+        self._procs = [psutil.Process(pid) for pid in pids]
+
+    def read(self) -> Reading:
+        cpu = 0.0
+        for proc in self._procs:
+            times = proc.cpu_times()
+            cpu += times.user + times.system
+        return Reading(cpu, time.monotonic_ns())
+
+    def rss(self) -> int:
+        """Resident set size in bytes, summed."""
+        return sum(proc.memory_info().rss for proc in self._procs)
+
+
+class MachineMeter:
+    """CPU busy time of the whole machine (all cores, all processes)."""
+
+    def read(self) -> Reading:
+        times = psutil.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        return Reading(sum(times) - idle, time.monotonic_ns())
+
+
+def cores_used(before: Reading, after: Reading) -> float:
+    """Average number of cores busy between two readings."""
+    wall = (after.wall_ns - before.wall_ns) / 1e9
+    return (after.cpu_seconds - before.cpu_seconds) / wall if wall > 0 else 0.0

@@ -1,0 +1,124 @@
+"""The suite's self-test: run it against deliberately broken servers; it must fail on each.
+
+A suite that passes against a server that drops events or ignores filters
+proves nothing. For every mutant (conformance/mutant_server.py) the selected
+runs go against the mutant server, stopping at the first failure that the
+real server does not share; the self-test fails when some mutant gets
+through every run. Which run caught each mutant is recorded, and tried first
+next time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from collections.abc import Sequence
+
+from conformance import mutant_server, suite
+from conformance.executor import ExecutorPool
+from conformance.plan import Run
+
+
+@dataclasses.dataclass
+class MutantVerdict:
+    """Whether the suite caught one mutant, and with which run."""
+
+    mutant: str
+    caught_by: str | None
+    runs: int
+    first_problem: str
+
+    @property
+    def caught(self) -> bool:
+        """True when some run failed against the mutant."""
+        return self.caught_by is not None
+
+
+async def check_mutant(
+    mutant: str,
+    runs: Sequence[Run],
+    pool: ExecutorPool,
+    workdir: pathlib.Path,
+    *,
+    jobs: int = 2,
+) -> MutantVerdict:
+    """Run against one mutant until some run fails, and fails only because of the mutant.
+
+    A run that fails against the mutant must fail against it again and pass
+    on the real server; otherwise it was flaky, proves nothing, and the
+    search goes on with the runs not tried yet.
+    """
+    remaining = list(runs)
+    tried = 0
+    attempt = 0
+    while remaining:
+        attempt += 1
+        results = await suite.execute(
+            remaining,
+            pool,
+            workdir / f"{mutant}-{attempt}",
+            jobs=jobs,
+            server_command=mutant_server.command(mutant),
+            fail_fast=True,
+        )
+        tried += len(results)
+        done = {id(r.run) for r in results}
+        remaining = [run for run in remaining if id(run) not in done]
+        for failed in (r for r in results if not r.passed):
+            if await _reproducible(mutant, failed.run, pool, workdir):
+                problem = failed.problems[0].splitlines()[0]
+                return MutantVerdict(mutant, failed.run.id, tried, problem)
+    return MutantVerdict(mutant, None, tried, "")
+
+
+async def check_all(
+    mutants: Sequence[str],
+    runs: Sequence[Run],
+    pool: ExecutorPool,
+    workdir: pathlib.Path,
+    *,
+    jobs: int = 2,
+) -> list[MutantVerdict]:
+    """Verdicts for every mutant, one after the other."""
+    return [await check_mutant(m, runs, pool, workdir, jobs=jobs) for m in mutants]
+
+
+async def _reproducible(mutant: str, run: Run, pool: ExecutorPool, workdir: pathlib.Path) -> bool:
+    again = await suite.execute(
+        [run], pool, workdir / f"{mutant}-again", server_command=mutant_server.command(mutant)
+    )
+    real = await suite.execute([run], pool, workdir / f"{mutant}-real")
+    return bool(again) and not again[0].passed and bool(real) and real[0].passed
+
+
+def catcher_first(runs: Sequence[Run], catcher: str | None) -> list[Run]:
+    """The runs, with the one named `catcher` (a run id) moved to the front."""
+    return sorted(runs, key=lambda run: run.id != catcher)
+
+
+def load_catches(path: pathlib.Path) -> dict[str, str]:
+    """mutant → the id of the run that caught it, from an earlier self-test's record."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return {m["mutant"]: m["caught_by"] for m in document["mutants"] if m["caught_by"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def save(path: pathlib.Path, verdicts: Sequence[MutantVerdict], wall_s: float) -> None:
+    """Record the verdicts (build/conformance/selftest.json)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "mutants": [
+            {
+                "mutant": v.mutant,
+                "caught_by": v.caught_by,
+                "runs": v.runs,
+                "first_problem": v.first_problem,
+            }
+            for v in verdicts
+        ],
+        "wall_time_s": round(wall_s, 1),
+    }
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,198 @@
+"""A suite run: many case runs over a few workers, then the cross-language verdicts.
+
+After every run has judged itself, runs of the same case are compared with
+each other (their normalised transcripts must be identical, whatever the
+languages), and the known-failing lists turn the raw pass/fail into outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import difflib
+import itertools
+import json
+import pathlib
+import re
+import shutil
+from collections.abc import Callable, Sequence
+
+from conformance import known_failing
+from conformance.executor import ExecutorPool
+from conformance.plan import Run
+from conformance.runner import REAL_SERVER, CaseRun, RunResult
+from conformance.transcript import render
+
+PASSED, FAILED, KNOWN = "passed", "failed", "known-failing"
+_TAGS = itertools.count()
+DIFF_CONTEXT = 70
+
+
+@dataclasses.dataclass
+class Outcome:
+    """The verdict on one run."""
+
+    result: RunResult
+    outcome: str
+    detail: str
+
+    @property
+    def run(self) -> Run:
+        """The run judged."""
+        return self.result.run
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)[:120]
+
+
+async def execute(
+    runs: Sequence[Run],
+    pool: ExecutorPool,
+    workdir: pathlib.Path,
+    *,
+    jobs: int = 2,
+    server_command: tuple[str, ...] = REAL_SERVER,
+    fail_fast: bool = False,
+    progress: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
+    """Run every run, at most `jobs` at a time; with fail_fast, start none after a failure.
+
+    A run's directory (project, database, server log) is kept when it fails.
+    """
+    semaphore = asyncio.Semaphore(jobs)
+    # Stream names must never repeat on a reused executor, across calls too.
+    first_tag = next(_TAGS)
+    failed = asyncio.Event()
+    results: list[RunResult | None] = [None] * len(runs)
+
+    async def one(index: int, run: Run) -> None:
+        async with semaphore:
+            if fail_fast and failed.is_set():
+                return
+            directory = workdir / f"{index:04d}-{_slug(run.id)}"
+            tag = f"r{first_tag}-{index}"
+            result = await CaseRun(
+                run, pool, directory, server_command=server_command, tag=tag
+            ).execute()
+            results[index] = result
+            if result.passed:
+                shutil.rmtree(directory, ignore_errors=True)
+            else:
+                failed.set()
+            if progress is not None:
+                progress(result)
+
+    await asyncio.gather(*(one(i, run) for i, run in enumerate(runs)))
+    return [r for r in results if r is not None]
+
+
+def _context(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return "?"
+    return f"{entry.get('at', '?')} [{entry.get('client', '?')}, {entry.get('kind', '?')}]"
+
+
+def _excerpt(line: str, at: int) -> str:
+    start = max(0, at - DIFF_CONTEXT)
+    end = at + DIFF_CONTEXT
+    return ("…" if start else "") + line[start:end] + ("…" if end < len(line) else "")
+
+
+def describe_difference(reference: list[str], other: list[str], limit: int = 5) -> list[str]:
+    """Where two rendered transcripts differ, shown around the first differing character."""
+    lines: list[str] = []
+    matcher = difflib.SequenceMatcher(a=reference, b=other, autojunk=False)
+    for tag, a1, a2, b1, b2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        pairs = list(zip(reference[a1:a2], other[b1:b2], strict=False))
+        for want, got in pairs:
+            at = next((i for i, (x, y) in enumerate(zip(want, got, strict=False)) if x != y), 0)
+            lines += [
+                f"at {_context(want)}:",
+                f"  expected {_excerpt(want, at)}",
+                f"  got      {_excerpt(got, at)}",
+            ]
+        for extra in reference[a1 + len(pairs) : a2]:
+            lines += [f"missing {_context(extra)}: {_excerpt(extra, 0)}"]
+        for extra in other[b1 + len(pairs) : b2]:
+            lines += [f"extra {_context(extra)}: {_excerpt(extra, 0)}"]
+        if len(lines) >= limit * 3:
+            lines.append("…")
+            break
+    return lines
+
+
+def disagreements(results: Sequence[RunResult]) -> dict[Run, str]:
+    """Runs of one case whose transcripts differ from the others', with the difference.
+
+    Only runs that passed on their own are compared. The transcript most runs
+    share is the reference (ties go to the earliest run in plan order, where
+    each language alone comes first); every other run disagrees with it.
+    """
+    by_case: dict[str, list[RunResult]] = {}
+    for result in results:
+        if result.passed:
+            by_case.setdefault(result.run.case.name, []).append(result)
+    found: dict[Run, str] = {}
+    for group in by_case.values():
+        rendered = {id(r): render(r.transcript) for r in group}
+        kinds: dict[tuple[str, ...], list[RunResult]] = {}
+        for result in group:
+            kinds.setdefault(tuple(rendered[id(result)]), []).append(result)
+        if len(kinds) < 2:
+            continue
+        reference = max(kinds.values(), key=len)[0]
+        for result in group:
+            lines = rendered[id(result)]
+            if lines == rendered[id(reference)]:
+                continue
+            found[result.run] = "\n".join(
+                [
+                    f"the clients disagree: what this run saw differs from {reference.run.id}",
+                    *describe_difference(rendered[id(reference)], lines),
+                ]
+            )
+    return found
+
+
+def verdicts(
+    results: Sequence[RunResult],
+    entries: Sequence[known_failing.Entry],
+    *,
+    every_case_selected: bool,
+) -> tuple[list[Outcome], list[str]]:
+    """Outcomes for every run, and suite-level errors (stale known-failing entries)."""
+    disagreeing = disagreements(results)
+    for result in results:
+        if result.run in disagreeing:
+            result.problems.append(disagreeing[result.run])
+    passed = {r.run: r.passed for r in results}
+    stale = known_failing.stale(entries, passed, every_case_selected=every_case_selected)
+    errors = [
+        f"known_failing/{e.language}.yaml lists {e.pattern!r}, which matches no case"
+        for e, runs in stale.items()
+        if not runs
+    ]
+    outcomes: list[Outcome] = []
+    for result in results:
+        listed = known_failing.listing(result.run, entries)
+        stale_here = [e for e in listed if e in stale]
+        if stale_here:
+            entry = stale_here[0]
+            detail = (
+                f"listed in known_failing/{entry.language}.yaml ({entry.reason}) but passed: "
+                "delete the entry"
+            )
+            outcomes.append(Outcome(result, FAILED, detail))
+        elif result.passed:
+            outcomes.append(Outcome(result, PASSED, ""))
+        elif listed:
+            reasons = "; ".join(f"{e.language}: {e.reason}" for e in listed)
+            outcomes.append(Outcome(result, KNOWN, f"known failing ({reasons})"))
+        else:
+            outcomes.append(Outcome(result, FAILED, "\n".join(result.problems)))
+    return outcomes, errors
