@@ -123,9 +123,11 @@ const (
 	TaskEventType_TASK_EVENT_TYPE_UNSPECIFIED TaskEventType = 0
 	// A task was created.
 	TaskEventType_TASK_EVENT_TYPE_CREATED TaskEventType = 1
-	// A task's fields were updated. Sent for every successful UpdateTask.
+	// A task's fields were updated. Sent for every UpdateTask that changed
+	// something; metadata["changed_fields"] lists the fields, comma-separated.
 	TaskEventType_TASK_EVENT_TYPE_UPDATED TaskEventType = 2
-	// A task was archived by DeleteTask.
+	// A task was archived by DeleteTask. metadata["previous_status"] holds the
+	// status it had.
 	TaskEventType_TASK_EVENT_TYPE_DELETED TaskEventType = 3
 	// A task's status changed. metadata["previous_status"] holds the old status name.
 	TaskEventType_TASK_EVENT_TYPE_STATUS_CHANGED TaskEventType = 4
@@ -1808,8 +1810,9 @@ type TaskEvent struct {
 	Task *Task `protobuf:"bytes,4,opt,name=task,proto3" json:"task,omitempty"`
 	// Who made the change, when known.
 	Actor *string `protobuf:"bytes,5,opt,name=actor,proto3,oneof" json:"actor,omitempty"`
-	// Details of the change: "previous_status" on STATUS_CHANGED,
-	// "previous_assignee" on ASSIGNED.
+	// Details of the change: "changed_fields" on UPDATED (e.g. "status,assignee"),
+	// "previous_status" on STATUS_CHANGED and DELETED, "previous_assignee" on
+	// ASSIGNED.
 	Metadata map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Position in the server's event log: +1 per event, no gaps, never reused.
 	// Pass the last one seen as SubscribeToTaskEventsRequest.after_sequence to

@@ -51,9 +51,11 @@ type RiggerServiceClient interface {
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
 	AddTask(ctx context.Context, in *AddTaskRequest, opts ...grpc.CallOption) (*AddTaskResponse, error)
-	// UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-	// plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-	// TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+	// UpdateTask changes the fields that are set. When anything changed it emits
+	// TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+	// changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+	// that changes nothing succeeds, writes nothing, keeps the version and emits
+	// nothing.
 	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
 	// GetTask returns one task by id, archived or not.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
@@ -210,9 +212,11 @@ type RiggerServiceServer interface {
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
 	AddTask(context.Context, *AddTaskRequest) (*AddTaskResponse, error)
-	// UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-	// plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-	// TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+	// UpdateTask changes the fields that are set. When anything changed it emits
+	// TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+	// changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+	// that changes nothing succeeds, writes nothing, keeps the version and emits
+	// nothing.
 	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
 	// GetTask returns one task by id, archived or not.
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)

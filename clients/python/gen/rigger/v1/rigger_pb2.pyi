@@ -94,9 +94,13 @@ class _TaskEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskEve
     TASK_EVENT_TYPE_CREATED: _TaskEventType.ValueType  # 1
     """A task was created."""
     TASK_EVENT_TYPE_UPDATED: _TaskEventType.ValueType  # 2
-    """A task's fields were updated. Sent for every successful UpdateTask."""
+    """A task's fields were updated. Sent for every UpdateTask that changed
+    something; metadata["changed_fields"] lists the fields, comma-separated.
+    """
     TASK_EVENT_TYPE_DELETED: _TaskEventType.ValueType  # 3
-    """A task was archived by DeleteTask."""
+    """A task was archived by DeleteTask. metadata["previous_status"] holds the
+    status it had.
+    """
     TASK_EVENT_TYPE_STATUS_CHANGED: _TaskEventType.ValueType  # 4
     """A task's status changed. metadata["previous_status"] holds the old status name."""
     TASK_EVENT_TYPE_ASSIGNED: _TaskEventType.ValueType  # 5
@@ -116,9 +120,13 @@ TASK_EVENT_TYPE_UNSPECIFIED: TaskEventType.ValueType  # 0
 TASK_EVENT_TYPE_CREATED: TaskEventType.ValueType  # 1
 """A task was created."""
 TASK_EVENT_TYPE_UPDATED: TaskEventType.ValueType  # 2
-"""A task's fields were updated. Sent for every successful UpdateTask."""
+"""A task's fields were updated. Sent for every UpdateTask that changed
+something; metadata["changed_fields"] lists the fields, comma-separated.
+"""
 TASK_EVENT_TYPE_DELETED: TaskEventType.ValueType  # 3
-"""A task was archived by DeleteTask."""
+"""A task was archived by DeleteTask. metadata["previous_status"] holds the
+status it had.
+"""
 TASK_EVENT_TYPE_STATUS_CHANGED: TaskEventType.ValueType  # 4
 """A task's status changed. metadata["previous_status"] holds the old status name."""
 TASK_EVENT_TYPE_ASSIGNED: TaskEventType.ValueType  # 5
@@ -1074,8 +1082,9 @@ class TaskEvent(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Details of the change: "previous_status" on STATUS_CHANGED,
-        "previous_assignee" on ASSIGNED.
+        """Details of the change: "changed_fields" on UPDATED (e.g. "status,assignee"),
+        "previous_status" on STATUS_CHANGED and DELETED, "previous_assignee" on
+        ASSIGNED.
         """
 
     def __init__(

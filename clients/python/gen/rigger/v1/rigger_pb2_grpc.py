@@ -107,9 +107,11 @@ class RiggerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateTask(self, request, context):
-        """UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-        plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-        TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+        """UpdateTask changes the fields that are set. When anything changed it emits
+        TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+        changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+        that changes nothing succeeds, writes nothing, keeps the version and emits
+        nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

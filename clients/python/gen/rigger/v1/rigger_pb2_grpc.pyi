@@ -48,9 +48,11 @@ class RiggerServiceStub:
     AddTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.AddTaskRequest, _rigger_pb2.AddTaskResponse]
     """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED."""
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.UpdateTaskRequest, _rigger_pb2.UpdateTaskResponse]
-    """UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-    plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-    TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+    """UpdateTask changes the fields that are set. When anything changed it emits
+    TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+    changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+    that changes nothing succeeds, writes nothing, keeps the version and emits
+    nothing.
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.GetTaskRequest, _rigger_pb2.GetTaskResponse]
     """GetTask returns one task by id, archived or not."""
@@ -93,9 +95,11 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     AddTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.AddTaskRequest, _rigger_pb2.AddTaskResponse]  # type: ignore[assignment]
     """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED."""
     UpdateTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.UpdateTaskRequest, _rigger_pb2.UpdateTaskResponse]  # type: ignore[assignment]
-    """UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-    plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-    TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+    """UpdateTask changes the fields that are set. When anything changed it emits
+    TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+    changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+    that changes nothing succeeds, writes nothing, keeps the version and emits
+    nothing.
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.GetTaskRequest, _rigger_pb2.GetTaskResponse]  # type: ignore[assignment]
     """GetTask returns one task by id, archived or not."""
@@ -153,9 +157,11 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rigger_pb2.UpdateTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rigger_pb2.UpdateTaskResponse, _abc.Awaitable[_rigger_pb2.UpdateTaskResponse]]:
-        """UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-        plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-        TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+        """UpdateTask changes the fields that are set. When anything changed it emits
+        TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+        changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+        that changes nothing succeeds, writes nothing, keeps the version and emits
+        nothing.
         """
 
     @_abc_1.abstractmethod

@@ -959,8 +959,9 @@ export type TaskEvent = Message<"rigger.v1.TaskEvent"> & {
   actor?: string | undefined;
 
   /**
-   * Details of the change: "previous_status" on STATUS_CHANGED,
-   * "previous_assignee" on ASSIGNED.
+   * Details of the change: "changed_fields" on UPDATED (e.g. "status,assignee"),
+   * "previous_status" on STATUS_CHANGED and DELETED, "previous_assignee" on
+   * ASSIGNED.
    *
    * @generated from field: map<string, string> metadata = 6;
    */
@@ -1094,14 +1095,16 @@ export enum TaskEventType {
   CREATED = 1,
 
   /**
-   * A task's fields were updated. Sent for every successful UpdateTask.
+   * A task's fields were updated. Sent for every UpdateTask that changed
+   * something; metadata["changed_fields"] lists the fields, comma-separated.
    *
    * @generated from enum value: TASK_EVENT_TYPE_UPDATED = 2;
    */
   UPDATED = 2,
 
   /**
-   * A task was archived by DeleteTask.
+   * A task was archived by DeleteTask. metadata["previous_status"] holds the
+   * status it had.
    *
    * @generated from enum value: TASK_EVENT_TYPE_DELETED = 3;
    */
@@ -1171,9 +1174,11 @@ export const RiggerService: GenService<{
     output: typeof AddTaskResponseSchema;
   },
   /**
-   * UpdateTask changes the fields that are set. It emits TASK_EVENT_TYPE_UPDATED,
-   * plus TASK_EVENT_TYPE_STATUS_CHANGED when the status changed and
-   * TASK_EVENT_TYPE_ASSIGNED when the assignee changed.
+   * UpdateTask changes the fields that are set. When anything changed it emits
+   * TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
+   * changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
+   * that changes nothing succeeds, writes nothing, keeps the version and emits
+   * nothing.
    *
    * @generated from rpc rigger.v1.RiggerService.UpdateTask
    */
