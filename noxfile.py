@@ -67,15 +67,17 @@ def _install_generators(session: nox.Session) -> None:
         _go_install(session, name, module)
     ts = ROOT / "clients" / "ts"
     if not (ts / "node_modules" / ".bin" / "protoc-gen-es").exists():
-        session.run("npm", "ci", "--no-audit", "--no-fund", external=True, cwd=ts)
+        with session.chdir(ts):
+            session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
 
 
 def _build_clients(session: nox.Session) -> None:
     session.run("python", "-c", "from rigger.v1 import rigger_pb2, rigger_pb2_grpc")
-    go = ROOT / "clients" / "go"
-    session.run("go", "vet", "./...", external=True, cwd=go)
-    session.run("go", "build", "./...", external=True, cwd=go)
-    session.run("npm", "run", "--silent", "typecheck", external=True, cwd=ROOT / "clients" / "ts")
+    with session.chdir(ROOT / "clients" / "go"):
+        session.run("go", "vet", "./...", external=True)
+        session.run("go", "build", "./...", external=True)
+    with session.chdir(ROOT / "clients" / "ts"):
+        session.run("npm", "run", "--silent", "typecheck", external=True)
 
 
 def _generate(session: nox.Session, *, check: bool) -> None:
