@@ -174,7 +174,10 @@ async def test_a_subscriber_that_falls_behind_is_ended_with_resource_exhausted(
     async with grpc.aio.insecure_channel(lag_server.address, options=STALLED) as channel:
         call = subscribe(rigger_pb2_grpc.RiggerServiceStub(channel), after=0)
         await asyncio.wait_for(call.initial_metadata(), WAIT)
-        await add_many(lag_stub, 400, padded=True)
+        # A first commit smaller than the 5-event buffer reaches the stream's
+        # window; the burst after it (committed in groups) overflows it.
+        await add_many(lag_stub, 4, padded=True)
+        await add_many(lag_stub, 396, start=4, padded=True)
         events, error = await read_to_error(call)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert events, "some events fit in the window before the subscriber fell behind"

@@ -150,15 +150,32 @@ class SqliteStore:
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """Writes inside commit together or not at all; nested, a savepoint."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return
+        depth = getattr(self._local, "depth", 0) + 1
+        self._local.depth = depth
+        name = f"nested_{depth}"
+        conn.execute(f"SAVEPOINT {name}")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
             raise
-        conn.execute("COMMIT")
+        finally:
+            self._local.depth = depth - 1
+        conn.execute(f"RELEASE {name}")
 
     # --- tasks ---------------------------------------------------------------
 
@@ -241,7 +258,7 @@ class SqliteStore:
 
     def insert_task(self, task: Task, events: Sequence[EventDraft]) -> list[Event]:
         """Insert a new task and append its events, atomically."""
-        with self._write() as conn:
+        with self.atomic() as conn:
             conn.execute(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -253,7 +270,7 @@ class SqliteStore:
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:
         """Replace a task only if its stored version is `expected_version`, else raise Conflict."""
-        with self._write() as conn:
+        with self.atomic() as conn:
             values = self._task_values(task)
             cursor = conn.execute(
                 "UPDATE tasks SET title=?, status=?, assignee=?, due_date=?, "
@@ -341,7 +358,7 @@ class SqliteStore:
 
     def insert_prd(self, prd: Prd) -> None:
         """Store a parsed PRD."""
-        with self._write() as conn:
+        with self.atomic() as conn:
             conn.execute(
                 "INSERT INTO prds (id, path, title, objectives, tech_stack, constraints, "
                 "parsed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

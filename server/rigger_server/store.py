@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from rigger_server.domain import Event, EventDraft, Prd, Task, TaskStatus
@@ -50,6 +51,14 @@ class Store(Protocol):
         """Replace a task only if its stored version is `expected_version`, else raise Conflict.
 
         The task's events are appended in the same transaction.
+        """
+        ...
+
+    def atomic(self) -> AbstractContextManager[object]:
+        """Writes made inside commit together when it exits, or not at all if it raises.
+
+        Nested inside another `atomic()`, only the inner writes are undone on
+        an exception, and nothing commits before the outermost one exits.
         """
         ...
 

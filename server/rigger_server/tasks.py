@@ -24,6 +24,7 @@ from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter, Subscription
 from rigger_server.limits import Limits
 from rigger_server.store import Conflict, Store, TaskQuery
+from rigger_server.writer import GroupWriter
 
 T = TypeVar("T")
 
@@ -114,24 +115,23 @@ class TaskBook:
         self.broadcaster = broadcaster
         self.project_root = project_root
         self.limits = limits or Limits()
+        self._loop = asyncio.get_running_loop()
         # One writer thread: SQLite has one write lock anyway, and a single
         # thread publishes commits in exactly the order they happened.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="rigger-writer")
+        self._writer = GroupWriter(store, self._loop, broadcaster.publish)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
-        self._loop = asyncio.get_running_loop()
 
     async def _write(self, fn: Callable[..., T], *args: object) -> T:
-        return await self._loop.run_in_executor(self._writer, fn, *args)
+        result: T = await self._writer.submit(fn, *args)
+        return result
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await self._loop.run_in_executor(self._readers, fn, *args)
 
     def _publish(self, events: list[Event]) -> None:
-        # Called on the writer thread right after commit. call_soon_threadsafe
-        # runs callbacks in the order they were scheduled, so subscribers see
-        # commit order.
-        if events:
-            self._loop.call_soon_threadsafe(self.broadcaster.publish, events)
+        # Called on the writer thread right after a write; the events go out
+        # once the write's group has committed.
+        self._writer.emit(events)
 
     # --- validation ----------------------------------------------------------
 
@@ -343,7 +343,7 @@ class TaskBook:
     async def close(self) -> None:
         """End every subscription, finish queued writes and close the store."""
         self.broadcaster.close()
-        await self._loop.run_in_executor(None, self._writer.shutdown, True)
+        await self._loop.run_in_executor(None, self._writer.close)
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
         self.store.close()
 
