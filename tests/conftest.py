@@ -36,3 +36,22 @@ async def stub(server: ServerProcess) -> AsyncIterator[rigger_pb2_grpc.RiggerSer
     """An async client stub connected to `server`."""
     async with grpc.aio.insecure_channel(server.address) as channel:
         yield rigger_pb2_grpc.RiggerServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for a whole test module, for tests that tolerate each other's data."""
+    root = tmp_path_factory.mktemp("shared") / "project"
+    root.mkdir()
+    proc = ServerProcess(root).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def shared_stub(
+    shared_server: ServerProcess,
+) -> AsyncIterator[rigger_pb2_grpc.RiggerServiceStub]:
+    """An async client stub connected to `shared_server`."""
+    async with grpc.aio.insecure_channel(shared_server.address) as channel:
+        yield rigger_pb2_grpc.RiggerServiceStub(channel)

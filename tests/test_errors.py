@@ -10,13 +10,10 @@ store with how it found it), so the module starts one process, not forty.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import all_tasks, assert_no_events_after, log_head, read_to_error, subscribe
 
 BAD_TITLES = ["", " ", "\t\n  "]
@@ -24,19 +21,10 @@ BAD_DATES = ["2025-13-01", "31/12/2025", "2025-2-1", "2025-02-30", "tomorrow", "
 UNKNOWN_ID = "00000000-0000-0000-0000-000000000000"
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("errors") / "project"
-    root.mkdir()
-    proc = ServerProcess(root).start()
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
-async def stub(shared_server) -> AsyncIterator[rigger_pb2_grpc.RiggerServiceStub]:
-    async with grpc.aio.insecure_channel(shared_server.address) as channel:
-        yield rigger_pb2_grpc.RiggerServiceStub(channel)
+def stub(shared_stub):
+    """A client of the module's shared server."""
+    return shared_stub
 
 
 @pytest.fixture

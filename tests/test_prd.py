@@ -10,13 +10,10 @@ import asyncio
 import os
 import pathlib
 import shutil
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
-from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import WAIT, assert_no_events_after, log_head
 
 PRD = """\
@@ -47,15 +44,6 @@ Rigger turns product requirements into tasks.
 """
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("prd") / "project"
-    root.mkdir()
-    proc = ServerProcess(root).start()
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
 def project(shared_server) -> pathlib.Path:
     """The shared server's root, with nothing in it but the server's own files."""
@@ -71,9 +59,9 @@ def project(shared_server) -> pathlib.Path:
 
 
 @pytest.fixture
-async def stub(shared_server) -> AsyncIterator[rigger_pb2_grpc.RiggerServiceStub]:
-    async with grpc.aio.insecure_channel(shared_server.address) as channel:
-        yield rigger_pb2_grpc.RiggerServiceStub(channel)
+def stub(shared_stub):
+    """A client of the module's shared server."""
+    return shared_stub
 
 
 async def parse(stub, path) -> pb.ParsePRDResponse:

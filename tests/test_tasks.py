@@ -13,7 +13,6 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import is_rfc3339_utc
 
 TODO = pb.TASK_STATUS_TODO
@@ -22,20 +21,10 @@ COMPLETED = pb.TASK_STATUS_COMPLETED
 ARCHIVED = pb.TASK_STATUS_ARCHIVED
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tasks") / "project"
-    root.mkdir()
-    proc = ServerProcess(root).start()
-    yield proc
-    proc.stop()
-
-
 @pytest.fixture
-async def stub(shared_server) -> AsyncIterator[rigger_pb2_grpc.RiggerServiceStub]:
+def stub(shared_stub):
     """A client of the module's shared server: other tests' tasks are there too."""
-    async with grpc.aio.insecure_channel(shared_server.address) as channel:
-        yield rigger_pb2_grpc.RiggerServiceStub(channel)
+    return shared_stub
 
 
 @pytest.fixture

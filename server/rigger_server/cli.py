@@ -7,6 +7,8 @@ import asyncio
 import logging
 import pathlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from rigger_server import __version__
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
@@ -30,6 +32,32 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
     return value
+
+
+# Each limits.Limits field a flag sets: (flag, field, type, help).
+LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    (
+        "--max-message-bytes",
+        "max_message_bytes",
+        _positive,
+        "largest request message; beyond: RESOURCE_EXHAUSTED",
+    ),
+    ("--max-title-length", "max_title_chars", _positive, "longest task title in characters"),
+    (
+        "--max-field-length",
+        "max_field_chars",
+        _positive,
+        "longest other string field in characters",
+    ),
+    ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
+    ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
+    (
+        "--keepalive-seconds",
+        "keepalive_seconds",
+        float,
+        "ping idle connections this often to release vanished sidecars",
+    ),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,48 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = Limits()
     limits = grpc_cmd.add_argument_group("limits")
-    limits.add_argument(
-        "--max-message-bytes",
-        type=_positive,
-        metavar="N",
-        default=defaults.max_message_bytes,
-        help="largest request message (default: %(default)s; beyond: RESOURCE_EXHAUSTED)",
-    )
-    limits.add_argument(
-        "--max-title-length",
-        type=_positive,
-        metavar="N",
-        default=defaults.max_title_chars,
-        help="longest task title in characters (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-field-length",
-        type=_positive,
-        metavar="N",
-        default=defaults.max_field_chars,
-        help="longest other string field in characters (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-subscribers",
-        type=_positive,
-        metavar="N",
-        default=defaults.max_subscribers,
-        help="most event streams open at once (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--max-prd-bytes",
-        type=_positive,
-        metavar="N",
-        default=defaults.max_prd_bytes,
-        help="largest PRD file ParsePRD reads (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--keepalive-seconds",
-        type=float,
-        metavar="SECONDS",
-        default=defaults.keepalive_seconds,
-        help="ping idle connections this often to release vanished sidecars (default: %(default)s)",
-    )
+    for flag, field, kind, help_text in LIMIT_FLAGS:
+        limits.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            metavar="SECONDS" if kind is float else "N",
+            default=getattr(defaults, field),
+            help=f"{help_text} (default: %(default)s)",
+        )
     grpc_cmd.set_defaults(run=_grpc)
     return parser
 
@@ -197,14 +192,7 @@ def _grpc(args: argparse.Namespace) -> int:
         port=args.port,
         buffer=args.buffer,
         grace_seconds=args.grace,
-        limits=Limits(
-            max_message_bytes=args.max_message_bytes,
-            max_title_chars=args.max_title_length,
-            max_field_chars=args.max_field_length,
-            max_subscribers=args.max_subscribers,
-            max_prd_bytes=args.max_prd_bytes,
-            keepalive_seconds=args.keepalive_seconds,
-        ),
+        limits=Limits(**{field: getattr(args, field) for _, field, _, _ in LIMIT_FLAGS}),
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
         auth_token_file=args.auth_token_file,
         public_health=args.public_health,
