@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,10 +11,11 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from streams import ASSIGNED, CREATED, HEAD_SEQUENCE, WAIT, sequences, trailing
-
+from rigger_client.watch import watch_events
 from rigger_server.domain import Event
 from rigger_server.service import encode_batch
+from serverproc import ServerProcess
+from streams import ASSIGNED, CREATED, HEAD_SEQUENCE, WAIT, sequences, trailing
 
 PADDING = "x" * 1000
 STALLED = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)]
@@ -146,8 +148,6 @@ async def test_unknown_event_type_filter_is_invalid(stub):
 
 
 async def test_a_lagging_batched_subscriber_ends_with_resource_exhausted_and_resumes(project):
-    from serverproc import ServerProcess
-
     proc = ServerProcess(project, extra_args=("--buffer", "5")).start()
     try:
         async with grpc.aio.insecure_channel(proc.address) as writer_channel:
@@ -189,3 +189,21 @@ def test_a_batch_is_the_generated_message_encoding():
     encoded = encode_batch(pairs)
     assert encoded == pb.SubscribeToTaskEventBatchesResponse(events=events).SerializeToString()
     assert list(pb.SubscribeToTaskEventBatchesResponse.FromString(encoded).events) == events
+
+
+async def test_the_python_watch_helper_reads_batches_one_event_at_a_time(stub):
+    await add_many(stub, 30)
+    request = pb.SubscribeToTaskEventsRequest(after_sequence=10)
+    got: list[pb.TaskEvent] = []
+
+    async def read() -> None:
+        async with contextlib.aclosing(watch_events(stub, request, batched=True)) as events:
+            async for event in events:
+                got.append(event)
+                if event.sequence == 40:
+                    return
+
+    reader = asyncio.ensure_future(read())
+    await add_many(stub, 10, start=30)
+    await asyncio.wait_for(reader, WAIT)
+    assert sequences(got) == list(range(11, 41))
