@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="reduced matrix (N=10,100; 250 B) for CI, < 3 min"
     )
     parser.add_argument(
+        "--batches",
+        action="store_true",
+        help="only saturation at 250 B, N=100 and 1000, plain stream beside the batched one",
+    )
+    parser.add_argument(
         "--out", type=pathlib.Path, default=pathlib.Path("build/bench"), help="report directory"
     )
     parser.add_argument(
@@ -58,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    groups = matrix.quick() if args.quick else matrix.full()
+    groups = matrix.batches() if args.batches else matrix.quick() if args.quick else matrix.full()
     if args.n:
         groups = [g for g in groups if g.n in args.n]
     started = time.monotonic()
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         for raw in sorted(profile_dir.glob("*.raw")):
             raw.with_suffix(".txt").write_text(profiler.summarize(raw))
     meta = {
-        "mode": "quick" if args.quick else "full",
+        "mode": "batches" if args.batches else "quick" if args.quick else "full",
         "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(time.monotonic() - started, 1),
         "machine": (

@@ -83,6 +83,7 @@ async def _run_cell(
     server_cpu = server_after.cpu_seconds - server_before.cpu_seconds
     result: dict[str, Any] = {
         "kind": kind,
+        "stream": group.stream,
         "n": group.n,
         "rate": cell.rate_label,
         "payload_bytes": cell.payload,
@@ -108,6 +109,10 @@ async def _run_cell(
             - cores_used(writer_before, writer_after),
             2,
         ),
+        # Above 1 only for the batched stream: how many events a message carried.
+        "events_per_message": round(delivered / messages, 2)
+        if (messages := sum(t.messages for t in taken))
+        else None,
         "lagged": sum(t.lagged for t in taken),
         "disconnected": sum(t.disconnected for t in taken),
     }
@@ -117,14 +122,17 @@ async def _run_cell(
         if status == "RESOURCE_EXHAUSTED":
             result["lagged"] += 1
     log.info(
-        "%s n=%d rate=%s payload=%d%s: %.0f deliveries/s, p99 %s ms, lagged %d",
+        "%s %s n=%d rate=%s payload=%d%s: %.0f deliveries/s, p99 %s ms, %s events/message, "
+        "lagged %d",
         kind,
+        group.stream,
         group.n,
         cell.rate_label,
         cell.payload,
         " +slow" if cell.slow else "",
         result["delivered_per_s"],
         result["latency_ms"]["p99"],
+        result["events_per_message"],
         result["lagged"],
     )
     return result
@@ -161,7 +169,8 @@ async def run_group(
 ) -> list[dict[str, Any]]:
     """Run every cell of `group` against a fresh server of `kind`."""
     slow = "-slow" if any(c.slow for c in group.cells) else ""
-    name = f"{kind}-n{group.n}{slow}"
+    batched = "-batched" if group.batched else ""
+    name = f"{kind}-n{group.n}{slow}{batched}"
     fsync_ms = disk.fsync_probe(workdir / name)
     server = servers.start(kind, workdir / name, group.buffer)
     pool: SubscriberPool | None = None
@@ -176,7 +185,9 @@ async def run_group(
             await writer.prepare()  # also warms the server's code paths and caches
             await asyncio.sleep(_SETTLE)
             rss_before = server_meter.rss()
-            pool = SubscriberPool(server.address, group.n, group.processes, group.channels)
+            pool = SubscriberPool(
+                server.address, group.n, group.processes, group.channels, group.batched
+            )
             await pool.start()
             await asyncio.sleep(_SETTLE)
             rss_idle = server_meter.rss()

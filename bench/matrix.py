@@ -44,6 +44,11 @@ class Group:
     cells: tuple[Cell, ...]
     buffer: int = MATRIX_BUFFER
     max_deliveries: int = 200_000  # per cell: bounds the drain when N x rate is beyond reach
+    batched: bool = False  # subscribers use SubscribeToTaskEventBatches
+
+    @property
+    def stream(self) -> str:
+        return "batched" if self.batched else "plain"
 
     @property
     def processes(self) -> int:
@@ -75,7 +80,18 @@ def quick() -> list[Group]:
     """A reduced matrix that still runs every code path, for CI: well under 3 minutes."""
     cells = (Cell(100.0, SMALL, 2.0), Cell(SATURATION, SMALL, 2.0))
     groups = [Group(("rigger", "ceiling"), n, cells, max_deliveries=50_000) for n in (10, 100)]
-    return [*groups, slow_group(seconds=4.0)]
+    batched = Group(("rigger",), 100, cells[1:], max_deliveries=50_000, batched=True)
+    return [*groups, batched, slow_group(seconds=4.0)]
+
+
+def batches(repeats: int = 3) -> list[Group]:
+    """Saturation at 250 B, N = 100 and 1000: the plain stream beside the batched one."""
+    cells = (Cell(SATURATION, SMALL, 5.0, repeats=repeats),)
+    return [
+        Group(("rigger",), n, cells, batched=batched)
+        for n in (100, 1000)
+        for batched in (False, True)
+    ]
 
 
 def slow_group(seconds: float, repeats: int = 1) -> Group:

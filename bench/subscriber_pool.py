@@ -23,8 +23,11 @@ def split(n: int, parts: int) -> list[int]:
 class SubscriberPool:
     """N streams spread over a few spawned processes, each with a few channels."""
 
-    def __init__(self, address: str, n: int, processes: int, channels: int) -> None:
+    def __init__(
+        self, address: str, n: int, processes: int, channels: int, batched: bool = False
+    ) -> None:
         self._address = address
+        self._batched = batched
         self._sizes = split(n, processes)
         self._channels = channels
         self._procs: list[multiprocessing.process.BaseProcess] = []
@@ -39,7 +42,7 @@ class SubscriberPool:
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=subscribers.main,
-                args=(subscribers.Plan(self._address, size, self._channels), theirs),
+                args=(subscribers.Plan(self._address, size, self._channels, self._batched), theirs),
                 daemon=True,
             )
             proc.start()

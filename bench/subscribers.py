@@ -1,4 +1,4 @@
-"""A subscriber process: many SubscribeToTaskEvents streams over a few channels.
+"""A subscriber process: many SubscribeToTaskEvents (or ...Batches) streams over a few channels.
 
 Each stream records, per message, the stamp the writer put in the title and the
 receive time on CLOCK_MONOTONIC. Messages stay raw bytes (no deserializer), so
@@ -26,6 +26,8 @@ from bench.payload import MARK, STAMP_DIGITS
 
 METHOD = "/rigger.v1.RiggerService/SubscribeToTaskEvents"
 _REQUEST = pb.SubscribeToTaskEventsRequest().SerializeToString()
+BATCH_METHOD = "/rigger.v1.RiggerService/SubscribeToTaskEventBatches"
+_BATCH_REQUEST = pb.SubscribeToTaskEventBatchesRequest().SerializeToString()
 _READY_TIMEOUT = 60.0
 _SLOW_DRAIN_TIMEOUT = 10.0
 _RESUBSCRIBE_PAUSE = 0.05
@@ -38,6 +40,7 @@ class Plan:
     address: str
     streams: int
     channels: int
+    batched: bool = False  # SubscribeToTaskEventBatches: several events per message
 
 
 @dataclasses.dataclass(slots=True)
@@ -50,42 +53,63 @@ class Taken:
     realtime_offset_ns: int  # time.time_ns() - time.monotonic_ns() in this process
     lagged: int  # streams ended with RESOURCE_EXHAUSTED
     disconnected: int  # streams ended with any other status
+    messages: int = 0  # stamped messages received (a batch counts once)
 
 
 class Recorder:
     """Shared by every stream of the process: one pair of arrays, appended per message."""
 
-    def __init__(self) -> None:
+    def __init__(self, batched: bool = False) -> None:
+        self.batched = batched
         self.stamps = array.array("q")
         self.received = array.array("q")
         self.firsts: dict[int, bytes] = {}
+        self.messages = 0
         self.lagged = 0
         self.disconnected = 0
 
     def record(self, data: bytes, now: int) -> None:
+        # A batch holds several events, each with its stamp: record every one.
         at = data.find(MARK)
-        if at < 0:
-            return  # warm-up traffic carries no stamp
-        start = at + len(MARK)
-        stamp = int(data[start : start + STAMP_DIGITS])
-        self.stamps.append(stamp)
-        self.received.append(now)
-        if stamp not in self.firsts:
-            self.firsts[stamp] = data  # decoded once per event, at take time
+        if at >= 0:  # warm-up traffic carries no stamp
+            self.messages += 1
+        while at >= 0:
+            start = at + len(MARK)
+            stamp = int(data[start : start + STAMP_DIGITS])
+            self.stamps.append(stamp)
+            self.received.append(now)
+            if stamp not in self.firsts:
+                self.firsts[stamp] = data  # decoded once per event, at take time
+            if not self.batched:
+                return
+            at = data.find(MARK, start + STAMP_DIGITS)
+
+    def _timestamps(self) -> dict[int, str]:
+        if not self.batched:
+            return {s: pb.TaskEvent.FromString(d).timestamp for s, d in self.firsts.items()}
+        found: dict[int, str] = {}
+        for data in {id(d): d for d in self.firsts.values()}.values():
+            for event in pb.SubscribeToTaskEventBatchesResponse.FromString(data).events:
+                at = event.task.title.find(MARK.decode())
+                if at >= 0:
+                    start = at + len(MARK)
+                    found[int(event.task.title[start : start + STAMP_DIGITS])] = event.timestamp
+        return {s: found[s] for s in self.firsts if s in found}
 
     def take(self) -> Taken:
         taken = Taken(
             stamps=self.stamps.tobytes(),
             received=self.received.tobytes(),
-            timestamps={s: pb.TaskEvent.FromString(d).timestamp for s, d in self.firsts.items()},
+            timestamps=self._timestamps(),
             realtime_offset_ns=time.time_ns() - time.monotonic_ns(),
             lagged=self.lagged,
             disconnected=self.disconnected,
+            messages=self.messages,
         )
         self.stamps = array.array("q")
         self.received = array.array("q")
         self.firsts = {}
-        self.lagged = self.disconnected = 0
+        self.lagged = self.disconnected = self.messages = 0
         return taken
 
 
@@ -99,10 +123,12 @@ def _channel(address: str, *options: tuple[str, int]) -> grpc.aio.Channel:
 
 async def _stream(channel: grpc.aio.Channel, recorder: Recorder, live: asyncio.Semaphore) -> None:
     """Keep one subscription open; after a lag or disconnect, count it and resubscribe live."""
-    subscribe = channel.unary_stream(METHOD)  # no deserializer: messages stay bytes
+    # No deserializer: messages stay bytes.
+    subscribe = channel.unary_stream(BATCH_METHOD if recorder.batched else METHOD)
+    request = _BATCH_REQUEST if recorder.batched else _REQUEST
     announced = False
     while True:
-        call = subscribe(_REQUEST, wait_for_ready=True)
+        call = subscribe(request, wait_for_ready=True)
         try:
             await call.initial_metadata()  # sent once the server has registered the queue
             if not announced:
@@ -176,7 +202,7 @@ async def _serve_commands(conn: Connection, recorder: Recorder, address: str) ->
 
 
 async def _run(plan: Plan, conn: Connection) -> None:
-    recorder = Recorder()
+    recorder = Recorder(plan.batched)
     channels = [_channel(plan.address) for _ in range(max(1, min(plan.channels, plan.streams)))]
     live = asyncio.Semaphore(0)
     tasks = [

@@ -153,9 +153,12 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
 # --- one executor -------------------------------------------------------------------
 
 
+BATCHED_METHODS = frozenset({"SubscribeToTaskEventBatches"})
+
+
 @dataclasses.dataclass
 class Received:
-    """One stream message as the runner got it."""
+    """One event as the runner got it (a batch's events each get one, with its receipt time)."""
 
     event: pb.TaskEvent
     received_ns: int
@@ -169,6 +172,11 @@ class StreamState:
     opened_ns: int
     headers: dict[str, str] | None = None
     received: list[Received] = dataclasses.field(default_factory=list)
+    # Batched streams: events arrive as SubscribeToTaskEventBatchesResponse and
+    # are flattened into `received`; the batch sizes are noted here only, so
+    # transcripts and expectations see the same events as for the plain stream.
+    batched: bool = False
+    batch_sizes: list[int] = dataclasses.field(default_factory=list)
     end: hp.StreamEnd | None = None
     errors: list[str] = dataclasses.field(default_factory=list)
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -267,7 +275,9 @@ class ExecutorProcess:
     async def open_stream(self, name: str, action: hp.OpenStream) -> StreamState:
         """Start a stream; its observations collect in the returned state as they arrive."""
         iid, instruction = self._instruction(open_stream=action)
-        state = StreamState(name=name, opened_ns=time.monotonic_ns())
+        state = StreamState(
+            name=name, opened_ns=time.monotonic_ns(), batched=action.method in BATCHED_METHODS
+        )
         self.streams[name] = state
         self._stream_of[iid] = state
         self._send(instruction)
@@ -321,14 +331,7 @@ class ExecutorProcess:
         if kind == "stream_headers":
             state.headers = {h.key: h.value for h in observation.stream_headers.headers}
         elif kind == "stream_message":
-            try:
-                event = pb.TaskEvent.FromString(observation.stream_message.message)
-            except Exception as exc:
-                state.errors.append(f"a message did not parse as a TaskEvent: {exc}")
-            else:
-                state.received.append(
-                    Received(event, observation.stream_message.received_monotonic_ns)
-                )
+            self._receive(state, observation.stream_message)
         elif kind == "stream_end":
             state.end = observation.stream_end
         elif kind == "executor_error":
@@ -336,6 +339,29 @@ class ExecutorProcess:
         elif kind != "done":  # Done for an opened stream carries nothing
             self.protocol_errors.append(f"unexpected {kind} on stream {state.name}")
         state.notify()
+
+    @staticmethod
+    def _receive(state: StreamState, message: hp.StreamMessage) -> None:
+        at = message.received_monotonic_ns
+        if not state.batched:
+            try:
+                event = pb.TaskEvent.FromString(message.message)
+            except Exception as exc:
+                state.errors.append(f"a message did not parse as a TaskEvent: {exc}")
+            else:
+                state.received.append(Received(event, at))
+            return
+        try:
+            batch = pb.SubscribeToTaskEventBatchesResponse.FromString(message.message)
+        except Exception as exc:
+            state.errors.append(
+                f"a message did not parse as a SubscribeToTaskEventBatchesResponse: {exc}"
+            )
+            return
+        if not batch.events:
+            state.errors.append(f"batch {len(state.batch_sizes)} is empty; a batch never is")
+        state.batch_sizes.append(len(batch.events))
+        state.received.extend(Received(event, at) for event in batch.events)
 
     def forget_streams(self) -> None:
         """Drop the record of finished streams before the executor serves another case."""

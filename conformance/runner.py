@@ -370,6 +370,9 @@ class CaseRun:
         subscription = None
         if isinstance(request, pb.SubscribeToTaskEventsRequest):
             subscription = request
+        elif isinstance(request, pb.SubscribeToTaskEventBatchesRequest):
+            # The same fields with the same numbers: judged like the plain stream.
+            subscription = pb.SubscribeToTaskEventsRequest.FromString(request.SerializeToString())
         handles = []
         for instance, language, executor in self._instances(step.client):
             name = f"{self.tag}.{step.stream}"

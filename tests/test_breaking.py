@@ -72,7 +72,14 @@ def test_changing_a_stream_shape_fails_the_gate(contract):
 
 def test_renaming_a_field_fails_the_gate(contract):
     # JSON clients and grpcurl address fields by name.
-    _edit(contract, "optional string assignee_filter = 2;", "optional string assignee_only = 2;")
+    released = (
+        "message SubscribeToTaskEventsRequest {\n"
+        "  // Only these event types. Empty means every type.\n"
+        "  repeated TaskEventType event_types = 1;\n"
+        "  // Only events whose task, after the change, has exactly this assignee.\n"
+        "  optional string assignee_filter = 2;"
+    )
+    _edit(contract, released, released.replace("assignee_filter", "assignee_only"))
     assert _gate(contract).returncode != 0
 
 

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from rigger.v1 import rigger_pb2 as pb
 
 from rigger_server import errors, events, wire
+from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
@@ -100,6 +101,65 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
 
 def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
+
+
+_EVENTS_TAG = b"\x0a"  # SubscribeToTaskEventBatchesResponse.events: field 1, length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_batch(batch: list[tuple[Event, bytes]]) -> bytes:
+    """One SubscribeToTaskEventBatchesResponse, built from the pre-encoded events.
+
+    A repeated message field is each element's tag, length and bytes in turn,
+    so concatenating them is the message's encoding, with no re-serialization.
+    """
+    return b"".join(
+        part for _, encoded in batch for part in (_EVENTS_TAG, _varint(len(encoded)), encoded)
+    )
+
+
+Encode = Callable[[list[tuple[Event, bytes]]], list[bytes]]
+
+
+def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterator[bytes]]:
+    """A server-streaming subscription handler that sends each queued batch as `encode` says.
+
+    SubscribeToTaskEvents and SubscribeToTaskEventBatches share it, so they
+    agree on validation, headers and how a stream ends (lag, shutdown).
+    """
+
+    async def stream(
+        self: RiggerServicer, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        last = 0
+        try:
+            request = _parsed(request)
+            feed = await self._open_feed(request, context)
+        except (errors.RiggerError, events.Closed) as exc:
+            await self._end_stream(context, exc, last)
+            return
+        last = feed.head if not request.HasField("after_sequence") else request.after_sequence
+        try:
+            async with contextlib.aclosing(feed.batches()) as batches:
+                async for batch in batches:
+                    for message in encode(batch):
+                        yield message
+                    last = batch[-1][0].sequence
+        except (events.Lagged, events.Closed) as exc:
+            await self._end_stream(context, exc, last)
+        finally:
+            feed.close()
+
+    stream.__doc__ = doc
+    return stream
 
 
 class RiggerServicer:
@@ -210,7 +270,7 @@ class RiggerServicer:
     # --- streams -------------------------------------------------------------
 
     async def _subscription(
-        self, request: pb.SubscribeToTaskEventsRequest
+        self, request: pb.SubscribeToTaskEventsRequest | pb.SubscribeToTaskEventBatchesRequest
     ) -> tuple[EventFilter, int | None]:
         event_filter = EventFilter(
             event_types=frozenset(check_event_type(t) for t in request.event_types),
@@ -227,7 +287,9 @@ class RiggerServicer:
         return event_filter, after
 
     async def _open_feed(
-        self, request: pb.SubscribeToTaskEventsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.SubscribeToTaskEventsRequest | pb.SubscribeToTaskEventBatchesRequest,
+        context: grpc.aio.ServicerContext,
     ) -> Feed:
         """Register the subscription, then send headers saying so.
 
@@ -268,28 +330,14 @@ class RiggerServicer:
         log.error("event stream failed", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
-    async def SubscribeToTaskEvents(
-        self, request: pb.SubscribeToTaskEventsRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
-        """Stream matching events (pre-encoded TaskEvent bytes) until cancelled."""
-        last = 0
-        try:
-            request = _parsed(request)
-            feed = await self._open_feed(request, context)
-        except (errors.RiggerError, events.Closed) as exc:
-            await self._end_stream(context, exc, last)
-            return
-        last = feed.head if not request.HasField("after_sequence") else request.after_sequence
-        try:
-            async with contextlib.aclosing(feed.batches()) as batches:
-                async for batch in batches:
-                    for event, encoded in batch:
-                        yield encoded
-                        last = event.sequence
-        except (events.Lagged, events.Closed) as exc:
-            await self._end_stream(context, exc, last)
-        finally:
-            feed.close()
+    SubscribeToTaskEvents = _subscription_stream(
+        "Stream matching events (pre-encoded TaskEvent bytes) until cancelled.",
+        lambda batch: [encoded for _, encoded in batch],
+    )
+    SubscribeToTaskEventBatches = _subscription_stream(
+        "Stream matching events, everything queued so far in one message, until cancelled.",
+        lambda batch: [encode_batch(batch)],
+    )
 
     async def TaskEventStream(
         self,
@@ -383,6 +431,10 @@ def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
             "SubscribeToTaskEvents": grpc.unary_stream_rpc_method_handler(
                 servicer.SubscribeToTaskEvents,
                 request_deserializer=_lenient(pb.SubscribeToTaskEventsRequest),
+            ),
+            "SubscribeToTaskEventBatches": grpc.unary_stream_rpc_method_handler(
+                servicer.SubscribeToTaskEventBatches,
+                request_deserializer=_lenient(pb.SubscribeToTaskEventBatchesRequest),
             ),
             "TaskEventStream": grpc.stream_stream_rpc_method_handler(
                 servicer.TaskEventStream,

@@ -1644,6 +1644,121 @@ func (x *SubscribeToTaskEventsRequest) GetAfterSequence() uint64 {
 	return 0
 }
 
+// SubscribeToTaskEventBatchesRequest chooses which events a batched subscriber
+// receives. Its fields mean exactly what they mean in
+// SubscribeToTaskEventsRequest; both filters apply together.
+type SubscribeToTaskEventBatchesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only these event types. Empty means every type.
+	EventTypes []TaskEventType `protobuf:"varint,1,rep,packed,name=event_types,json=eventTypes,proto3,enum=rigger.v1.TaskEventType" json:"event_types,omitempty"`
+	// Only events whose task, after the change, has exactly this assignee.
+	AssigneeFilter *string `protobuf:"bytes,2,opt,name=assignee_filter,json=assigneeFilter,proto3,oneof" json:"assignee_filter,omitempty"`
+	// Replay every stored event with a greater sequence first, then go live,
+	// with no gap and no duplicate. Absent means live events only. 0 replays
+	// the whole log.
+	AfterSequence *uint64 `protobuf:"varint,3,opt,name=after_sequence,json=afterSequence,proto3,oneof" json:"after_sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeToTaskEventBatchesRequest) Reset() {
+	*x = SubscribeToTaskEventBatchesRequest{}
+	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeToTaskEventBatchesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeToTaskEventBatchesRequest) ProtoMessage() {}
+
+func (x *SubscribeToTaskEventBatchesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeToTaskEventBatchesRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeToTaskEventBatchesRequest) Descriptor() ([]byte, []int) {
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SubscribeToTaskEventBatchesRequest) GetEventTypes() []TaskEventType {
+	if x != nil {
+		return x.EventTypes
+	}
+	return nil
+}
+
+func (x *SubscribeToTaskEventBatchesRequest) GetAssigneeFilter() string {
+	if x != nil && x.AssigneeFilter != nil {
+		return *x.AssigneeFilter
+	}
+	return ""
+}
+
+func (x *SubscribeToTaskEventBatchesRequest) GetAfterSequence() uint64 {
+	if x != nil && x.AfterSequence != nil {
+		return *x.AfterSequence
+	}
+	return 0
+}
+
+// SubscribeToTaskEventBatchesResponse is one batch of task events.
+type SubscribeToTaskEventBatchesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, in commit order (sequences strictly increase, also across
+	// batches). Never empty. Resume after the last event's sequence.
+	Events        []*TaskEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeToTaskEventBatchesResponse) Reset() {
+	*x = SubscribeToTaskEventBatchesResponse{}
+	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeToTaskEventBatchesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeToTaskEventBatchesResponse) ProtoMessage() {}
+
+func (x *SubscribeToTaskEventBatchesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeToTaskEventBatchesResponse.ProtoReflect.Descriptor instead.
+func (*SubscribeToTaskEventBatchesResponse) Descriptor() ([]byte, []int) {
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SubscribeToTaskEventBatchesResponse) GetEvents() []*TaskEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
 // TaskEventStreamRequest is one message from the client on TaskEventStream.
 type TaskEventStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1660,7 +1775,7 @@ type TaskEventStreamRequest struct {
 
 func (x *TaskEventStreamRequest) Reset() {
 	*x = TaskEventStreamRequest{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1787,7 @@ func (x *TaskEventStreamRequest) String() string {
 func (*TaskEventStreamRequest) ProtoMessage() {}
 
 func (x *TaskEventStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1800,7 @@ func (x *TaskEventStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEventStreamRequest.ProtoReflect.Descriptor instead.
 func (*TaskEventStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{21}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TaskEventStreamRequest) GetRequest() isTaskEventStreamRequest_Request {
@@ -1748,7 +1863,7 @@ type TaskUpdate struct {
 
 func (x *TaskUpdate) Reset() {
 	*x = TaskUpdate{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1875,7 @@ func (x *TaskUpdate) String() string {
 func (*TaskUpdate) ProtoMessage() {}
 
 func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1888,7 @@ func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskUpdate.ProtoReflect.Descriptor instead.
 func (*TaskUpdate) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{22}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskUpdate) GetTaskId() string {
@@ -1824,7 +1939,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +1951,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +1964,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{23}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TaskEvent) GetEventId() string {
@@ -2036,7 +2151,16 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"\x0fassignee_filter\x18\x02 \x01(\tH\x00R\x0eassigneeFilter\x88\x01\x01\x12*\n" +
 	"\x0eafter_sequence\x18\x03 \x01(\x04H\x01R\rafterSequence\x88\x01\x01B\x12\n" +
 	"\x10_assignee_filterB\x11\n" +
-	"\x0f_after_sequence\"\x9d\x01\n" +
+	"\x0f_after_sequence\"\xe0\x01\n" +
+	"\"SubscribeToTaskEventBatchesRequest\x129\n" +
+	"\vevent_types\x18\x01 \x03(\x0e2\x18.rigger.v1.TaskEventTypeR\n" +
+	"eventTypes\x12,\n" +
+	"\x0fassignee_filter\x18\x02 \x01(\tH\x00R\x0eassigneeFilter\x88\x01\x01\x12*\n" +
+	"\x0eafter_sequence\x18\x03 \x01(\x04H\x01R\rafterSequence\x88\x01\x01B\x12\n" +
+	"\x10_assignee_filterB\x11\n" +
+	"\x0f_after_sequence\"S\n" +
+	"#SubscribeToTaskEventBatchesResponse\x12,\n" +
+	"\x06events\x18\x01 \x03(\v2\x14.rigger.v1.TaskEventR\x06events\"\x9d\x01\n" +
 	"\x16TaskEventStreamRequest\x12G\n" +
 	"\tsubscribe\x18\x01 \x01(\v2'.rigger.v1.SubscribeToTaskEventsRequestH\x00R\tsubscribe\x12/\n" +
 	"\x06update\x18\x02 \x01(\v2\x15.rigger.v1.TaskUpdateH\x00R\x06updateB\t\n" +
@@ -2083,7 +2207,7 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"\x1eTASK_EVENT_TYPE_STATUS_CHANGED\x10\x04\x12\x1c\n" +
 	"\x18TASK_EVENT_TYPE_ASSIGNED\x10\x05\x12\x1e\n" +
 	"\x1aTASK_EVENT_TYPE_DECOMPOSED\x10\x06\x12 \n" +
-	"\x1cTASK_EVENT_TYPE_ORCHESTRATED\x10\a2\xa3\x06\n" +
+	"\x1cTASK_EVENT_TYPE_ORCHESTRATED\x10\a2\xa3\a\n" +
 	"\rRiggerService\x12F\n" +
 	"\tListTasks\x12\x1b.rigger.v1.ListTasksRequest\x1a\x1c.rigger.v1.ListTasksResponse\x12@\n" +
 	"\aAddTask\x12\x19.rigger.v1.AddTaskRequest\x1a\x1a.rigger.v1.AddTaskResponse\x12I\n" +
@@ -2096,7 +2220,8 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"\x14GenerateTasksFromPRD\x12&.rigger.v1.GenerateTasksFromPRDRequest\x1a'.rigger.v1.GenerateTasksFromPRDResponse\x12X\n" +
 	"\x0fOrchestrateTask\x12!.rigger.v1.OrchestrateTaskRequest\x1a\".rigger.v1.OrchestrateTaskResponse\x12X\n" +
 	"\x15SubscribeToTaskEvents\x12'.rigger.v1.SubscribeToTaskEventsRequest\x1a\x14.rigger.v1.TaskEvent0\x01\x12N\n" +
-	"\x0fTaskEventStream\x12!.rigger.v1.TaskEventStreamRequest\x1a\x14.rigger.v1.TaskEvent(\x010\x01b\x06proto3"
+	"\x0fTaskEventStream\x12!.rigger.v1.TaskEventStreamRequest\x1a\x14.rigger.v1.TaskEvent(\x010\x01\x12~\n" +
+	"\x1bSubscribeToTaskEventBatches\x12-.rigger.v1.SubscribeToTaskEventBatchesRequest\x1a..rigger.v1.SubscribeToTaskEventBatchesResponse0\x01b\x06proto3"
 
 var (
 	file_rigger_v1_rigger_proto_rawDescOnce sync.Once
@@ -2111,35 +2236,37 @@ func file_rigger_v1_rigger_proto_rawDescGZIP() []byte {
 }
 
 var file_rigger_v1_rigger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rigger_v1_rigger_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_rigger_v1_rigger_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_rigger_v1_rigger_proto_goTypes = []any{
-	(TaskStatus)(0),                      // 0: rigger.v1.TaskStatus
-	(TaskEventType)(0),                   // 1: rigger.v1.TaskEventType
-	(*Task)(nil),                         // 2: rigger.v1.Task
-	(*ListTasksRequest)(nil),             // 3: rigger.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),            // 4: rigger.v1.ListTasksResponse
-	(*AddTaskRequest)(nil),               // 5: rigger.v1.AddTaskRequest
-	(*AddTaskResponse)(nil),              // 6: rigger.v1.AddTaskResponse
-	(*UpdateTaskRequest)(nil),            // 7: rigger.v1.UpdateTaskRequest
-	(*UpdateTaskResponse)(nil),           // 8: rigger.v1.UpdateTaskResponse
-	(*GetTaskRequest)(nil),               // 9: rigger.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),              // 10: rigger.v1.GetTaskResponse
-	(*DeleteTaskRequest)(nil),            // 11: rigger.v1.DeleteTaskRequest
-	(*DeleteTaskResponse)(nil),           // 12: rigger.v1.DeleteTaskResponse
-	(*ParsePRDRequest)(nil),              // 13: rigger.v1.ParsePRDRequest
-	(*ParsePRDResponse)(nil),             // 14: rigger.v1.ParsePRDResponse
-	(*GenerateTasksFromPRDRequest)(nil),  // 15: rigger.v1.GenerateTasksFromPRDRequest
-	(*GenerateTasksFromPRDResponse)(nil), // 16: rigger.v1.GenerateTasksFromPRDResponse
-	(*OrchestrateTaskRequest)(nil),       // 17: rigger.v1.OrchestrateTaskRequest
-	(*OrchestrateTaskResponse)(nil),      // 18: rigger.v1.OrchestrateTaskResponse
-	(*OrchestrationResult)(nil),          // 19: rigger.v1.OrchestrationResult
-	(*Enhancement)(nil),                  // 20: rigger.v1.Enhancement
-	(*ComprehensionTest)(nil),            // 21: rigger.v1.ComprehensionTest
-	(*SubscribeToTaskEventsRequest)(nil), // 22: rigger.v1.SubscribeToTaskEventsRequest
-	(*TaskEventStreamRequest)(nil),       // 23: rigger.v1.TaskEventStreamRequest
-	(*TaskUpdate)(nil),                   // 24: rigger.v1.TaskUpdate
-	(*TaskEvent)(nil),                    // 25: rigger.v1.TaskEvent
-	nil,                                  // 26: rigger.v1.TaskEvent.MetadataEntry
+	(TaskStatus)(0),                             // 0: rigger.v1.TaskStatus
+	(TaskEventType)(0),                          // 1: rigger.v1.TaskEventType
+	(*Task)(nil),                                // 2: rigger.v1.Task
+	(*ListTasksRequest)(nil),                    // 3: rigger.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                   // 4: rigger.v1.ListTasksResponse
+	(*AddTaskRequest)(nil),                      // 5: rigger.v1.AddTaskRequest
+	(*AddTaskResponse)(nil),                     // 6: rigger.v1.AddTaskResponse
+	(*UpdateTaskRequest)(nil),                   // 7: rigger.v1.UpdateTaskRequest
+	(*UpdateTaskResponse)(nil),                  // 8: rigger.v1.UpdateTaskResponse
+	(*GetTaskRequest)(nil),                      // 9: rigger.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                     // 10: rigger.v1.GetTaskResponse
+	(*DeleteTaskRequest)(nil),                   // 11: rigger.v1.DeleteTaskRequest
+	(*DeleteTaskResponse)(nil),                  // 12: rigger.v1.DeleteTaskResponse
+	(*ParsePRDRequest)(nil),                     // 13: rigger.v1.ParsePRDRequest
+	(*ParsePRDResponse)(nil),                    // 14: rigger.v1.ParsePRDResponse
+	(*GenerateTasksFromPRDRequest)(nil),         // 15: rigger.v1.GenerateTasksFromPRDRequest
+	(*GenerateTasksFromPRDResponse)(nil),        // 16: rigger.v1.GenerateTasksFromPRDResponse
+	(*OrchestrateTaskRequest)(nil),              // 17: rigger.v1.OrchestrateTaskRequest
+	(*OrchestrateTaskResponse)(nil),             // 18: rigger.v1.OrchestrateTaskResponse
+	(*OrchestrationResult)(nil),                 // 19: rigger.v1.OrchestrationResult
+	(*Enhancement)(nil),                         // 20: rigger.v1.Enhancement
+	(*ComprehensionTest)(nil),                   // 21: rigger.v1.ComprehensionTest
+	(*SubscribeToTaskEventsRequest)(nil),        // 22: rigger.v1.SubscribeToTaskEventsRequest
+	(*SubscribeToTaskEventBatchesRequest)(nil),  // 23: rigger.v1.SubscribeToTaskEventBatchesRequest
+	(*SubscribeToTaskEventBatchesResponse)(nil), // 24: rigger.v1.SubscribeToTaskEventBatchesResponse
+	(*TaskEventStreamRequest)(nil),              // 25: rigger.v1.TaskEventStreamRequest
+	(*TaskUpdate)(nil),                          // 26: rigger.v1.TaskUpdate
+	(*TaskEvent)(nil),                           // 27: rigger.v1.TaskEvent
+	nil,                                         // 28: rigger.v1.TaskEvent.MetadataEntry
 }
 var file_rigger_v1_rigger_proto_depIdxs = []int32{
 	0,  // 0: rigger.v1.Task.status:type_name -> rigger.v1.TaskStatus
@@ -2156,37 +2283,41 @@ var file_rigger_v1_rigger_proto_depIdxs = []int32{
 	21, // 11: rigger.v1.OrchestrationResult.comprehension_test:type_name -> rigger.v1.ComprehensionTest
 	2,  // 12: rigger.v1.OrchestrationResult.subtasks:type_name -> rigger.v1.Task
 	1,  // 13: rigger.v1.SubscribeToTaskEventsRequest.event_types:type_name -> rigger.v1.TaskEventType
-	22, // 14: rigger.v1.TaskEventStreamRequest.subscribe:type_name -> rigger.v1.SubscribeToTaskEventsRequest
-	24, // 15: rigger.v1.TaskEventStreamRequest.update:type_name -> rigger.v1.TaskUpdate
-	0,  // 16: rigger.v1.TaskUpdate.status:type_name -> rigger.v1.TaskStatus
-	1,  // 17: rigger.v1.TaskEvent.event_type:type_name -> rigger.v1.TaskEventType
-	2,  // 18: rigger.v1.TaskEvent.task:type_name -> rigger.v1.Task
-	26, // 19: rigger.v1.TaskEvent.metadata:type_name -> rigger.v1.TaskEvent.MetadataEntry
-	3,  // 20: rigger.v1.RiggerService.ListTasks:input_type -> rigger.v1.ListTasksRequest
-	5,  // 21: rigger.v1.RiggerService.AddTask:input_type -> rigger.v1.AddTaskRequest
-	7,  // 22: rigger.v1.RiggerService.UpdateTask:input_type -> rigger.v1.UpdateTaskRequest
-	9,  // 23: rigger.v1.RiggerService.GetTask:input_type -> rigger.v1.GetTaskRequest
-	11, // 24: rigger.v1.RiggerService.DeleteTask:input_type -> rigger.v1.DeleteTaskRequest
-	13, // 25: rigger.v1.RiggerService.ParsePRD:input_type -> rigger.v1.ParsePRDRequest
-	15, // 26: rigger.v1.RiggerService.GenerateTasksFromPRD:input_type -> rigger.v1.GenerateTasksFromPRDRequest
-	17, // 27: rigger.v1.RiggerService.OrchestrateTask:input_type -> rigger.v1.OrchestrateTaskRequest
-	22, // 28: rigger.v1.RiggerService.SubscribeToTaskEvents:input_type -> rigger.v1.SubscribeToTaskEventsRequest
-	23, // 29: rigger.v1.RiggerService.TaskEventStream:input_type -> rigger.v1.TaskEventStreamRequest
-	4,  // 30: rigger.v1.RiggerService.ListTasks:output_type -> rigger.v1.ListTasksResponse
-	6,  // 31: rigger.v1.RiggerService.AddTask:output_type -> rigger.v1.AddTaskResponse
-	8,  // 32: rigger.v1.RiggerService.UpdateTask:output_type -> rigger.v1.UpdateTaskResponse
-	10, // 33: rigger.v1.RiggerService.GetTask:output_type -> rigger.v1.GetTaskResponse
-	12, // 34: rigger.v1.RiggerService.DeleteTask:output_type -> rigger.v1.DeleteTaskResponse
-	14, // 35: rigger.v1.RiggerService.ParsePRD:output_type -> rigger.v1.ParsePRDResponse
-	16, // 36: rigger.v1.RiggerService.GenerateTasksFromPRD:output_type -> rigger.v1.GenerateTasksFromPRDResponse
-	18, // 37: rigger.v1.RiggerService.OrchestrateTask:output_type -> rigger.v1.OrchestrateTaskResponse
-	25, // 38: rigger.v1.RiggerService.SubscribeToTaskEvents:output_type -> rigger.v1.TaskEvent
-	25, // 39: rigger.v1.RiggerService.TaskEventStream:output_type -> rigger.v1.TaskEvent
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	1,  // 14: rigger.v1.SubscribeToTaskEventBatchesRequest.event_types:type_name -> rigger.v1.TaskEventType
+	27, // 15: rigger.v1.SubscribeToTaskEventBatchesResponse.events:type_name -> rigger.v1.TaskEvent
+	22, // 16: rigger.v1.TaskEventStreamRequest.subscribe:type_name -> rigger.v1.SubscribeToTaskEventsRequest
+	26, // 17: rigger.v1.TaskEventStreamRequest.update:type_name -> rigger.v1.TaskUpdate
+	0,  // 18: rigger.v1.TaskUpdate.status:type_name -> rigger.v1.TaskStatus
+	1,  // 19: rigger.v1.TaskEvent.event_type:type_name -> rigger.v1.TaskEventType
+	2,  // 20: rigger.v1.TaskEvent.task:type_name -> rigger.v1.Task
+	28, // 21: rigger.v1.TaskEvent.metadata:type_name -> rigger.v1.TaskEvent.MetadataEntry
+	3,  // 22: rigger.v1.RiggerService.ListTasks:input_type -> rigger.v1.ListTasksRequest
+	5,  // 23: rigger.v1.RiggerService.AddTask:input_type -> rigger.v1.AddTaskRequest
+	7,  // 24: rigger.v1.RiggerService.UpdateTask:input_type -> rigger.v1.UpdateTaskRequest
+	9,  // 25: rigger.v1.RiggerService.GetTask:input_type -> rigger.v1.GetTaskRequest
+	11, // 26: rigger.v1.RiggerService.DeleteTask:input_type -> rigger.v1.DeleteTaskRequest
+	13, // 27: rigger.v1.RiggerService.ParsePRD:input_type -> rigger.v1.ParsePRDRequest
+	15, // 28: rigger.v1.RiggerService.GenerateTasksFromPRD:input_type -> rigger.v1.GenerateTasksFromPRDRequest
+	17, // 29: rigger.v1.RiggerService.OrchestrateTask:input_type -> rigger.v1.OrchestrateTaskRequest
+	22, // 30: rigger.v1.RiggerService.SubscribeToTaskEvents:input_type -> rigger.v1.SubscribeToTaskEventsRequest
+	25, // 31: rigger.v1.RiggerService.TaskEventStream:input_type -> rigger.v1.TaskEventStreamRequest
+	23, // 32: rigger.v1.RiggerService.SubscribeToTaskEventBatches:input_type -> rigger.v1.SubscribeToTaskEventBatchesRequest
+	4,  // 33: rigger.v1.RiggerService.ListTasks:output_type -> rigger.v1.ListTasksResponse
+	6,  // 34: rigger.v1.RiggerService.AddTask:output_type -> rigger.v1.AddTaskResponse
+	8,  // 35: rigger.v1.RiggerService.UpdateTask:output_type -> rigger.v1.UpdateTaskResponse
+	10, // 36: rigger.v1.RiggerService.GetTask:output_type -> rigger.v1.GetTaskResponse
+	12, // 37: rigger.v1.RiggerService.DeleteTask:output_type -> rigger.v1.DeleteTaskResponse
+	14, // 38: rigger.v1.RiggerService.ParsePRD:output_type -> rigger.v1.ParsePRDResponse
+	16, // 39: rigger.v1.RiggerService.GenerateTasksFromPRD:output_type -> rigger.v1.GenerateTasksFromPRDResponse
+	18, // 40: rigger.v1.RiggerService.OrchestrateTask:output_type -> rigger.v1.OrchestrateTaskResponse
+	27, // 41: rigger.v1.RiggerService.SubscribeToTaskEvents:output_type -> rigger.v1.TaskEvent
+	27, // 42: rigger.v1.RiggerService.TaskEventStream:output_type -> rigger.v1.TaskEvent
+	24, // 43: rigger.v1.RiggerService.SubscribeToTaskEventBatches:output_type -> rigger.v1.SubscribeToTaskEventBatchesResponse
+	33, // [33:44] is the sub-list for method output_type
+	22, // [22:33] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_rigger_v1_rigger_proto_init() }
@@ -2200,19 +2331,20 @@ func file_rigger_v1_rigger_proto_init() {
 	file_rigger_v1_rigger_proto_msgTypes[5].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[17].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[20].OneofWrappers = []any{}
-	file_rigger_v1_rigger_proto_msgTypes[21].OneofWrappers = []any{
+	file_rigger_v1_rigger_proto_msgTypes[21].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[23].OneofWrappers = []any{
 		(*TaskEventStreamRequest_Subscribe)(nil),
 		(*TaskEventStreamRequest_Update)(nil),
 	}
-	file_rigger_v1_rigger_proto_msgTypes[22].OneofWrappers = []any{}
-	file_rigger_v1_rigger_proto_msgTypes[23].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[24].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rigger_v1_rigger_proto_rawDesc), len(file_rigger_v1_rigger_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

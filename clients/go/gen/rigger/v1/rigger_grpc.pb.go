@@ -28,16 +28,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RiggerService_ListTasks_FullMethodName             = "/rigger.v1.RiggerService/ListTasks"
-	RiggerService_AddTask_FullMethodName               = "/rigger.v1.RiggerService/AddTask"
-	RiggerService_UpdateTask_FullMethodName            = "/rigger.v1.RiggerService/UpdateTask"
-	RiggerService_GetTask_FullMethodName               = "/rigger.v1.RiggerService/GetTask"
-	RiggerService_DeleteTask_FullMethodName            = "/rigger.v1.RiggerService/DeleteTask"
-	RiggerService_ParsePRD_FullMethodName              = "/rigger.v1.RiggerService/ParsePRD"
-	RiggerService_GenerateTasksFromPRD_FullMethodName  = "/rigger.v1.RiggerService/GenerateTasksFromPRD"
-	RiggerService_OrchestrateTask_FullMethodName       = "/rigger.v1.RiggerService/OrchestrateTask"
-	RiggerService_SubscribeToTaskEvents_FullMethodName = "/rigger.v1.RiggerService/SubscribeToTaskEvents"
-	RiggerService_TaskEventStream_FullMethodName       = "/rigger.v1.RiggerService/TaskEventStream"
+	RiggerService_ListTasks_FullMethodName                   = "/rigger.v1.RiggerService/ListTasks"
+	RiggerService_AddTask_FullMethodName                     = "/rigger.v1.RiggerService/AddTask"
+	RiggerService_UpdateTask_FullMethodName                  = "/rigger.v1.RiggerService/UpdateTask"
+	RiggerService_GetTask_FullMethodName                     = "/rigger.v1.RiggerService/GetTask"
+	RiggerService_DeleteTask_FullMethodName                  = "/rigger.v1.RiggerService/DeleteTask"
+	RiggerService_ParsePRD_FullMethodName                    = "/rigger.v1.RiggerService/ParsePRD"
+	RiggerService_GenerateTasksFromPRD_FullMethodName        = "/rigger.v1.RiggerService/GenerateTasksFromPRD"
+	RiggerService_OrchestrateTask_FullMethodName             = "/rigger.v1.RiggerService/OrchestrateTask"
+	RiggerService_SubscribeToTaskEvents_FullMethodName       = "/rigger.v1.RiggerService/SubscribeToTaskEvents"
+	RiggerService_TaskEventStream_FullMethodName             = "/rigger.v1.RiggerService/TaskEventStream"
+	RiggerService_SubscribeToTaskEventBatches_FullMethodName = "/rigger.v1.RiggerService/SubscribeToTaskEventBatches"
 )
 
 // RiggerServiceClient is the client API for RiggerService service.
@@ -79,6 +80,14 @@ type RiggerServiceClient interface {
 	// number of `update` messages. The response stream carries the filtered
 	// events, including those caused by this client's own updates.
 	TaskEventStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TaskEventStreamRequest, TaskEvent], error)
+	// SubscribeToTaskEventBatches is SubscribeToTaskEvents with several events
+	// per message: each message carries every matching event queued for this
+	// subscriber when it is sent, in commit order. The server never waits to fill
+	// a batch, so batching adds no latency; it only saves per-message cost when
+	// events arrive faster than one message each could be sent. Ordering,
+	// exactly-once delivery, filters, replay, headers and stream endings are the
+	// same as for SubscribeToTaskEvents.
+	SubscribeToTaskEventBatches(ctx context.Context, in *SubscribeToTaskEventBatchesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeToTaskEventBatchesResponse], error)
 }
 
 type riggerServiceClient struct {
@@ -201,6 +210,25 @@ func (c *riggerServiceClient) TaskEventStream(ctx context.Context, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RiggerService_TaskEventStreamClient = grpc.BidiStreamingClient[TaskEventStreamRequest, TaskEvent]
 
+func (c *riggerServiceClient) SubscribeToTaskEventBatches(ctx context.Context, in *SubscribeToTaskEventBatchesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeToTaskEventBatchesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RiggerService_ServiceDesc.Streams[2], RiggerService_SubscribeToTaskEventBatches_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeToTaskEventBatchesRequest, SubscribeToTaskEventBatchesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RiggerService_SubscribeToTaskEventBatchesClient = grpc.ServerStreamingClient[SubscribeToTaskEventBatchesResponse]
+
 // RiggerServiceServer is the server API for RiggerService service.
 // All implementations must embed UnimplementedRiggerServiceServer
 // for forward compatibility.
@@ -240,6 +268,14 @@ type RiggerServiceServer interface {
 	// number of `update` messages. The response stream carries the filtered
 	// events, including those caused by this client's own updates.
 	TaskEventStream(grpc.BidiStreamingServer[TaskEventStreamRequest, TaskEvent]) error
+	// SubscribeToTaskEventBatches is SubscribeToTaskEvents with several events
+	// per message: each message carries every matching event queued for this
+	// subscriber when it is sent, in commit order. The server never waits to fill
+	// a batch, so batching adds no latency; it only saves per-message cost when
+	// events arrive faster than one message each could be sent. Ordering,
+	// exactly-once delivery, filters, replay, headers and stream endings are the
+	// same as for SubscribeToTaskEvents.
+	SubscribeToTaskEventBatches(*SubscribeToTaskEventBatchesRequest, grpc.ServerStreamingServer[SubscribeToTaskEventBatchesResponse]) error
 	mustEmbedUnimplementedRiggerServiceServer()
 }
 
@@ -279,6 +315,9 @@ func (UnimplementedRiggerServiceServer) SubscribeToTaskEvents(*SubscribeToTaskEv
 }
 func (UnimplementedRiggerServiceServer) TaskEventStream(grpc.BidiStreamingServer[TaskEventStreamRequest, TaskEvent]) error {
 	return status.Error(codes.Unimplemented, "method TaskEventStream not implemented")
+}
+func (UnimplementedRiggerServiceServer) SubscribeToTaskEventBatches(*SubscribeToTaskEventBatchesRequest, grpc.ServerStreamingServer[SubscribeToTaskEventBatchesResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubscribeToTaskEventBatches not implemented")
 }
 func (UnimplementedRiggerServiceServer) mustEmbedUnimplementedRiggerServiceServer() {}
 func (UnimplementedRiggerServiceServer) testEmbeddedByValue()                       {}
@@ -463,6 +502,17 @@ func _RiggerService_TaskEventStream_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RiggerService_TaskEventStreamServer = grpc.BidiStreamingServer[TaskEventStreamRequest, TaskEvent]
 
+func _RiggerService_SubscribeToTaskEventBatches_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeToTaskEventBatchesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(RiggerServiceServer).SubscribeToTaskEventBatches(m, &grpc.GenericServerStream[SubscribeToTaskEventBatchesRequest, SubscribeToTaskEventBatchesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RiggerService_SubscribeToTaskEventBatchesServer = grpc.ServerStreamingServer[SubscribeToTaskEventBatchesResponse]
+
 // RiggerService_ServiceDesc is the grpc.ServiceDesc for RiggerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -514,6 +564,11 @@ var RiggerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _RiggerService_TaskEventStream_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "SubscribeToTaskEventBatches",
+			Handler:       _RiggerService_SubscribeToTaskEventBatches_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "rigger/v1/rigger.proto",

@@ -958,6 +958,77 @@ class SubscribeToTaskEventsRequest(_message.Message):
 Global___SubscribeToTaskEventsRequest: _TypeAlias = SubscribeToTaskEventsRequest  # noqa: Y015
 
 @_typing.final
+class SubscribeToTaskEventBatchesRequest(_message.Message):
+    """SubscribeToTaskEventBatchesRequest chooses which events a batched subscriber
+    receives. Its fields mean exactly what they mean in
+    SubscribeToTaskEventsRequest; both filters apply together.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_TYPES_FIELD_NUMBER: _builtins.int
+    ASSIGNEE_FILTER_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    assignee_filter: _builtins.str
+    """Only events whose task, after the change, has exactly this assignee."""
+    after_sequence: _builtins.int
+    """Replay every stored event with a greater sequence first, then go live,
+    with no gap and no duplicate. Absent means live events only. 0 replays
+    the whole log.
+    """
+    @_builtins.property
+    def event_types(self) -> _containers.RepeatedScalarFieldContainer[Global___TaskEventType.ValueType]:
+        """Only these event types. Empty means every type."""
+
+    def __init__(
+        self,
+        *,
+        event_types: _abc.Iterable[Global___TaskEventType.ValueType] | None = ...,
+        assignee_filter: _builtins.str | None = ...,
+        after_sequence: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "_assignee_filter", b"_assignee_filter", "after_sequence", b"after_sequence", "assignee_filter", b"assignee_filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "_assignee_filter", b"_assignee_filter", "after_sequence", b"after_sequence", "assignee_filter", b"assignee_filter", "event_types", b"event_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_sequence: _TypeAlias = _typing.Literal["after_sequence"]  # noqa: Y015
+    _WhichOneofArgType__after_sequence: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence"]  # noqa: Y015
+    _WhichOneofReturnType__assignee_filter: _TypeAlias = _typing.Literal["assignee_filter"]  # noqa: Y015
+    _WhichOneofArgType__assignee_filter: _TypeAlias = _typing.Literal["_assignee_filter", b"_assignee_filter"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_sequence) -> _WhichOneofReturnType__after_sequence | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__assignee_filter) -> _WhichOneofReturnType__assignee_filter | None: ...
+
+Global___SubscribeToTaskEventBatchesRequest: _TypeAlias = SubscribeToTaskEventBatchesRequest  # noqa: Y015
+
+@_typing.final
+class SubscribeToTaskEventBatchesResponse(_message.Message):
+    """SubscribeToTaskEventBatchesResponse is one batch of task events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskEvent]:
+        """The events, in commit order (sequences strictly increase, also across
+        batches). Never empty. Resume after the last event's sequence.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___TaskEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeToTaskEventBatchesResponse: _TypeAlias = SubscribeToTaskEventBatchesResponse  # noqa: Y015
+
+@_typing.final
 class TaskEventStreamRequest(_message.Message):
     """TaskEventStreamRequest is one message from the client on TaskEventStream."""
 

@@ -85,6 +85,11 @@ class RiggerServiceStub:
                 request_serializer=rigger_dot_v1_dot_rigger__pb2.TaskEventStreamRequest.SerializeToString,
                 response_deserializer=rigger_dot_v1_dot_rigger__pb2.TaskEvent.FromString,
                 _registered_method=True)
+        self.SubscribeToTaskEventBatches = channel.unary_stream(
+                '/rigger.v1.RiggerService/SubscribeToTaskEventBatches',
+                request_serializer=rigger_dot_v1_dot_rigger__pb2.SubscribeToTaskEventBatchesRequest.SerializeToString,
+                response_deserializer=rigger_dot_v1_dot_rigger__pb2.SubscribeToTaskEventBatchesResponse.FromString,
+                _registered_method=True)
 
 
 class RiggerServiceServicer:
@@ -174,6 +179,19 @@ class RiggerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeToTaskEventBatches(self, request, context):
+        """SubscribeToTaskEventBatches is SubscribeToTaskEvents with several events
+        per message: each message carries every matching event queued for this
+        subscriber when it is sent, in commit order. The server never waits to fill
+        a batch, so batching adds no latency; it only saves per-message cost when
+        events arrive faster than one message each could be sent. Ordering,
+        exactly-once delivery, filters, replay, headers and stream endings are the
+        same as for SubscribeToTaskEvents.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RiggerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -226,6 +244,11 @@ def add_RiggerServiceServicer_to_server(servicer, server):
                     servicer.TaskEventStream,
                     request_deserializer=rigger_dot_v1_dot_rigger__pb2.TaskEventStreamRequest.FromString,
                     response_serializer=rigger_dot_v1_dot_rigger__pb2.TaskEvent.SerializeToString,
+            ),
+            'SubscribeToTaskEventBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeToTaskEventBatches,
+                    request_deserializer=rigger_dot_v1_dot_rigger__pb2.SubscribeToTaskEventBatchesRequest.FromString,
+                    response_serializer=rigger_dot_v1_dot_rigger__pb2.SubscribeToTaskEventBatchesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -499,6 +522,33 @@ class RiggerService:
             '/rigger.v1.RiggerService/TaskEventStream',
             rigger_dot_v1_dot_rigger__pb2.TaskEventStreamRequest.SerializeToString,
             rigger_dot_v1_dot_rigger__pb2.TaskEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeToTaskEventBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rigger.v1.RiggerService/SubscribeToTaskEventBatches',
+            rigger_dot_v1_dot_rigger__pb2.SubscribeToTaskEventBatchesRequest.SerializeToString,
+            rigger_dot_v1_dot_rigger__pb2.SubscribeToTaskEventBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

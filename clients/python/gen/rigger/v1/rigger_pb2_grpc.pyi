@@ -82,6 +82,15 @@ class RiggerServiceStub:
     number of `update` messages. The response stream carries the filtered
     events, including those caused by this client's own updates.
     """
+    SubscribeToTaskEventBatches: _grpc.UnaryStreamMultiCallable[_rigger_pb2.SubscribeToTaskEventBatchesRequest, _rigger_pb2.SubscribeToTaskEventBatchesResponse]
+    """SubscribeToTaskEventBatches is SubscribeToTaskEvents with several events
+    per message: each message carries every matching event queued for this
+    subscriber when it is sent, in commit order. The server never waits to fill
+    a batch, so batching adds no latency; it only saves per-message cost when
+    events arrive faster than one message each could be sent. Ordering,
+    exactly-once delivery, filters, replay, headers and stream endings are the
+    same as for SubscribeToTaskEvents.
+    """
 
 @_typing.type_check_only
 class RiggerServiceAsyncStub(RiggerServiceStub):
@@ -128,6 +137,15 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     """TaskEventStream is the two-way form: send one `subscribe` first, then any
     number of `update` messages. The response stream carries the filtered
     events, including those caused by this client's own updates.
+    """
+    SubscribeToTaskEventBatches: _aio.UnaryStreamMultiCallable[_rigger_pb2.SubscribeToTaskEventBatchesRequest, _rigger_pb2.SubscribeToTaskEventBatchesResponse]  # type: ignore[assignment]
+    """SubscribeToTaskEventBatches is SubscribeToTaskEvents with several events
+    per message: each message carries every matching event queued for this
+    subscriber when it is sent, in commit order. The server never waits to fill
+    a batch, so batching adds no latency; it only saves per-message cost when
+    events arrive faster than one message each could be sent. Ordering,
+    exactly-once delivery, filters, replay, headers and stream endings are the
+    same as for SubscribeToTaskEvents.
     """
 
 class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -232,6 +250,21 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         """TaskEventStream is the two-way form: send one `subscribe` first, then any
         number of `update` messages. The response stream carries the filtered
         events, including those caused by this client's own updates.
+        """
+
+    @_abc_1.abstractmethod
+    def SubscribeToTaskEventBatches(
+        self,
+        request: _rigger_pb2.SubscribeToTaskEventBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_rigger_pb2.SubscribeToTaskEventBatchesResponse], _abc.AsyncIterator[_rigger_pb2.SubscribeToTaskEventBatchesResponse]]:
+        """SubscribeToTaskEventBatches is SubscribeToTaskEvents with several events
+        per message: each message carries every matching event queued for this
+        subscriber when it is sent, in commit order. The server never waits to fill
+        a batch, so batching adds no latency; it only saves per-message cost when
+        events arrive faster than one message each could be sent. Ordering,
+        exactly-once delivery, filters, replay, headers and stream endings are the
+        same as for SubscribeToTaskEvents.
         """
 
 def add_RiggerServiceServicer_to_server(servicer: RiggerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
