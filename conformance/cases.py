@@ -179,6 +179,24 @@ class Server(Step):
 
 
 @dataclasses.dataclass(frozen=True)
+class Connect(Step):
+    """Reconnect one client with other credentials than the case's default."""
+
+    client: str
+    # None: no token; a string: that token; DEFAULT_TOKEN: the case's first token.
+    token: str | None
+    certificate: Literal["valid", "none", "foreign"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Security:
+    """A case's server security: TLS (`server` or `mutual`) and accepted bearer tokens."""
+
+    tls: Literal["none", "server", "mutual"] = "none"
+    tokens: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Parallel(Step):
     """Run the branches concurrently; the step is done when all are."""
 
@@ -207,6 +225,7 @@ class Case:
     files: tuple[FileSpec, ...]
     server_args: tuple[str, ...]
     steps: tuple[Step, ...]
+    security: Security | None = None
 
     def walk(self) -> Iterator[Step]:
         """Every step, nested ones included, in script order."""
@@ -311,6 +330,7 @@ class _CaseContext:
     roles: tuple[str, ...]
     service: ServiceDescriptor
     within_ms: int = DEFAULT_WITHIN_MS
+    security: Security | None = None
 
     def role(self, value: Any, where: str) -> str:
         if value is None:
@@ -334,6 +354,7 @@ _KINDS = (
     "expect_same",
     "sleep",
     "server",
+    "connect",
     "parallel",
     "repeat",
 )
@@ -522,6 +543,59 @@ def _parse_server(value: Any, f: _Fields, case: _CaseContext) -> Step:
     return Server(where=f.where, action=value)
 
 
+# `token:` left out of a connect step: the case's first token.
+DEFAULT_TOKEN = "\x00default"
+_TOKEN = re.compile(r"^[!-~]+$")  # printable ASCII without spaces: a valid header value
+
+
+def _token(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _TOKEN.match(value) or value.startswith("#"):
+        raise CaseError(
+            f"{where}: a token is printable ASCII without spaces, not starting with #; "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _parse_connect(value: Any, f: _Fields, case: _CaseContext) -> Step:
+    fields = _Fields(value if value is not None else {}, f.where)
+    client = case.role(fields.take("client"), f.where)
+    if case.security is None:
+        raise CaseError(f"{f.where}: `connect` needs a case-level `security:` block")
+    token: str | None = DEFAULT_TOKEN
+    if "token" in fields.raw:
+        raw_token = fields.take("token")
+        token = None if raw_token is None else _token(raw_token, f"{f.where}.token")
+    if token not in (None, DEFAULT_TOKEN) and not case.security.tokens:
+        raise CaseError(f"{f.where}: a token needs `security.tokens`")
+    certificate = fields.take("certificate", "valid")
+    if certificate not in ("valid", "none", "foreign"):
+        raise CaseError(f"{f.where}.certificate: expected valid, none or foreign")
+    if certificate != "valid" and case.security.tls != "mutual":
+        raise CaseError(f"{f.where}.certificate: only `security.tls: mutual` uses certificates")
+    fields.done()
+    return Connect(where=f.where, client=client, token=token, certificate=certificate)
+
+
+def _security(raw: Any, where: str) -> Security | None:
+    if raw is None:
+        return None
+    fields = _Fields(raw, where)
+    tls = fields.take("tls", "none")
+    if tls not in ("none", "server", "mutual"):
+        raise CaseError(f"{where}.tls: expected none, server or mutual")
+    tokens = fields.take("tokens", [])
+    if not isinstance(tokens, list):
+        raise CaseError(f"{where}.tokens: expected a list of tokens")
+    tokens = tuple(_token(t, f"{where}.tokens") for t in tokens)
+    if len(set(tokens)) != len(tokens):
+        raise CaseError(f"{where}.tokens: a token is listed twice")
+    fields.done()
+    if tls == "none" and not tokens:
+        raise CaseError(f"{where}: give `tls: server|mutual`, `tokens`, or both")
+    return Security(tls=tls, tokens=tokens)
+
+
 def _parse_parallel(value: Any, f: _Fields, case: _CaseContext) -> Step:
     if not isinstance(value, list) or len(value) < 2:
         raise CaseError(f"{f.where}: expected a list of at least two branches")
@@ -557,6 +631,7 @@ _PARSERS = {
     "expect_same": _parse_expect_same,
     "sleep": _parse_sleep,
     "server": _parse_server,
+    "connect": _parse_connect,
     "parallel": _parse_parallel,
     "repeat": _parse_repeat,
 }
@@ -672,7 +747,12 @@ def parse_case(
     server_args = fields.take("server_args", [])
     if not isinstance(server_args, list) or not all(isinstance(a, str) for a in server_args):
         raise CaseError(f"{where}: `server_args` must be a list of strings")
-    context = _CaseContext(roles=tuple(roles), service=service, within_ms=within_ms)
+    security = _security(fields.take("security"), f"{where}.security")
+    if security is not None and any(a.startswith(("--tls-", "--auth-token")) for a in server_args):
+        raise CaseError(f"{where}: with `security:`, leave the TLS and token flags to the runner")
+    context = _CaseContext(
+        roles=tuple(roles), service=service, within_ms=within_ms, security=security
+    )
     case = Case(
         name=name,
         description=str(fields.need("description")).strip(),
@@ -683,6 +763,7 @@ def parse_case(
         files=_file_specs(fields.take("files"), f"{where}.files"),
         server_args=tuple(server_args),
         steps=_steps(fields.need("steps"), f"{where}.steps", context),
+        security=security,
     )
     fields.done()
     _check_streams(case)

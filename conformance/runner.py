@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import grpc
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
 from rigger_server.process import ServerProcess
@@ -26,6 +27,7 @@ from conformance import cases as c
 from conformance import judge, messages
 from conformance.bindings import BindingError, Bindings
 from conformance.executor import ExecutorDied, ExecutorPool, ExecutorProcess, StreamState
+from conformance.pki import Authority, Pem
 from conformance.plan import Run
 from conformance.transcript import Record, Transcript, normalise
 
@@ -144,6 +146,10 @@ class CaseRun:
         self.streams: dict[str, list[StreamHandle]] = {}
         self.transcript = Transcript()
         self.problems: list[str] = []
+        self.pki: _Pki | None = None
+        # Instances connected with a certificate the server must refuse: the
+        # messages they see are made up by their own TLS stack.
+        self.refused: set[str] = set()
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -184,11 +190,21 @@ class CaseRun:
             shutil.rmtree(self.workdir)
         self.project.mkdir(parents=True)
         write_files(self.project, self.case.files)
+        security_args: tuple[str, ...] = ()
+        credentials = None
+        token = None
+        if self.case.security is not None:
+            self.pki = _Pki.create(self.workdir / "pki", self.case.security)
+            security_args = self.pki.server_args
+            credentials = self.pki.channel_credentials()
+            token = self.case.security.tokens[0] if self.case.security.tokens else None
         self.server = ServerProcess(
             self.project,
             db=self.workdir / "db" / "tasks.db",
-            extra_args=self.case.server_args,
+            extra_args=(*self.case.server_args, *security_args),
             command=self.server_command,
+            credentials=credentials,
+            token=token,
         )
         self.server.log_path = self.workdir / "server.log"
         await asyncio.to_thread(self.server.start)
@@ -198,15 +214,50 @@ class CaseRun:
         await self._connect_all()
 
     async def _connect_all(self) -> None:
+        self.refused.clear()
+        await asyncio.gather(
+            *(
+                self._connect_one(i, e, c.DEFAULT_TOKEN, "valid")
+                for i, (_, _, e) in self.clients.items()
+            )
+        )
+
+    async def _connect_one(
+        self, instance: str, executor: ExecutorProcess, token: str | None, certificate: str
+    ) -> None:
+        """Connect one executor: plaintext, or with the case's CA, certificate and token."""
         assert self.server is not None
-        address = self.server.address
+        connect = hp.Connect(address=self.server.address)
+        security = self.case.security
+        if security is not None:
+            assert self.pki is not None
+            if token == c.DEFAULT_TOKEN:
+                token = security.tokens[0] if security.tokens else None
+            connect.token = token or ""
+            if security.tls != "none":
+                # The server certificate names localhost, not the address's IP.
+                connect.address = f"localhost:{self.server.port}"
+                connect.ca_file = str(self.pki.ca.cert)
+                client_pem = {"valid": self.pki.client, "foreign": self.pki.foreign}.get(
+                    certificate
+                )
+                if security.tls == "mutual" and client_pem is not None:
+                    connect.cert_file = str(client_pem.cert)
+                    connect.key_file = str(client_pem.key)
+        if certificate == "valid":
+            self.refused.discard(instance)
+        else:
+            self.refused.add(instance)
+        answer = await executor.request(ANSWER_SLACK_S, connect=connect)
+        if answer.WhichOneof("result") != "done":
+            raise StepFailed(f"{instance}: Connect answered {answer}".strip())
 
-        async def connect(instance: str, executor: ExecutorProcess) -> None:
-            answer = await executor.request(ANSWER_SLACK_S, connect=hp.Connect(address=address))
-            if answer.WhichOneof("result") != "done":
-                raise StepFailed(f"{instance}: Connect answered {answer}".strip())
+    async def _connect(self, step: c.Connect, scope: _Scope) -> None:
+        async def one(target: tuple[str, str, ExecutorProcess]) -> None:
+            instance, _, executor = target
+            await self._connect_one(instance, executor, step.token, step.certificate)
 
-        await asyncio.gather(*(connect(i, e) for i, (_, _, e) in self.clients.items()))
+        await self._each(self._instances(step.client), one)
 
     async def _teardown(self) -> None:
         handles = [h for hs in self.streams.values() for h in hs]
@@ -255,6 +306,7 @@ class CaseRun:
             c.ExpectSame: self._expect_same,
             c.Sleep: self._sleep,
             c.Server: self._server,
+            c.Connect: self._connect,
             c.Parallel: self._parallel,
             c.Repeat: self._repeat,
         }
@@ -348,6 +400,7 @@ class CaseRun:
                         kind="unary",
                         code=CODE_NAMES.get(result.status.code, str(result.status.code)),
                         message=result.status.message,
+                        transport=instance in self.refused,
                         response=response,
                         trailers=trailers,
                         unordered=scope.unordered,
@@ -626,6 +679,7 @@ class CaseRun:
                 kind="end",
                 code=code,
                 message=end.status.message,
+                transport=handle.instance in self.refused,
                 trailers=trailers,
                 unordered=scope.unordered,
             )
@@ -740,6 +794,60 @@ class CaseRun:
                     + _difference(handles[0].label, reference, handle.label, seen)
                 )
         return problems
+
+
+# --- security -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pki:
+    """A run's certificates, made fresh in its directory, and its token file."""
+
+    ca: Pem
+    server: Pem | None
+    client: Pem | None
+    foreign: Pem | None
+    token_file: pathlib.Path | None
+
+    @classmethod
+    def create(cls, directory: pathlib.Path, security: c.Security) -> _Pki:
+        directory.mkdir(parents=True)
+        authority = Authority(directory)
+        server = client = foreign = None
+        if security.tls != "none":
+            server = authority.issue("server", server=True)
+        if security.tls == "mutual":
+            client = authority.issue("client", server=False)
+            # Same name, signed by a CA the server does not trust.
+            other = directory / "foreign"
+            other.mkdir()
+            foreign = Authority(other, name="Foreign Test CA").issue("client", server=False)
+        token_file = None
+        if security.tokens:
+            token_file = directory / "tokens"
+            token_file.write_text("".join(f"{t}\n" for t in security.tokens), encoding="utf-8")
+        return cls(authority.pem, server, client, foreign, token_file)
+
+    @property
+    def server_args(self) -> tuple[str, ...]:
+        args: list[str] = []
+        if self.server is not None:
+            args += ["--tls-cert", str(self.server.cert), "--tls-key", str(self.server.key)]
+        if self.client is not None:
+            args += ["--tls-client-ca", str(self.ca.cert)]
+        if self.token_file is not None:
+            args += ["--auth-token-file", str(self.token_file)]
+        return tuple(args)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """What the server's readiness check dials with."""
+        if self.server is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert.read_bytes(),
+            private_key=self.client.key.read_bytes() if self.client else None,
+            certificate_chain=self.client.cert.read_bytes() if self.client else None,
+        )
 
 
 # --- formatting ---------------------------------------------------------------------

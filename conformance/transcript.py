@@ -45,6 +45,9 @@ class Record:
     response: Message | None = None
     events: Sequence[Message] = ()
     trailers: dict[str, str] = dataclasses.field(default_factory=dict)  # or the headers
+    # The status message came from the client's own TLS stack (a refused
+    # handshake): it differs by language and is left out, the code is kept.
+    transport: bool = False
     # Order-free records come from concurrent steps or order-free
     # expectations; they are compared as sorted sets.
     unordered: bool = False
@@ -109,7 +112,7 @@ def _raw(record: Record) -> dict[str, Any]:
     data: dict[str, Any] = {"at": record.at, "client": record.client, "kind": record.kind}
     if record.kind in ("unary", "end"):
         data["code"] = record.code
-        if record.code not in CLIENT_CODES:
+        if record.code not in CLIENT_CODES and not record.transport:
             data["message"] = record.message
     # Stream headers ride in `trailers` too; only the application's own keys count.
     metadata = {k: v for k, v in record.trailers.items() if k.startswith(APP_HEADER_PREFIX)}

@@ -233,3 +233,25 @@ async def test_an_executor_that_does_not_start_is_reported_clearly():
     with pytest.raises(ExecutorUnavailable, match=r"python: the executor .* did not start"):
         await pool.probe("python")
     await pool.close()
+
+
+@pytest.mark.parametrize(
+    ("security", "step", "error"),
+    [
+        ("{tls: yes}", "{}", "security.tls: expected none, server or mutual"),
+        ("{tokens: [a, a]}", "{}", "a token is listed twice"),
+        ("{}", "{}", "give `tls: server|mutual`, `tokens`, or both"),
+        ("{tls: server}", "{certificate: none}", "only `security.tls: mutual` uses certificates"),
+        ("{tls: server}", "{token: t}", "a token needs `security.tokens`"),
+        ("{tls: mutual}", "{certificat: none}", r"unknown keys \['certificat'\]"),
+        (None, "{token: null}", "`connect` needs a case-level `security:` block"),
+    ],
+)
+def test_security_blocks_and_connect_steps_are_checked(tmp_path, security, step, error):
+    block = f"    security: {security}\n" if security else ""
+    (tmp_path / "bad.yaml").write_text(
+        f"cases:\n  - name: x\n    description: d\n{block}    steps:\n"
+        f"      - connect: {step}\n      - call: ListTasks\n"
+    )
+    with pytest.raises(c.CaseError, match=error):
+        c.load_cases(tmp_path)

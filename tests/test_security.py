@@ -10,11 +10,15 @@ import time
 
 import grpc
 import pytest
-from certs import Authority
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
+
+# The conformance package lives at the repository root, beside tests/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from conformance.pki import Authority
 
 TOKEN = "s3cret-token-for-tests"
 OTHER_TOKEN = "another-valid-token"

@@ -25,7 +25,9 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write(directory: pathlib.Path, stem: str, cert: x509.Certificate, key) -> Pem:
+def _write(
+    directory: pathlib.Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> Pem:
     cert_path = directory / f"{stem}.crt"
     key_path = directory / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
