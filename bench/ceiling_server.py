@@ -25,25 +25,14 @@ from collections.abc import AsyncIterator
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
+from rigger_server.wire import varint
 
 SERVICE = "rigger.v1.RiggerService"
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
     # Wire type 2 (length-delimited): strings and embedded messages.
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
 
 
 def _now() -> bytes:
@@ -58,10 +47,10 @@ class EventTemplate:
     def __init__(self, event_type: int) -> None:
         now = _now()
         self._event_id = _field(1, str(uuid.uuid4()).encode())
-        self._type = _varint(3 << 3) + _varint(event_type)
+        self._type = varint(3 << 3) + varint(event_type)
         self._task_id = _field(1, str(uuid.uuid4()).encode())
         self._task_rest = (
-            _varint(5 << 3) + _varint(1) + _field(10, now) + _field(11, now) + b"\x80\x01\x01"
+            varint(5 << 3) + varint(1) + _field(10, now) + _field(11, now) + b"\x80\x01\x01"
         )  # status TODO, created_at, updated_at, version (field 16) = 1
 
     def encode(self, title: bytes, sequence: int) -> bytes:
@@ -72,8 +61,8 @@ class EventTemplate:
             + _field(2, _now())
             + self._type
             + _field(4, task)
-            + _varint(7 << 3)
-            + _varint(sequence)
+            + varint(7 << 3)
+            + varint(sequence)
         )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
+from rigger_client.conformance import encode_varint
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO / "build" / "conformance"
@@ -118,17 +119,6 @@ def build_commands(languages: tuple[str, ...]) -> dict[str, list[str]]:
 
 
 # --- framing ------------------------------------------------------------------------
-
-
-def encode_varint(value: int) -> bytes:
-    """A protobuf base-128 varint."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 async def read_frame(reader: asyncio.StreamReader) -> bytes | None:

@@ -205,3 +205,23 @@ def trailing(error: grpc.aio.AioRpcError, key: str) -> str | None:
         if k == key:
             return v
     return None
+
+
+# ~1 kB per event, so a few hundred events fill HTTP/2 flow-control windows.
+PADDING = "x" * 1000
+
+
+async def add(stub, title="A task", **fields) -> pb.Task:
+    """Add a task and return it."""
+    return (await stub.AddTask(pb.AddTaskRequest(title=title, **fields))).task
+
+
+async def add_many(stub, count: int, *, start: int = 0, padded: bool = False) -> None:
+    """Add `count` tasks, up to 25 at a time."""
+    for chunk in range(start, start + count, 25):
+        await asyncio.gather(
+            *(
+                add(stub, f"task {i} {PADDING if padded else ''}")
+                for i in range(chunk, min(chunk + 25, start + count))
+            )
+        )

@@ -13,11 +13,10 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_client.watch import watch_events
 from rigger_server.domain import Event
-from rigger_server.service import encode_batch
+from rigger_server.wire import encode_batch
 from serverproc import ServerProcess
-from streams import ASSIGNED, CREATED, HEAD_SEQUENCE, WAIT, sequences, trailing
+from streams import ASSIGNED, CREATED, HEAD_SEQUENCE, WAIT, add, add_many, sequences, trailing
 
-PADDING = "x" * 1000
 STALLED = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)]
 
 
@@ -51,20 +50,6 @@ async def read_batched(call: Any, count: int, within: float = WAIT) -> list[pb.T
         return events
 
     return await asyncio.wait_for(read(), within)
-
-
-async def add(stub, title="A task", **fields) -> pb.Task:
-    return (await stub.AddTask(pb.AddTaskRequest(title=title, **fields))).task
-
-
-async def add_many(stub, count: int, *, start: int = 0, padded: bool = False) -> None:
-    for chunk in range(start, start + count, 25):
-        await asyncio.gather(
-            *(
-                add(stub, f"task {i} {PADDING if padded else ''}")
-                for i in range(chunk, min(chunk + 25, start + count))
-            )
-        )
 
 
 async def live(call: Any) -> int:

@@ -20,6 +20,7 @@ from streams import (
     DELETED,
     STATUS_CHANGED,
     UPDATED,
+    add,
     assert_no_events_after,
     is_rfc3339_utc,
     kinds,
@@ -35,10 +36,6 @@ from streams import (
 TODO = pb.TASK_STATUS_TODO
 ERROR_WAIT = 5.0  # a stream that should end at once with an error; keeps failures quick
 IN_PROGRESS = pb.TASK_STATUS_IN_PROGRESS
-
-
-async def add(stub, title="A task", **fields) -> pb.Task:
-    return (await stub.AddTask(pb.AddTaskRequest(title=title, **fields))).task
 
 
 async def update(stub, task_id, **fields) -> pb.Task:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rigger.v1 import rigger_pb2 as pb
+from rigger_server.wire import varint
 from serverproc import ServerProcess
 
 EXAMPLES = 300
@@ -124,16 +125,6 @@ def requests(draw) -> tuple[str, bytes]:
     return method, message.SerializeToString()
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 @st.composite
 def raw_payloads(draw) -> tuple[str, bytes]:
     """A method and bytes that may not parse: random, invalid UTF-8, or deeply nested."""
@@ -144,11 +135,11 @@ def raw_payloads(draw) -> tuple[str, bytes]:
     if kind == "bad-utf8":
         junk = draw(st.binary(min_size=1, max_size=20).filter(_not_utf8))
         field = draw(st.integers(1, 6))
-        return method, _varint(field << 3 | 2) + _varint(len(junk)) + junk
+        return method, varint(field << 3 | 2) + varint(len(junk)) + junk
     depth = draw(st.integers(50, 400))
     payload = b""
     for _ in range(depth):  # an unknown field 15 holding itself, `depth` times
-        payload = _varint(15 << 3 | 2) + _varint(len(payload)) + payload
+        payload = varint(15 << 3 | 2) + varint(len(payload)) + payload
     return method, payload
 
 

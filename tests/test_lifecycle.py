@@ -19,7 +19,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
-from streams import WAIT, read_events, read_to_error, replay_all, sequences, subscribe, trailing
+from streams import (
+    WAIT,
+    add,
+    read_events,
+    read_to_error,
+    replay_all,
+    sequences,
+    subscribe,
+    trailing,
+)
 
 RIG = (sys.executable, "-m", "rigger_server.cli")
 
@@ -28,10 +37,6 @@ RIG = (sys.executable, "-m", "rigger_server.cli")
 async def connect(address: str):
     async with grpc.aio.insecure_channel(address) as channel:
         yield rigger_pb2_grpc.RiggerServiceStub(channel)
-
-
-async def add(stub, title="A task", **fields) -> pb.Task:
-    return (await stub.AddTask(pb.AddTaskRequest(title=title, **fields))).task
 
 
 def rig(*args: str, cwd, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:

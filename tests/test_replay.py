@@ -14,6 +14,8 @@ from streams import (
     ASSIGNED,
     CREATED,
     WAIT,
+    add,
+    add_many,
     read_events,
     read_to_error,
     replay_all,
@@ -24,25 +26,9 @@ from streams import (
 )
 
 IN_PROGRESS = pb.TASK_STATUS_IN_PROGRESS
-PADDING = "x" * 1000  # ~1 kB per event, so a few hundred events fill flow-control windows
 # A client that stops reading: a small, fixed HTTP/2 receive window, so the
 # server soon cannot send it any more.
 STALLED = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16384)]
-
-
-async def add(stub, title="A task", **fields) -> pb.Task:
-    return (await stub.AddTask(pb.AddTaskRequest(title=title, **fields))).task
-
-
-async def add_many(stub, count: int, *, start: int = 0, padded: bool = False) -> None:
-    """Add `count` tasks, up to 25 at a time."""
-    for chunk in range(start, start + count, 25):
-        await asyncio.gather(
-            *(
-                add(stub, f"task {i} {PADDING if padded else ''}")
-                for i in range(chunk, min(chunk + 25, start + count))
-            )
-        )
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from streams import is_rfc3339_utc
+from streams import add, is_rfc3339_utc
 
 TODO = pb.TASK_STATUS_TODO
 IN_PROGRESS = pb.TASK_STATUS_IN_PROGRESS
@@ -32,10 +32,6 @@ async def empty_stub(server) -> AsyncIterator[rigger_pb2_grpc.RiggerServiceStub]
     """A client of a fresh server whose store is empty."""
     async with grpc.aio.insecure_channel(server.address) as channel:
         yield rigger_pb2_grpc.RiggerServiceStub(channel)
-
-
-async def add(stub, title="A task", **fields) -> pb.Task:
-    return (await stub.AddTask(pb.AddTaskRequest(title=title, **fields))).task
 
 
 async def get(stub, task_id) -> pb.Task:

@@ -103,29 +103,6 @@ def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 
-_EVENTS_TAG = b"\x0a"  # SubscribeToTaskEventBatchesResponse.events: field 1, length-delimited
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def encode_batch(batch: list[tuple[Event, bytes]]) -> bytes:
-    """One SubscribeToTaskEventBatchesResponse, built from the pre-encoded events.
-
-    A repeated message field is each element's tag, length and bytes in turn,
-    so concatenating them is the message's encoding, with no re-serialization.
-    """
-    return b"".join(
-        part for _, encoded in batch for part in (_EVENTS_TAG, _varint(len(encoded)), encoded)
-    )
-
-
 Encode = Callable[[list[tuple[Event, bytes]]], list[bytes]]
 
 
@@ -336,7 +313,7 @@ class RiggerServicer:
     )
     SubscribeToTaskEventBatches = _subscription_stream(
         "Stream matching events, everything queued so far in one message, until cancelled.",
-        lambda batch: [encode_batch(batch)],
+        lambda batch: [wire.encode_batch(batch)],
     )
 
     async def TaskEventStream(

@@ -64,3 +64,28 @@ def prd_to_pb(prd: Prd) -> pb.ParsePRDResponse:
         tech_stack=prd.tech_stack,
         constraints=prd.constraints,
     )
+
+
+# SubscribeToTaskEventBatchesResponse.events: field 1, length-delimited.
+_EVENTS_TAG = b"\x0a"
+
+
+def varint(value: int) -> bytes:
+    """A non-negative integer as a protobuf base-128 varint."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_batch(batch: list[tuple[Event, bytes]]) -> bytes:
+    """One SubscribeToTaskEventBatchesResponse, built from the pre-encoded events.
+
+    A repeated message field is each element's tag, length and bytes in turn,
+    so concatenating them is the message's encoding, with no re-serialization.
+    """
+    return b"".join(
+        part for _, encoded in batch for part in (_EVENTS_TAG, varint(len(encoded)), encoded)
+    )
