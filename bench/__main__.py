@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
         help="record the Rigger server with py-spy per group; summaries go to OUT/profile/",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run Rigger as `rig grpc --workers N` in every group (default: 1; "
+        "--quick has one 2-worker group either way)",
+    )
+    parser.add_argument(
         "--n",
         type=int,
         action="append",
@@ -66,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     groups = matrix.batches() if args.batches else matrix.quick() if args.quick else matrix.full()
     if args.n:
         groups = [g for g in groups if g.n in args.n]
+    if args.workers > 1:
+        groups = matrix.with_workers(groups, args.workers)
     started = time.monotonic()
     profile_dir = args.out / "profile" if args.profile else None
     with tempfile.TemporaryDirectory(prefix="rigger-bench-", dir=args.db_dir) as workdir:
@@ -83,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         ),
         "saturation_writers": matrix.SATURATION_WRITERS,
+        "workers": args.workers,
         "db_dir": str(args.db_dir or tempfile.gettempdir()),
     }
     report.write(args.out, results, meta)

@@ -84,6 +84,7 @@ async def _run_cell(
     result: dict[str, Any] = {
         "kind": kind,
         "stream": group.stream,
+        "workers": group.workers if kind == "rigger" else 1,
         "n": group.n,
         "rate": cell.rate_label,
         "payload_bytes": cell.payload,
@@ -125,7 +126,7 @@ async def _run_cell(
         "%s %s n=%d rate=%s payload=%d%s: %.0f deliveries/s, p99 %s ms, %s events/message, "
         "lagged %d",
         kind,
-        group.stream,
+        group.label if kind == "rigger" else group.stream,
         group.n,
         cell.rate_label,
         cell.payload,
@@ -170,16 +171,19 @@ async def run_group(
     """Run every cell of `group` against a fresh server of `kind`."""
     slow = "-slow" if any(c.slow for c in group.cells) else ""
     batched = "-batched" if group.batched else ""
-    name = f"{kind}-n{group.n}{slow}{batched}"
+    workers = group.workers if kind == "rigger" else 1
+    name = f"{kind}-n{group.n}{slow}{batched}" + (f"-w{workers}" if workers > 1 else "")
     fsync_ms = disk.fsync_probe(workdir / name)
-    server = servers.start(kind, workdir / name, group.buffer)
+    server = servers.start(kind, workdir / name, group.buffer, workers)
     pool: SubscriberPool | None = None
     try:
         assert server.proc is not None
-        server_meter = Meter(server.proc.pid)
+        server_meter = Meter(server.proc.pid, children=True)
         spy: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if profile_dir is not None and kind == "rigger":
-            spy = profiler.PySpy(server.proc.pid, profile_dir / f"{name}.raw")
+            spy = profiler.PySpy(
+                server.proc.pid, profile_dir / f"{name}.raw", subprocesses=workers > 1
+            )
         async with grpc.aio.insecure_channel(server.address) as channel:
             writer = Writer(channel)
             await writer.prepare()  # also warms the server's code paths and caches

@@ -45,10 +45,17 @@ class Group:
     buffer: int = MATRIX_BUFFER
     max_deliveries: int = 200_000  # per cell: bounds the drain when N x rate is beyond reach
     batched: bool = False  # subscribers use SubscribeToTaskEventBatches
+    workers: int = 1  # Rigger runs as `rig grpc --workers N` (the ceiling is always one process)
 
     @property
     def stream(self) -> str:
         return "batched" if self.batched else "plain"
+
+    @property
+    def label(self) -> str:
+        """How the group's Rigger runs, for names and logs."""
+        workers = f"-w{self.workers}" if self.workers > 1 else ""
+        return f"{self.stream}{workers}"
 
     @property
     def processes(self) -> int:
@@ -81,7 +88,8 @@ def quick() -> list[Group]:
     cells = (Cell(100.0, SMALL, 2.0), Cell(SATURATION, SMALL, 2.0))
     groups = [Group(("rigger", "ceiling"), n, cells, max_deliveries=50_000) for n in (10, 100)]
     batched = Group(("rigger",), 100, cells[1:], max_deliveries=50_000, batched=True)
-    return [*groups, batched, slow_group(seconds=4.0)]
+    workers = Group(("rigger",), 100, cells, max_deliveries=50_000, workers=2)
+    return [*groups, batched, workers, slow_group(seconds=4.0)]
 
 
 def batches(repeats: int = 3) -> list[Group]:
@@ -92,6 +100,11 @@ def batches(repeats: int = 3) -> list[Group]:
         for n in (100, 1000)
         for batched in (False, True)
     ]
+
+
+def with_workers(groups: list[Group], workers: int) -> list[Group]:
+    """The same groups with Rigger run as `rig grpc --workers N`."""
+    return [dataclasses.replace(g, workers=workers) for g in groups]
 
 
 def slow_group(seconds: float, repeats: int = 1) -> Group:

@@ -17,21 +17,31 @@ class Reading:
 
 
 class Meter:
-    """CPU time (user + system over all threads) and RSS of one or more pids."""
+    """CPU time (user + system over all threads) and RSS of one or more pids.
 
-    def __init__(self, *pids: int) -> None:
-        self._procs = [psutil.Process(pid) for pid in pids]
+    With `children`, each pid's child processes count too (the workers of
+    `rig grpc --workers N`); they are looked up afresh on every reading.
+    """
+
+    def __init__(self, *pids: int, children: bool = False) -> None:
+        self._roots = [psutil.Process(pid) for pid in pids]
+        self._children = children
+
+    def _procs(self) -> list[psutil.Process]:
+        if not self._children:
+            return self._roots
+        return [*self._roots, *(c for r in self._roots for c in r.children(recursive=True))]
 
     def read(self) -> Reading:
         cpu = 0.0
-        for proc in self._procs:
+        for proc in self._procs():
             times = proc.cpu_times()
             cpu += times.user + times.system
         return Reading(cpu, time.monotonic_ns())
 
     def rss(self) -> int:
         """Resident set size in bytes, summed."""
-        return sum(proc.memory_info().rss for proc in self._procs)
+        return sum(proc.memory_info().rss for proc in self._procs())
 
 
 class MachineMeter:

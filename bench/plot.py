@@ -15,12 +15,16 @@ from bench.matrix import MATRIX_BUFFER
 _STYLE = {"rigger": "-o", "ceiling": "--s"}
 
 
-def _series(results: list[dict[str, Any]], kind: str, rate: str, payload: int) -> list[Any]:
+def _series(
+    results: list[dict[str, Any]], kind: str, workers: int, rate: str, payload: int
+) -> list[Any]:
     return sorted(
         (
             c
             for c in results
             if c["kind"] == kind
+            and c.get("workers", 1) == workers
+            and c.get("stream", "plain") == "plain"
             and c["rate"] == rate
             and c["payload_bytes"] == payload
             and not c["slow_subscriber"]
@@ -39,18 +43,20 @@ def write(path: pathlib.Path, results: list[dict[str, Any]]) -> None:
     latency_rate = rates[0] if rates else None
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     lat, thr, cpu = axes
-    for kind, style in _STYLE.items():
+    servers = sorted({(c["kind"], c.get("workers", 1)) for c in results})
+    for kind, workers in servers:
+        style = _STYLE[kind] if workers == 1 else ":^"
         for payload in payloads:
-            label = f"{kind} {payload} B"
+            label = f"{kind}{f', {workers} workers' if workers > 1 else ''} {payload} B"
             if latency_rate:
-                cells = _series(results, kind, latency_rate, payload)
+                cells = _series(results, kind, workers, latency_rate, payload)
                 lat.plot(
                     [c["n"] for c in cells],
                     [c["latency_ms"]["p99"] for c in cells],
                     style,
                     label=label,
                 )
-            cells = _series(results, kind, "sat", payload)
+            cells = _series(results, kind, workers, "sat", payload)
             ns = [c["n"] for c in cells]
             thr.plot(ns, [c["delivered_per_s"] for c in cells], style, label=label)
             cpu.plot(

@@ -19,9 +19,10 @@ _RATE = 250  # samples/s
 class PySpy:
     """`with PySpy(pid, out):` records raw collapsed stacks of `pid` into `out`."""
 
-    def __init__(self, pid: int, out: pathlib.Path) -> None:
+    def __init__(self, pid: int, out: pathlib.Path, subprocesses: bool = False) -> None:
         self.pid = pid
         self.out = out
+        self.subprocesses = subprocesses  # also sample the pid's children (worker processes)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> PySpy:
@@ -33,6 +34,7 @@ class PySpy:
             [
                 *(exe, "record", "--pid", str(self.pid), "--rate", str(_RATE)),
                 *("--nonblocking", "--format", "raw", "--output", str(self.out)),
+                *(["--subprocesses"] if self.subprocesses else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -18,6 +18,16 @@ def _key(cell: Cell) -> tuple[Any, ...]:
     return tuple(cell[f] for f in _KEY_FIELDS)
 
 
+def _variant(cell: Cell) -> str:
+    """How this cell's server differed from the default: stream and worker processes."""
+    parts = []
+    if cell.get("stream") == "batched":
+        parts.append("batched stream")
+    if cell.get("workers", 1) > 1:
+        parts.append(f"{cell['workers']} workers")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
@@ -59,7 +69,7 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
             checks.append(
                 {
                     "target": f"saturation throughput at N={n}, {cell['payload_bytes']} B"
-                    + (" (batched stream)" if cell.get("stream") == "batched" else "")
+                    + _variant(cell)
                     + " >= 80% of ceiling",
                     "measured": f"{ratio:.1%} ({cell['delivered_per_s']:.0f} vs "
                     f"{cell['ceiling']['delivered_per_s']:.0f} deliveries/s)"
@@ -74,8 +84,9 @@ def targets(cells: list[Cell]) -> list[dict[str, Any]]:
         p99 = cell["latency_ms"]["p99"]
         checks.append(
             {
-                "target": f"p99 commit->receive at N=100, 100 ev/s, {cell['payload_bytes']} B "
-                "< 5 ms",
+                "target": f"p99 commit->receive at N=100, 100 ev/s, {cell['payload_bytes']} B"
+                + _variant(cell)
+                + " < 5 ms",
                 "measured": f"{p99} ms (server timestamp->receive p99 "
                 f"{cell['server_ts_latency_ms']['p99']} ms; ceiling "
                 f"{cell['ceiling']['latency_ms']['p99']} ms; disk fsync p50/p99 "
@@ -167,7 +178,7 @@ def markdown(cells: list[Cell], checks: list[dict[str, Any]], meta: dict[str, An
             "| "
             + " | ".join(
                 [
-                    _f(c["n"]) + (" batched" if c.get("stream") == "batched" else ""),
+                    _f(c["n"]) + _variant(c),
                     rate,
                     _f(c["payload_bytes"]),
                     _f(c["delivered_per_s"], 0),

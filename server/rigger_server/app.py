@@ -18,7 +18,9 @@ from rigger_server import service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.events import Broadcaster
 from rigger_server.limits import Limits
+from rigger_server.peers import PeerGroup, Peers
 from rigger_server.sqlite_store import SqliteStore
+from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
 log = logging.getLogger(__name__)
@@ -56,13 +58,17 @@ class ServerConfig:
     tls: TlsFiles | None = None
     auth_token_file: pathlib.Path | None = None
     public_health: bool = False
+    # Set in each worker process of `rig grpc --workers N`; None for one process.
+    peers: PeerGroup | None = None
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """Channel arguments for the server."""
         limits = self.limits
         return [
-            # A second server on a taken port must fail, not silently share it.
-            ("grpc.so_reuseport", 0),
+            # A second server on a taken port must fail, not silently share it;
+            # only the workers of one `rig grpc --workers N` share theirs (the
+            # supervisor checked the port was free before starting them).
+            ("grpc.so_reuseport", 0 if self.peers is None else 1),
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
@@ -76,7 +82,7 @@ class ServerConfig:
         ]
 
 
-def _loopbacks() -> list[str]:
+def loopbacks() -> list[str]:
     """The loopback hosts `localhost` means: [::1] (where IPv6 works) and 127.0.0.1."""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
@@ -100,6 +106,8 @@ class RiggerServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._book: TaskBook | None = None
+        self._peers: Peers | None = None
+        self._tail: LogTail | None = None
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
 
     async def start(self) -> None:
@@ -112,8 +120,20 @@ class RiggerServer:
                 wire.encode_event,
                 buffer=config.buffer,
                 max_subscribers=config.limits.max_subscribers,
+                head=store.last_sequence(),
             )
-            self._book = TaskBook(store, broadcaster, config.project_root, limits=config.limits)
+            if config.peers is not None:
+                self._peers = Peers(config.peers)
+                self._tail = LogTail(broadcaster, store, self._peers.announce)
+                await self._peers.start(self._tail.seen)
+                self._tail.start()
+            self._book = TaskBook(
+                store,
+                broadcaster,
+                config.project_root,
+                limits=config.limits,
+                publish=self._tail.committed if self._tail else None,
+            )
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]
                 if self.auth
@@ -135,6 +155,7 @@ class RiggerServer:
             self._bind(server, credentials)
             await server.start()
         except BaseException:
+            await self._close_tail()
             store.close()
             raise
         self._server = server
@@ -145,7 +166,7 @@ class RiggerServer:
         # gRPC binds "localhost" to whichever of its addresses it can and only
         # logs the others, so a port taken on one loopback would go unnoticed.
         # Binding each address ourselves makes any failure an error.
-        hosts = _loopbacks() if self.config.host == "localhost" else [self.config.host]
+        hosts = loopbacks() if self.config.host == "localhost" else [self.config.host]
         port = self.config.port
         for host in hosts:
             address = f"{host}:{port}"
@@ -169,8 +190,15 @@ class RiggerServer:
         # than being cut off when the grace period runs out.
         self._book.broadcaster.close()
         await self._server.stop(self.config.grace_seconds)
+        await self._close_tail()
         await self._book.close()
         self._server = None
+
+    async def _close_tail(self) -> None:
+        if self._tail is not None:
+            await self._tail.close()
+        if self._peers is not None:
+            self._peers.close()
 
     async def wait(self) -> None:
         """Serve until SIGINT or SIGTERM, then stop gracefully."""

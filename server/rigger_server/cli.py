@@ -15,6 +15,7 @@ from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
 from rigger_server.auth import TokenFileError
 from rigger_server.limits import Limits
 from rigger_server.sqlite_store import SqliteStore
+from rigger_server.workers import Supervisor
 
 RIGGER_DIR = ".rigger"
 DB_NAME = "tasks.db"
@@ -108,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with RESOURCE_EXHAUSTED (default: 1000)",
     )
     grpc_cmd.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="server processes sharing the port (SO_REUSEPORT); connections spread over "
+        "them and each publishes every event, for many subscribers on many cores "
+        "(default: 1)",
+    )
+    grpc_cmd.add_argument(
         "--grace",
         type=float,
         default=5.0,
@@ -198,37 +208,62 @@ def _grpc(args: argparse.Namespace) -> int:
         public_health=args.public_health,
     )
 
+    if args.workers > 1:
+        return _serve_workers(config, args.workers)
+
     async def serve() -> int:
+        server = RiggerServer(config)
         try:
-            server = RiggerServer(config)
             await server.start()
-        except TokenFileError as exc:
-            print(f"error: --auth-token-file: {exc}", file=sys.stderr)
-            return 2
-        except PortInUse as exc:
-            print(
-                f"error: cannot bind {exc}: Address already in use.\n"
-                f"Another process is using port {args.port}. Stop it, or pick another port:\n"
-                f"    rig grpc --port {args.port + 1 if args.port else 50052}",
-                file=sys.stderr,
-            )
-            return 1
-        first, *others = server.addresses
-        also = f" (also {', '.join(others)})" if others else ""
-        print(
-            "🚀 Rigger gRPC Server starting...\n"
-            "   Protocol: gRPC over HTTP/2\n"
-            f"   Address: {first}{also}\n"
-            f"   Database: {db_path}\n"
-            f"   Security: {_security_summary(config, server)}\n"
-            f"   Broadcast: Enabled ({args.buffer} event buffer)",
-            flush=True,
-        )
+        except (TokenFileError, PortInUse) as exc:
+            return _start_failed(exc, config)
+        _print_banner(config, server.addresses, workers=1)
         await server.wait()
         print("Rigger gRPC Server stopped.", flush=True)
         return 0
 
     return asyncio.run(serve())
+
+
+def _serve_workers(config: ServerConfig, count: int) -> int:
+    supervisor = Supervisor(config, count)
+    try:
+        supervisor.start()
+    except (TokenFileError, PortInUse) as exc:
+        return _start_failed(exc, config)
+    _print_banner(config, supervisor.addresses, workers=count)
+    code = supervisor.wait()
+    print("Rigger gRPC Server stopped.", flush=True)
+    return code
+
+
+def _start_failed(exc: Exception, config: ServerConfig) -> int:
+    if isinstance(exc, TokenFileError):
+        print(f"error: --auth-token-file: {exc}", file=sys.stderr)
+        return 2
+    port = config.port
+    print(
+        f"error: cannot bind {exc}: Address already in use.\n"
+        f"Another process is using port {port}. Stop it, or pick another port:\n"
+        f"    rig grpc --port {port + 1 if port else 50052}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _print_banner(config: ServerConfig, addresses: list[str], workers: int) -> None:
+    first, *others = addresses
+    also = f" (also {', '.join(others)})" if others else ""
+    processes = f"\n   Workers: {workers} processes sharing the port" if workers > 1 else ""
+    print(
+        "🚀 Rigger gRPC Server starting...\n"
+        "   Protocol: gRPC over HTTP/2\n"
+        f"   Address: {first}{also}\n"
+        f"   Database: {config.db_path}\n"
+        f"   Security: {_security_summary(config)}{processes}\n"
+        f"   Broadcast: Enabled ({config.buffer} event buffer)",
+        flush=True,
+    )
 
 
 def _check_security_flags(args: argparse.Namespace) -> str | None:
@@ -245,7 +280,7 @@ def _check_security_flags(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _security_summary(config: ServerConfig, server: RiggerServer) -> str:
+def _security_summary(config: ServerConfig) -> str:
     parts = []
     if config.tls is None:
         parts.append("plaintext")
@@ -253,7 +288,7 @@ def _security_summary(config: ServerConfig, server: RiggerServer) -> str:
         parts.append("TLS")
     else:
         parts.append("TLS with client certificates (mTLS)")
-    if server.auth is None:
+    if config.auth_token_file is None:
         parts.append("no token required")
     else:
         public = ", health and reflection public" if config.public_health else ""

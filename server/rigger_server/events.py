@@ -93,10 +93,14 @@ class Broadcaster:
         encode: Callable[[Event], bytes],
         buffer: int = 1000,
         max_subscribers: int = 10_000,
+        head: int = 0,
     ) -> None:
         if buffer < 1:
             raise ValueError("buffer must be at least 1")
         self.buffer = buffer
+        # The sequence of the newest event published: a subscription registered
+        # now receives exactly the events after it.
+        self.head = head
         self.max_subscribers = max_subscribers
         self.encode = encode
         self._subscriptions: set[Subscription] = set()
@@ -128,6 +132,7 @@ class Broadcaster:
     def publish(self, events: Iterable[Event]) -> None:
         """Offer committed events, in commit order, to every subscription."""
         for event in events:
+            self.head = event.sequence
             encoded = self.encode(event)  # once, however many subscribers
             lagged = [s for s in self._subscriptions if not s.offer(event, encoded)]
             for subscription in lagged:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import pathlib
 import sqlite3
 import threading
@@ -125,6 +127,10 @@ class SqliteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        # Writers in other processes (the workers of `rig grpc --workers N`)
+        # queue on this lock: the kernel wakes the next one the moment a
+        # commit ends, where SQLite's busy handler would sleep and retry.
+        self._write_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
         conn = self._conn()
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
@@ -154,14 +160,18 @@ class SqliteStore:
         """Writes inside commit together or not at all; nested, a savepoint."""
         conn = self._conn()
         if not conn.in_transaction:
-            conn.execute("BEGIN IMMEDIATE")
+            fcntl.flock(self._write_lock, fcntl.LOCK_EX)
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                fcntl.flock(self._write_lock, fcntl.LOCK_UN)
             return
         depth = getattr(self._local, "depth", 0) + 1
         self._local.depth = depth
@@ -384,3 +394,4 @@ class SqliteStore:
             if i == 0:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
+        os.close(self._write_lock)

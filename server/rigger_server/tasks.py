@@ -110,6 +110,7 @@ class TaskBook:
         *,
         limits: Limits | None = None,
         readers: int = 4,
+        publish: Callable[[list[Event]], None] | None = None,
     ) -> None:
         self.store = store
         self.broadcaster = broadcaster
@@ -118,7 +119,10 @@ class TaskBook:
         self._loop = asyncio.get_running_loop()
         # One writer thread: SQLite has one write lock anyway, and a single
         # thread publishes commits in exactly the order they happened.
-        self._writer = GroupWriter(store, self._loop, broadcaster.publish)
+        # `publish` receives each group's events on the loop, in commit order;
+        # with several workers it is the log tail, which orders them among
+        # the other workers' events.
+        self._writer = GroupWriter(store, self._loop, publish or broadcaster.publish)
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
 
     async def _write(self, fn: Callable[..., T], *args: object) -> T:
@@ -318,16 +322,13 @@ class TaskBook:
 
         With `after_sequence`, the feed replays every stored event after it,
         then goes live. Without, it delivers exactly the events after
-        `Feed.head`, the newest event committed once the subscription was
-        registered.
+        `Feed.head`, the newest event published to subscribers when the
+        subscription was registered.
         """
+        # Registered and head read in one step on the loop: every event after
+        # the head is still to be published, so it reaches the new queue.
         subscription = self.broadcaster.subscribe(event_filter)
-        try:
-            head = await self.last_sequence()
-        except BaseException:
-            self.broadcaster.unsubscribe(subscription)
-            raise
-        return Feed(self, event_filter, subscription, head, after_sequence)
+        return Feed(self, event_filter, subscription, self.broadcaster.head, after_sequence)
 
     def _replay_page(
         self, event_filter: EventFilter, cursor: int

@@ -1,0 +1,235 @@
+"""`rig grpc --workers N`: N server processes on one port, each publishing the whole event log.
+
+One Python process sends every message of every subscriber stream from one
+event loop, on one core. With N workers the kernel spreads incoming
+connections over N listening sockets bound to the same port (SO_REUSEPORT),
+so streams and their sends split across N loops. All workers write to the one
+SQLite database; each publishes every event to its own subscribers — its own
+commits at once, the others' through the log tail (`tail.py`), told of them
+by a datagram (`peers.py`).
+
+The supervisor (this module, in the `rig grpc` process) checks the port is
+free, holds it while the workers start, forwards signals, and stops everything
+if a worker dies: a half-running server is worse than a stopped one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import tempfile
+import types
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from rigger_server.app import PortInUse, RiggerServer, ServerConfig, loopbacks
+from rigger_server.peers import PeerGroup
+from rigger_server.sqlite_store import SqliteStore
+
+log = logging.getLogger(__name__)
+
+_START_SECONDS = 60.0
+
+
+def _sockaddrs(host: str) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+    hosts = loopbacks() if host == "localhost" else [host]
+    found: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = []
+    for name in hosts:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            name.strip("[]"), 0, type=socket.SOCK_STREAM
+        )[0]
+        found.append((family, sockaddr))
+    return found
+
+
+def _bind_all(host: str, port: int, reuse_port: bool) -> tuple[int, list[socket.socket]]:
+    bound: list[socket.socket] = []
+    try:
+        for family, sockaddr in _sockaddrs(host):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            bound.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((sockaddr[0], port, *sockaddr[2:]))
+            port = sock.getsockname()[1]
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return port, bound
+
+
+def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
+    """Check that `port` (0: a free one) is free on every address of `host`, and hold it.
+
+    The check binds without SO_REUSEPORT, so anything already there, even
+    another server sharing its port, makes it fail. The held sockets allow
+    SO_REUSEPORT and never listen: the workers can join them, nobody else can
+    take the port, and no connection is ever queued on them.
+    """
+    for _ in range(20):
+        try:
+            chosen, probes = _bind_all(host, port, reuse_port=False)
+        except OSError as exc:
+            if port == 0:
+                continue  # the free port on one loopback was taken on the other
+            raise PortInUse(f"{host}:{port}") from exc
+        for sock in probes:
+            sock.close()
+        try:
+            return _bind_all(host, chosen, reuse_port=True)
+        except OSError as exc:
+            if port == 0:
+                continue
+            raise PortInUse(f"{host}:{port}") from exc
+    raise PortInUse(f"{host}:{port}")
+
+
+def _worker(config: ServerConfig, conn: Connection) -> None:
+    # Ctrl-C reaches the whole process group; the supervisor turns it into a
+    # SIGTERM for each worker, so a worker still starting up is not torn down
+    # with a traceback. RiggerServer.wait() installs the real handlers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    assert config.peers is not None
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker {config.peers.index} %(name)s: %(message)s",
+    )
+
+    async def serve() -> None:
+        server = RiggerServer(config)
+        try:
+            await server.start()
+        except Exception as exc:
+            conn.send(("error", exc))
+            return
+        conn.send(("ready", server.addresses))
+        await server.wait()
+
+    asyncio.run(serve())
+
+
+class Supervisor:
+    """Starts N worker processes on one port and keeps them running together."""
+
+    def __init__(self, config: ServerConfig, count: int) -> None:
+        if count < 2:
+            raise ValueError("a supervisor runs at least two workers")
+        self.config = config
+        self.count = count
+        self.addresses: list[str] = []
+        self.port = 0
+        self._processes: list[BaseProcess] = []
+        self._directory: str | None = None
+        self._stopping = False
+
+    def start(self) -> None:
+        """Check and hold the port, start every worker and wait until all serve.
+
+        Raises what a worker raised while starting (PortInUse, TokenFileError, ...).
+        """
+        config = self.config
+        # Create the schema once here rather than in N racing workers.
+        SqliteStore(config.db_path).close()
+        port, held = reserve_port(config.host, config.port)
+        self._directory = tempfile.mkdtemp(prefix="rigger-workers-")
+        context = multiprocessing.get_context("spawn")
+        try:
+            pipes = []
+            for index in range(self.count):
+                group = PeerGroup(pathlib.Path(self._directory), index, self.count)
+                worker_config = dataclasses.replace(config, port=port, peers=group)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_worker,
+                    args=(worker_config, send),
+                    name=f"rigger-worker-{index}",
+                )
+                process.start()
+                send.close()
+                self._processes.append(process)
+                pipes.append(receive)
+            for index, receive in enumerate(pipes):
+                self.addresses = self._await_ready(index, receive)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for sock in held:
+                sock.close()
+        self.port = port
+
+    def _await_ready(self, index: int, receive: Connection) -> list[str]:
+        if not receive.poll(_START_SECONDS):
+            raise RuntimeError(f"worker {index} did not start within {_START_SECONDS:.0f} s")
+        try:
+            kind, value = receive.recv()
+        except EOFError:
+            code = self._processes[index].exitcode
+            raise RuntimeError(f"worker {index} exited while starting (code {code})") from None
+        if kind == "error":
+            raise value
+        addresses: list[str] = value
+        return addresses
+
+    def wait(self) -> int:
+        """Serve until SIGINT or SIGTERM (0) or until a worker dies (1); SIGHUP is passed on."""
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hangup)
+        sentinels = [p.sentinel for p in self._processes]
+        multiprocessing.connection.wait(sentinels)
+        if self._stopping:
+            self._join()
+            return 0
+        for process in self._processes:
+            if process.exitcode is not None:
+                log.error(
+                    "%s exited unexpectedly (code %s); stopping the other workers",
+                    process.name,
+                    process.exitcode,
+                )
+        self.stop()
+        return 1
+
+    def _on_stop(self, signum: int, frame: types.FrameType | None) -> None:
+        self._stopping = True
+        self._signal_all(signal.SIGTERM)
+
+    def _on_hangup(self, signum: int, frame: types.FrameType | None) -> None:
+        self._signal_all(signal.SIGHUP)
+
+    def _signal_all(self, signum: int) -> None:
+        for process in self._processes:
+            if process.pid is not None and process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+
+    def stop(self) -> None:
+        """Stop every worker gracefully (SIGTERM), killing any that outlive the grace period."""
+        self._stopping = True
+        self._signal_all(signal.SIGTERM)
+        self._join()
+
+    def _join(self) -> None:
+        limit = self.config.grace_seconds + 10.0
+        for process in self._processes:
+            process.join(limit)
+            if process.exitcode is None:
+                log.error("%s did not stop in time; killing it", process.name)
+                process.kill()
+                process.join()
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
