@@ -64,8 +64,13 @@ class Group:
 
     @property
     def channels(self) -> int:
-        """Channels (TCP connections) per subscriber process."""
-        return 1 if self.n < 10 else 4 if self.n <= 100 else 8
+        """Channels (TCP connections) per subscriber process.
+
+        Many, as separate sidecars would have: the kernel spreads connections,
+        not streams, over `rig grpc --workers N`, and a handful of connections
+        would split unevenly.
+        """
+        return 1 if self.n < 10 else 4 if self.n < 100 else 16 if self.n == 100 else 32
 
 
 _RATE_SECONDS = {10.0: 6.0, 100.0: 5.0, 1000.0: 4.0, SATURATION: 5.0}

@@ -4,6 +4,7 @@
     python -m conformance --client go           # only runs where go plays every role
     python -m conformance --client go --client python -k events
     python -m conformance --self-test           # the suite must fail against every mutant server
+    python -m conformance --server-args='--workers 2'   # against `rig grpc --workers 2`
 
 Exit status: 0 when everything passed (known failures allowed), 1 when
 something failed, 2 when the suite could not run (a bad case file, an
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pathlib
+import shlex
 import shutil
 import sys
 import tempfile
@@ -69,6 +71,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         choices=sorted(mutant_server.MUTANTS),
         help="with --self-test: only this mutant (repeatable)",
+    )
+    parser.add_argument(
+        "--server-args",
+        type=shlex.split,
+        default=[],
+        metavar="'FLAGS'",
+        help="extra `rig grpc` flags for every run's server, e.g. --server-args='--workers 2'",
     )
     parser.add_argument("--list", action="store_true", help="list the planned runs and exit")
     parser.add_argument(
@@ -146,7 +155,12 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     workdir = _workdir("runs-")
     try:
         results = await suite.execute(
-            runs, pool, workdir, jobs=args.jobs, progress=Progress(len(runs))
+            runs,
+            pool,
+            workdir,
+            jobs=args.jobs,
+            server_args=tuple(args.server_args),
+            progress=Progress(len(runs)),
         )
     finally:
         await pool.close()

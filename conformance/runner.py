@@ -132,6 +132,7 @@ class CaseRun:
         pool: ExecutorPool,
         workdir: pathlib.Path,
         server_command: tuple[str, ...] = REAL_SERVER,
+        server_args: tuple[str, ...] = (),
         tag: str = "r",
     ) -> None:
         self.run = run
@@ -140,6 +141,8 @@ class CaseRun:
         self.workdir = workdir
         self.project = workdir / "project"
         self.server_command = server_command
+        # Flags every run's server gets before the case's own, e.g. --workers 2.
+        self.server_args = server_args
         self.tag = tag
         self.server: ServerProcess | None = None
         self.clients: dict[str, tuple[str, str, ExecutorProcess]] = {}  # instance → role, lang
@@ -201,7 +204,7 @@ class CaseRun:
         self.server = ServerProcess(
             self.project,
             db=self.workdir / "db" / "tasks.db",
-            extra_args=(*self.case.server_args, *security_args),
+            extra_args=(*self.server_args, *self.case.server_args, *security_args),
             command=self.server_command,
             credentials=credentials,
             token=token,

@@ -53,6 +53,7 @@ async def execute(
     *,
     jobs: int = 2,
     server_command: tuple[str, ...] = REAL_SERVER,
+    server_args: tuple[str, ...] = (),
     fail_fast: bool = False,
     progress: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
@@ -73,7 +74,12 @@ async def execute(
             directory = workdir / f"{index:04d}-{_slug(run.id)}"
             tag = f"r{first_tag}-{index}"
             result = await CaseRun(
-                run, pool, directory, server_command=server_command, tag=tag
+                run,
+                pool,
+                directory,
+                server_command=server_command,
+                server_args=server_args,
+                tag=tag,
             ).execute()
             results[index] = result
             if result.passed:

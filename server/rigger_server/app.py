@@ -108,6 +108,7 @@ class RiggerServer:
         self._book: TaskBook | None = None
         self._peers: Peers | None = None
         self._tail: LogTail | None = None
+        self._stopping = asyncio.Event()
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
 
     async def start(self) -> None:
@@ -200,14 +201,17 @@ class RiggerServer:
         if self._peers is not None:
             self._peers.close()
 
+    def request_stop(self) -> None:
+        """Make `wait()` stop the server gracefully, as SIGTERM does."""
+        self._stopping.set()
+
     async def wait(self) -> None:
-        """Serve until SIGINT or SIGTERM, then stop gracefully."""
+        """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""
         loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stopping.set)
+            loop.add_signal_handler(sig, self._stopping.set)
         if self.auth is not None:
             loop.add_signal_handler(signal.SIGHUP, self.auth.reload)
-        await stopping.wait()
+        await self._stopping.wait()
         log.info("shutting down")
         await self.stop()

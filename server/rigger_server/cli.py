@@ -231,6 +231,9 @@ def _serve_workers(config: ServerConfig, count: int) -> int:
         supervisor.start()
     except (TokenFileError, PortInUse) as exc:
         return _start_failed(exc, config)
+    except RuntimeError as exc:  # a worker died or hung while starting
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     _print_banner(config, supervisor.addresses, workers=count)
     code = supervisor.wait()
     print("Rigger gRPC Server stopped.", flush=True)

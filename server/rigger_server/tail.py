@@ -58,12 +58,13 @@ class LogTail:
     def committed(self, events: list[Event]) -> None:
         """This worker committed `events` (in order): publish them and tell the others."""
         last = events[-1].sequence
+        # First, so the other workers start reading while this one fans out.
+        self._announce(last)
         if events[0].sequence == self._broadcaster.head + 1:
             self._broadcaster.publish(events)
         else:
             # Another worker's events come first; the log has ours too.
             self.seen(last)
-        self._announce(last)
 
     def seen(self, sequence: int) -> None:
         """The log holds events up to `sequence`; publish any not published yet."""

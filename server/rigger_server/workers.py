@@ -41,32 +41,42 @@ log = logging.getLogger(__name__)
 _START_SECONDS = 60.0
 
 
-def _sockaddrs(host: str) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]]:
+_Address = tuple[str, socket.AddressFamily, tuple[Any, ...]]
+
+
+def _sockaddrs(host: str) -> list[_Address]:
+    # Each with the name the one-process server would print for it.
     hosts = loopbacks() if host == "localhost" else [host]
-    found: list[tuple[socket.AddressFamily, tuple[Any, ...]]] = []
+    found: list[_Address] = []
     for name in hosts:
         family, _, _, _, sockaddr = socket.getaddrinfo(
             name.strip("[]"), 0, type=socket.SOCK_STREAM
         )[0]
-        found.append((family, sockaddr))
+        found.append((name, family, sockaddr))
     return found
+
+
+class _BindFailed(Exception):
+    def __init__(self, address: str) -> None:
+        super().__init__(address)
+        self.address = address
 
 
 def _bind_all(host: str, port: int, reuse_port: bool) -> tuple[int, list[socket.socket]]:
     bound: list[socket.socket] = []
-    try:
-        for family, sockaddr in _sockaddrs(host):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            bound.append(sock)
+    for name, family, sockaddr in _sockaddrs(host):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        bound.append(sock)
+        try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((sockaddr[0], port, *sockaddr[2:]))
-            port = sock.getsockname()[1]
-    except OSError:
-        for sock in bound:
-            sock.close()
-        raise
+        except OSError as exc:
+            for opened in bound:
+                opened.close()
+            raise _BindFailed(f"{name}:{port}") from exc
+        port = sock.getsockname()[1]
     return port, bound
 
 
@@ -78,25 +88,22 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     SO_REUSEPORT and never listen: the workers can join them, nobody else can
     take the port, and no connection is ever queued on them.
     """
+    failed = f"{host}:{port}"
     for _ in range(20):
         try:
             chosen, probes = _bind_all(host, port, reuse_port=False)
-        except OSError as exc:
-            if port == 0:
-                continue  # the free port on one loopback was taken on the other
-            raise PortInUse(f"{host}:{port}") from exc
-        for sock in probes:
-            sock.close()
-        try:
+            for sock in probes:
+                sock.close()
             return _bind_all(host, chosen, reuse_port=True)
-        except OSError as exc:
-            if port == 0:
-                continue
-            raise PortInUse(f"{host}:{port}") from exc
-    raise PortInUse(f"{host}:{port}")
+        except _BindFailed as exc:
+            if port != 0:
+                raise PortInUse(exc.address) from exc
+            # The free port on one loopback was taken on the other: pick again.
+            failed = exc.address
+    raise PortInUse(failed)
 
 
-def _worker(config: ServerConfig, conn: Connection) -> None:
+def _worker(config: ServerConfig, conn: Connection, lifeline: Connection) -> None:
     # Ctrl-C reaches the whole process group; the supervisor turns it into a
     # SIGTERM for each worker, so a worker still starting up is not torn down
     # with a traceback. RiggerServer.wait() installs the real handlers.
@@ -115,6 +122,17 @@ def _worker(config: ServerConfig, conn: Connection) -> None:
             conn.send(("error", exc))
             return
         conn.send(("ready", server.addresses))
+        # The supervisor holds the other end of `lifeline` and never writes:
+        # end-of-file means it died (even by SIGKILL), and a worker must not
+        # outlive it, holding the port with no one to stop it.
+        loop = asyncio.get_running_loop()
+
+        def supervisor_gone() -> None:
+            loop.remove_reader(lifeline.fileno())
+            log.error("the supervisor is gone; stopping")
+            server.request_stop()
+
+        loop.add_reader(lifeline.fileno(), supervisor_gone)
         await server.wait()
 
     asyncio.run(serve())
@@ -131,6 +149,7 @@ class Supervisor:
         self.addresses: list[str] = []
         self.port = 0
         self._processes: list[BaseProcess] = []
+        self._lifelines: list[Connection] = []
         self._directory: str | None = None
         self._stopping = False
 
@@ -140,6 +159,10 @@ class Supervisor:
         Raises what a worker raised while starting (PortInUse, TokenFileError, ...).
         """
         config = self.config
+        # From the first worker on, a stop request must reach every worker.
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         # Create the schema once here rather than in N racing workers.
         SqliteStore(config.db_path).close()
         port, held = reserve_port(config.host, config.port)
@@ -151,13 +174,16 @@ class Supervisor:
                 group = PeerGroup(pathlib.Path(self._directory), index, self.count)
                 worker_config = dataclasses.replace(config, port=port, peers=group)
                 receive, send = context.Pipe(duplex=False)
+                lifeline, held_end = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_worker,
-                    args=(worker_config, send),
+                    args=(worker_config, send, lifeline),
                     name=f"rigger-worker-{index}",
                 )
                 process.start()
                 send.close()
+                lifeline.close()
+                self._lifelines.append(held_end)
                 self._processes.append(process)
                 pipes.append(receive)
             for index, receive in enumerate(pipes):
@@ -176,6 +202,7 @@ class Supervisor:
         try:
             kind, value = receive.recv()
         except EOFError:
+            self._processes[index].join(5.0)
             code = self._processes[index].exitcode
             raise RuntimeError(f"worker {index} exited while starting (code {code})") from None
         if kind == "error":
@@ -185,21 +212,19 @@ class Supervisor:
 
     def wait(self) -> int:
         """Serve until SIGINT or SIGTERM (0) or until a worker dies (1); SIGHUP is passed on."""
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_hangup)
-        sentinels = [p.sentinel for p in self._processes]
-        multiprocessing.connection.wait(sentinels)
+        by_sentinel = {p.sentinel: p for p in self._processes}
+        ended = multiprocessing.connection.wait(list(by_sentinel))
         if self._stopping:
             self._join()
             return 0
-        for process in self._processes:
-            if process.exitcode is not None:
-                log.error(
-                    "%s exited unexpectedly (code %s); stopping the other workers",
-                    process.name,
-                    process.exitcode,
-                )
+        for sentinel in ended:
+            process = by_sentinel[sentinel]  # type: ignore[index]  # sentinels are ints
+            process.join(5.0)  # the sentinel fires a moment before the exit code is known
+            log.error(
+                "%s exited unexpectedly (code %s); stopping the other workers",
+                process.name,
+                process.exitcode,
+            )
         self.stop()
         return 1
 
