@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
@@ -85,25 +86,6 @@ def serving(address: str) -> bool:
             health_pb2.HealthCheckRequest(), timeout=WAIT
         )
         return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-
-def listening_on_both_loopbacks() -> tuple[list[socket.socket], int]:
-    """Listening sockets on 127.0.0.1 and ::1 sharing one free port."""
-    for _ in range(20):
-        v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        v4.bind(("127.0.0.1", 0))
-        port = v4.getsockname()[1]
-        v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            v6.bind(("::1", port))
-        except OSError:
-            v4.close()
-            v6.close()
-            continue
-        for s in (v4, v6):
-            s.listen()
-        return [v4, v6], port
-    raise RuntimeError("no port free on both loopbacks")
 
 
 # --- restart and crash ----------------------------------------------------------

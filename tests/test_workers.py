@@ -32,6 +32,7 @@ import grpc
 import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.tail import CHECK_SECONDS
@@ -132,25 +133,6 @@ def rig(*args: str, cwd: pathlib.Path, timeout: float = 30.0) -> subprocess.Comp
     return subprocess.run(
         [*RIG, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def listening_on_both_loopbacks() -> tuple[list[socket.socket], int]:
-    """Listening sockets on 127.0.0.1 and ::1 sharing one free port."""
-    for _ in range(20):
-        v4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        v4.bind(("127.0.0.1", 0))
-        port = v4.getsockname()[1]
-        v6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            v6.bind(("::1", port))
-        except OSError:
-            v4.close()
-            v6.close()
-            continue
-        for s in (v4, v6):
-            s.listen()
-        return [v4, v6], port
-    raise RuntimeError("no port free on both loopbacks")
 
 
 def error_block(stderr: str) -> str:
@@ -269,6 +251,14 @@ async def settled_head(clients: list[Client]) -> int:
         await asyncio.sleep(0.01)
 
 
+async def live_from_settled_head(clients: list[Client]) -> tuple[int, list[Any]]:
+    """The settled log head, and a live subscription through each client starting right after it."""
+    start = await settled_head(clients)
+    calls = [await subscribe_live(c.stub) for c in clients]
+    assert [await head_of(call) for call in calls] == [start] * len(calls)
+    return start, calls
+
+
 # --- fixtures --------------------------------------------------------------------
 
 
@@ -331,9 +321,7 @@ async def test_every_subscriber_receives_every_event_written_through_any_worker_
         clients_across_workers(workers_server, 6) as readers,
         clients_across_workers(workers_server, 6) as writers,
     ):
-        start = await settled_head(readers)
-        calls = [await subscribe_live(r.stub) for r in readers]
-        assert [await head_of(call) for call in calls] == [start] * len(calls)
+        start, calls = await live_from_settled_head(readers)
 
         async def write(index: int, client: Client) -> list[str]:
             return [
@@ -365,9 +353,7 @@ async def test_replaying_subscribers_on_every_worker_get_the_same_gapless_log_as
         clients_across_workers(workers_server, 4) as writers,
         clients_across_workers(workers_server, 6) as readers,
     ):
-        start = await settled_head(readers)
-        live = [await subscribe_live(r.stub) for r in readers]
-        assert [await head_of(call) for call in live] == [start] * len(live)
+        start, live = await live_from_settled_head(readers)
         share = total // 2 // len(writers)
         assert share * 2 * len(writers) == total
 
