@@ -271,8 +271,8 @@ class RiggerServicer:
         """Register the subscription, then send headers saying so.
 
         Once headers arrive the client cannot miss a committed event;
-        `rigger-head-sequence` names the newest event committed before that
-        moment. A live-only stream delivers exactly the events after it, so a
+        `rigger-head-sequence` names the newest event this server had
+        published to subscribers at that moment. A live-only stream delivers exactly the events after it, so a
         client that disconnects before its first event resumes from there.
         """
         event_filter, after = await self._subscription(request)
