@@ -467,6 +467,22 @@ async def test_an_event_reaches_the_other_worker_without_waiting_for_its_periodi
     assert statistics.median(delays) < CHECK_SECONDS / 2, delays
 
 
+# --- starting ------------------------------------------------------------------
+
+
+def test_workers_with_an_empty_token_file_exit_2_naming_it(tmp_path: pathlib.Path) -> None:
+    assert rig("init", cwd=tmp_path).returncode == 0
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    result = rig(
+        "grpc", "--port", "0", "--workers", "2", "--auth-token-file", str(empty), cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "error: --auth-token-file:" in result.stderr
+    assert "holds no token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 # --- the port --------------------------------------------------------------------
 
 

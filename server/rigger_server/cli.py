@@ -212,8 +212,8 @@ def _grpc(args: argparse.Namespace) -> int:
         return _serve_workers(config, args.workers)
 
     async def serve() -> int:
-        server = RiggerServer(config)
         try:
+            server = RiggerServer(config)  # reads the token file
             await server.start()
         except (TokenFileError, PortInUse) as exc:
             return _start_failed(exc, config)

@@ -272,8 +272,9 @@ class RiggerServicer:
 
         Once headers arrive the client cannot miss a committed event;
         `rigger-head-sequence` names the newest event this server had
-        published to subscribers at that moment. A live-only stream delivers exactly the events after it, so a
-        client that disconnects before its first event resumes from there.
+        published to subscribers at that moment. A live-only stream delivers
+        exactly the events after it, so a client that disconnects before its
+        first event resumes from there.
         """
         event_filter, after = await self._subscription(request)
         feed = await self.book.open_feed(event_filter, after)

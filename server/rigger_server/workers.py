@@ -115,8 +115,8 @@ def _worker(config: ServerConfig, conn: Connection, lifeline: Connection) -> Non
     )
 
     async def serve() -> None:
-        server = RiggerServer(config)
         try:
+            server = RiggerServer(config)  # reads the token file
             await server.start()
         except Exception as exc:
             conn.send(("error", exc))
