@@ -8,7 +8,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+from serverproc import RIG, ServerProcess, rig
 from streams import (
     WAIT,
     add,
@@ -31,20 +30,11 @@ from streams import (
     trailing,
 )
 
-RIG = (sys.executable, "-m", "rigger_server.cli")
-
 
 @contextlib.asynccontextmanager
 async def connect(address: str):
     async with grpc.aio.insecure_channel(address) as channel:
         yield rigger_pb2_grpc.RiggerServiceStub(channel)
-
-
-def rig(*args: str, cwd, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run `rig ARGS` to completion in `cwd`."""
-    return subprocess.run(
-        [*RIG, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import signal
-import subprocess
 import sys
 import time
 
@@ -13,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+from serverproc import ServerProcess, rig
 
 # The conformance package lives at the repository root, beside tests/.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -22,7 +21,6 @@ from conformance.pki import Authority
 
 TOKEN = "s3cret-token-for-tests"
 OTHER_TOKEN = "another-valid-token"
-RIG = (sys.executable, "-m", "rigger_server.cli")
 
 
 @pytest.fixture
@@ -244,12 +242,6 @@ def test_an_empty_token_file_stops_the_server_at_start(project, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     (project / ".rigger").mkdir()
-    result = subprocess.run(
-        [*RIG, "grpc", "--port", "0", "--auth-token-file", str(empty)],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = rig("grpc", "--port", "0", "--auth-token-file", str(empty), cwd=project)
     assert result.returncode == 2
     assert "holds no token" in result.stderr

@@ -22,7 +22,6 @@ import re
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -36,7 +35,7 @@ from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.tail import CHECK_SECONDS
-from serverproc import ServerProcess
+from serverproc import ServerProcess, rig
 from streams import (
     CREATED,
     HEAD_SEQUENCE,
@@ -54,7 +53,6 @@ from streams import (
     trailing,
 )
 
-RIG = (sys.executable, "-m", "rigger_server.cli")
 WORKERS = 2
 # Each channel gets its own subchannel, hence its own TCP connection, which the
 # kernel hands to one of the workers.
@@ -126,13 +124,6 @@ def workers_in(root: pathlib.Path, *extra: str, **kwargs: object) -> Iterator[Se
     finally:
         server.stop()
         kill_leftovers(processes)
-
-
-def rig(*args: str, cwd: pathlib.Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-    """Run `rig ARGS` to completion in `cwd`."""
-    return subprocess.run(
-        [*RIG, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def error_block(stderr: str) -> str:

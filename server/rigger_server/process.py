@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 _ADDRESS = re.compile(r"Address: \S+:(\d+)")
+# The `rig` command of this interpreter, whether or not its script is on PATH.
+RIG: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli")
 
 
 class ServerProcess:
@@ -25,7 +27,7 @@ class ServerProcess:
         *,
         db: pathlib.Path | None = None,
         extra_args: tuple[str, ...] = (),
-        command: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli"),
+        command: tuple[str, ...] = RIG,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
     ) -> None:
