@@ -13,15 +13,14 @@ import dataclasses
 import os
 import pathlib
 import shutil
-import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
-from rigger_server.process import ServerProcess
+from rigger_server.process import RIG, ServerProcess
 
 from conformance import cases as c
 from conformance import judge, messages
@@ -31,7 +30,7 @@ from conformance.pki import Authority, Pem
 from conformance.plan import Run
 from conformance.transcript import Record, Transcript, normalise
 
-REAL_SERVER: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli")
+REAL_SERVER = RIG
 CODE_NAMES = {number: name for name, number in c.CODES.items()}
 
 # How long the runner waits for an executor beyond the call's own deadline.
@@ -121,6 +120,17 @@ def write_files(project: pathlib.Path, files: Sequence[c.FileSpec]) -> None:
             target.write_bytes(bytes.fromhex(spec.hex))
         else:
             target.write_text(spec.text or "", encoding="utf-8")
+
+
+async def _all(work: Iterable[Awaitable[None]]) -> None:
+    """Await everything at once; report every step failure together, re-raise anything else."""
+    results = await asyncio.gather(*work, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    for failure in failures:
+        if not isinstance(failure, StepFailed):
+            raise failure
+    if failures:
+        raise StepFailed("\n".join(str(f) for f in failures))
 
 
 class CaseRun:
@@ -329,13 +339,7 @@ class CaseRun:
 
     async def _each(self, items: Sequence[Any], work: Callable[[Any], Awaitable[None]]) -> None:
         """Run work for every item at once (fanout instances); report every failure."""
-        results = await asyncio.gather(*(work(item) for item in items), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, StepFailed):
-                raise failure
-        if failures:
-            raise StepFailed("\n".join(str(f) for f in failures))
+        await _all(work(item) for item in items)
 
     async def _call(self, step: c.Call, scope: _Scope) -> None:
         method = messages.SERVICE.methods_by_name[step.method]
@@ -729,15 +733,7 @@ class CaseRun:
 
     async def _parallel(self, step: c.Parallel, scope: _Scope) -> None:
         inner = _Scope(scope.bindings, unordered=True)
-        results = await asyncio.gather(
-            *(self._steps(branch, inner) for branch in step.branches), return_exceptions=True
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, StepFailed):
-                raise failure
-        if failures:
-            raise StepFailed("\n".join(str(f) for f in failures))
+        await _all(self._steps(branch, inner) for branch in step.branches)
 
     async def _repeat(self, step: c.Repeat, scope: _Scope) -> None:
         for index in range(1, step.times + 1):
