@@ -277,7 +277,7 @@ class RiggerServicer:
         first event resumes from there.
         """
         event_filter, after = await self._subscription(request)
-        feed = await self.book.open_feed(event_filter, after)
+        feed = self.book.open_feed(event_filter, after)
         try:
             await context.send_initial_metadata(((HEAD_SEQUENCE_KEY, str(feed.head)),))
         except BaseException:

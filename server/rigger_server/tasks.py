@@ -317,7 +317,7 @@ class TaskBook:
 
     # --- events --------------------------------------------------------------
 
-    async def open_feed(self, event_filter: EventFilter, after_sequence: int | None) -> Feed:
+    def open_feed(self, event_filter: EventFilter, after_sequence: int | None) -> Feed:
         """Register a subscription now; read its events from the returned Feed.
 
         With `after_sequence`, the feed replays every stored event after it,
