@@ -84,7 +84,7 @@ async def _run_cell(
     result: dict[str, Any] = {
         "kind": kind,
         "stream": group.stream,
-        "workers": group.workers if kind == "rigger" else 1,
+        "workers": group.workers_for(kind),
         "n": group.n,
         "rate": cell.rate_label,
         "payload_bytes": cell.payload,
@@ -126,7 +126,7 @@ async def _run_cell(
         "%s %s n=%d rate=%s payload=%d%s: %.0f deliveries/s, p99 %s ms, %s events/message, "
         "lagged %d",
         kind,
-        group.label if kind == "rigger" else group.stream,
+        group.stream + group.workers_suffix(kind),
         group.n,
         cell.rate_label,
         cell.payload,
@@ -171,8 +171,8 @@ async def run_group(
     """Run every cell of `group` against a fresh server of `kind`."""
     slow = "-slow" if any(c.slow for c in group.cells) else ""
     batched = "-batched" if group.batched else ""
-    workers = group.workers if kind == "rigger" else 1
-    name = f"{kind}-n{group.n}{slow}{batched}" + (f"-w{workers}" if workers > 1 else "")
+    workers = group.workers_for(kind)
+    name = f"{kind}-n{group.n}{slow}{batched}{group.workers_suffix(kind)}"
     fsync_ms = disk.fsync_probe(workdir / name)
     server = servers.start(kind, workdir / name, group.buffer, workers)
     pool: SubscriberPool | None = None

@@ -51,11 +51,14 @@ class Group:
     def stream(self) -> str:
         return "batched" if self.batched else "plain"
 
-    @property
-    def label(self) -> str:
-        """How the group's Rigger runs, for names and logs."""
-        workers = f"-w{self.workers}" if self.workers > 1 else ""
-        return f"{self.stream}{workers}"
+    def workers_for(self, kind: str) -> int:
+        """How many processes the server of `kind` runs as; the ceiling is always one."""
+        return self.workers if kind == "rigger" else 1
+
+    def workers_suffix(self, kind: str) -> str:
+        """`-wN` when the server of `kind` runs as several processes, for names and logs."""
+        workers = self.workers_for(kind)
+        return f"-w{workers}" if workers > 1 else ""
 
     @property
     def processes(self) -> int:
