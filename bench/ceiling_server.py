@@ -7,8 +7,8 @@ harness drives it exactly as it drives Rigger, so Rigger's figures can be read a
 a fraction of what Python grpc.aio itself allows on this machine.
 
 Run as a script (`python bench/ceiling_server.py grpc --port 0 ...`): it takes
-the arguments `rig grpc` takes and prints the same banner, so
-rigger_server.process.ServerProcess can start and health-check it.
+the arguments `rig grpc` takes and writes the same `--ready-file`, so
+conformance.serverproc.ServerProcess can start and health-check it.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import argparse
 import asyncio
 import collections
 import datetime as dt
+import pathlib
 import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
 
 import grpc
+from google.protobuf.internal.encoder import _VarintBytes as varint
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
-from rigger_server.wire import varint
+from rigger_server.cli import write_ready_file
 
 SERVICE = "rigger.v1.RiggerService"
 
@@ -151,7 +153,7 @@ def _handler(hub: Hub) -> grpc.GenericRpcHandler:
     )
 
 
-async def serve(port: int, buffer: int) -> None:
+async def serve(port: int, buffer: int, ready_file: pathlib.Path | None) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((_handler(Hub(buffer)),))
     health_servicer = health.aio.HealthServicer()
@@ -159,11 +161,9 @@ async def serve(port: int, buffer: int) -> None:
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    # The banner lines ServerProcess waits for.
-    print(
-        f"   Address: 127.0.0.1:{bound}\n   Broadcast: ceiling ({buffer} event buffer)",
-        flush=True,
-    )
+    print(f"Ceiling server on 127.0.0.1:{bound} ({buffer} event buffer)", flush=True)
+    if ready_file is not None:
+        write_ready_file(ready_file, [f"127.0.0.1:{bound}"], bound)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--buffer", type=int, default=1000)
     parser.add_argument("--db", help="ignored: the ceiling stores nothing")
+    parser.add_argument("--ready-file", type=pathlib.Path)
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.port, args.buffer))
+    asyncio.run(serve(args.port, args.buffer, args.ready_file))
     return 0
 
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from rigger_server.domain import Event, EventDraft, EventType, Task, TaskStatus, now_rfc3339
+from rigger_server import wire
+from rigger_server.domain import (
+    Event,
+    EventDraft,
+    EventType,
+    Task,
+    TaskStatus,
+    commit_event,
+    now_rfc3339,
+)
 
 from bench import payload
 
@@ -34,4 +43,4 @@ def draft(created: Task) -> EventDraft:
 
 def event(payload_bytes: int, sequence: int = 1) -> Event:
     """A committed CREATED event of about `payload_bytes` encoded."""
-    return Event.from_draft(draft(task(payload_bytes)), sequence)
+    return commit_event(draft(task(payload_bytes)), sequence, wire.encode_event)

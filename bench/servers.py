@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-from rigger_server.process import ServerProcess
+from conformance.serverproc import ServerProcess
 
 CEILING_SCRIPT = pathlib.Path(__file__).with_name("ceiling_server.py")
 KINDS = ("rigger", "ceiling")

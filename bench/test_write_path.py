@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
+from rigger_server import wire
 from rigger_server.domain import Task
 from rigger_server.sqlite_store import SqliteStore
 
@@ -45,7 +46,7 @@ def test_add_task_loopback(
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SqliteStore]:
     """A SqliteStore as the server opens it: WAL, synchronous=FULL."""
     path: pathlib.Path = tmp_path_factory.mktemp("store") / "tasks.db"
-    opened = SqliteStore(path)
+    opened = SqliteStore(path, wire.encode_event)
     yield opened
     opened.close()
 

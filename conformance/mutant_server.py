@@ -14,7 +14,7 @@ import dataclasses
 import itertools
 import pathlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -56,14 +56,18 @@ def internal_on_unknown_id() -> None:
 
 
 def drop_every_tenth() -> None:
-    """Every tenth event is committed but never broadcast live."""
-    original = events.Broadcaster.publish
+    """Every tenth event is committed but never reaches the live subscribers' queues."""
+    original = events.Subscription.offer
     counter = itertools.count(1)
 
-    def publish(self: events.Broadcaster, batch: Iterable[Event]) -> None:
-        original(self, [event for event in batch if next(counter) % 10])
+    # Dropped at the queue, past the log tail: a tail re-reading the log would
+    # otherwise heal a drop made in Broadcaster.publish.
+    def offer(self: events.Subscription, event: Event) -> bool:
+        if next(counter) % 10 == 0:
+            return True
+        return original(self, event)
 
-    _patch(events.Broadcaster, "publish", publish)
+    _patch(events.Subscription, "offer", offer)
 
 
 def ignore_assignee_filter() -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
-from rigger_server.process import RIG, ServerProcess
 
 from conformance import cases as c
 from conformance import judge, messages
@@ -28,6 +27,7 @@ from conformance.bindings import BindingError, Bindings
 from conformance.executor import ExecutorDied, ExecutorPool, ExecutorProcess, StreamState
 from conformance.pki import Authority, Pem
 from conformance.plan import Run
+from conformance.serverproc import RIG, ServerProcess
 from conformance.transcript import Record, Transcript, normalise
 
 REAL_SERVER = RIG

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 
-from rigger_server.process import RIG, ServerProcess
+from conformance.serverproc import RIG, ServerProcess
 
 __all__ = ["RIG", "ServerProcess", "rig"]
 

@@ -12,7 +12,6 @@ import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_client.watch import watch_events
-from rigger_server.domain import Event
 from rigger_server.wire import encode_batch
 from serverproc import ServerProcess
 from streams import ASSIGNED, CREATED, HEAD_SEQUENCE, WAIT, add, add_many, sequences, trailing
@@ -170,8 +169,7 @@ def test_a_batch_is_the_generated_message_encoding():
         )
         for i, size in enumerate([0, 1, 200, 20000], start=1)
     ]
-    pairs = [(Event.__new__(Event), e.SerializeToString()) for e in events]
-    encoded = encode_batch(pairs)
+    encoded = encode_batch(e.SerializeToString() for e in events)
     assert encoded == pb.SubscribeToTaskEventBatchesResponse(events=events).SerializeToString()
     assert list(pb.SubscribeToTaskEventBatchesResponse.FromString(encoded).events) == events
 

@@ -7,10 +7,10 @@ import sqlite3
 
 import grpc
 import pytest
+from google.protobuf.internal.encoder import _VarintBytes as varint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rigger.v1 import rigger_pb2 as pb
-from rigger_server.wire import varint
 from serverproc import ServerProcess
 
 EXAMPLES = 300

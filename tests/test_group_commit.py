@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from rigger_server import wire
 from rigger_server.domain import EventDraft, EventType, Task, TaskStatus, now_rfc3339
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.store import TaskQuery
@@ -19,23 +20,26 @@ def _task(title: str) -> Task:
 
 @pytest.fixture
 def store(tmp_path):
-    store = SqliteStore(tmp_path / "tasks.db")
+    store = SqliteStore(tmp_path / "tasks.db", wire.encode_event)
     yield store
     store.close()
 
 
 async def test_a_failing_write_is_undone_alone_and_the_group_still_commits(store):
     published: list[int] = []
-    writer = GroupWriter(store, asyncio.get_running_loop(), lambda es: published.extend(
-        e.sequence for e in es))  # fmt: skip
 
-    def add(title: str) -> str:
+    def publish(events, then):
+        published.extend(e.sequence for e in events)
+        then()
+
+    writer = GroupWriter(store, asyncio.get_running_loop(), publish)
+
+    def add(title: str):
         task = _task(title)
         draft = EventDraft("e-" + title, task.created_at, EventType.CREATED, task)
-        writer.emit(store.insert_task(task, [draft]))
-        return title
+        return title, store.insert_task(task, [draft])
 
-    def add_then_fail(title: str) -> str:
+    def add_then_fail(title: str):
         add(title)  # written inside the group's transaction...
         raise ValueError("refused")  # ...and undone with this write's savepoint
 
@@ -56,10 +60,10 @@ async def test_a_failing_write_is_undone_alone_and_the_group_still_commits(store
 
 async def test_callers_hear_back_only_after_the_commit(store):
     loop = asyncio.get_running_loop()
-    writer = GroupWriter(store, loop, lambda events: None)
+    writer = GroupWriter(store, loop, lambda events, then: then())
 
-    def add() -> None:
-        store.insert_task(_task("a"), [])
+    def add():
+        return None, store.insert_task(_task("a"), [])
 
     await writer.submit(add)
     # A second connection (another thread) sees the row: it was committed.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -265,6 +267,37 @@ def test_the_banner_names_the_buffer_size(project):
         assert "Broadcast: Enabled (5 event buffer)" in server.banner
     finally:
         server.stop()
+
+
+def test_the_ready_file_names_the_bound_addresses_and_port(server):
+    ready = json.loads(server.ready_path.read_text())
+    assert ready["port"] == server.port
+    assert ready["addresses"] == [f"[::1]:{server.port}", f"127.0.0.1:{server.port}"]
+    assert ready["pid"] == server.proc.pid
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_while_starting_stops_cleanly(tmp_path, workers):
+    assert rig("init", cwd=tmp_path).returncode == 0
+    proc = subprocess.Popen(
+        [*RIG, "grpc", "--port", "0", "--workers", str(workers)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives it
+    )
+    # Opening the database is the first thing serving does.
+    lock = tmp_path / ".rigger" / "tasks.db-writer.lock"
+    lock.unlink()
+    deadline = time.monotonic() + WAIT
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=3 * WAIT)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "error" not in err.lower()
 
 
 @pytest.mark.parametrize("host", ["localhost", "[::1]", "127.0.0.1"])

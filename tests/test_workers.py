@@ -556,8 +556,8 @@ def test_sigterm_stops_every_worker_and_exits_0(project: pathlib.Path) -> None:
         children = [c.pid for c in psutil.Process(server.proc.pid).children()]
         workers = worker_pids(server)
         server.proc.send_signal(signal.SIGTERM)
-        output, _ = server.proc.communicate(timeout=3 * WAIT)
-        code = server.proc.returncode
+        code = server.proc.wait(timeout=3 * WAIT)
+        output = server.banner
         left = wait_until_gone(children)
     assert code == 0, server.read_log()
     assert "Rigger gRPC Server stopped." in output

@@ -18,7 +18,7 @@ from rigger_server import service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.events import Broadcaster
 from rigger_server.limits import Limits
-from rigger_server.peers import PeerGroup, Peers
+from rigger_server.peers import Peers, peer_directory
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
@@ -58,8 +58,9 @@ class ServerConfig:
     tls: TlsFiles | None = None
     auth_token_file: pathlib.Path | None = None
     public_health: bool = False
-    # Set in each worker process of `rig grpc --workers N`; None for one process.
-    peers: PeerGroup | None = None
+    # True in each worker process of `rig grpc --workers N`: the workers share
+    # the port the supervisor checked was free.
+    reuse_port: bool = False
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """Channel arguments for the server."""
@@ -68,7 +69,7 @@ class ServerConfig:
             # A second server on a taken port must fail, not silently share it;
             # only the workers of one `rig grpc --workers N` share theirs (the
             # supervisor checked the port was free before starting them).
-            ("grpc.so_reuseport", 0 if self.peers is None else 1),
+            ("grpc.so_reuseport", int(self.reuse_port)),
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
@@ -115,25 +116,29 @@ class RiggerServer:
         """Open the store, bind the port and start serving."""
         config = self.config
         credentials = config.tls.credentials() if config.tls else None
-        store = SqliteStore(config.db_path)
+        store = SqliteStore(config.db_path, wire.encode_event)
         try:
             broadcaster = Broadcaster(
-                wire.encode_event,
                 buffer=config.buffer,
                 max_subscribers=config.limits.max_subscribers,
                 head=store.last_sequence(),
             )
-            if config.peers is not None:
-                self._peers = Peers(config.peers)
-                self._tail = LogTail(broadcaster, store, self._peers.announce)
+            self._peers = Peers(peer_directory(config.db_path))
+            self._tail = LogTail(broadcaster, store, self._peers.announce)
+            try:
                 await self._peers.start(self._tail.seen)
-                self._tail.start()
+            except OSError as exc:
+                # Other servers on this database then reach our subscribers
+                # through the periodic check only: slower, never lossy.
+                log.warning("cannot join the other servers of %s: %s", config.db_path, exc)
+                self._peers.close()
+            self._tail.start()
             self._book = TaskBook(
                 store,
                 broadcaster,
                 config.project_root,
                 limits=config.limits,
-                publish=self._tail.committed if self._tail else None,
+                publish=self._tail.committed,
             )
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]
@@ -205,13 +210,25 @@ class RiggerServer:
         """Make `wait()` stop the server gracefully, as SIGTERM does."""
         self._stopping.set()
 
-    async def wait(self) -> None:
-        """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""
+    @property
+    def stop_requested(self) -> bool:
+        """True once SIGINT, SIGTERM or `request_stop()` asked the server to stop."""
+        return self._stopping.is_set()
+
+    def handle_signals(self, *, interrupt: bool = True) -> None:
+        """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP rotates tokens.
+
+        Call it before `start()`, so a Ctrl-C while starting stops cleanly too.
+        Worker processes pass `interrupt=False`: Ctrl-C is their supervisor's.
+        """
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if interrupt else (signal.SIGTERM,):
             loop.add_signal_handler(sig, self._stopping.set)
         if self.auth is not None:
             loop.add_signal_handler(signal.SIGHUP, self.auth.reload)
+
+    async def wait(self) -> None:
+        """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""
         await self._stopping.wait()
         log.info("shutting down")
         await self.stop()

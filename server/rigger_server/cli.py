@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import pathlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from rigger_server import __version__
+from rigger_server import __version__, wire
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
 from rigger_server.auth import TokenFileError
 from rigger_server.limits import Limits
@@ -118,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 1)",
     )
     grpc_cmd.add_argument(
+        "--ready-file",
+        type=pathlib.Path,
+        metavar="PATH",
+        help="once serving, write the bound addresses to PATH as JSON "
+        '({"addresses": [...], "port": N, "pid": N}), for scripts and test harnesses',
+    )
+    grpc_cmd.add_argument(
         "--grace",
         type=float,
         default=5.0,
@@ -167,7 +176,7 @@ def _init(args: argparse.Namespace) -> int:
     directory = pathlib.Path.cwd() / RIGGER_DIR
     existed = directory.is_dir()
     directory.mkdir(exist_ok=True)
-    SqliteStore(directory / DB_NAME).close()
+    SqliteStore(directory / DB_NAME, wire.encode_event).close()
     verb = "Already initialized" if existed else "Initialized"
     print(f"{verb} {directory} (database: {directory / DB_NAME})")
     return 0
@@ -209,15 +218,19 @@ def _grpc(args: argparse.Namespace) -> int:
     )
 
     if args.workers > 1:
-        return _serve_workers(config, args.workers)
+        return _serve_workers(config, args.workers, args.ready_file)
 
     async def serve() -> int:
         try:
             server = RiggerServer(config)  # reads the token file
+            server.handle_signals()
             await server.start()
         except (TokenFileError, PortInUse) as exc:
             return _start_failed(exc, config)
-        _print_banner(config, server.addresses, workers=1)
+        if not server.stop_requested:
+            _print_banner(config, server.addresses, workers=1)
+            if args.ready_file is not None:
+                write_ready_file(args.ready_file, server.addresses, server.port)
         await server.wait()
         print("Rigger gRPC Server stopped.", flush=True)
         return 0
@@ -225,19 +238,32 @@ def _grpc(args: argparse.Namespace) -> int:
     return asyncio.run(serve())
 
 
-def _serve_workers(config: ServerConfig, count: int) -> int:
+def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | None) -> int:
     supervisor = Supervisor(config, count)
     try:
-        supervisor.start()
+        started = supervisor.start()
     except (TokenFileError, PortInUse) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    _print_banner(config, supervisor.addresses, workers=count)
+    if started:
+        _print_banner(config, supervisor.addresses, workers=count)
+        if ready_file is not None:
+            write_ready_file(ready_file, supervisor.addresses, supervisor.port)
     code = supervisor.wait()
     print("Rigger gRPC Server stopped.", flush=True)
     return code
+
+
+def write_ready_file(path: pathlib.Path, addresses: list[str], port: int) -> None:
+    """Say, machine-readably, where the server listens; written whole or not at all."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(
+        json.dumps({"addresses": addresses, "port": port, "pid": os.getpid()}) + "\n",
+        encoding="utf-8",
+    )
+    partial.replace(path)
 
 
 def _start_failed(exc: Exception, config: ServerConfig) -> int:

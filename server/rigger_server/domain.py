@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+from collections.abc import Callable
 
 
 class TaskStatus(enum.IntEnum):
@@ -77,28 +78,33 @@ class EventDraft:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """A committed event: a draft with its gapless position in the event log."""
+    """A committed event as the log keeps it: its place, what a filter needs, and its bytes.
+
+    `payload` is the event encoded once for the wire, when it was committed;
+    every publisher and every replay sends exactly these bytes, so nobody
+    encodes an event twice.
+    """
 
     sequence: int
-    event_id: str
-    timestamp: str
     event_type: EventType
-    task: Task
-    actor: str | None = None
-    metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+    task_id: str
+    assignee: str | None
+    payload: bytes
 
-    @classmethod
-    def from_draft(cls, draft: EventDraft, sequence: int) -> Event:
-        """Give a draft its place in the log."""
-        return cls(
-            sequence=sequence,
-            event_id=draft.event_id,
-            timestamp=draft.timestamp,
-            event_type=draft.event_type,
-            task=draft.task,
-            actor=draft.actor,
-            metadata=draft.metadata,
-        )
+
+# Encodes a draft, at its place in the log, into the bytes every subscriber receives.
+EventEncoder = Callable[[EventDraft, int], bytes]
+
+
+def commit_event(draft: EventDraft, sequence: int, encode: EventEncoder) -> Event:
+    """Give a draft its place in the log and its bytes."""
+    return Event(
+        sequence=sequence,
+        event_type=draft.event_type,
+        task_id=draft.task.id,
+        assignee=draft.task.assignee,
+        payload=encode(draft, sequence),
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

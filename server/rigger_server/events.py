@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
@@ -27,7 +27,7 @@ class EventFilter:
         """True if the subscriber asked for this event."""
         if self.event_types and event.event_type not in self.event_types:
             return False
-        return self.assignee is None or event.task.assignee == self.assignee
+        return self.assignee is None or event.assignee == self.assignee
 
 
 class Lagged(Exception):
@@ -39,23 +39,23 @@ class Closed(Exception):
 
 
 class Subscription:
-    """One subscriber's bounded queue of (event, encoded) pairs."""
+    """One subscriber's bounded queue of committed events."""
 
     def __init__(self, event_filter: EventFilter, buffer: int) -> None:
         self.filter = event_filter
         self.buffer = buffer
-        self._queue: collections.deque[tuple[Event, bytes]] = collections.deque()
+        self._queue: collections.deque[Event] = collections.deque()
         self._wakeup = asyncio.Event()
         self._ended: type[Exception] | None = None
 
-    def offer(self, event: Event, encoded: bytes) -> bool:
+    def offer(self, event: Event) -> bool:
         """Queue an event if it matches. Returns False when the queue overflowed."""
         if not self.filter.matches(event):
             return True
         if len(self._queue) >= self.buffer:
             self.end(Lagged)
             return False
-        self._queue.append((event, encoded))
+        self._queue.append(event)
         self._wakeup.set()
         return True
 
@@ -70,7 +70,7 @@ class Subscription:
         """True once the queue has overflowed; queued events are gone."""
         return self._ended is Lagged
 
-    async def next_batch(self) -> list[tuple[Event, bytes]]:
+    async def next_batch(self) -> list[Event]:
         """Wait for queued events and take them all, oldest first.
 
         Raises Lagged after an overflow and Closed at shutdown.
@@ -90,7 +90,6 @@ class Broadcaster:
 
     def __init__(
         self,
-        encode: Callable[[Event], bytes],
         buffer: int = 1000,
         max_subscribers: int = 10_000,
         head: int = 0,
@@ -102,7 +101,6 @@ class Broadcaster:
         # now receives exactly the events after it.
         self.head = head
         self.max_subscribers = max_subscribers
-        self.encode = encode
         self._subscriptions: set[Subscription] = set()
         self._closed = False
         self.lagged_total = 0
@@ -133,14 +131,13 @@ class Broadcaster:
         """Offer committed events, in commit order, to every subscription."""
         for event in events:
             self.head = event.sequence
-            encoded = self.encode(event)  # once, however many subscribers
-            lagged = [s for s in self._subscriptions if not s.offer(event, encoded)]
+            lagged = [s for s in self._subscriptions if not s.offer(event)]
             for subscription in lagged:
                 self._subscriptions.discard(subscription)
             self.lagged_total += len(lagged)
 
     def close(self) -> None:
-        """End every subscription with Closed and refuse new ones."""
+        """End every subscription with Closed and refuse new ones. Safe to call twice."""
         self._closed = True
         for subscription in self._subscriptions:
             subscription.end(Closed)

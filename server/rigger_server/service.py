@@ -19,9 +19,9 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_server import errors, events, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
+from rigger_server.feed import Feed
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
-    Feed,
     NewTask,
     TaskBook,
     TaskChange,
@@ -103,7 +103,7 @@ def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 
-Encode = Callable[[list[tuple[Event, bytes]]], list[bytes]]
+Encode = Callable[[list[Event]], list[bytes]]
 
 
 def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterator[bytes]]:
@@ -129,7 +129,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
                 async for batch in batches:
                     for message in encode(batch):
                         yield message
-                    last = batch[-1][0].sequence
+                    last = batch[-1].sequence
         except (events.Lagged, events.Closed) as exc:
             await self._end_stream(context, exc, last)
         finally:
@@ -310,11 +310,11 @@ class RiggerServicer:
 
     SubscribeToTaskEvents = _subscription_stream(
         "Stream matching events (pre-encoded TaskEvent bytes) until cancelled.",
-        lambda batch: [encoded for _, encoded in batch],
+        lambda batch: [event.payload for event in batch],
     )
     SubscribeToTaskEventBatches = _subscription_stream(
         "Stream matching events, everything queued so far in one message, until cancelled.",
-        lambda batch: [wire.encode_batch(batch)],
+        lambda batch: [wire.encode_batch(event.payload for event in batch)],
     )
 
     async def TaskEventStream(
@@ -349,8 +349,8 @@ class RiggerServicer:
                         waiting = {next_batch} if updates.done() else {next_batch, updates}
                         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                         if next_batch in done:
-                            for event, encoded in next_batch.result():
-                                yield encoded
+                            for event in next_batch.result():
+                                yield event.payload
                                 last = event.sequence
                             next_batch = asyncio.ensure_future(anext(batches))
                 finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -10,14 +11,27 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
-from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus
-from rigger_server.store import Conflict, TaskQuery
+from rigger_server.domain import (
+    Event,
+    EventDraft,
+    EventEncoder,
+    EventType,
+    Prd,
+    Task,
+    TaskStatus,
+    commit_event,
+)
+from rigger_server.errors import VersionConflict
+from rigger_server.store import TaskQuery
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
+# Each schema version's DDL, kept as it was: a database at version N is
+# brought up to date by running the steps after N in order, in one transaction.
+_CREATE_V1 = """
+CREATE TABLE tasks (
     seq INTEGER PRIMARY KEY,          -- insertion order, for "newest first"
     id TEXT NOT NULL UNIQUE,
     title TEXT NOT NULL,
@@ -35,20 +49,20 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at TEXT NOT NULL,
     version INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status, seq);
-CREATE INDEX IF NOT EXISTS tasks_assignee ON tasks(assignee, seq);
-CREATE INDEX IF NOT EXISTS tasks_parent ON tasks(parent_task_id, seq);
-CREATE TABLE IF NOT EXISTS events (
+CREATE INDEX tasks_status ON tasks(status, seq);
+CREATE INDEX tasks_assignee ON tasks(assignee, seq);
+CREATE INDEX tasks_parent ON tasks(parent_task_id, seq);
+CREATE TABLE events (
     sequence INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL,
     timestamp TEXT NOT NULL,
     event_type INTEGER NOT NULL,
     task_id TEXT NOT NULL,
-    task TEXT NOT NULL,               -- the task as it was after the change (JSON)
+    task TEXT NOT NULL,
     actor TEXT,
     metadata TEXT NOT NULL DEFAULT '{}'
 );
-CREATE TABLE IF NOT EXISTS prds (
+CREATE TABLE prds (
     id TEXT PRIMARY KEY,
     path TEXT NOT NULL,
     title TEXT NOT NULL,
@@ -59,58 +73,44 @@ CREATE TABLE IF NOT EXISTS prds (
 );
 """
 
-_TASK_COLUMNS = (
-    "id, title, status, assignee, due_date, source_transcript_id, source_prd_id, "
-    "parent_task_id, complexity, reasoning, context_files, dependencies, created_at, "
-    "updated_at, version"
+# Version 2: the log keeps each event's encoded bytes (what every publisher and
+# replay sends) and just what a subscription filter needs, instead of a JSON
+# copy of the task that had to be decoded and re-encoded on every read.
+_EVENTS_V2 = """
+CREATE TABLE events_v2 (
+    sequence INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    event_type INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    assignee TEXT,
+    payload BLOB NOT NULL
 )
+"""
+
+# Task fields stored as columns of the same name. subtask_ids is derived from
+# the children's parent_task_id when read, so adding a subtask never rewrites
+# (or re-versions) its parent; tuple fields are stored as JSON lists.
+_STORED_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "subtask_ids")
+_LIST_FIELDS = frozenset(f.name for f in dataclasses.fields(Task) if f.default == ())
+_TASK_COLUMNS = ", ".join(_STORED_FIELDS)
+_EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
 
 
-def _task_to_json(task: Task) -> str:
-    return json.dumps(
-        {
-            "id": task.id,
-            "title": task.title,
-            "status": int(task.status),
-            "assignee": task.assignee,
-            "due_date": task.due_date,
-            "source_transcript_id": task.source_transcript_id,
-            "source_prd_id": task.source_prd_id,
-            "parent_task_id": task.parent_task_id,
-            "subtask_ids": list(task.subtask_ids),
-            "complexity": task.complexity,
-            "reasoning": task.reasoning,
-            "context_files": list(task.context_files),
-            "dependencies": list(task.dependencies),
-            "created_at": task.created_at,
-            "updated_at": task.updated_at,
-            "version": task.version,
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
+def _task_row(task: Task) -> tuple[object, ...]:
+    return tuple(
+        json.dumps(list(getattr(task, name)), ensure_ascii=False)
+        if name in _LIST_FIELDS
+        else getattr(task, name)
+        for name in _STORED_FIELDS
     )
 
 
-def _task_from_json(text: str) -> Task:
-    d = json.loads(text)
-    return Task(
-        id=d["id"],
-        title=d["title"],
-        status=TaskStatus(d["status"]),
-        assignee=d["assignee"],
-        due_date=d["due_date"],
-        source_transcript_id=d["source_transcript_id"],
-        source_prd_id=d["source_prd_id"],
-        parent_task_id=d["parent_task_id"],
-        subtask_ids=tuple(d["subtask_ids"]),
-        complexity=d["complexity"],
-        reasoning=d["reasoning"],
-        context_files=tuple(d["context_files"]),
-        dependencies=tuple(d["dependencies"]),
-        created_at=d["created_at"],
-        updated_at=d["updated_at"],
-        version=d["version"],
-    )
+def _task_from_values(values: dict[str, Any]) -> Task:
+    for name in _LIST_FIELDS:
+        values[name] = tuple(values[name])
+    values["status"] = TaskStatus(values["status"])
+    return Task(**values)
 
 
 class SqliteStore:
@@ -121,13 +121,14 @@ class SqliteStore:
     every acknowledged commit survive power loss as well as a process crash.
     """
 
-    def __init__(self, path: pathlib.Path) -> None:
+    def __init__(self, path: pathlib.Path, encode: EventEncoder) -> None:
         self.path = path
+        self._encode = encode
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        # Writers in other processes (the workers of `rig grpc --workers N`)
+        # Writers in other processes (workers, or other servers on this file)
         # queue on this lock: the kernel wakes the next one the moment a
         # commit ends, where SQLite's busy handler would sleep and retry.
         self._write_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -135,9 +136,59 @@ class SqliteStore:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-        with conn:
-            conn.executescript(_SCHEMA)
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return  # nothing to write: a server can start on a full disk
+        with self.atomic():
+            # Read again under the write lock: another process may have
+            # migrated meanwhile.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: database schema version {version} is newer than this "
+                    f"Rigger's ({SCHEMA_VERSION}); upgrade Rigger"
+                )
+            if version < 1:
+                for statement in _CREATE_V1.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            if version < 2:
+                self._events_to_v2(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _events_to_v2(self, conn: sqlite3.Connection) -> None:
+        conn.execute(_EVENTS_V2)
+        rows = conn.execute(
+            "SELECT sequence, event_id, timestamp, event_type, task, actor, metadata "
+            "FROM events ORDER BY sequence"
+        )
+        for sequence, event_id, timestamp, event_type, task, actor, metadata in rows:
+            draft = EventDraft(
+                event_id=event_id,
+                timestamp=timestamp,
+                event_type=EventType(event_type),
+                task=_task_from_values(json.loads(task)),
+                actor=actor,
+                metadata=json.loads(metadata),
+            )
+            event = commit_event(draft, sequence, self._encode)
+            conn.execute(
+                "INSERT INTO events_v2 (sequence, event_id, timestamp, event_type, task_id, "
+                "assignee, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sequence,
+                    event_id,
+                    timestamp,
+                    event_type,
+                    event.task_id,
+                    event.assignee,
+                    event.payload,
+                ),
+            )
+        conn.execute("DROP TABLE events")
+        conn.execute("ALTER TABLE events_v2 RENAME TO events")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -190,8 +241,6 @@ class SqliteStore:
     # --- tasks ---------------------------------------------------------------
 
     def _subtasks(self, conn: sqlite3.Connection, task_ids: Sequence[str]) -> dict[str, list[str]]:
-        # subtask_ids is derived from the children's parent_task_id, so adding
-        # a subtask never rewrites (or re-versions) its parent.
         found: dict[str, list[str]] = {}
         for start in range(0, len(task_ids), 500):
             chunk = task_ids[start : start + 500]
@@ -205,29 +254,17 @@ class SqliteStore:
                 found.setdefault(parent, []).append(child)
         return found
 
-    def _rows_to_tasks(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[Task]:
+    def _rows_to_tasks(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Task]:
+        # Rows hold _STORED_FIELDS in order; id comes first.
         subtasks = self._subtasks(conn, [r[0] for r in rows])
-        return [
-            Task(
-                id=r[0],
-                title=r[1],
-                status=TaskStatus(r[2]),
-                assignee=r[3],
-                due_date=r[4],
-                source_transcript_id=r[5],
-                source_prd_id=r[6],
-                parent_task_id=r[7],
-                complexity=r[8],
-                reasoning=r[9],
-                context_files=tuple(json.loads(r[10])),
-                dependencies=tuple(json.loads(r[11])),
-                created_at=r[12],
-                updated_at=r[13],
-                version=r[14],
-                subtask_ids=tuple(subtasks.get(r[0], ())),
-            )
-            for r in rows
-        ]
+        tasks = []
+        for row in rows:
+            values = dict(zip(_STORED_FIELDS, row, strict=True))
+            for name in _LIST_FIELDS - {"subtask_ids"}:
+                values[name] = json.loads(values[name])
+            values["subtask_ids"] = subtasks.get(row[0], ())
+            tasks.append(_task_from_values(values))
+        return tasks
 
     def get_task(self, task_id: str) -> Task | None:
         """Return the task, or None if there is no such id."""
@@ -271,47 +308,26 @@ class SqliteStore:
         with self.atomic() as conn:
             conn.execute(
                 f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                self._task_values(task),
+                f"({', '.join('?' * len(_STORED_FIELDS))})",
+                _task_row(task),
             )
             return self._append(conn, events)
 
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:
-        """Replace a task only if its stored version is `expected_version`, else raise Conflict."""
+        """Replace a task only if its stored version is `expected_version`."""
         with self.atomic() as conn:
-            values = self._task_values(task)
             cursor = conn.execute(
-                "UPDATE tasks SET title=?, status=?, assignee=?, due_date=?, "
-                "source_transcript_id=?, source_prd_id=?, parent_task_id=?, complexity=?, "
-                "reasoning=?, context_files=?, dependencies=?, created_at=?, updated_at=?, "
-                "version=? WHERE id=? AND version=?",
-                (*values[1:], task.id, expected_version),
+                f"UPDATE tasks SET {', '.join(f'{name}=?' for name in _STORED_FIELDS[1:])} "
+                "WHERE id=? AND version=?",
+                (*_task_row(task)[1:], task.id, expected_version),
             )
             if cursor.rowcount != 1:
-                raise Conflict(task.id)
+                raise VersionConflict(
+                    f"task {task.id!r} is no longer at version {expected_version}"
+                )
             return self._append(conn, events)
-
-    @staticmethod
-    def _task_values(task: Task) -> tuple[object, ...]:
-        return (
-            task.id,
-            task.title,
-            int(task.status),
-            task.assignee,
-            task.due_date,
-            task.source_transcript_id,
-            task.source_prd_id,
-            task.parent_task_id,
-            task.complexity,
-            task.reasoning,
-            json.dumps(list(task.context_files), ensure_ascii=False),
-            json.dumps(list(task.dependencies), ensure_ascii=False),
-            task.created_at,
-            task.updated_at,
-            task.version,
-        )
 
     # --- events --------------------------------------------------------------
 
@@ -319,45 +335,32 @@ class SqliteStore:
         # Inside the write transaction we hold SQLite's only write lock, so
         # MAX+1 is gapless and never handed out twice.
         last = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM events").fetchone()[0]
-        events = [Event.from_draft(d, last + i) for i, d in enumerate(drafts, start=1)]
+        events = [commit_event(d, last + i, self._encode) for i, d in enumerate(drafts, start=1)]
         conn.executemany(
-            "INSERT INTO events (sequence, event_id, timestamp, event_type, task_id, task, "
-            "actor, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (sequence, event_id, timestamp, event_type, task_id, assignee, "
+            "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     e.sequence,
-                    e.event_id,
-                    e.timestamp,
+                    d.event_id,
+                    d.timestamp,
                     int(e.event_type),
-                    e.task.id,
-                    _task_to_json(e.task),
-                    e.actor,
-                    json.dumps(e.metadata, ensure_ascii=False, sort_keys=True),
+                    e.task_id,
+                    e.assignee,
+                    e.payload,
                 )
-                for e in events
+                for d, e in zip(drafts, events, strict=True)
             ],
         )
         return events
 
     def events_after(self, sequence: int, limit: int) -> list[Event]:
-        """Return up to `limit` committed events with a greater sequence, in order."""
+        """Return up to `limit` committed events with a greater sequence, in order, with bytes."""
         rows = self._conn().execute(
-            "SELECT sequence, event_id, timestamp, event_type, task, actor, metadata "
-            "FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?",
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?",
             (sequence, limit),
         )
-        return [
-            Event(
-                sequence=r[0],
-                event_id=r[1],
-                timestamp=r[2],
-                event_type=EventType(r[3]),
-                task=_task_from_json(r[4]),
-                actor=r[5],
-                metadata=json.loads(r[6]),
-            )
-            for r in rows
-        ]
+        return [Event(r[0], EventType(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def last_sequence(self) -> int:
         """Return the sequence of the newest committed event, 0 when the log is empty."""

@@ -3,7 +3,9 @@
 A store is synchronous and used from one writer thread plus any number of
 reader threads; the async layer above keeps it off the event loop. Every write
 commits the task change and its events in one transaction, so the event log
-can never disagree with the tasks it describes.
+can never disagree with the tasks it describes. The store gives each event its
+gapless sequence and keeps the event's bytes as the encoder it was built with
+made them (`domain.EventEncoder`), so it knows nothing of any wire format.
 """
 
 from __future__ import annotations
@@ -26,10 +28,6 @@ class TaskQuery:
     offset: int = 0
 
 
-class Conflict(Exception):
-    """A compare-and-swap write found the task at another version."""
-
-
 class Store(Protocol):
     """What Rigger needs from storage."""
 
@@ -48,9 +46,10 @@ class Store(Protocol):
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:
-        """Replace a task only if its stored version is `expected_version`, else raise Conflict.
+        """Replace a task only if its stored version is `expected_version`.
 
-        The task's events are appended in the same transaction.
+        Otherwise raise errors.VersionConflict and change nothing. The task's
+        events are appended in the same transaction.
         """
         ...
 
@@ -63,7 +62,7 @@ class Store(Protocol):
         ...
 
     def events_after(self, sequence: int, limit: int) -> list[Event]:
-        """Return up to `limit` committed events with a greater sequence, in order."""
+        """Return up to `limit` committed events with a greater sequence, in order, with bytes."""
         ...
 
     def last_sequence(self) -> int:

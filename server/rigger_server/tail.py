@@ -1,18 +1,22 @@
-"""The log tail: with several worker processes, every worker publishes the whole event log.
+"""The log tail: every server publishes the whole event log, whoever wrote it.
 
-Each worker commits its own writes and serves its own subscribers, so a worker
-must also publish what the others commit. The tail does that in sequence
-order, with no gaps: a local commit that directly follows what was published
-goes out at once; anything else (another worker's commit, announced by
-`seen()` or found by the periodic check) is read back from the store in order.
-SQLite hands out sequences under its single write lock, so the log's order is
-the commit order whichever worker wrote.
+A server commits its own writes and serves its own subscribers, but other
+processes may write to the same log (the workers of `rig grpc --workers N`, or
+other servers on the same database). The tail publishes every committed event
+in sequence order, with no gaps: a local commit that directly follows what
+was published goes out at once; anything else (another process's commit,
+announced by `seen()` or found by the periodic check) is read back from the
+store in order, as the bytes the log keeps. The store hands out sequences
+under its single write lock, so the log's order is the commit order whoever
+wrote.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 from collections.abc import Callable
 
@@ -35,7 +39,7 @@ class LogTail:
         self,
         broadcaster: Broadcaster,
         store: Store,
-        announce: Callable[[int], None],
+        announce: Callable[[int], None] = lambda sequence: None,
     ) -> None:
         self._broadcaster = broadcaster
         self._store = store
@@ -43,28 +47,52 @@ class LogTail:
         self._target = broadcaster.head
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # (last sequence, tie-breaker, callback): local commits whose events
+        # wait behind other processes' events still to be read.
+        self._waiting: list[tuple[int, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._closed = False
 
     def start(self) -> None:
         """Begin following the log."""
         self._task = asyncio.create_task(self._follow(), name="rigger-log-tail")
 
     async def close(self) -> None:
-        """Stop following the log."""
+        """Stop following the log; later commits are answered without being published."""
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+        # Committed, so durable: their callers are answered even though the
+        # server stops before publishing them.
+        while self._waiting:
+            heapq.heappop(self._waiting)[2]()
 
-    def committed(self, events: list[Event]) -> None:
-        """This worker committed `events` (in order): publish them and tell the others."""
+    def committed(self, events: list[Event], then: Callable[[], None]) -> None:
+        """This server committed `events` (in order): publish them, then call `then`.
+
+        `then` runs once every event up to the last of these is published,
+        which is at once unless other processes' events come first.
+        """
+        if self._closed:
+            then()  # stopping: the commit is durable, nobody is subscribed
+            return
         last = events[-1].sequence
-        # First, so the other workers start reading while this one fans out.
+        # First, so the other servers start reading while this one fans out.
         self._announce(last)
         if events[0].sequence == self._broadcaster.head + 1:
             self._broadcaster.publish(events)
-        else:
-            # Another worker's events come first; the log has ours too.
-            self.seen(last)
+            self._release()
+            then()
+            return
+        if last <= self._broadcaster.head:
+            then()  # the periodic check already read them back
+            return
+        # Another process's events come first; the log has ours too.
+        heapq.heappush(self._waiting, (last, next(self._order), then))
+        self.seen(last)
 
     def seen(self, sequence: int) -> None:
         """The log holds events up to `sequence`; publish any not published yet."""
@@ -72,26 +100,32 @@ class LogTail:
             self._target = sequence
             self._wake.set()
 
+    def _release(self) -> None:
+        head = self._broadcaster.head
+        while self._waiting and self._waiting[0][0] <= head:
+            heapq.heappop(self._waiting)[2]()
+
     async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         store = self._store
+        broadcaster = self._broadcaster
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), CHECK_SECONDS)
             self._wake.clear()
             try:
-                if self._target <= self._broadcaster.head:
+                if self._target <= broadcaster.head:
                     head = await loop.run_in_executor(None, store.last_sequence)
                     self._target = max(self._target, head)
-                while self._broadcaster.head < self._target:
+                while broadcaster.head < self._target:
                     events = await loop.run_in_executor(
-                        None, store.events_after, self._broadcaster.head, PAGE
+                        None, store.events_after, broadcaster.head, PAGE
                     )
                     if not events:
                         break
                     # A local commit may have published some of these meanwhile.
-                    fresh = [e for e in events if e.sequence > self._broadcaster.head]
-                    self._broadcaster.publish(fresh)
+                    broadcaster.publish([e for e in events if e.sequence > broadcaster.head])
+                    self._release()
             except Exception:
                 # The store is briefly unreadable (closing, disk trouble): try
                 # again on the next announcement or check rather than stop.

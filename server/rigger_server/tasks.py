@@ -14,21 +14,20 @@ import datetime as dt
 import pathlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from rigger_server import prd as prd_files
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
-from rigger_server.events import Broadcaster, EventFilter, Subscription
+from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.feed import Feed
 from rigger_server.limits import Limits
-from rigger_server.store import Conflict, Store, TaskQuery
-from rigger_server.writer import GroupWriter
+from rigger_server.store import Store, TaskQuery
+from rigger_server.writer import GroupWriter, Publish, Written
 
 T = TypeVar("T")
-
-REPLAY_PAGE = 500
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -110,7 +109,7 @@ class TaskBook:
         *,
         limits: Limits | None = None,
         readers: int = 4,
-        publish: Callable[[list[Event]], None] | None = None,
+        publish: Publish | None = None,
     ) -> None:
         self.store = store
         self.broadcaster = broadcaster
@@ -120,22 +119,16 @@ class TaskBook:
         # One writer thread: SQLite has one write lock anyway, and a single
         # thread publishes commits in exactly the order they happened.
         # `publish` receives each group's events on the loop, in commit order;
-        # with several workers it is the log tail, which orders them among
-        # the other workers' events.
-        self._writer = GroupWriter(store, self._loop, publish or broadcaster.publish)
+        # in a server it is the log tail, which orders them among the events
+        # other processes commit to the same log.
+        self._writer = GroupWriter(store, self._loop, publish or _publish_directly(broadcaster))
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
 
-    async def _write(self, fn: Callable[..., T], *args: object) -> T:
-        result: T = await self._writer.submit(fn, *args)
-        return result
+    async def _write(self, fn: Callable[..., Written[T]], *args: object) -> T:
+        return await self._writer.submit(fn, *args)
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await self._loop.run_in_executor(self._readers, fn, *args)
-
-    def _publish(self, events: list[Event]) -> None:
-        # Called on the writer thread right after a write; the events go out
-        # once the write's group has committed.
-        self._writer.emit(events)
 
     # --- validation ----------------------------------------------------------
 
@@ -171,6 +164,10 @@ class TaskBook:
         """The sequence of the newest committed event, 0 when there is none."""
         return await self._read(self.store.last_sequence)
 
+    async def read_log(self, after: int, limit: int) -> list[Event]:
+        """Up to `limit` committed events after sequence `after`, oldest first."""
+        return await self._read(self.store.events_after, after, limit)
+
     # --- writes --------------------------------------------------------------
 
     async def add_task(self, new: NewTask) -> Task:
@@ -184,7 +181,7 @@ class TaskBook:
             self._require_id(new.parent_task_id, "parent_task_id")
         return await self._write(self._add_sync, new)
 
-    def _add_sync(self, new: NewTask) -> Task:
+    def _add_sync(self, new: NewTask) -> Written[Task]:
         if new.parent_task_id is not None and self.store.get_task(new.parent_task_id) is None:
             raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
         now = now_rfc3339()
@@ -200,8 +197,7 @@ class TaskBook:
             source_prd_id=new.source_prd_id,
             parent_task_id=new.parent_task_id,
         )
-        self._publish(self.store.insert_task(task, [_draft(EventType.CREATED, task, now)]))
-        return task
+        return task, self.store.insert_task(task, [_draft(EventType.CREATED, task, now)])
 
     async def update_task(self, change: TaskChange) -> Task:
         """Apply the fields that are set; emit UPDATED, STATUS_CHANGED and ASSIGNED as fitting."""
@@ -215,84 +211,73 @@ class TaskBook:
             _check_due_date(change.due_date)
         return await self._write(self._update_sync, change)
 
-    def _update_sync(self, change: TaskChange) -> Task:
-        while True:
-            current = self.store.get_task(change.task_id)
-            if current is None:
-                raise NotFound(f"task {change.task_id!r} not found")
-            if change.expected_version is not None and change.expected_version != current.version:
-                raise VersionConflict(
-                    f"task {current.id!r} is at version {current.version}, "
-                    f"not the expected {change.expected_version}"
-                )
-            updated = dataclasses.replace(
-                current,
-                title=current.title if change.title is None else change.title,
-                status=current.status if change.status is None else TaskStatus(change.status),
-                assignee=current.assignee if change.assignee is None else change.assignee or None,
-                due_date=current.due_date if change.due_date is None else change.due_date or None,
+    def _update_sync(self, change: TaskChange) -> Written[Task]:
+        # Runs inside the write transaction: nothing can change the task
+        # between this read and the compare-and-swap below.
+        current = self.store.get_task(change.task_id)
+        if current is None:
+            raise NotFound(f"task {change.task_id!r} not found")
+        if change.expected_version is not None and change.expected_version != current.version:
+            raise VersionConflict(
+                f"task {current.id!r} is at version {current.version}, "
+                f"not the expected {change.expected_version}"
             )
-            if updated == current:
-                return current  # nothing changed: no write, no event, same version
-            now = now_rfc3339()
-            updated = dataclasses.replace(updated, version=current.version + 1, updated_at=now)
-            changed = [
-                name
-                for name in ("title", "status", "assignee", "due_date")
-                if getattr(updated, name) != getattr(current, name)
-            ]
-            drafts = [_draft(EventType.UPDATED, updated, now, changed_fields=",".join(changed))]
-            if updated.status != current.status:
-                drafts.append(
-                    _draft(
-                        EventType.STATUS_CHANGED,
-                        updated,
-                        now,
-                        previous_status=current.status.contract_name,
-                    )
+        updated = dataclasses.replace(
+            current,
+            title=current.title if change.title is None else change.title,
+            status=current.status if change.status is None else TaskStatus(change.status),
+            assignee=current.assignee if change.assignee is None else change.assignee or None,
+            due_date=current.due_date if change.due_date is None else change.due_date or None,
+        )
+        if updated == current:
+            return current, []  # nothing changed: no write, no event, same version
+        now = now_rfc3339()
+        updated = dataclasses.replace(updated, version=current.version + 1, updated_at=now)
+        changed = [
+            name
+            for name in ("title", "status", "assignee", "due_date")
+            if getattr(updated, name) != getattr(current, name)
+        ]
+        drafts = [_draft(EventType.UPDATED, updated, now, changed_fields=",".join(changed))]
+        if updated.status != current.status:
+            drafts.append(
+                _draft(
+                    EventType.STATUS_CHANGED,
+                    updated,
+                    now,
+                    previous_status=current.status.contract_name,
                 )
-            if updated.assignee != current.assignee:
-                drafts.append(
-                    _draft(
-                        EventType.ASSIGNED,
-                        updated,
-                        now,
-                        previous_assignee=current.assignee or "",
-                    )
+            )
+        if updated.assignee != current.assignee:
+            drafts.append(
+                _draft(
+                    EventType.ASSIGNED,
+                    updated,
+                    now,
+                    previous_assignee=current.assignee or "",
                 )
-            try:
-                self._publish(self.store.replace_task(updated, current.version, drafts))
-            except Conflict:
-                # Another process changed the task between our read and write.
-                if change.expected_version is not None:
-                    raise VersionConflict(f"task {current.id!r} changed concurrently") from None
-                continue
-            return updated
+            )
+        return updated, self.store.replace_task(updated, current.version, drafts)
 
     async def delete_task(self, task_id: str) -> None:
         """Archive a task and emit DELETED; archiving an archived task does nothing."""
         self._require_id(task_id, "task_id")
         await self._write(self._delete_sync, task_id)
 
-    def _delete_sync(self, task_id: str) -> None:
-        while True:
-            current = self.store.get_task(task_id)
-            if current is None:
-                raise NotFound(f"task {task_id!r} not found")
-            if current.status is TaskStatus.ARCHIVED:
-                return
-            now = now_rfc3339()
-            archived = dataclasses.replace(
-                current, status=TaskStatus.ARCHIVED, version=current.version + 1, updated_at=now
-            )
-            draft = _draft(
-                EventType.DELETED, archived, now, previous_status=current.status.contract_name
-            )
-            try:
-                self._publish(self.store.replace_task(archived, current.version, [draft]))
-            except Conflict:
-                continue
-            return
+    def _delete_sync(self, task_id: str) -> Written[None]:
+        current = self.store.get_task(task_id)
+        if current is None:
+            raise NotFound(f"task {task_id!r} not found")
+        if current.status is TaskStatus.ARCHIVED:
+            return None, []
+        now = now_rfc3339()
+        archived = dataclasses.replace(
+            current, status=TaskStatus.ARCHIVED, version=current.version + 1, updated_at=now
+        )
+        draft = _draft(
+            EventType.DELETED, archived, now, previous_status=current.status.contract_name
+        )
+        return None, self.store.replace_task(archived, current.version, [draft])
 
     # --- PRDs ----------------------------------------------------------------
 
@@ -312,8 +297,12 @@ class TaskBook:
             constraints=parsed.constraints,
             parsed_at=now_rfc3339(),
         )
-        await self._write(self.store.insert_prd, prd)
+        await self._write(self._insert_prd_sync, prd)
         return prd
+
+    def _insert_prd_sync(self, prd: Prd) -> Written[None]:
+        self.store.insert_prd(prd)
+        return None, []
 
     # --- events --------------------------------------------------------------
 
@@ -325,84 +314,26 @@ class TaskBook:
         `Feed.head`, the newest event published to subscribers when the
         subscription was registered.
         """
-        # Registered and head read in one step on the loop: every event after
-        # the head is still to be published, so it reaches the new queue.
-        subscription = self.broadcaster.subscribe(event_filter)
-        return Feed(self, event_filter, subscription, self.broadcaster.head, after_sequence)
-
-    def _replay_page(
-        self, event_filter: EventFilter, cursor: int
-    ) -> tuple[int, list[tuple[Event, bytes]], bool]:
-        events = self.store.events_after(cursor, REPLAY_PAGE)
-        encode = self.broadcaster.encode
-        matched = [(e, encode(e)) for e in events if event_filter.matches(e)]
-        last = events[-1].sequence if events else cursor
-        return last, matched, len(events) == REPLAY_PAGE
+        return Feed(self.broadcaster, self.read_log, event_filter, after_sequence)
 
     # --- lifecycle -----------------------------------------------------------
 
     async def close(self) -> None:
-        """End every subscription, finish queued writes and close the store."""
-        self.broadcaster.close()
+        """Finish queued writes and close the store.
+
+        Subscriptions are the server's to end (it closes the broadcaster
+        first, so subscribers hear why at once).
+        """
         await self._loop.run_in_executor(None, self._writer.close)
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
         self.store.close()
 
 
-class Feed:
-    """A registered subscription: replayed events first, then live ones, gapless.
+def _publish_directly(broadcaster: Broadcaster) -> Publish:
+    # Without a log tail (a TaskBook alone with its store, as in unit tests),
+    # this process's commits are the whole log.
+    def publish(events: list[Event], then: Callable[[], None]) -> None:
+        broadcaster.publish(events)
+        then()
 
-    The subscription is registered before the log is read, and live events
-    that replay already delivered are skipped by sequence: that order makes the
-    hand-over from replay to live free of gaps and duplicates.
-    """
-
-    def __init__(
-        self,
-        book: TaskBook,
-        event_filter: EventFilter,
-        subscription: Subscription,
-        head: int,
-        after_sequence: int | None,
-    ) -> None:
-        self.head = head
-        self._book = book
-        self._filter = event_filter
-        self._subscription = subscription
-        self._after = after_sequence
-
-    async def batches(self) -> AsyncIterator[list[tuple[Event, bytes]]]:
-        """Yield batches of matching (event, encoded) pairs, oldest first.
-
-        Raises events.Lagged if the subscriber falls behind its buffer while
-        live, and events.Closed at shutdown.
-        """
-        book = self._book
-        if self._after is None:
-            cursor = self.head
-        else:
-            cursor = self._after
-            while True:
-                while True:
-                    cursor, matched, full = await book._read(
-                        book._replay_page, self._filter, cursor
-                    )
-                    if matched:
-                        yield matched
-                    if not full:
-                        break
-                if not self._subscription.overflowed:
-                    break
-                # Live events arrived faster than replay drained them. The log
-                # has them all, so register afresh and keep replaying from it.
-                self.close()
-                self._subscription = book.broadcaster.subscribe(self._filter)
-        while True:
-            batch = await self._subscription.next_batch()
-            batch = [pair for pair in batch if pair[0].sequence > cursor]
-            if batch:
-                yield batch
-
-    def close(self) -> None:
-        """Unregister the subscription. Safe to call twice."""
-        self._book.broadcaster.unsubscribe(self._subscription)
+    return publish

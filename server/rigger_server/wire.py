@@ -2,57 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
+from collections.abc import Iterable
+
+from google.protobuf.internal.encoder import _VarintBytes
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server.domain import Event, Prd, Task
+from rigger_server.domain import EventDraft, Prd, Task
+
+# Task and the wire Task share field names; None marks an absent optional.
+_TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
 
 
 def task_to_pb(task: Task) -> pb.Task:
     """Build the wire Task; absent optionals stay unset."""
-    message = pb.Task(
-        id=task.id,
-        title=task.title,
-        status=int(task.status),  # type: ignore[arg-type]
-        subtask_ids=task.subtask_ids,
-        created_at=task.created_at,
-        updated_at=task.updated_at,
-        context_files=task.context_files,
-        dependencies=task.dependencies,
-        version=task.version,
-    )
-    for name in (
-        "assignee",
-        "due_date",
-        "source_transcript_id",
-        "source_prd_id",
-        "parent_task_id",
-        "complexity",
-        "reasoning",
-    ):
+    values = {}
+    for name in _TASK_FIELDS:
         value = getattr(task, name)
-        if value is not None:
-            setattr(message, name, value)
-    return message
+        if value is None:
+            continue
+        values[name] = int(value) if isinstance(value, enum.IntEnum) else value
+    return pb.Task(**values)
 
 
-def event_to_pb(event: Event) -> pb.TaskEvent:
-    """Build the wire TaskEvent."""
+def encode_event(draft: EventDraft, sequence: int) -> bytes:
+    """Serialize an event at its place in the log: once, for every subscriber and replay."""
     message = pb.TaskEvent(
-        event_id=event.event_id,
-        timestamp=event.timestamp,
-        event_type=int(event.event_type),  # type: ignore[arg-type]
-        task=task_to_pb(event.task),
-        metadata=event.metadata,
-        sequence=event.sequence,
+        event_id=draft.event_id,
+        timestamp=draft.timestamp,
+        event_type=int(draft.event_type),  # type: ignore[arg-type]
+        task=task_to_pb(draft.task),
+        metadata=draft.metadata,
+        sequence=sequence,
     )
-    if event.actor is not None:
-        message.actor = event.actor
-    return message
-
-
-def encode_event(event: Event) -> bytes:
-    """Serialize an event once, for every subscriber that receives it."""
-    return event_to_pb(event).SerializeToString(deterministic=True)
+    if draft.actor is not None:
+        message.actor = draft.actor
+    return message.SerializeToString(deterministic=True)
 
 
 def prd_to_pb(prd: Prd) -> pb.ParsePRDResponse:
@@ -70,22 +56,12 @@ def prd_to_pb(prd: Prd) -> pb.ParsePRDResponse:
 _EVENTS_TAG = b"\x0a"
 
 
-def varint(value: int) -> bytes:
-    """A non-negative integer as a protobuf base-128 varint."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def encode_batch(batch: list[tuple[Event, bytes]]) -> bytes:
+def encode_batch(payloads: Iterable[bytes]) -> bytes:
     """One SubscribeToTaskEventBatchesResponse, built from the pre-encoded events.
 
     A repeated message field is each element's tag, length and bytes in turn,
     so concatenating them is the message's encoding, with no re-serialization.
     """
     return b"".join(
-        part for _, encoded in batch for part in (_EVENTS_TAG, varint(len(encoded)), encoded)
+        part for payload in payloads for part in (_EVENTS_TAG, _VarintBytes(len(payload)), payload)
     )

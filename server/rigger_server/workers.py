@@ -6,7 +6,7 @@ connections over N listening sockets bound to the same port (SO_REUSEPORT),
 so streams and their sends split across N loops. All workers write to the one
 SQLite database; each publishes every event to its own subscribers — its own
 commits at once, the others' through the log tail (`tail.py`), told of them
-by a datagram (`peers.py`).
+by a datagram (`peers.py`), as any servers sharing a database are.
 
 The supervisor (this module, in the `rig grpc` process) checks the port is
 free, holds it while the workers start, forwards signals, and stops everything
@@ -22,18 +22,16 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import pathlib
-import shutil
 import signal
 import socket
-import tempfile
+import time
 import types
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from rigger_server import wire
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, loopbacks
-from rigger_server.peers import PeerGroup
 from rigger_server.sqlite_store import SqliteStore
 
 log = logging.getLogger(__name__)
@@ -103,20 +101,20 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     raise PortInUse(failed)
 
 
-def _worker(config: ServerConfig, conn: Connection, lifeline: Connection) -> None:
+def _worker(index: int, config: ServerConfig, conn: Connection, lifeline: Connection) -> None:
     # Ctrl-C reaches the whole process group; the supervisor turns it into a
     # SIGTERM for each worker, so a worker still starting up is not torn down
-    # with a traceback. RiggerServer.wait() installs the real handlers.
+    # with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    assert config.peers is not None
     logging.basicConfig(
         level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s worker {config.peers.index} %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s",
     )
 
     async def serve() -> None:
         try:
             server = RiggerServer(config)  # reads the token file
+            server.handle_signals(interrupt=False)
             await server.start()
         except Exception as exc:
             conn.send(("error", exc))
@@ -150,13 +148,14 @@ class Supervisor:
         self.port = 0
         self._processes: list[BaseProcess] = []
         self._lifelines: list[Connection] = []
-        self._directory: str | None = None
         self._stopping = False
 
-    def start(self) -> None:
+    def start(self) -> bool:
         """Check and hold the port, start every worker and wait until all serve.
 
-        Raises what a worker raised while starting (PortInUse, TokenFileError, ...).
+        Returns False when SIGINT or SIGTERM arrived meanwhile: the workers are
+        then stopping, and `wait()` returns once they have. Raises what a
+        worker raised while starting (PortInUse, TokenFileError, ...).
         """
         config = self.config
         # From the first worker on, a stop request must reach every worker.
@@ -164,23 +163,30 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hangup)
         # Create the schema once here rather than in N racing workers.
-        SqliteStore(config.db_path).close()
+        SqliteStore(config.db_path, wire.encode_event).close()
         port, held = reserve_port(config.host, config.port)
-        self._directory = tempfile.mkdtemp(prefix="rigger-workers-")
         context = multiprocessing.get_context("spawn")
+        worker_config = dataclasses.replace(config, port=port, reuse_port=True)
         try:
             pipes = []
             for index in range(self.count):
-                group = PeerGroup(pathlib.Path(self._directory), index, self.count)
-                worker_config = dataclasses.replace(config, port=port, peers=group)
+                if self._stopping:
+                    break
                 receive, send = context.Pipe(duplex=False)
                 lifeline, held_end = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_worker,
-                    args=(worker_config, send, lifeline),
+                    args=(index, worker_config, send, lifeline),
                     name=f"rigger-worker-{index}",
                 )
-                process.start()
+                # Born with SIGINT blocked, so a Ctrl-C while it starts up
+                # cannot tear it down with a traceback: Ctrl-C is the
+                # supervisor's, which gets it once unblocked here.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    process.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
                 send.close()
                 lifeline.close()
                 self._lifelines.append(held_end)
@@ -189,16 +195,25 @@ class Supervisor:
             for index, receive in enumerate(pipes):
                 self.addresses = self._await_ready(index, receive)
         except BaseException:
+            stopping = self._stopping
             self.stop()
+            if stopping:
+                return False  # a worker ended because it was told to
             raise
         finally:
             for sock in held:
                 sock.close()
         self.port = port
+        return not self._stopping
 
     def _await_ready(self, index: int, receive: Connection) -> list[str]:
-        if not receive.poll(_START_SECONDS):
-            raise RuntimeError(f"worker {index} did not start within {_START_SECONDS:.0f} s")
+        deadline = time.monotonic() + _START_SECONDS
+        # Short polls, so a stop request is noticed while workers start.
+        while not receive.poll(0.1):
+            if self._stopping:
+                raise RuntimeError("stopped while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"worker {index} did not start within {_START_SECONDS:.0f} s")
         try:
             kind, value = receive.recv()
         except EOFError:
@@ -213,6 +228,8 @@ class Supervisor:
     def wait(self) -> int:
         """Serve until SIGINT or SIGTERM (0) or until a worker dies (1); SIGHUP is passed on."""
         by_sentinel = {p.sentinel: p for p in self._processes}
+        if self._stopping and not any(p.is_alive() for p in self._processes):
+            return 0  # stopped while starting
         ended = multiprocessing.connection.wait(list(by_sentinel))
         if self._stopping:
             self._join()
@@ -255,6 +272,3 @@ class Supervisor:
                 log.error("%s did not stop in time; killing it", process.name)
                 process.kill()
                 process.join()
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None

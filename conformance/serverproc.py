@@ -1,10 +1,15 @@
-"""Run `rig grpc` as a child process on a free port, for tests, benches and harnesses."""
+"""A server under test as a child process: `rig grpc` (or a stand-in) on a free port.
+
+The conformance runner, the tests and the benches start servers through this.
+The server tells where it listens through `--ready-file` (JSON), written once
+it serves; nothing here reads its human-readable banner.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -13,7 +18,6 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-_ADDRESS = re.compile(r"Address: \S+:(\d+)")
 # The `rig` command of this interpreter, whether or not its script is on PATH.
 RIG: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli")
 
@@ -41,8 +45,9 @@ class ServerProcess:
         self.token = token
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
-        self.banner = ""
         self.log_path = root / "server.log"
+        self.out_path = root / "server.out"
+        self.ready_path = root / "server.ready.json"
 
     @property
     def address(self) -> str:
@@ -52,6 +57,7 @@ class ServerProcess:
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start on the previous port (or a free one the first time) and wait until serving."""
         self.db.parent.mkdir(parents=True, exist_ok=True)
+        self.ready_path.unlink(missing_ok=True)
         args = [
             *self.command,
             "grpc",
@@ -59,33 +65,34 @@ class ServerProcess:
             str(self.port),
             "--db",
             str(self.db),
+            "--ready-file",
+            str(self.ready_path),
             *self.extra_args,
         ]
-        log = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            args,
-            cwd=self.root,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.proc.stdout is not None
-        lines = []
+        with self.out_path.open("a") as out, self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                args,
+                cwd=self.root,
+                stdout=out,
+                stderr=log,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"server exited early: {''.join(lines)}{self.read_log()}")
-            lines.append(line)
-            match = _ADDRESS.search(line)
-            if match:
-                self.port = int(match.group(1))
-            if line.startswith("   Broadcast:"):
-                break
-        self.banner = "".join(lines)
+        while not self.ready_path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early: {self.banner}{self.read_log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready within {timeout} s: {self.read_log()}")
+            time.sleep(0.02)
+        self.port = int(json.loads(self.ready_path.read_text())["port"])
         self._wait_serving(deadline)
         return self
+
+    @property
+    def banner(self) -> str:
+        """What the server printed to stdout so far (its banner, then its goodbye)."""
+        return self.out_path.read_text() if self.out_path.exists() else ""
 
     def channel(self) -> grpc.Channel:
         """A blocking channel to the server, with its credentials if it needs them."""
@@ -121,8 +128,6 @@ class ServerProcess:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            if self.proc.stdout:
-                self.proc.stdout.close()
         self.proc = None
         return code
 

@@ -1,0 +1,75 @@
+"""A subscriber's feed: replayed events from the log first, then live ones, gapless.
+
+The subscription is registered before the log is read, and live events that
+replay already delivered are skipped by sequence: that order makes the
+hand-over from replay to live free of gaps and duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from rigger_server.domain import Event
+from rigger_server.events import Broadcaster, EventFilter
+
+# Reads up to `limit` committed events after a sequence, oldest first.
+ReadLog = Callable[[int, int], Awaitable[list[Event]]]
+
+# Events read from the log per step of a replay.
+REPLAY_PAGE = 500
+
+
+class Feed:
+    """A registered subscription and, with `after_sequence`, its replay."""
+
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        read_log: ReadLog,
+        event_filter: EventFilter,
+        after_sequence: int | None,
+    ) -> None:
+        self._broadcaster = broadcaster
+        self._read_log = read_log
+        self._filter = event_filter
+        self._after = after_sequence
+        # Registered and head read in one step on the loop: every event after
+        # the head is still to be published, so it reaches the new queue.
+        self._subscription = broadcaster.subscribe(event_filter)
+        # The newest event published to subscribers when the feed was opened.
+        # Without `after_sequence` the feed delivers exactly the events after it.
+        self.head = broadcaster.head
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        """Yield batches of matching events, oldest first.
+
+        Raises events.Lagged if the subscriber falls behind its buffer while
+        live, and events.Closed at shutdown.
+        """
+        cursor = self.head if self._after is None else self._after
+        if self._after is not None:
+            while True:
+                while True:
+                    events = await self._read_log(cursor, REPLAY_PAGE)
+                    if events:
+                        cursor = events[-1].sequence
+                        matched = [e for e in events if self._filter.matches(e)]
+                        if matched:
+                            yield matched
+                    if len(events) < REPLAY_PAGE:
+                        break
+                if not self._subscription.overflowed:
+                    break
+                # Live events arrived faster than replay drained them. The log
+                # has them all, so register afresh and keep replaying from it.
+                self.close()
+                self._subscription = self._broadcaster.subscribe(self._filter)
+        while True:
+            batch = await self._subscription.next_batch()
+            batch = [event for event in batch if event.sequence > cursor]
+            if batch:
+                yield batch
+
+    def close(self) -> None:
+        """Unregister the subscription. Safe to call twice."""
+        self._broadcaster.unsubscribe(self._subscription)
