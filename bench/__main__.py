@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from bench import binaries, fanout, matrix, plot, probe, profiler, report, servers
+from bench.writer import TitleIgnored
 
 log = logging.getLogger("bench")
 
@@ -194,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.target:
         meta["mode"] = f"target ({meta['mode'] if args.quick else 'full'})"
-    groups, add_only = _groups(args, meta)
+    try:
+        groups, add_only = _groups(args, meta)
+    except ConnectionError as exc:
+        raise SystemExit(f"--target: {exc}") from None
     if args.n:
         groups = [g for g in groups if g.n in args.n]
     if args.workers > 1:
@@ -202,9 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     instruments, groups = _instruments(args, groups, add_only, meta)
     profile_dir = args.out / "profile" if args.profile else None
     with tempfile.TemporaryDirectory(prefix="rigger-bench-", dir=args.db_dir) as workdir:
-        results = asyncio.run(
-            fanout.run(groups, pathlib.Path(workdir), instruments, profile_dir, args.wait_quiet)
-        )
+        try:
+            results = asyncio.run(
+                fanout.run(groups, pathlib.Path(workdir), instruments, profile_dir, args.wait_quiet)
+            )
+        except TitleIgnored as exc:
+            raise SystemExit(f"--target {args.target}: {exc}") from None
     if profile_dir is not None:
         for raw in sorted(profile_dir.glob("*.raw")):
             raw.with_suffix(".txt").write_text(profiler.summarize(raw))

@@ -13,7 +13,13 @@ import matplotlib.pyplot as plt
 from bench import matrix
 from bench.servers import LABELS
 
-_STYLE = {matrix.RIGGER: "-o", matrix.AIO: "--s", matrix.TONIC: "-.D", matrix.TARGET: "-o"}
+_LINE = {matrix.RIGGER: "-", matrix.AIO: "--", matrix.TONIC: "-.", matrix.TARGET: "-"}
+_COLOUR = {
+    matrix.RIGGER: "tab:blue",
+    matrix.AIO: "tab:orange",
+    matrix.TONIC: "tab:green",
+    matrix.TARGET: "tab:blue",
+}
 _SATURATION = ("sat", matrix.probe_cell(1.0).rate_label)
 
 Series = tuple[str, int, str, int, str]  # kind, workers, stream, payload, rate
@@ -52,10 +58,15 @@ def _label(key: Series, with_rate: bool) -> str:
     return ", ".join(parts)
 
 
-def _style(key: Series) -> str:
-    kind, workers, stream, _, _ = key
-    style = _STYLE[kind] if workers == 1 else ":^"
-    return style.replace("o", "v") if stream == "batched" else style
+def _style(key: Series) -> dict[str, str]:
+    """One colour per server, one line style per server, one marker per stream and writer."""
+    kind, workers, stream, _, rate = key
+    marker = "v" if stream == "batched" else "*" if rate.startswith("sat/") else "o"
+    return {
+        "linestyle": _LINE[kind] if workers == 1 else ":",
+        "marker": marker,
+        "color": "tab:purple" if workers > 1 else _COLOUR[kind],
+    }
 
 
 def write(path: pathlib.Path, results: list[dict[str, Any]]) -> None:
@@ -75,18 +86,18 @@ def write(path: pathlib.Path, results: list[dict[str, Any]]) -> None:
         for key, cells in _series(results, (latency_rate,)).items():
             points = [(c["n"], c["latency_ms"]["p99"]) for c in cells if c["latency_ms"]["p99"]]
             if points:
-                lat.plot(*zip(*points, strict=True), _style(key), label=_label(key, False))
+                lat.plot(*zip(*points, strict=True), **_style(key), label=_label(key, False))
     for key, cells in _series(results, _SATURATION).items():
         points = [(c["n"], c["delivered_per_s"]) for c in cells if c["delivered_per_s"]]
         if points:
-            thr.plot(*zip(*points, strict=True), _style(key), label=_label(key, True))
+            thr.plot(*zip(*points, strict=True), **_style(key), label=_label(key, True))
         points = [
             (c["n"], c["server_cpu_us_per_delivery"])
             for c in cells
             if c["server_cpu_us_per_delivery"]
         ]
         if points:
-            cpu.plot(*zip(*points, strict=True), _style(key), label=_label(key, True))
+            cpu.plot(*zip(*points, strict=True), **_style(key), label=_label(key, True))
     lat.set_title(f"p99 stamp→receive at {latency_rate} events/s")
     lat.set_ylabel("ms")
     thr.set_title("saturation: deliveries/s (all subscribers)")

@@ -51,9 +51,10 @@ def _variant(cell: Cell) -> str:
 
 def label(cell: Cell) -> str:
     """`N=1,000 sat/16conn 340 B (batched)`: which workload a row is."""
-    rate = cell["rate"] + (" +slow" if cell["slow_subscriber"] else "")
-    if cell["rate"] not in ("sat", "idle") and not cell["rate"].startswith("sat/"):
+    rate = cell["rate"]
+    if rate not in ("sat", "idle") and not rate.startswith("sat/"):
         rate += " ev/s"
+    rate += " +slow" if cell["slow_subscriber"] else ""
     payload = "" if cell["rate"] == "idle" else f" {cell['payload_bytes']:,} B"
     return f"N={cell['n']:,} {rate}{payload}{_variant(cell)}"
 
@@ -341,8 +342,12 @@ def markdown(cells: list[Cell], checks: list[dict[str, Any]], meta: dict[str, An
         ),
         "## Delivery and latency",
         "",
-        f"`delivered/s` is {server}'s; the ceilings' figures for the same workload follow,"
-        f" then {server} ÷ each ceiling.",
+        f"`delivered/s` is {server}'s"
+        + (
+            f"; the ceilings' figures for the same workload follow, then {server} ÷ each ceiling."
+            if kinds
+            else "."
+        ),
         "",
         *_table(cells, main),
         "",
