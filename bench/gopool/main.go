@@ -162,6 +162,7 @@ type pool struct {
 	firsts       *firsts
 	lagged       atomic.Int64
 	disconnected atomic.Int64
+	endings      sync.Map // status codes already reported on stderr
 }
 
 func parseStamp(b []byte) (int64, bool) {
@@ -256,6 +257,10 @@ func (p *pool) run(ctx context.Context, conn *grpc.ClientConn, log *streamLog, l
 			p.lagged.Add(1)
 		} else {
 			p.disconnected.Add(1) // a subscription never ends by itself, even with io.EOF
+			// Say once per status code why streams end: counts alone hide the cause.
+			if _, seen := p.endings.LoadOrStore(status.Code(err), true); !seen {
+				fmt.Fprintf(os.Stderr, "rigger-gopool: a stream ended: %v\n", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
