@@ -27,7 +27,13 @@ class GoSubscriberPool:
     kind = "go"
 
     def __init__(
-        self, binary: pathlib.Path, address: str, n: int, connections: int, batched: bool = False
+        self,
+        binary: pathlib.Path,
+        address: str,
+        n: int,
+        connections: int,
+        batched: bool = False,
+        open_rate: float = 0.0,
     ) -> None:
         self._args = [
             str(binary),
@@ -37,6 +43,8 @@ class GoSubscriberPool:
             str(n),
             "-connections",
             str(connections),
+            "-open-rate",
+            str(int(open_rate)),
         ]
         if batched:
             self._args.append("-batched")

@@ -33,10 +33,17 @@ class SubscriberPool:
     kind = "python"
 
     def __init__(
-        self, address: str, n: int, processes: int, channels: int, batched: bool = False
+        self,
+        address: str,
+        n: int,
+        processes: int,
+        channels: int,
+        batched: bool = False,
+        open_rate: float = 0.0,
     ) -> None:
         self._address = address
         self._batched = batched
+        self._open_rate = open_rate
         self._sizes = split(n, processes)
         self._channels = channels
         self._procs: list[multiprocessing.process.BaseProcess] = []
@@ -51,7 +58,16 @@ class SubscriberPool:
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=subscribers.main,
-                args=(subscribers.Plan(self._address, size, self._channels, self._batched), theirs),
+                args=(
+                    subscribers.Plan(
+                        self._address,
+                        size,
+                        self._channels,
+                        self._batched,
+                        self._open_rate / len(self._sizes),
+                    ),
+                    theirs,
+                ),
                 daemon=True,
             )
             proc.start()
@@ -120,6 +136,11 @@ class SubscriberPool:
 
 Pool = SubscriberPool | GoSubscriberPool
 GO_FROM = 100  # `--pool auto` holds this many streams or more in Go
+# Streams opened per second, whole pool. Thousands opened at once made both
+# Python gRPC servers end streams with CANCELLED, over and over as they
+# resubscribed (seen from ~3 000 at once; at 2 000/s, 10 000 open cleanly).
+# Sidecars arrive over time; the storm after a restart is another experiment.
+OPEN_RATE = 2000.0
 
 
 def choose(requested: str, n: int, go_available: bool) -> str:
@@ -140,7 +161,7 @@ def make(
 ) -> Pool:
     """A pool of `kind` holding N streams over the same number of connections either way."""
     if kind == "python":
-        return SubscriberPool(address, n, processes, channels, batched)
+        return SubscriberPool(address, n, processes, channels, batched, OPEN_RATE)
     if go_binary is None:
         raise RuntimeError("the Go subscriber pool is not built")
-    return GoSubscriberPool(go_binary, address, n, processes * channels, batched)
+    return GoSubscriberPool(go_binary, address, n, processes * channels, batched, OPEN_RATE)

@@ -463,6 +463,7 @@ func main() {
 	streams := flag.Int("streams", 1, "subscriber streams to hold")
 	connections := flag.Int("connections", 1, "TCP connections to spread them over")
 	batched := flag.Bool("batched", false, "SubscribeToTaskEventBatches instead of SubscribeToTaskEvents")
+	openRate := flag.Int("open-rate", 0, "open at most this many streams per second (0: all at once)")
 	flag.Parse()
 	if *address == "" || *streams < 1 || *connections < 1 {
 		fatalf("need -address, and -streams and -connections of at least 1")
@@ -481,6 +482,7 @@ func main() {
 	ctx, cancel := context.WithCancel(context.Background())
 	liveCh := make(chan struct{}, *streams)
 	var wg sync.WaitGroup
+	deadline := time.After(readyTimeout)
 	for i := range *streams {
 		log := &streamLog{}
 		p.logs = append(p.logs, log)
@@ -489,8 +491,11 @@ func main() {
 			defer wg.Done()
 			p.run(ctx, conns[i%len(conns)], log, func() { liveCh <- struct{}{} })
 		}()
+		// In steps of 10 ms, so that thousands of streams do not all open at once.
+		if step := max(1, *openRate/100); *openRate > 0 && (i+1)%step == 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
-	deadline := time.After(readyTimeout)
 	for range *streams {
 		select {
 		case <-liveCh:
