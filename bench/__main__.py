@@ -166,7 +166,7 @@ def _instruments(
         built = binaries.Built(None, "--no-tonic") if args.no_tonic else binaries.tonic_ceiling()
         tonic = built.path
         if built.path is None:
-            meta["tonic"] = f"absent ({built.missing}): no tonic ceiling in this run"
+            meta["tonic"] = f"absent: {built.missing}"
             log.warning("tonic ceiling absent (%s): it is left out of this run", built.missing)
             groups = matrix.without(groups, matrix.TONIC)
         else:

@@ -271,7 +271,8 @@ def _instruments(meta: dict[str, Any], kinds: list[str]) -> list[str]:
         + (
             "."
             if matrix.TONIC in kinds
-            else f". **No tonic ceiling in this run**: {meta.get('tonic', 'not asked for')}."
+            else ". **No tonic ceiling in this run**"
+            f" ({meta.get('tonic', 'absent: not asked for').removeprefix('absent: ')})."
         )
     )
     return lines
