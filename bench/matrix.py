@@ -135,7 +135,7 @@ def full() -> list[Group]:
         Group(ALL, 5000, (idle, Cell(2.0, SMALL, 6.0))),
         Group(ALL, 10_000, (idle,)),
     ]
-    return [*groups, slow_group(seconds=8.0, repeats=3)]
+    return [*groups, slow_group(seconds=8.0, repeats=3, kinds=ALL)]
 
 
 def quick() -> list[Group]:
@@ -183,10 +183,10 @@ def without(groups: list[Group], kind: str) -> list[Group]:
     return [g for g in kept if g.kinds]
 
 
-def slow_group(seconds: float, repeats: int = 1) -> Group:
+def slow_group(seconds: float, repeats: int = 1, kinds: tuple[str, ...] = (RIGGER,)) -> Group:
     """N=100 at 100 events/s, 2 kB: the same cell without, then with, a stalled subscriber."""
     return Group(
-        (RIGGER,),
+        kinds,
         100,
         (
             Cell(100.0, LARGE, seconds, repeats=repeats),
