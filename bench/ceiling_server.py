@@ -1,10 +1,11 @@
-"""The ceiling: a bare grpc.aio streaming server speaking Rigger's method paths.
+"""The grpc.aio ceiling: a bare grpc.aio streaming server speaking Rigger's method paths.
 
 No storage, no filtering, no domain objects. AddTask and UpdateTask splice the
 request's title into pre-encoded TaskEvent fragments and offer the bytes to every
-open SubscribeToTaskEvents stream, each a bounded deque like Rigger's. The fanout
-harness drives it exactly as it drives Rigger, so Rigger's figures can be read as
-a fraction of what Python grpc.aio itself allows on this machine.
+open SubscribeToTaskEvents (or SubscribeToTaskEventBatches) stream, each a
+bounded deque like Rigger's. The fanout harness drives it exactly as it drives
+Rigger, so Rigger's figures can be read as a fraction of what Python grpc.aio
+itself allows on this machine. bench/ceiling-rs is the same server on tonic.
 
 Run as a script (`python bench/ceiling_server.py grpc --port 0 ...`): it takes
 the arguments `rig grpc` takes and writes the same `--ready-file`, so
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import datetime as dt
 import pathlib
 import signal
@@ -30,6 +32,9 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_server.cli import write_ready_file
 
 SERVICE = "rigger.v1.RiggerService"
+# A batch message carries whatever is queued, up to about this many bytes, so
+# no message outgrows a client's default 4 MiB receive limit.
+BATCH_BYTES = 1 << 20
 
 
 def _field(number: int, payload: bytes) -> bytes:
@@ -120,9 +125,8 @@ class Hub:
         self.broadcast(self.updated, pb.UpdateTaskRequest.FromString(request).title.encode())
         return self.update_reply
 
-    async def subscribe(
-        self, request: bytes, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    async def _feed(self, context: grpc.aio.ServicerContext) -> AsyncIterator[list[bytes]]:
+        """Everything queued for one new stream, each time there is something."""
         stream = Stream(self.buffer)
         self.streams.add(stream)
         try:
@@ -135,10 +139,34 @@ class Hub:
                     await stream.wakeup.wait()
                 batch = list(stream.queue)
                 stream.queue.clear()
-                for data in batch:
-                    yield data
+                yield batch
         finally:
             self.streams.discard(stream)
+
+    async def subscribe(
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(self._feed(context)) as feed:
+            async for batch in feed:
+                for data in batch:
+                    yield data
+
+    async def subscribe_batches(
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        # SubscribeToTaskEventBatchesResponse: `events` (field 1) once per event.
+        async with contextlib.aclosing(self._feed(context)) as feed:
+            async for batch in feed:
+                message: list[bytes] = []
+                size = 0
+                for data in batch:
+                    message.append(_field(1, data))
+                    size += len(data)
+                    if size >= BATCH_BYTES:
+                        yield b"".join(message)
+                        message, size = [], 0
+                if message:
+                    yield b"".join(message)
 
 
 def _handler(hub: Hub) -> grpc.GenericRpcHandler:
@@ -149,6 +177,9 @@ def _handler(hub: Hub) -> grpc.GenericRpcHandler:
             "AddTask": grpc.unary_unary_rpc_method_handler(hub.add_task),
             "UpdateTask": grpc.unary_unary_rpc_method_handler(hub.update_task),
             "SubscribeToTaskEvents": grpc.unary_stream_rpc_method_handler(hub.subscribe),
+            "SubscribeToTaskEventBatches": grpc.unary_stream_rpc_method_handler(
+                hub.subscribe_batches
+            ),
         },
     )
 
@@ -161,7 +192,7 @@ async def serve(port: int, buffer: int, ready_file: pathlib.Path | None) -> None
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    print(f"Ceiling server on 127.0.0.1:{bound} ({buffer} event buffer)", flush=True)
+    print(f"grpc.aio ceiling on 127.0.0.1:{bound} ({buffer} event buffer)", flush=True)
     if ready_file is not None:
         write_ready_file(ready_file, [f"127.0.0.1:{bound}"], bound)
     stopping = asyncio.Event()

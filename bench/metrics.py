@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,8 +22,18 @@ def _ms(values_ns: np.ndarray) -> dict[str, float | None]:
     }
 
 
-def _realtime_ns(rfc3339: str) -> int:
-    moment = dt.datetime.fromisoformat(rfc3339)
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _realtime_ns(rfc3339: str) -> int | None:
+    """An RFC 3339 timestamp in ns since the epoch; None if a server sent something else."""
+    try:
+        # Other servers (--target) may send nanoseconds; datetime holds microseconds.
+        moment = dt.datetime.fromisoformat(_FRACTION.sub(r"\1", rfc3339))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
@@ -47,7 +58,8 @@ def deliveries(taken: Sequence[Taken]) -> dict[str, object]:
     server_ts: dict[int, int] = {}
     for t in taken:
         for stamp, text in t.timestamps.items():
-            server_ts.setdefault(stamp, _realtime_ns(text))
+            if stamp not in server_ts and (ns := _realtime_ns(text)) is not None:
+                server_ts[stamp] = ns
 
     order = np.argsort(stamps, kind="stable")
     stamps, received, received_wall = stamps[order], received[order], received_wall[order]
@@ -56,14 +68,17 @@ def deliveries(taken: Sequence[Taken]) -> dict[str, object]:
     first = np.minimum.reduceat(received, starts)
     last = np.maximum.reduceat(received, starts)
     unique = stamps[starts]
-    event_ts = np.array([server_ts[int(s)] for s in unique], dtype=np.int64)
+    # -1 where the server's timestamp is unknown; those deliveries are left out below.
+    event_ts = np.repeat(
+        np.array([server_ts.get(int(s), -1) for s in unique], dtype=np.int64), counts
+    )
     window_ns = int(received.max() - stamps.min())
     return {
         "deliveries": int(stamps.size),
         "events_seen": int(unique.size),
         "delivered_per_s": round(stamps.size / (window_ns / 1e9), 1) if window_ns > 0 else 0.0,
         "latency_ms": _ms(received - stamps),
-        "server_ts_latency_ms": _ms(received_wall - np.repeat(event_ts, counts)),
+        "server_ts_latency_ms": _ms((received_wall - event_ts)[event_ts >= 0]),
         "spread_ms": _ms((last - first)[counts > 1]),
     }
 

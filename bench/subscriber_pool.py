@@ -1,13 +1,20 @@
-"""The harness's handle on its subscriber processes: start, poll, collect, stop."""
+"""The harness's handle on its subscriber processes: start, poll, collect, stop.
+
+Two pools answer the same calls: `SubscriberPool` (Python processes, this
+module) and `GoSubscriberPool` (one Go process, bench/go_subscribers.py).
+`choose` and `make` pick between them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pathlib
 from multiprocessing.connection import Connection
 from typing import Any
 
 from bench import subscribers
+from bench.go_subscribers import GoSubscriberPool
 from bench.meter import Meter
 
 _START_TIMEOUT = 90.0
@@ -23,11 +30,20 @@ def split(n: int, parts: int) -> list[int]:
 class SubscriberPool:
     """N streams spread over a few spawned processes, each with a few channels."""
 
+    kind = "python"
+
     def __init__(
-        self, address: str, n: int, processes: int, channels: int, batched: bool = False
+        self,
+        address: str,
+        n: int,
+        processes: int,
+        channels: int,
+        batched: bool = False,
+        open_rate: float = 0.0,
     ) -> None:
         self._address = address
         self._batched = batched
+        self._open_rate = open_rate
         self._sizes = split(n, processes)
         self._channels = channels
         self._procs: list[multiprocessing.process.BaseProcess] = []
@@ -42,7 +58,16 @@ class SubscriberPool:
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=subscribers.main,
-                args=(subscribers.Plan(self._address, size, self._channels, self._batched), theirs),
+                args=(
+                    subscribers.Plan(
+                        self._address,
+                        size,
+                        self._channels,
+                        self._batched,
+                        self._open_rate / len(self._sizes),
+                    ),
+                    theirs,
+                ),
                 daemon=True,
             )
             proc.start()
@@ -107,3 +132,36 @@ class SubscriberPool:
             if proc.is_alive():
                 proc.kill()
                 await asyncio.to_thread(proc.join)
+
+
+Pool = SubscriberPool | GoSubscriberPool
+GO_FROM = 100  # `--pool auto` holds this many streams or more in Go
+# Streams opened per second, whole pool. Thousands opened at once made both
+# Python gRPC servers end streams with CANCELLED, over and over as they
+# resubscribed (seen from ~3 000 at once; at 2 000/s, 10 000 open cleanly).
+# Sidecars arrive over time; the storm after a restart is another experiment.
+OPEN_RATE = 2000.0
+
+
+def choose(requested: str, n: int, go_available: bool) -> str:
+    """Which pool holds N streams: `go` or `python`, as asked or, for `auto`, by N."""
+    if requested != "auto":
+        return requested
+    return "go" if n >= GO_FROM and go_available else "python"
+
+
+def make(
+    kind: str,
+    address: str,
+    n: int,
+    processes: int,
+    channels: int,
+    batched: bool,
+    go_binary: pathlib.Path | None,
+) -> Pool:
+    """A pool of `kind` holding N streams over the same number of connections either way."""
+    if kind == "python":
+        return SubscriberPool(address, n, processes, channels, batched, OPEN_RATE)
+    if go_binary is None:
+        raise RuntimeError("the Go subscriber pool is not built")
+    return GoSubscriberPool(go_binary, address, n, processes * channels, batched, OPEN_RATE)

@@ -41,6 +41,7 @@ class Plan:
     streams: int
     channels: int
     batched: bool = False  # SubscribeToTaskEventBatches: several events per message
+    open_rate: float = 0.0  # streams opened per second; 0: all at once
 
 
 @dataclasses.dataclass(slots=True)
@@ -205,11 +206,14 @@ async def _run(plan: Plan, conn: Connection) -> None:
     recorder = Recorder(plan.batched)
     channels = [_channel(plan.address) for _ in range(max(1, min(plan.channels, plan.streams)))]
     live = asyncio.Semaphore(0)
-    tasks = [
-        asyncio.create_task(_stream(channels[i % len(channels)], recorder, live))
-        for i in range(plan.streams)
-    ]
+    tasks: list[asyncio.Task[None]] = []
     try:
+        # In steps of 10 ms, so that thousands of streams do not all open at once.
+        step = max(1, round(plan.open_rate / 100)) if plan.open_rate > 0 else plan.streams
+        for i in range(plan.streams):
+            tasks.append(asyncio.create_task(_stream(channels[i % len(channels)], recorder, live)))
+            if (i + 1) % step == 0:
+                await asyncio.sleep(0.01)
         async with asyncio.timeout(_READY_TIMEOUT):
             for _ in range(plan.streams):
                 await live.acquire()

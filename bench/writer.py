@@ -5,6 +5,8 @@ made; that stamp stands in for the commit time (the server commits a little
 later: request transit, queueing on its writer thread, the fsync).
 Writes alternate between AddTask (a CREATED event) and UpdateTask of a title on
 a pre-created task (an UPDATED event), so each call yields exactly one event.
+An AddTask-only writer (for servers without `UpdateTaskRequest.title`, and for
+the probe cell, which writes as the Rust release's probe did) only adds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Sequence
 
 import grpc
 from rigger.v1 import rigger_pb2 as pb
@@ -38,12 +41,17 @@ class WriteStats:
         return (self.ended_ns - self.started_ns) / 1e9
 
 
-class Writer:
-    """Stamped writes over one channel."""
+class TitleIgnored(RuntimeError):
+    """The server answered UpdateTask without applying the title: no event would follow."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+
+class Writer:
+    """Stamped writes over one channel (or, for the probe cell, one channel per writer)."""
+
+    def __init__(self, channel: grpc.aio.Channel, add_only: bool = False) -> None:
         self._stub = rigger_pb2_grpc.RiggerServiceStub(channel)
         self._pool: list[str] = []
+        self.add_only = add_only
 
     async def prepare(self) -> None:
         """Create the tasks UpdateTask will rewrite (their events carry no stamp)."""
@@ -51,19 +59,47 @@ class Writer:
             reply = await self._stub.AddTask(pb.AddTaskRequest(title=f"bench pool {i}"))
             self._pool.append(reply.task.id or f"pool-{i}")
 
-    async def _one(self, index: int, payload_bytes: int, stats: WriteStats) -> None:
+    async def check_title_update(self) -> None:
+        """Fail unless the server applies `UpdateTaskRequest.title` (a `--target` check).
+
+        A server that predates the field ignores it, answers OK and emits
+        nothing, and every cell would wait for events that never come.
+        """
+        if self.add_only:
+            return
+        title = "bench pool 0 (title update check)"
+        reply = await self._stub.UpdateTask(
+            pb.UpdateTaskRequest(task_id=self._pool[0], title=title)
+        )
+        if reply.task.title != title:
+            raise TitleIgnored(
+                "the server ignored UpdateTaskRequest.title (it predates the field?); "
+                "rerun with --add-only"
+            )
+
+    async def _one(
+        self,
+        stub: rigger_pb2_grpc.RiggerServiceStub,
+        add: bool,
+        index: int,
+        payload_bytes: int,
+        stats: WriteStats,
+    ) -> None:
         stamp = time.monotonic_ns()
         title = payload.title(stamp, payload_bytes)
         try:
-            if index % 2 == 0:
-                await self._stub.AddTask(pb.AddTaskRequest(title=title))
+            if add:
+                await stub.AddTask(pb.AddTaskRequest(title=title))
             else:
                 task_id = self._pool[(index // 2) % len(self._pool)]
-                await self._stub.UpdateTask(pb.UpdateTaskRequest(task_id=task_id, title=title))
+                await stub.UpdateTask(pb.UpdateTaskRequest(task_id=task_id, title=title))
         except grpc.aio.AioRpcError:
             stats.failed += 1
             return
         stats.ack_ns.append(time.monotonic_ns() - stamp)
+
+    def _adds(self, index: int) -> bool:
+        return self.add_only or index % 2 == 0
 
     async def paced(
         self, rate: float, seconds: float, max_events: int, payload_bytes: int
@@ -76,7 +112,7 @@ class Writer:
 
         async def guarded(index: int) -> None:
             try:
-                await self._one(index, payload_bytes, stats)
+                await self._one(self._stub, self._adds(index), index, payload_bytes, stats)
             finally:
                 gate.release()
 
@@ -95,21 +131,33 @@ class Writer:
         return stats
 
     async def saturate(
-        self, writers: int, seconds: float, max_events: int, payload_bytes: int
+        self,
+        writers: int,
+        seconds: float,
+        max_events: int,
+        payload_bytes: int,
+        own_channels: Sequence[grpc.aio.Channel] = (),
     ) -> WriteStats:
-        """Closed loop: `writers` concurrent callers, each sending its next call on reply."""
+        """Closed loop: `writers` concurrent callers, each sending its next call on reply.
+
+        With `own_channels` (one per writer), each writer calls AddTask only,
+        on its own connection; otherwise all share this writer's channel.
+        """
         stats = WriteStats()
         counter = iter(range(max_events))
         stats.started_ns = time.monotonic_ns()
         deadline = stats.started_ns + int(seconds * 1e9)
+        stubs = [rigger_pb2_grpc.RiggerServiceStub(c) for c in own_channels]
 
-        async def caller() -> None:
+        async def caller(number: int) -> None:
+            stub = stubs[number] if stubs else self._stub
             for index in counter:
                 if time.monotonic_ns() >= deadline:
                     return
                 stats.sent += 1
-                await self._one(index, payload_bytes, stats)
+                add = bool(stubs) or self._adds(index)
+                await self._one(stub, add, index, payload_bytes, stats)
 
-        await asyncio.gather(*(caller() for _ in range(writers)))
+        await asyncio.gather(*(caller(i) for i in range(writers)))
         stats.ended_ns = time.monotonic_ns()
         return stats
