@@ -15,7 +15,16 @@ nox.options.sessions = ["lint", "breaking", "generated", "tests", "conformance"]
 ROOT = pathlib.Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 RELEASED_IMAGE = "proto/released/rigger-v1.0.0.binpb"
-GEN_DIRS = ["clients/python/gen", "clients/go/gen", "clients/ts/gen"]
+GEN_DIRS = [
+    "clients/python/gen",
+    "clients/go/gen",
+    "clients/ts/gen",
+    # The conformance harness protocol, generated beside the code that uses it.
+    "conformance/gen/python",
+    "conformance/executors/go/gen",
+    "conformance/executors/ts/gen",
+]
+HARNESS_TEMPLATE = "conformance/buf.gen.yaml"
 
 # Generator versions: change them only together with a regeneration.
 GO_PLUGINS = {
@@ -44,14 +53,15 @@ def lint(session: nox.Session) -> None:
 def breaking(session: nox.Session) -> None:
     """Fail on any wire-breaking change against the released contract image."""
     session.install(*_group("lint"))
-    session.run("buf", "breaking", "--against", RELEASED_IMAGE, *session.posargs)
+    # Only the product module: the harness protocol (conformance/proto) is no contract.
+    session.run("buf", "breaking", "proto", "--against", RELEASED_IMAGE, *session.posargs)
 
 
 @nox.session(default=False)
 def release_contract(session: nox.Session) -> None:
     """Record the current contract as released (run only when cutting a release)."""
     session.install(*_group("lint"))
-    session.run("buf", "build", "--exclude-source-info", "-o", RELEASED_IMAGE)
+    session.run("buf", "build", "proto", "--exclude-source-info", "-o", RELEASED_IMAGE)
     session.log(f"wrote {RELEASED_IMAGE}; commit it with the release")
 
 
@@ -71,19 +81,30 @@ def _install_generators(session: nox.Session) -> None:
             session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
 
 
+def _npm_ci(session: nox.Session, directory: pathlib.Path) -> None:
+    if not (directory / "node_modules").is_dir():
+        with session.chdir(directory):
+            session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+
+
 def _build_clients(session: nox.Session) -> None:
     session.run("python", "-c", "from rigger.v1 import rigger_pb2, rigger_pb2_grpc")
-    with session.chdir(ROOT / "clients" / "go"):
-        session.run("go", "vet", "./...", external=True)
-        session.run("go", "build", "./...", external=True)
-    with session.chdir(ROOT / "clients" / "ts"):
-        session.run("npm", "run", "--silent", "typecheck", external=True)
+    session.run("python", "-c", "import conformance.executors.python.executor")
+    for module in (ROOT / "clients" / "go", ROOT / "conformance" / "executors" / "go"):
+        with session.chdir(module):
+            session.run("go", "vet", "./...", external=True)
+            session.run("go", "build", "./...", external=True)
+    for package in (ROOT / "clients" / "ts", ROOT / "conformance" / "executors" / "ts"):
+        _npm_ci(session, package)
+        with session.chdir(package):
+            session.run("npm", "run", "--silent", "build", external=True)
 
 
 def _generate(session: nox.Session, *, check: bool) -> None:
     _install_generators(session)
     session.install("-e", ".")
     session.run("buf", "generate")
+    session.run("buf", "generate", "--template", HARNESS_TEMPLATE)
     _build_clients(session)
     if check:
         status = session.run(
@@ -99,7 +120,7 @@ def _generate(session: nox.Session, *, check: bool) -> None:
 
 @nox.session(default=False)
 def codegen(session: nox.Session) -> None:
-    """Regenerate all three clients from proto/; `-- --check` fails if anything changed."""
+    """Regenerate the clients and the harness code; `-- --check` fails if anything changed."""
     _generate(session, check="--check" in session.posargs)
 
 

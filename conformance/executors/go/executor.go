@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	hp "github.com/rigger-dev/rigger/clients/go/gen/rigger/conformance/v1"
+	hp "github.com/rigger-dev/rigger/conformance/executors/go/gen/rigger/conformance/v1"
 	"github.com/rigger-dev/rigger/clients/go/rigger"
 )
 
