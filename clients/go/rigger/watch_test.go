@@ -183,7 +183,7 @@ func TestWatchResumesAfterLastEventAndDedupes(t *testing.T) {
 	}}
 	var subscribed []string
 	var reconnects []error
-	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
+	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
 		Backoff:      fastBackoff,
 		OnSubscribed: func(after *uint64) { subscribed = append(subscribed, fmtAfter(after)) },
 		OnReconnect:  func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
@@ -208,7 +208,7 @@ func TestWatchKeepsCallersAfterSequenceUntilFirstEvent(t *testing.T) {
 		{wantAfter: ptr(5), events: []uint64{5, 6}, recvErr: status.Error(codes.Internal, "RST_STREAM")},
 		{wantAfter: ptr(6), openErr: status.Error(codes.Unauthenticated, "no token")},
 	}}
-	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
+	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
 	if fmt.Sprint(seqs) != "[6]" || status.Code(err) != codes.Unauthenticated {
 		t.Errorf("got %v, %v; want [6], UNAUTHENTICATED", seqs, err)
 	}
@@ -216,7 +216,7 @@ func TestWatchKeepsCallersAfterSequenceUntilFirstEvent(t *testing.T) {
 
 func TestWatchStopsPromptlyOnCancel(t *testing.T) {
 	client := &fakeClient{t: t, steps: []step{{events: []uint64{1}}}}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(testContext(t))
 	time.AfterFunc(20*time.Millisecond, cancel)
 	start := time.Now()
 	seqs, err := collect(ctx, client, nil, WatchOptions{})
@@ -230,7 +230,7 @@ func TestWatchStopsPromptlyOnCancel(t *testing.T) {
 
 func TestWatchCancelDuringBackoff(t *testing.T) {
 	client := &fakeClient{t: t, steps: []step{{openErr: status.Error(codes.Unavailable, "down")}}}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(testContext(t))
 	start := time.Now()
 	_, err := collect(ctx, client, nil, WatchOptions{
 		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour},
@@ -247,7 +247,7 @@ func TestWatchConnectTimeoutIsRetried(t *testing.T) {
 		{openErr: status.Error(codes.PermissionDenied, "no")},
 	}}
 	var reconnects []error
-	_, err := collect(t.Context(), client, nil, WatchOptions{
+	_, err := collect(testContext(t), client, nil, WatchOptions{
 		Backoff:        fastBackoff,
 		ConnectTimeout: 10 * time.Millisecond,
 		OnReconnect:    func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
@@ -262,7 +262,7 @@ func TestWatchConnectTimeoutIsRetried(t *testing.T) {
 
 func TestWatchBreakCancelsStream(t *testing.T) {
 	client := &fakeClient{t: t, steps: []step{{events: []uint64{1, 2, 3}}}}
-	for range Watch(t.Context(), client, nil, WatchOptions{}) {
+	for range Watch(testContext(t), client, nil, WatchOptions{}) {
 		break
 	}
 	if client.lastCtx.Err() == nil {
@@ -274,7 +274,7 @@ func TestWatchAssumesSubscribedWithoutEarlyHeaders(t *testing.T) {
 	defer func(wait time.Duration) { registrationWait = wait }(registrationWait)
 	registrationWait = 10 * time.Millisecond
 	client := &fakeClient{t: t, steps: []step{{lateHead: true}}}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(testContext(t))
 	subscribed := 0
 	_, err := collect(ctx, client, nil, WatchOptions{
 		OnSubscribed: func(*uint64) { subscribed++; cancel() },
@@ -295,7 +295,7 @@ func TestWatchLiveOnlyResumesAfterRegisteredHead(t *testing.T) {
 		// Once events arrived, the last one wins over any later head.
 		{wantAfter: ptr(9), head: "12", recvErr: status.Error(codes.InvalidArgument, "stop")},
 	}}
-	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
+	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
 	if fmt.Sprint(seqs) != "[8 9]" || status.Code(err) != codes.InvalidArgument {
 		t.Errorf("got %v, %v; want [8 9], INVALID_ARGUMENT", seqs, err)
 	}
@@ -308,8 +308,16 @@ func TestWatchLiveOnlyWithoutHeadStaysLiveOnly(t *testing.T) {
 		{wantAfter: nil, head: "soon", recvErr: status.Error(codes.Unavailable, "down")},
 		{wantAfter: nil, recvErr: status.Error(codes.PermissionDenied, "no")},
 	}}
-	_, err := collect(t.Context(), client, nil, WatchOptions{Backoff: fastBackoff})
+	_, err := collect(testContext(t), client, nil, WatchOptions{Backoff: fastBackoff})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("final error = %v, want PERMISSION_DENIED", err)
 	}
+}
+
+// testContext is cancelled when the test ends, like t.Context, which needs
+// Go 1.24; the module supports Go 1.23.
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
 }
