@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,24 +52,69 @@ func TestBackoffDelay(t *testing.T) {
 	}
 }
 
-func TestRetryable(t *testing.T) {
+// reconnectTable reads the table of retried status codes from
+// clients/README.md ("Reconnecting"), which every Rigger client follows.
+func reconnectTable(t *testing.T) map[string]bool {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skip("clients/README.md is not here (outside a checkout of the repository)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\| (yes|no) \\|")
+	table := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(text), -1) {
+		table[m[1]] = m[2] == "yes"
+	}
+	return table
+}
+
+func TestRetryableFollowsTheDocumentedTable(t *testing.T) {
+	table := reconnectTable(t)
+	if len(table) != 17 {
+		t.Fatalf("the table has %d status codes, want all 17: %v", len(table), table)
+	}
+	for name, want := range table {
+		var err error
+		if name == "OK" {
+			err = ErrStreamEnded // the server ended the stream
+		} else {
+			code, ok := codeNamed(name)
+			if !ok {
+				t.Errorf("the table names an unknown status code %s", name)
+				continue
+			}
+			err = status.Error(code, "")
+		}
+		if got := Retryable(err); got != want {
+			t.Errorf("Retryable(%s) = %v, the table says %v", name, got, want)
+		}
+	}
+}
+
+// codeNamed finds a status code by its canonical gRPC name (INVALID_ARGUMENT);
+// grpc-go spells them InvalidArgument, and CANCELLED as Canceled.
+func codeNamed(name string) (codes.Code, bool) {
+	if name == "CANCELLED" {
+		return codes.Canceled, true
+	}
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if strings.EqualFold(strings.ReplaceAll(name, "_", ""), c.String()) {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+func TestRetryableEndsWhatTheCallerCancelled(t *testing.T) {
 	for err, want := range map[error]bool{
-		io.EOF:                              true,
-		ErrStreamEnded:                      true,
-		status.Error(codes.Unavailable, ""): true,
-		status.Error(codes.ResourceExhausted, ""):   true,
-		status.Error(codes.DeadlineExceeded, ""):    true,
-		status.Error(codes.Internal, ""):            true,
-		status.Error(codes.Unknown, ""):             true,
-		status.Error(codes.InvalidArgument, ""):     false,
-		status.Error(codes.Unauthenticated, ""):     false,
-		status.Error(codes.PermissionDenied, ""):    false,
-		status.Error(codes.Unimplemented, ""):       false,
-		status.Error(codes.OutOfRange, ""):          false,
-		status.Error(codes.NotFound, ""):            false,
-		status.Error(codes.Canceled, ""):            false,
-		context.Canceled:                            false,
-		fmt.Errorf("wrapped: %w", context.Canceled): false,
+		io.EOF:           true,
+		context.Canceled: false,
+		fmt.Errorf("wrapped: %w", context.Canceled):                false,
+		grpc.ErrClientConnClosing:                                  false, //nolint:staticcheck // what a closed connection reports
+		status.Error(codes.Canceled, "stream reset by the server"): true,
 	} {
 		if got := Retryable(err); got != want {
 			t.Errorf("Retryable(%v) = %v, want %v", err, got, want)
