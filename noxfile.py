@@ -41,10 +41,12 @@ def _group(name: str) -> list[str]:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff, buf lint and buf format on the project's own code and contract."""
-    session.install(*_group("lint"))
+    """Ruff, mypy --strict, buf lint and buf format on the project's own code and contract."""
+    # The project itself too: mypy follows its imports (grpc, markdown-it, rigger.v1).
+    session.install("-e", ".", *_group("lint"))
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")  # what and how: [tool.mypy] in pyproject.toml
     session.run("buf", "lint")
     session.run("buf", "format", "--diff", "--exit-code")
 

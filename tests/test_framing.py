@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from conformance.framing import (  # noqa: E402
+from conformance.framing import (
     FrameReader,
     FramingError,
     encode_frame,

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -71,7 +72,7 @@ class ServerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None
-        lines = []
+        lines: list[str] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -96,7 +97,8 @@ class ServerProcess:
     def _wait_serving(self, deadline: float) -> None:
         metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
         with self.channel() as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:
                     reply = stub.Check(

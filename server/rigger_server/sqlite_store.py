@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus
 from rigger_server.store import Conflict, TaskQuery
@@ -205,7 +206,7 @@ class SqliteStore:
                 found.setdefault(parent, []).append(child)
         return found
 
-    def _rows_to_tasks(self, conn: sqlite3.Connection, rows: list[tuple]) -> list[Task]:
+    def _rows_to_tasks(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Task]:
         subtasks = self._subtasks(conn, [r[0] for r in rows])
         return [
             Task(

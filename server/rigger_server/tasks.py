@@ -14,7 +14,7 @@ import datetime as dt
 import pathlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -371,7 +371,7 @@ class Feed:
         self._subscription = subscription
         self._after = after_sequence
 
-    async def batches(self) -> AsyncIterator[list[tuple[Event, bytes]]]:
+    async def batches(self) -> AsyncGenerator[list[tuple[Event, bytes]], None]:
         """Yield batches of matching (event, encoded) pairs, oldest first.
 
         Raises events.Lagged if the subscriber falls behind its buffer while

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from rigger.v1 import rigger_pb2 as pb
@@ -121,7 +121,7 @@ async def watch_events(
 
 def _open(
     stub: RiggerServiceAsyncStub, request: pb.SubscribeToTaskEventsRequest, *, batched: bool
-) -> grpc.aio.UnaryStreamCall:
+) -> grpc.aio.UnaryStreamCall[Any, Any]:
     if not batched:
         return stub.SubscribeToTaskEvents(request)
     # The batched request has the same fields under the same numbers.
@@ -130,7 +130,9 @@ def _open(
     )
 
 
-async def _events(call: grpc.aio.UnaryStreamCall, *, batched: bool) -> AsyncIterator[pb.TaskEvent]:
+async def _events(
+    call: grpc.aio.UnaryStreamCall[Any, Any], *, batched: bool
+) -> AsyncIterator[pb.TaskEvent]:
     async for message in call:
         if batched:
             for event in message.events:
