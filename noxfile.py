@@ -10,7 +10,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "breaking", "generated", "tests", "conformance"]
+nox.options.sessions = ["lint", "breaking", "generated", "tests", "clients", "conformance"]
 
 ROOT = pathlib.Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -140,6 +140,29 @@ def tests(session: nox.Session) -> None:
         session.error("the sidecar tests need go and npm on PATH; see .ci/run")
     _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it
     session.run("pytest", *session.posargs, env={"PYTHONUTF8": "1"})
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """The clients' own tests: go test -race, node:test and pytest; and the Go executor's."""
+    session.install("-e", ".", *_group("test"))
+    session.run("pytest", "clients/python/tests", *session.posargs)
+    # -count=1: the Go tests read clients/README.md, which go test's cache does not watch.
+    for module in (ROOT / "clients" / "go", ROOT / "conformance" / "executors" / "go"):
+        with session.chdir(module):
+            session.run("go", "test", "-race", "-count=1", "./...", external=True)
+    ts = ROOT / "clients" / "ts"
+    _npm_ci(session, ts)
+    with session.chdir(ts):
+        session.run("npm", "test", "--silent", external=True)
+
+
+@nox.session(default=False)
+def consumers(session: nox.Session) -> None:
+    """Each client installed into a scratch project outside the repo, run against `rig grpc`."""
+    session.install("-e", ".")  # the server the consumers talk to
+    _npm_ci(session, ROOT / "clients" / "ts")  # `npm pack` builds the client with its dev tools
+    session.run("python", "tests/consumers/check.py", *session.posargs)
 
 
 @nox.session
