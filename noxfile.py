@@ -10,12 +10,21 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "breaking", "generated", "tests", "conformance"]
+nox.options.sessions = ["lint", "breaking", "generated", "tests", "clients", "conformance"]
 
 ROOT = pathlib.Path(__file__).parent
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 RELEASED_IMAGE = "proto/released/rigger-v1.0.0.binpb"
-GEN_DIRS = ["clients/python/gen", "clients/go/gen", "clients/ts/gen"]
+GEN_DIRS = [
+    "clients/python/gen",
+    "clients/go/gen",
+    "clients/ts/gen",
+    # The conformance harness protocol, generated beside the code that uses it.
+    "conformance/gen/python",
+    "conformance/executors/go/gen",
+    "conformance/executors/ts/gen",
+]
+HARNESS_TEMPLATE = "conformance/buf.gen.yaml"
 
 # Generator versions: change them only together with a regeneration.
 GO_PLUGINS = {
@@ -32,26 +41,34 @@ def _group(name: str) -> list[str]:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff, buf lint and buf format on the project's own code and contract."""
-    session.install(*_group("lint"))
+    """Ruff, mypy --strict, buf lint and buf format on the project's own code and contract."""
+    # The project itself too: mypy follows its imports (grpc, markdown-it, rigger.v1).
+    session.install("-e", ".", *_group("lint"))
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")  # what and how: [tool.mypy] in pyproject.toml
     session.run("buf", "lint")
     session.run("buf", "format", "--diff", "--exit-code")
+
+
+def _install_buf(session: nox.Session) -> None:
+    # Only buf, at the lint group's pin: mypy and its stubs are not needed here.
+    session.install(*(r for r in _group("lint") if r.startswith("buf-bin")))
 
 
 @nox.session
 def breaking(session: nox.Session) -> None:
     """Fail on any wire-breaking change against the released contract image."""
-    session.install(*_group("lint"))
-    session.run("buf", "breaking", "--against", RELEASED_IMAGE, *session.posargs)
+    _install_buf(session)
+    # Only the product module: the harness protocol (conformance/proto) is no contract.
+    session.run("buf", "breaking", "proto", "--against", RELEASED_IMAGE, *session.posargs)
 
 
 @nox.session(default=False)
 def release_contract(session: nox.Session) -> None:
     """Record the current contract as released (run only when cutting a release)."""
-    session.install(*_group("lint"))
-    session.run("buf", "build", "--exclude-source-info", "-o", RELEASED_IMAGE)
+    _install_buf(session)
+    session.run("buf", "build", "proto", "--exclude-source-info", "-o", RELEASED_IMAGE)
     session.log(f"wrote {RELEASED_IMAGE}; commit it with the release")
 
 
@@ -71,19 +88,30 @@ def _install_generators(session: nox.Session) -> None:
             session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
 
 
+def _npm_ci(session: nox.Session, directory: pathlib.Path) -> None:
+    if not (directory / "node_modules").is_dir():
+        with session.chdir(directory):
+            session.run("npm", "ci", "--no-audit", "--no-fund", external=True)
+
+
 def _build_clients(session: nox.Session) -> None:
     session.run("python", "-c", "from rigger.v1 import rigger_pb2, rigger_pb2_grpc")
-    with session.chdir(ROOT / "clients" / "go"):
-        session.run("go", "vet", "./...", external=True)
-        session.run("go", "build", "./...", external=True)
-    with session.chdir(ROOT / "clients" / "ts"):
-        session.run("npm", "run", "--silent", "typecheck", external=True)
+    session.run("python", "-c", "import conformance.executors.python.executor")
+    for module in (ROOT / "clients" / "go", ROOT / "conformance" / "executors" / "go"):
+        with session.chdir(module):
+            session.run("go", "vet", "./...", external=True)
+            session.run("go", "build", "./...", external=True)
+    for package in (ROOT / "clients" / "ts", ROOT / "conformance" / "executors" / "ts"):
+        _npm_ci(session, package)
+        with session.chdir(package):
+            session.run("npm", "run", "--silent", "build", external=True)
 
 
 def _generate(session: nox.Session, *, check: bool) -> None:
     _install_generators(session)
     session.install("-e", ".")
     session.run("buf", "generate")
+    session.run("buf", "generate", "--template", HARNESS_TEMPLATE)
     _build_clients(session)
     if check:
         status = session.run(
@@ -99,7 +127,7 @@ def _generate(session: nox.Session, *, check: bool) -> None:
 
 @nox.session(default=False)
 def codegen(session: nox.Session) -> None:
-    """Regenerate all three clients from proto/; `-- --check` fails if anything changed."""
+    """Regenerate the clients and the harness code; `-- --check` fails if anything changed."""
     _generate(session, check="--check" in session.posargs)
 
 
@@ -117,6 +145,29 @@ def tests(session: nox.Session) -> None:
         session.error("the sidecar tests need go and npm on PATH; see .ci/run")
     _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it
     session.run("pytest", *session.posargs, env={"PYTHONUTF8": "1"})
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """The clients' own tests: go test -race, node:test and pytest; and the Go executor's."""
+    session.install("-e", ".", *_group("test"))
+    session.run("pytest", "clients/python/tests", *session.posargs)
+    # -count=1: the Go tests read clients/README.md, which go test's cache does not watch.
+    for module in (ROOT / "clients" / "go", ROOT / "conformance" / "executors" / "go"):
+        with session.chdir(module):
+            session.run("go", "test", "-race", "-count=1", "./...", external=True)
+    ts = ROOT / "clients" / "ts"
+    _npm_ci(session, ts)
+    with session.chdir(ts):
+        session.run("npm", "test", "--silent", external=True)
+
+
+@nox.session(default=False)
+def consumers(session: nox.Session) -> None:
+    """Each client installed into a scratch project outside the repo, run against `rig grpc`."""
+    session.install("-e", ".")  # the server the consumers talk to
+    _npm_ci(session, ROOT / "clients" / "ts")  # `npm pack` builds the client with its dev tools
+    session.run("python", "tests/consumers/check.py", *session.posargs)
 
 
 @nox.session

@@ -21,10 +21,12 @@ from collections.abc import Callable
 
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
-from rigger_client.conformance import encode_varint
+
+from conformance.framing import encode_frame, read_frame
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BUILD_DIR = REPO / "build" / "conformance"
+EXECUTORS = REPO / "conformance" / "executors"
 LANGUAGES = ("go", "python", "ts")
 
 STARTUP_TIMEOUT_S = 20.0
@@ -53,43 +55,47 @@ def _run(command: list[str], cwd: pathlib.Path, what: str) -> None:
 
 
 def _python() -> list[str]:
-    return [sys.executable, "-m", "rigger_client.conformance"]
+    return [sys.executable, "-m", "conformance.executors.python"]
+
+
+def _missing(language: str, path: pathlib.Path) -> ExecutorUnavailable:
+    return ExecutorUnavailable(
+        f"the {language} executor is missing: {path.relative_to(REPO)} does not exist "
+        "(see conformance/README.md, 'Adding a language')"
+    )
 
 
 def _go() -> list[str]:
-    source = REPO / "clients" / "go" / "cmd" / "rigger-conformance"
-    if not source.is_dir():
-        raise ExecutorUnavailable(
-            f"the go executor is missing: {source.relative_to(REPO)} does not exist "
-            "(see conformance/README.md, 'Adding a language')"
-        )
+    source = EXECUTORS / "go"
+    if not (source / "go.mod").is_file():
+        raise _missing("go", source / "go.mod")
     go = shutil.which("go")
     if go is None:
         raise ExecutorUnavailable("the go executor needs `go` on PATH")
     binary = BUILD_DIR / "bin" / "rigger-conformance"
     binary.parent.mkdir(parents=True, exist_ok=True)
-    _run(
-        [go, "build", "-o", str(binary), "./cmd/rigger-conformance"],
-        REPO / "clients" / "go",
-        "building the go executor",
-    )
+    # Its own module: it builds against the client in clients/go (a replace
+    # directive), so it always tests the checkout's client.
+    _run([go, "build", "-o", str(binary), "."], source, "building the go executor")
     return [str(binary)]
 
 
 def _ts() -> list[str]:
-    ts = REPO / "clients" / "ts"
-    if not (ts / "src" / "conformance.ts").is_file():
-        raise ExecutorUnavailable(
-            "the ts executor is missing: clients/ts/src/conformance.ts does not exist "
-            "(see conformance/README.md, 'Adding a language')"
-        )
+    client, source = REPO / "clients" / "ts", EXECUTORS / "ts"
+    if not (source / "package.json").is_file():
+        raise _missing("ts", source / "package.json")
     npm, node = shutil.which("npm"), shutil.which("node")
     if npm is None or node is None:
         raise ExecutorUnavailable("the ts executor needs `node` and `npm` on PATH")
-    if not (ts / "node_modules").is_dir():
-        _run([npm, "ci", "--no-audit", "--no-fund"], ts, "installing the ts dependencies")
-    _run([npm, "run", "--silent", "build"], ts, "building the ts executor")
-    script = ts / "dist" / "src" / "conformance.js"
+    # The executor links the client (a file: dependency), so it runs the
+    # client's freshly built dist/ rather than an installed copy.
+    if not (client / "node_modules").is_dir():
+        _run([npm, "ci", "--no-audit", "--no-fund"], client, "installing the ts client")
+    _run([npm, "run", "--silent", "build"], client, "building the ts client")
+    if not (source / "node_modules").is_dir():
+        _run([npm, "ci", "--no-audit", "--no-fund"], source, "installing the ts executor")
+    _run([npm, "run", "--silent", "build"], source, "building the ts executor")
+    script = source / "dist" / "src" / "executor.js"
     if not script.is_file():
         raise ExecutorUnavailable(f"`npm run build` did not produce {script.relative_to(REPO)}")
     return [node, str(script)]
@@ -116,28 +122,6 @@ def build_commands(languages: tuple[str, ...]) -> dict[str, list[str]]:
     if problems:
         raise ExecutorUnavailable("\n".join(problems))
     return commands
-
-
-# --- framing ------------------------------------------------------------------------
-
-
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """One varint-delimited frame, or None at a clean end of the stream."""
-    length = shift = 0
-    while True:
-        byte = await reader.read(1)
-        if not byte:
-            if shift == 0:
-                return None
-            raise ExecutorDied("output ended inside a length prefix")
-        length |= (byte[0] & 0x7F) << shift
-        shift += 7
-        if not byte[0] & 0x80:
-            break
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise ExecutorDied(f"output ended inside a {length}-byte frame") from None
 
 
 # --- one executor -------------------------------------------------------------------
@@ -237,8 +221,7 @@ class ExecutorProcess:
     def _send(self, instruction: hp.Instruction) -> None:
         if not self.alive or self._proc is None or self._proc.stdin is None:
             raise ExecutorDied(f"the {self.language} executor is not running: {self.died}")
-        data = instruction.SerializeToString()
-        self._proc.stdin.write(encode_varint(len(data)) + data)
+        self._proc.stdin.write(encode_frame(instruction.SerializeToString()))
 
     def _instruction(self, **action: object) -> tuple[int, hp.Instruction]:
         self._next_id += 1

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -103,7 +104,8 @@ class ServerProcess:
     def _wait_serving(self, deadline: float) -> None:
         metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
         with self.channel() as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking declares HealthStub without its methods.
+            stub: Any = health_pb2_grpc.HealthStub(channel)
             while True:
                 try:
                     reply = stub.Check(

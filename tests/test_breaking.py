@@ -11,13 +11,15 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RELEASED = REPO / "proto" / "released" / "rigger-v1.0.0.binpb"
 PROTO = pathlib.Path("proto/rigger/v1/rigger.proto")
+HARNESS = pathlib.Path("conformance/proto")
 
 
 @pytest.fixture
 def contract(tmp_path: pathlib.Path) -> pathlib.Path:
-    """A scratch copy of the buf workspace to edit."""
+    """A scratch copy of the buf workspace to edit: the contract and the harness modules."""
     shutil.copy(REPO / "buf.yaml", tmp_path / "buf.yaml")
     shutil.copytree(REPO / "proto" / "rigger", tmp_path / "proto" / "rigger")
+    shutil.copytree(REPO / HARNESS, tmp_path / HARNESS)
     return tmp_path
 
 
@@ -33,7 +35,7 @@ def _gate(root: pathlib.Path) -> subprocess.CompletedProcess[str]:
     if buf is None:
         pytest.fail("buf is not installed (pip install buf-bin)")
     return subprocess.run(
-        [buf, "breaking", "--against", str(RELEASED)],
+        [buf, "breaking", "proto", "--against", str(RELEASED)],
         cwd=root,
         capture_output=True,
         text=True,
@@ -102,5 +104,15 @@ def test_additive_change_passes_the_gate(contract):
         + "\n// CountTasksResponse holds a count.\nmessage CountTasksResponse {\n"
         + "  // The count.\n  uint32 count = 1;\n}\n"
     )
+    result = _gate(contract)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_gate_ignores_the_harness_protocol(contract):
+    # The harness is test tooling with no released users; only rigger.v1 is guarded.
+    harness = contract / HARNESS / "rigger" / "conformance" / "v1" / "harness.proto"
+    text = harness.read_text()
+    assert text.count("  uint64 id = 1;") == 1
+    harness.write_text(text.replace("  uint64 id = 1;", "  uint64 id = 9;"))
     result = _gate(contract)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -7,7 +7,7 @@ hand-over from replay to live free of gaps and duplicates.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from rigger_server.domain import Event
 from rigger_server.events import Broadcaster, EventFilter
@@ -40,7 +40,7 @@ class Feed:
         # Without `after_sequence` the feed delivers exactly the events after it.
         self.head = broadcaster.head
 
-    async def batches(self) -> AsyncIterator[list[Event]]:
+    async def batches(self) -> AsyncGenerator[list[Event], None]:
         """Yield batches of matching events, oldest first.
 
         Raises events.Lagged if the subscriber falls behind its buffer while

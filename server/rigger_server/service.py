@@ -46,7 +46,7 @@ _CODES: dict[type[errors.RiggerError], grpc.StatusCode] = {
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Unary = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+Unary = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 
 
 def status_of(exc: errors.RiggerError) -> grpc.StatusCode:
@@ -86,7 +86,7 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
     """Map domain errors to their status codes; anything else is a bug and says so."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         try:
             return await method(self, _parsed(request), context)
         except errors.RiggerError as exc:
@@ -114,7 +114,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
     """
 
     async def stream(
-        self: RiggerServicer, request: Any, context: grpc.aio.ServicerContext
+        self: RiggerServicer, request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
         last = 0
         try:
@@ -149,7 +149,7 @@ class RiggerServicer:
 
     @_unary
     async def ListTasks(
-        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListTasksResponse:
         """List tasks with combined filters; archived only when asked for."""
         status = None
@@ -168,7 +168,7 @@ class RiggerServicer:
 
     @_unary
     async def AddTask(
-        self, request: pb.AddTaskRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AddTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AddTaskResponse:
         """Create a task."""
         task = await self.book.add_task(
@@ -184,7 +184,7 @@ class RiggerServicer:
 
     @_unary
     async def UpdateTask(
-        self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateTaskResponse:
         """Change the fields that are set."""
         task = await self.book.update_task(
@@ -201,7 +201,7 @@ class RiggerServicer:
 
     @_unary
     async def GetTask(
-        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetTaskResponse:
         """Return one task."""
         task = await self.book.get_task(request.task_id)
@@ -209,7 +209,7 @@ class RiggerServicer:
 
     @_unary
     async def DeleteTask(
-        self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteTaskResponse:
         """Archive a task."""
         await self.book.delete_task(request.task_id)
@@ -217,13 +217,13 @@ class RiggerServicer:
 
     @_unary
     async def ParsePRD(
-        self, request: pb.ParsePRDRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ParsePRDRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ParsePRDResponse:
         """Parse and store a PRD file from inside the project root."""
         return wire.prd_to_pb(await self.book.parse_prd(request.prd_file_path))
 
     async def GenerateTasksFromPRD(
-        self, request: pb.GenerateTasksFromPRDRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GenerateTasksFromPRDRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GenerateTasksFromPRDResponse:
         """Not implemented yet."""
         await context.abort(
@@ -234,7 +234,7 @@ class RiggerServicer:
         raise AssertionError("unreachable: abort raises")
 
     async def OrchestrateTask(
-        self, request: pb.OrchestrateTaskRequest, context: grpc.aio.ServicerContext
+        self, request: pb.OrchestrateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.OrchestrateTaskResponse:
         """Not implemented yet."""
         await context.abort(
@@ -266,7 +266,7 @@ class RiggerServicer:
     async def _open_feed(
         self,
         request: pb.SubscribeToTaskEventsRequest | pb.SubscribeToTaskEventBatchesRequest,
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> Feed:
         """Register the subscription, then send headers saying so.
 
@@ -286,7 +286,7 @@ class RiggerServicer:
         return feed
 
     async def _end_stream(
-        self, context: grpc.aio.ServicerContext, exc: BaseException, last: int
+        self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException, last: int
     ) -> None:
         context.set_trailing_metadata(((LAST_SEQUENCE_KEY, str(last)),))
         if isinstance(exc, events.Lagged):
@@ -320,7 +320,7 @@ class RiggerServicer:
     async def TaskEventStream(
         self,
         request_iterator: AsyncIterator[pb.TaskEventStreamRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[bytes]:
         """A `subscribe` first, then updates; streams the filtered events, own updates included."""
         last = 0
@@ -382,7 +382,7 @@ class RiggerServicer:
 def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
     """Register the servicer. Streams send pre-encoded bytes, so they have no serializer."""
 
-    def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+    def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
         return grpc.unary_unary_rpc_method_handler(
             method,
             request_deserializer=_lenient(request),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Iterable
+from typing import Any
 
-from google.protobuf.internal.encoder import _VarintBytes
+from google.protobuf.wrappers_pb2 import BytesValue
 from rigger.v1 import rigger_pb2 as pb
 
 from rigger_server.domain import EventDraft, Prd, Task
@@ -17,7 +18,7 @@ _TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
 
 def task_to_pb(task: Task) -> pb.Task:
     """Build the wire Task; absent optionals stay unset."""
-    values = {}
+    values: dict[str, Any] = {}
     for name in _TASK_FIELDS:
         value = getattr(task, name)
         if value is None:
@@ -52,16 +53,13 @@ def prd_to_pb(prd: Prd) -> pb.ParsePRDResponse:
     )
 
 
-# SubscribeToTaskEventBatchesResponse.events: field 1, length-delimited.
-_EVENTS_TAG = b"\x0a"
-
-
 def encode_batch(payloads: Iterable[bytes]) -> bytes:
     """One SubscribeToTaskEventBatchesResponse, built from the pre-encoded events.
 
     A repeated message field is each element's tag, length and bytes in turn,
     so concatenating them is the message's encoding, with no re-serialization.
+    `events` is field 1, length-delimited: exactly how BytesValue encodes its
+    `value` (field 1, bytes), so protobuf itself writes each element's tag and
+    length.
     """
-    return b"".join(
-        part for payload in payloads for part in (_EVENTS_TAG, _VarintBytes(len(payload)), payload)
-    )
+    return b"".join(BytesValue(value=payload).SerializeToString() for payload in payloads)

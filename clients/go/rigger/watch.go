@@ -85,28 +85,37 @@ func Watch(ctx context.Context, client riggerv1.RiggerServiceClient, req *rigger
 }
 
 // Retryable reports whether Watch resubscribes after err ends a
-// subscription: the stream ending, the server going away or shutting down
-// (UNAVAILABLE), the server cutting off a lagging subscriber
-// (RESOURCE_EXHAUSTED), a subscription that could not open in time
-// (DEADLINE_EXCEEDED), and transport resets (INTERNAL, UNKNOWN, ABORTED).
-// Everything else, such as INVALID_ARGUMENT or UNAUTHENTICATED, needs the
-// caller to change something. CANCELED is final too: it comes from the
-// caller's context or a closed connection.
+// subscription. The rules are the table in clients/README.md
+// ("Reconnecting"), the same in every Rigger client: the stream ending, the
+// server going away or shutting down (UNAVAILABLE), the server cutting off a
+// lagging subscriber (RESOURCE_EXHAUSTED), a subscription that could not
+// open in time (DEADLINE_EXCEEDED), and transport resets (CANCELLED from the
+// server or a proxy, INTERNAL, UNKNOWN, ABORTED). Everything else, such as
+// INVALID_ARGUMENT or UNAUTHENTICATED, needs the caller to change something.
+// The caller's own cancellation is final: its context (Watch checks that
+// first) or a connection it closed.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, io.EOF), errors.Is(err, ErrStreamEnded):
 		return true
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, grpc.ErrClientConnClosing): //nolint:staticcheck // the one way to tell a closed connection from a remote CANCELLED
 		return false
 	}
-	switch status.Code(err) {
-	case codes.Unavailable, codes.ResourceExhausted, codes.DeadlineExceeded,
-		codes.Internal, codes.Unknown, codes.Aborted:
-		return true
-	}
-	return false
+	return retryableCodes[status.Code(err)]
+}
+
+// retryableCodes is the table in clients/README.md; watch_test.go checks
+// this map against it.
+var retryableCodes = map[codes.Code]bool{
+	codes.Canceled:          true,
+	codes.Unknown:           true,
+	codes.DeadlineExceeded:  true,
+	codes.ResourceExhausted: true,
+	codes.Aborted:           true,
+	codes.Internal:          true,
+	codes.Unavailable:       true,
 }
 
 // headSequenceKey is the response header in which the server reports the
@@ -292,7 +301,7 @@ type Backoff struct {
 }
 
 // DefaultBackoff starts at 100ms and doubles up to 5s, each delay shortened
-// by up to 20%.
+// by up to 20%: the schedule of every Rigger client (clients/README.md).
 var DefaultBackoff = Backoff{
 	Initial:    100 * time.Millisecond,
 	Max:        5 * time.Second,

@@ -5,6 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,24 +52,69 @@ func TestBackoffDelay(t *testing.T) {
 	}
 }
 
-func TestRetryable(t *testing.T) {
+// reconnectTable reads the table of retried status codes from
+// clients/README.md ("Reconnecting"), which every Rigger client follows.
+func reconnectTable(t *testing.T) map[string]bool {
+	t.Helper()
+	text, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skip("clients/README.md is not here (outside a checkout of the repository)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\| (yes|no) \\|")
+	table := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(text), -1) {
+		table[m[1]] = m[2] == "yes"
+	}
+	return table
+}
+
+func TestRetryableFollowsTheDocumentedTable(t *testing.T) {
+	table := reconnectTable(t)
+	if len(table) != 17 {
+		t.Fatalf("the table has %d status codes, want all 17: %v", len(table), table)
+	}
+	for name, want := range table {
+		var err error
+		if name == "OK" {
+			err = ErrStreamEnded // the server ended the stream
+		} else {
+			code, ok := codeNamed(name)
+			if !ok {
+				t.Errorf("the table names an unknown status code %s", name)
+				continue
+			}
+			err = status.Error(code, "")
+		}
+		if got := Retryable(err); got != want {
+			t.Errorf("Retryable(%s) = %v, the table says %v", name, got, want)
+		}
+	}
+}
+
+// codeNamed finds a status code by its canonical gRPC name (INVALID_ARGUMENT);
+// grpc-go spells them InvalidArgument, and CANCELLED as Canceled.
+func codeNamed(name string) (codes.Code, bool) {
+	if name == "CANCELLED" {
+		return codes.Canceled, true
+	}
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		if strings.EqualFold(strings.ReplaceAll(name, "_", ""), c.String()) {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+func TestRetryableEndsWhatTheCallerCancelled(t *testing.T) {
 	for err, want := range map[error]bool{
-		io.EOF:                              true,
-		ErrStreamEnded:                      true,
-		status.Error(codes.Unavailable, ""): true,
-		status.Error(codes.ResourceExhausted, ""):   true,
-		status.Error(codes.DeadlineExceeded, ""):    true,
-		status.Error(codes.Internal, ""):            true,
-		status.Error(codes.Unknown, ""):             true,
-		status.Error(codes.InvalidArgument, ""):     false,
-		status.Error(codes.Unauthenticated, ""):     false,
-		status.Error(codes.PermissionDenied, ""):    false,
-		status.Error(codes.Unimplemented, ""):       false,
-		status.Error(codes.OutOfRange, ""):          false,
-		status.Error(codes.NotFound, ""):            false,
-		status.Error(codes.Canceled, ""):            false,
-		context.Canceled:                            false,
-		fmt.Errorf("wrapped: %w", context.Canceled): false,
+		io.EOF:           true,
+		context.Canceled: false,
+		fmt.Errorf("wrapped: %w", context.Canceled):                false,
+		grpc.ErrClientConnClosing:                                  false, //nolint:staticcheck // what a closed connection reports
+		status.Error(codes.Canceled, "stream reset by the server"): true,
 	} {
 		if got := Retryable(err); got != want {
 			t.Errorf("Retryable(%v) = %v, want %v", err, got, want)
@@ -183,7 +233,7 @@ func TestWatchResumesAfterLastEventAndDedupes(t *testing.T) {
 	}}
 	var subscribed []string
 	var reconnects []error
-	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
+	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
 		Backoff:      fastBackoff,
 		OnSubscribed: func(after *uint64) { subscribed = append(subscribed, fmtAfter(after)) },
 		OnReconnect:  func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
@@ -208,7 +258,7 @@ func TestWatchKeepsCallersAfterSequenceUntilFirstEvent(t *testing.T) {
 		{wantAfter: ptr(5), events: []uint64{5, 6}, recvErr: status.Error(codes.Internal, "RST_STREAM")},
 		{wantAfter: ptr(6), openErr: status.Error(codes.Unauthenticated, "no token")},
 	}}
-	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
+	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
 	if fmt.Sprint(seqs) != "[6]" || status.Code(err) != codes.Unauthenticated {
 		t.Errorf("got %v, %v; want [6], UNAUTHENTICATED", seqs, err)
 	}
@@ -216,7 +266,7 @@ func TestWatchKeepsCallersAfterSequenceUntilFirstEvent(t *testing.T) {
 
 func TestWatchStopsPromptlyOnCancel(t *testing.T) {
 	client := &fakeClient{t: t, steps: []step{{events: []uint64{1}}}}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(testContext(t))
 	time.AfterFunc(20*time.Millisecond, cancel)
 	start := time.Now()
 	seqs, err := collect(ctx, client, nil, WatchOptions{})
@@ -230,7 +280,7 @@ func TestWatchStopsPromptlyOnCancel(t *testing.T) {
 
 func TestWatchCancelDuringBackoff(t *testing.T) {
 	client := &fakeClient{t: t, steps: []step{{openErr: status.Error(codes.Unavailable, "down")}}}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(testContext(t))
 	start := time.Now()
 	_, err := collect(ctx, client, nil, WatchOptions{
 		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour},
@@ -247,7 +297,7 @@ func TestWatchConnectTimeoutIsRetried(t *testing.T) {
 		{openErr: status.Error(codes.PermissionDenied, "no")},
 	}}
 	var reconnects []error
-	_, err := collect(t.Context(), client, nil, WatchOptions{
+	_, err := collect(testContext(t), client, nil, WatchOptions{
 		Backoff:        fastBackoff,
 		ConnectTimeout: 10 * time.Millisecond,
 		OnReconnect:    func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
@@ -262,7 +312,7 @@ func TestWatchConnectTimeoutIsRetried(t *testing.T) {
 
 func TestWatchBreakCancelsStream(t *testing.T) {
 	client := &fakeClient{t: t, steps: []step{{events: []uint64{1, 2, 3}}}}
-	for range Watch(t.Context(), client, nil, WatchOptions{}) {
+	for range Watch(testContext(t), client, nil, WatchOptions{}) {
 		break
 	}
 	if client.lastCtx.Err() == nil {
@@ -274,7 +324,7 @@ func TestWatchAssumesSubscribedWithoutEarlyHeaders(t *testing.T) {
 	defer func(wait time.Duration) { registrationWait = wait }(registrationWait)
 	registrationWait = 10 * time.Millisecond
 	client := &fakeClient{t: t, steps: []step{{lateHead: true}}}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(testContext(t))
 	subscribed := 0
 	_, err := collect(ctx, client, nil, WatchOptions{
 		OnSubscribed: func(*uint64) { subscribed++; cancel() },
@@ -295,7 +345,7 @@ func TestWatchLiveOnlyResumesAfterRegisteredHead(t *testing.T) {
 		// Once events arrived, the last one wins over any later head.
 		{wantAfter: ptr(9), head: "12", recvErr: status.Error(codes.InvalidArgument, "stop")},
 	}}
-	seqs, err := collect(t.Context(), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
+	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
 	if fmt.Sprint(seqs) != "[8 9]" || status.Code(err) != codes.InvalidArgument {
 		t.Errorf("got %v, %v; want [8 9], INVALID_ARGUMENT", seqs, err)
 	}
@@ -308,8 +358,16 @@ func TestWatchLiveOnlyWithoutHeadStaysLiveOnly(t *testing.T) {
 		{wantAfter: nil, head: "soon", recvErr: status.Error(codes.Unavailable, "down")},
 		{wantAfter: nil, recvErr: status.Error(codes.PermissionDenied, "no")},
 	}}
-	_, err := collect(t.Context(), client, nil, WatchOptions{Backoff: fastBackoff})
+	_, err := collect(testContext(t), client, nil, WatchOptions{Backoff: fastBackoff})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("final error = %v, want PERMISSION_DENIED", err)
 	}
+}
+
+// testContext is cancelled when the test ends, like t.Context, which needs
+// Go 1.24; the module supports Go 1.23.
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
 }

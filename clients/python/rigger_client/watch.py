@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from rigger.v1 import rigger_pb2 as pb
@@ -18,14 +18,18 @@ from rigger_client.backoff import Backoff
 if TYPE_CHECKING:
     from rigger.v1.rigger_pb2_grpc import RiggerServiceAsyncStub
 
-# Worth another try: the server going away or restarting (UNAVAILABLE, also
-# what a refused connection reports), the server cutting off a subscriber that
-# lagged or finding too many subscribers (RESOURCE_EXHAUSTED), and transport
-# resets, which surface as INTERNAL, UNKNOWN or a remote CANCELLED. Everything
-# else (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, UNIMPLEMENTED,
-# OUT_OF_RANGE, NOT_FOUND, ...) would fail the same way again, so it is raised.
+# The endings worth another subscription, the same in every Rigger client:
+# the table in clients/README.md ("Reconnecting"), which the tests check this
+# set against. OK is a stream the server ended; the server going away or
+# restarting is UNAVAILABLE (also what a refused connection reports); a
+# lagging or one-too-many subscriber is cut off with RESOURCE_EXHAUSTED; and
+# transport resets surface as INTERNAL, UNKNOWN or a remote CANCELLED.
+# Everything else (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, ...)
+# would fail the same way again, so it is raised. Cancelling the watch itself
+# raises CancelledError in the caller, never a retry.
 RETRYABLE = frozenset(
     {
+        grpc.StatusCode.OK,
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         grpc.StatusCode.INTERNAL,
@@ -62,10 +66,11 @@ async def watch_events(
     Each resubscription asks for the events after the last sequence received,
     so none is lost or repeated. Until an event arrives, the caller's own
     `after_sequence` is reused; a live-only watch resumes after the
-    `rigger-head-sequence` its first stream announced. Non-retryable status codes
-    are raised as grpc.aio.AioRpcError; the watch otherwise runs until the
-    caller is cancelled or closes the iterator (wrap it in contextlib.aclosing
-    to end the stream as soon as a loop over it breaks).
+    `rigger-head-sequence` its first stream announced. Status codes outside
+    RETRYABLE (the table in clients/README.md, "Reconnecting", shared by every
+    Rigger client) are raised as grpc.aio.AioRpcError; the watch otherwise
+    runs until the caller is cancelled or closes the iterator (wrap it in
+    contextlib.aclosing to end the stream as soon as a loop over it breaks).
 
     `batched=True` subscribes with SubscribeToTaskEventBatches (same request
     fields, same guarantees), which costs fewer messages when events arrive
@@ -116,7 +121,7 @@ async def watch_events(
 
 def _open(
     stub: RiggerServiceAsyncStub, request: pb.SubscribeToTaskEventsRequest, *, batched: bool
-) -> grpc.aio.UnaryStreamCall:
+) -> grpc.aio.UnaryStreamCall[Any, Any]:
     if not batched:
         return stub.SubscribeToTaskEvents(request)
     # The batched request has the same fields under the same numbers.
@@ -125,7 +130,9 @@ def _open(
     )
 
 
-async def _events(call: grpc.aio.UnaryStreamCall, *, batched: bool) -> AsyncIterator[pb.TaskEvent]:
+async def _events(
+    call: grpc.aio.UnaryStreamCall[Any, Any], *, batched: bool
+) -> AsyncIterator[pb.TaskEvent]:
     async for message in call:
         if batched:
             for event in message.events:

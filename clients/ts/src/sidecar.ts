@@ -7,19 +7,14 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
-import type { DescEnum } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import {
-  TaskEventTypeSchema,
-  TaskStatusSchema,
-  type TaskEvent,
-  type TaskEventType,
-} from "../gen/rigger/v1/rigger_pb.js";
+import type { TaskEventType } from "../gen/rigger/v1/rigger_pb.js";
 import { connect } from "./client.js";
+import { formatEvent, parseEventType } from "./names.js";
 import { watchEvents, type RetryInfo, type SubscribedInfo } from "./watch.js";
 
-const USAGE = `usage: node dist/src/sidecar.js [options]
+const USAGE = `usage: rigger-sidecar [options]
 
 Print every Rigger task event as one line on stdout:
   #<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
@@ -89,7 +84,7 @@ function parseSettings(argv: string[]): Settings | "help" {
   }
   return {
     address: v.addr,
-    eventTypes: v["event-type"].map(parseEventType),
+    eventTypes: v["event-type"].map(eventTypeFlag),
     assignee: v.assignee,
     afterSequence: v["after-sequence"] === undefined ? undefined : parseSequence(v["after-sequence"]),
     caFile: v["ca-file"],
@@ -99,26 +94,12 @@ function parseSettings(argv: string[]): Settings | "help" {
   };
 }
 
-function parseEventType(text: string): TaskEventType {
-  const wanted = text.trim().toUpperCase();
-  if (/^\d+$/.test(wanted)) {
-    const n = Number(wanted);
-    if (n > 0x7fffffff) {
-      throw new UsageError(`--event-type ${text}: number out of range`);
-    }
-    // Numbers the generated enum does not know yet go to the server as-is, so a
-    // newer server can still be asked for its newer event types.
-    return n as TaskEventType;
+function eventTypeFlag(text: string): TaskEventType {
+  try {
+    return parseEventType(text);
+  } catch (e) {
+    throw new UsageError(`--event-type: ${e instanceof Error ? e.message : String(e)}`);
   }
-  const prefix = enumPrefix(TaskEventTypeSchema);
-  for (const value of TaskEventTypeSchema.values) {
-    const name = value.name.toUpperCase();
-    if (name === wanted || name === prefix + wanted) {
-      return value.number as TaskEventType;
-    }
-  }
-  const known = TaskEventTypeSchema.values.map((value) => shortName(TaskEventTypeSchema, value.number));
-  throw new UsageError(`--event-type ${text}: unknown event type (known: ${known.join(", ")})`);
 }
 
 function parseSequence(text: string): bigint {
@@ -149,34 +130,6 @@ function readToken(file: string | undefined): string | undefined {
   }
   token = process.env["RIGGER_TOKEN"]?.trim();
   return token === "" ? undefined : token;
-}
-
-// protobuf-es reports the shared prefix in lower case ("task_event_type_").
-function enumPrefix(schema: DescEnum): string {
-  return (schema.sharedPrefix ?? "").toUpperCase();
-}
-
-/** The enum value's proto name without the enum's shared prefix, or the number. */
-function shortName(schema: DescEnum, value: number): string {
-  const desc = schema.value[value];
-  if (desc === undefined) {
-    return String(value);
-  }
-  const prefix = enumPrefix(schema);
-  return desc.name.toUpperCase().startsWith(prefix) ? desc.name.slice(prefix.length) : desc.name;
-}
-
-/** One stdout line; the format is shared with the other sidecars. */
-function formatEvent(event: TaskEvent): string {
-  const task = event.task;
-  const assignee = task?.assignee === undefined ? "-" : JSON.stringify(task.assignee);
-  return (
-    `#${event.sequence} ${shortName(TaskEventTypeSchema, event.eventType)}` +
-    ` task=${task?.id || "-"}` +
-    ` title=${JSON.stringify(task?.title ?? "")}` +
-    ` status=${shortName(TaskStatusSchema, task?.status ?? 0)}` +
-    ` assignee=${assignee}`
-  );
 }
 
 /** "ResourceExhausted" -> "RESOURCE_EXHAUSTED", as gRPC spells status codes. */

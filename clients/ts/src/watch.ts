@@ -7,6 +7,7 @@ import {
   SubscribeToTaskEventsRequestSchema,
   type TaskEvent,
 } from "../gen/rigger/v1/rigger_pb.js";
+import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from "./backoff.js";
 
 /** What watchEvents subscribes with: the generated message or its init shape. */
 export type WatchRequest = MessageInitShape<typeof SubscribeToTaskEventsRequestSchema>;
@@ -55,19 +56,25 @@ export interface WatchOptions {
   onSubscribed?: ((info: SubscribedInfo) => void) | undefined;
   /** Called when a stream ended and a resubscription is scheduled. */
   onRetry?: ((info: RetryInfo) => void) | undefined;
-  /** First reconnect delay, before jitter. Default 100 ms. */
+  /**
+   * First reconnect delay, before jitter. Default 100 ms; it doubles with
+   * each attempt that received no event, and each delay is shortened at
+   * random by up to 20 %.
+   */
   initialBackoffMs?: number | undefined;
-  /** Largest reconnect delay, before jitter. Default 5000 ms. */
+  /** Largest reconnect delay (jitter only shortens it). Default 5000 ms. */
   maxBackoffMs?: number | undefined;
   /** Extra request headers for every subscription. */
   headers?: CallOptions["headers"] | undefined;
 }
 
-// Codes that describe a broken or ended stream rather than a bad request.
-// RESOURCE_EXHAUSTED is how the server ends a lagging subscriber; INTERNAL and
-// UNKNOWN are what connect-es reports for transport resets (RST_STREAM,
-// GOAWAY mid-stream). CANCELED only reaches here when our own signal did not
-// cause it, e.g. a proxy cancelling the stream.
+// Codes that describe a broken or ended stream rather than a bad request: the
+// table in clients/README.md ("Reconnecting"), the same in every Rigger client
+// (a stream the server ends cleanly is retried too). RESOURCE_EXHAUSTED is how
+// the server ends a lagging subscriber; INTERNAL and UNKNOWN are what
+// connect-es reports for transport resets (RST_STREAM, GOAWAY mid-stream).
+// CANCELED only reaches here when our own signal did not cause it, e.g. a
+// proxy cancelling the stream.
 const RETRYABLE: ReadonlySet<Code> = new Set([
   Code.Unavailable,
   Code.ResourceExhausted,
@@ -79,9 +86,10 @@ const RETRYABLE: ReadonlySet<Code> = new Set([
 ]);
 
 /**
- * True for codes watchEvents reconnects on. Everything else (InvalidArgument,
- * Unauthenticated, PermissionDenied, Unimplemented, OutOfRange, NotFound, ...)
- * would fail the same way again, so it is thrown to the caller.
+ * True for codes watchEvents reconnects on (clients/README.md, "Reconnecting").
+ * Everything else (InvalidArgument, Unauthenticated, PermissionDenied,
+ * Unimplemented, OutOfRange, NotFound, ...) would fail the same way again, so
+ * it is thrown to the caller.
  */
 export function isRetryable(code: Code): boolean {
   return RETRYABLE.has(code);
@@ -107,8 +115,11 @@ export async function* watchEvents(
   options: WatchOptions = {},
 ): AsyncGenerator<TaskEvent, void, undefined> {
   const { signal } = options;
-  const initialDelay = options.initialBackoffMs ?? 100;
-  const maxDelay = options.maxBackoffMs ?? 5000;
+  const backoff: Backoff = {
+    ...DEFAULT_BACKOFF,
+    ...(options.initialBackoffMs !== undefined && { initialMs: options.initialBackoffMs }),
+    ...(options.maxBackoffMs !== undefined && { maxMs: options.maxBackoffMs }),
+  };
   const original = create(SubscribeToTaskEventsRequestSchema, request);
   const originalAfter = original.afterSequence;
 
@@ -118,7 +129,8 @@ export async function* watchEvents(
   // it, because those subscriptions replay from here and their events may
   // still be in flight.
   let head: bigint | undefined;
-  let delay = initialDelay;
+  // Attempts since the last event: the delay grows with them.
+  let retries = 0;
   for (let attempt = 0; !signal?.aborted; attempt++) {
     const afterSequence = last ?? originalAfter ?? head;
     const subscription = create(SubscribeToTaskEventsRequestSchema, {
@@ -167,7 +179,7 @@ export async function* watchEvents(
           continue;
         }
         last = event.sequence;
-        delay = initialDelay;
+        retries = 0;
         yield event;
       }
     } catch (e) {
@@ -188,8 +200,8 @@ export async function* watchEvents(
       throw hookFailure.error;
     }
 
-    const delayMs = jitter(delay);
-    delay = Math.min(delay * 2, maxDelay);
+    const delayMs = backoffDelay(retries, Math.random(), backoff);
+    retries++;
     options.onRetry?.({
       error,
       code: error?.code,
@@ -203,12 +215,6 @@ export async function* watchEvents(
       return; // aborted while waiting
     }
   }
-}
-
-// Between half and all of the delay: keeps a fleet of sidecars that lost the
-// same server from reconnecting in lockstep, without ever retrying instantly.
-function jitter(delay: number): number {
-  return Math.round(delay / 2 + Math.random() * (delay / 2));
 }
 
 const UINT64_MAX = 2n ** 64n - 1n;

@@ -1,4 +1,4 @@
-// The TypeScript conformance executor: `node dist/src/conformance.js`.
+// The TypeScript conformance executor: `node dist/src/executor.js`.
 //
 // It speaks the rigger.conformance.v1 harness protocol: size-delimited
 // Instructions arrive on stdin, size-delimited Observations leave on stdout.
@@ -39,8 +39,7 @@ import {
   type StreamSend,
   type UnaryCall,
 } from "../gen/rigger/conformance/v1/harness_pb.js";
-import { RiggerService } from "../gen/rigger/v1/rigger_pb.js";
-import { connect } from "./client.js";
+import { RiggerService, connect } from "@rigger-dev/client";
 
 type Result = NonNullable<MessageInitShape<typeof ObservationSchema>["result"]>;
 type Status = MessageInitShape<typeof StatusSchema>;

@@ -21,7 +21,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protodelim"
 
-	hp "github.com/rigger-dev/rigger/clients/go/gen/rigger/conformance/v1"
+	hp "github.com/rigger-dev/rigger/conformance/executors/go/gen/rigger/conformance/v1"
 )
 
 // maxInstruction bounds one instruction frame. protodelim's default (4 MiB)

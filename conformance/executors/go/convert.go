@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	hp "github.com/rigger-dev/rigger/clients/go/gen/rigger/conformance/v1"
+	hp "github.com/rigger-dev/rigger/conformance/executors/go/gen/rigger/conformance/v1"
 	riggerv1 "github.com/rigger-dev/rigger/clients/go/gen/rigger/v1"
 )
 

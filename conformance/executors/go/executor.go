@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	hp "github.com/rigger-dev/rigger/clients/go/gen/rigger/conformance/v1"
+	hp "github.com/rigger-dev/rigger/conformance/executors/go/gen/rigger/conformance/v1"
 	"github.com/rigger-dev/rigger/clients/go/rigger"
 )
 
@@ -415,16 +415,18 @@ func (e *executor) streamCloseSend(id uint64, c *hp.StreamCloseSend) error {
 	return nil
 }
 
-// streamCancel cancels the stream's context; its reader then reports
-// StreamEnd with CANCELLED. Cancelling a stream that has already ended is
-// a no-op, since the runner cannot tell whether its StreamEnd was in flight.
+// streamCancel answers Done, then cancels the stream's context; its reader
+// then reports StreamEnd with CANCELLED. The protocol promises Done before
+// the StreamEnd the cancel causes, so Done is written before the reader can
+// see the cancellation. Cancelling a stream that has already ended is a
+// no-op, since the runner cannot tell whether its StreamEnd was in flight.
 func (e *executor) streamCancel(id uint64, c *hp.StreamCancel) error {
 	s, ok := e.streams[c.GetStream()]
 	if !ok {
 		return fmt.Errorf("no stream %q", c.GetStream())
 	}
-	s.cancel()
 	e.out.done(id)
+	s.cancel()
 	return nil
 }
 

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
-	hp "github.com/rigger-dev/rigger/clients/go/gen/rigger/conformance/v1"
+	hp "github.com/rigger-dev/rigger/conformance/executors/go/gen/rigger/conformance/v1"
 	riggerv1 "github.com/rigger-dev/rigger/clients/go/gen/rigger/v1"
 )
 

@@ -1,4 +1,4 @@
-"""The Python conformance executor: `python -m rigger_client.conformance`.
+"""The Python conformance executor: `python -m conformance.executors.python`.
 
 It speaks the rigger.conformance.v1 harness protocol: size-delimited
 Instructions arrive on stdin, size-delimited Observations leave on stdout.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import sys
 import threading
 import time
@@ -28,8 +27,9 @@ from google.protobuf.message import Message
 from grpc import aio
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2
+from rigger_client import connect
 
-from rigger_client.connect import connect
+from conformance.framing import FrameReader, encode_frame
 
 SERVICE = rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"]
 
@@ -38,64 +38,7 @@ SERVICE = rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"]
 SHUTDOWN_GRACE_S = 5.0
 
 
-# --- framing -------------------------------------------------------------------
-
-
-def encode_varint(value: int) -> bytes:
-    """Encode a non-negative integer as a protobuf base-128 varint."""
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-class FrameReader:
-    """Reads varint-length-prefixed frames from a file descriptor.
-
-    It reads the raw descriptor with os.read rather than sys.stdin.buffer: a
-    thread blocked inside a BufferedReader holds its lock, and the interpreter
-    aborts at exit when a daemon thread still holds it.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._buffer = bytearray()
-
-    def _fill(self, size: int) -> bool:
-        while len(self._buffer) < size:
-            chunk = os.read(self._fd, 65536)
-            if not chunk:
-                return False
-            self._buffer.extend(chunk)
-        return True
-
-    def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    def read(self) -> bytes | None:
-        """One frame; None at a clean end of input."""
-        length = 0
-        shift = 0
-        while True:
-            if not self._fill(1):
-                if shift == 0:
-                    return None
-                raise EOFError("input ended inside a length prefix")
-            byte = self._take(1)[0]
-            length |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                break
-            shift += 7
-        if not self._fill(length):
-            raise EOFError(f"input ended inside a {length}-byte frame")
-        return self._take(length)
+# --- output --------------------------------------------------------------------
 
 
 class ObservationWriter:
@@ -110,8 +53,7 @@ class ObservationWriter:
 
     def emit(self, observation: hp.Observation) -> None:
         """Write one observation."""
-        data = observation.SerializeToString()
-        self._out.write(encode_varint(len(data)) + data)
+        self._out.write(encode_frame(observation.SerializeToString()))
         self._out.flush()
 
 
@@ -487,11 +429,7 @@ async def serve() -> int:
 
 
 def main() -> int:
-    """Entry point of `python -m rigger_client.conformance`."""
+    """Entry point of `python -m conformance.executors.python`."""
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve())
     return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

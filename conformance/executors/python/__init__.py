@@ -1,0 +1,1 @@
+"""The Python executor: drives the rigger_client package (clients/python) for the runner."""
