@@ -238,9 +238,9 @@ async def test_an_executor_that_does_not_start_is_reported_clearly():
 @pytest.mark.parametrize(
     ("security", "step", "error"),
     [
-        ("{tls: yes}", "{}", "security.tls: expected none, server or mutual"),
-        ("{tokens: [a, a]}", "{}", "a token is listed twice"),
-        ("{}", "{}", "give `tls: server|mutual`, `tokens`, or both"),
+        ("{tls: yes}", "{}", "case 'x': security.tls: got true; expected none, server or mutual"),
+        ("{tokens: [a, a]}", "{}", r"security.tokens: lists an item twice"),
+        ("{}", "{}", "security: got {}; expected `tls: server|mutual`, `tokens`, or both"),
         ("{tls: server}", "{certificate: none}", "only `security.tls: mutual` uses certificates"),
         ("{tls: server}", "{token: t}", "a token needs `security.tokens`"),
         ("{tls: mutual}", "{certificat: none}", r"unknown keys \['certificat'\]"),
