@@ -80,6 +80,8 @@ class RunResult:
     transcript: list[dict[str, Any]]
     duration_s: float
     server_log: str = ""
+    # The run's directory (project, database, server log); passing runs delete it.
+    directory: pathlib.Path | None = None
 
     @property
     def passed(self) -> bool:
@@ -187,6 +189,7 @@ class CaseRun:
             transcript=normalise(self.transcript, self._replacements()),
             duration_s=time.monotonic() - started,
             server_log=log,
+            directory=self.workdir,
         )
 
     def _bindings(self) -> Bindings:
