@@ -309,7 +309,9 @@ def check_ordered_within(
     """Within each group the pattern finds, the numeric index never goes down.
 
     This is how a case states "each writer's events arrive in the order that
-    writer committed them" while different writers interleave freely.
+    writer committed them" while different writers interleave freely. Events
+    whose field the pattern does not match are left out; when it matches none,
+    the assertion would check nothing, and that is a failure.
     """
     regex = re.compile(pattern)
     last: dict[str, int] = {}
@@ -322,4 +324,9 @@ def check_ordered_within(
         if group in last and index < last[group]:
             return [f"{path}: {show(value)} arrived after index {last[group]} of {group!r}"]
         last[group] = index
+    if events and not last:
+        return [
+            f"{path}: ordered_within checks nothing: {pattern!r} matches the {dotted} of "
+            f"none of the {len(events)} events (e.g. {show(field_path_value(events[0], dotted))})"
+        ]
     return []

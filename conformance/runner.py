@@ -578,7 +578,8 @@ class CaseRun:
                     f"expected {wanted} events within {step.within_ms} ms, got {len(got)}"
                     f"{why}: {_summaries(got)}"
                 )
-            elif extra:
+            elif extra and step.quiet_ms:
+                # quiet_ms: 0 leaves later events to the next expect_events.
                 problems.append(
                     f"unexpected event(s) within {step.quiet_ms} ms after the expected ones: "
                     f"{_summaries(extra)}"
