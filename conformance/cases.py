@@ -190,6 +190,15 @@ class Connect(Step):
 
 
 @dataclasses.dataclass(frozen=True)
+class Discover(Step):
+    """The runner checks reflection and health itself, on each of these hosts."""
+
+    hosts: tuple[str, ...]
+    services: tuple[str, ...]
+    health: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
 class Security:
     """A case's server security: TLS (`server` or `mutual`) and accepted bearer tokens."""
 
@@ -360,6 +369,15 @@ def _step(raw: Mapping[str, Any], where: str, context: _Context) -> Step:
         return Server(where=where, action=value)
     if kind == "connect":
         return _connect(value or {}, where, context)
+    if kind == "discover":
+        if context.security is not None and context.security.tokens:
+            raise CaseError(f"{where}: `discover` does not send tokens; leave out security.tokens")
+        return Discover(
+            where=where,
+            hosts=tuple(value.get("hosts", ["127.0.0.1"])),
+            services=tuple(value.get("services", [])),
+            health=dict(value.get("health", {})),
+        )
     if kind == "parallel":
         branches = (
             _steps(

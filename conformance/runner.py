@@ -22,7 +22,7 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_server.process import RIG, ServerProcess
 
 from conformance import cases as c
-from conformance import judge, messages
+from conformance import discovery, judge, messages
 from conformance.bindings import BindingError, Bindings
 from conformance.executor import ExecutorDied, ExecutorPool, ExecutorProcess, StreamState
 from conformance.pki import RunSecurity
@@ -325,6 +325,7 @@ class CaseRun:
             c.Connect: self._connect,
             c.Parallel: self._parallel,
             c.Repeat: self._repeat,
+            c.Discover: self._discover,
         }
         try:
             await handlers[type(step)](step, scope)
@@ -734,6 +735,22 @@ class CaseRun:
         if step.action in ("start", "restart"):
             await asyncio.to_thread(self.server.start)
             await self._connect_all()
+
+    async def _discover(self, step: c.Discover, scope: _Scope) -> None:
+        # The runner's own calls: reflection and health are the server's, not a client's.
+        assert self.server is not None
+        credentials = self.pki.channel_credentials() if self.pki is not None else None
+        problems: list[str] = []
+        for host in step.hosts:
+            problems += await asyncio.to_thread(
+                discovery.check,
+                discovery.target(host, self.server.port),
+                credentials,
+                messages.SERVICE,
+                step.services,
+                step.health,
+            )
+        self._fail(step, "runner", problems)
 
     async def _parallel(self, step: c.Parallel, scope: _Scope) -> None:
         inner = _Scope(scope.bindings, unordered=True)

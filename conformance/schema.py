@@ -367,6 +367,7 @@ STEP_KINDS = (
     "connect",
     "parallel",
     "repeat",
+    "discover",
 )
 
 
