@@ -289,9 +289,10 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
     try:
         verdicts = []
         for mutant in mutants:
-            # The run that caught this mutant last time goes first: usually
-            # it catches it again at once.
-            ordered = selftest.catcher_first(runs, previous.get(mutant))
+            # The run that caught this mutant last time goes first, then the
+            # runs of the case named to catch it: usually one catches it at once.
+            designated = mutant_server.MUTANTS[mutant].caught_by
+            ordered = selftest.catcher_first(runs, previous.get(mutant), designated)
             verdict = await selftest.check_mutant(mutant, ordered, pool, workdir, jobs=args.jobs)
             mark = "caught" if verdict.caught else "NOT CAUGHT"
             by = f" by {verdict.caught_by}: {verdict.first_problem[:150]}" if verdict.caught else ""
