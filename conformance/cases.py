@@ -269,10 +269,7 @@ MAX_REPORTED = 8
 class _Context:
     """What a step's meaning depends on: the case's roles, security and default wait."""
 
-    def __init__(
-        self, where: str, roles: tuple[str, ...], security: Security | None, within_ms: int
-    ) -> None:
-        self.where = where
+    def __init__(self, roles: tuple[str, ...], security: Security | None, within_ms: int) -> None:
         self.roles = roles
         self.security = security
         self.within_ms = within_ms
@@ -497,7 +494,7 @@ def parse_case(
             raise CaseError(
                 f"{where}: with `security:`, leave the TLS and token flags to the runner"
             )
-    context = _Context(where, roles, security, within_ms)
+    context = _Context(roles, security, within_ms)
     case = Case(
         name=raw["name"],
         description=str(raw["description"]).strip(),
