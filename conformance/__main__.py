@@ -295,7 +295,12 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
             ordered = selftest.catcher_first(runs, previous.get(mutant), designated)
             verdict = await selftest.check_mutant(mutant, ordered, pool, workdir, jobs=args.jobs)
             mark = "caught" if verdict.caught else "NOT CAUGHT"
-            by = f" by {verdict.caught_by}: {verdict.first_problem[:150]}" if verdict.caught else ""
+            by = (
+                f" by {verdict.caught_by}: "
+                if verdict.caught
+                else ": " * bool(verdict.first_problem)
+            )
+            by += verdict.first_problem[:150]
             print(f"  {mutant:<26} {mark}{by}")
             verdicts.append(verdict)
     finally:

@@ -23,6 +23,7 @@ import dataclasses
 import itertools
 import pathlib
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -570,6 +571,14 @@ def ipv4_only() -> None:
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+def applies(mutant: str) -> str | None:
+    """None when the mutant's patch still fits the server, else why not (runs a subprocess)."""
+    done = subprocess.run(
+        [*command(mutant), "--apply-only"], capture_output=True, text=True, check=False
+    )
+    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
+
+
 def command(mutant: str) -> tuple[str, ...]:
     """How to launch the server with a mutant (for ServerProcess(command=...)).
 
@@ -587,9 +596,23 @@ def command(mutant: str) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     """Apply the mutant, then run `rig` with the remaining arguments."""
     parser = argparse.ArgumentParser(prog="python -m conformance.mutant_server")
-    parser.add_argument("--mutant", required=True, choices=sorted(MUTANTS))
+    parser.add_argument("--mutant", required=True, action="append", choices=sorted(MUTANTS))
+    parser.add_argument(
+        "--apply-only",
+        action="store_true",
+        help="apply the patches and exit: checks that they still fit the server's code",
+    )
     args, rest = parser.parse_known_args(argv)
-    MUTANTS[args.mutant].apply()
+    for name in args.mutant:
+        # A patch whose target moved must not pass for a caught mutant: a
+        # server that cannot start fails every case.
+        try:
+            MUTANTS[name].apply()
+        except Exception as exc:
+            print(f"mutant {name} no longer applies: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
+    if args.apply_only:
+        return 0
     return int(cli.main(rest))
 
 

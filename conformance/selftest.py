@@ -49,6 +49,9 @@ async def check_mutant(
     on the real server; otherwise it was flaky, proves nothing, and the
     search goes on with the runs not tried yet.
     """
+    broken = mutant_server.applies(mutant)
+    if broken is not None:
+        return MutantVerdict(mutant, None, 0, broken)
     remaining = list(runs)
     tried = 0
     attempt = 0

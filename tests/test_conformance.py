@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
+import subprocess
 import sys
 from typing import Any
 
@@ -78,6 +79,17 @@ async def _against_mutants(cases: list[c.Case], workdir: pathlib.Path) -> dict[s
 @pytest.fixture(scope="module")
 def against_mutants(all_cases, tmp_path_factory) -> dict[str, Any]:
     return asyncio.run(_against_mutants(all_cases, tmp_path_factory.mktemp("mutants")))
+
+
+def test_every_mutants_patch_still_fits_the_server():
+    # A patch whose target moved would make the server fail to start, and
+    # every case fail against it: that must not pass for a caught mutant.
+    command = mutant_server.command(sorted(mutant_server.MUTANTS)[0])[:-2]
+    mutants = [arg for name in sorted(mutant_server.MUTANTS) for arg in ("--mutant", name)]
+    done = subprocess.run(
+        [*command, *mutants, "--apply-only"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_every_mutant_names_a_case_that_exists(all_cases):
