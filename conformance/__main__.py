@@ -5,6 +5,7 @@
     python -m conformance --client go --client python -k events
     python -m conformance --self-test           # the suite must fail against every mutant server
     python -m conformance --server-args='--workers 2'   # against `rig grpc --workers 2`
+    python -m conformance --check -k my_new_case        # schema and coverage only, nothing runs
 
 Exit status: 0 when everything passed (known failures allowed), 1 when
 something failed, 2 when the suite could not run (a bad case file, an
@@ -24,7 +25,7 @@ import time
 from collections.abc import Sequence
 
 from conformance import cases as c
-from conformance import coverage, known_failing, mutant_server, report, selftest, suite
+from conformance import coverage, known_failing, mutant_server, report, schema, selftest, suite
 from conformance.executor import (
     BUILD_DIR,
     LANGUAGES,
@@ -37,6 +38,14 @@ from conformance.plan import plan, select
 from conformance.runner import RunResult
 
 SELF_TEST_WITHIN_MS = 3000
+# Where a run with -k reports by default, so it never overwrites the full report.
+PARTIAL = "partial"
+FAILED_RUNS = "failed-runs"
+
+
+def plural(count: int, word: str) -> str:
+    """`1 case`, `2 cases`."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -79,46 +88,81 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="'FLAGS'",
         help="extra `rig grpc` flags for every run's server, e.g. --server-args='--workers 2'",
     )
-    parser.add_argument("--list", action="store_true", help="list the planned runs and exit")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the planned runs, then how many cases and runs there are, and exit",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run nothing: check the case files against the schema, the suite's coverage, "
+        "and what the cases chosen with -k add to it",
+    )
     parser.add_argument(
         "--report-dir",
         type=pathlib.Path,
-        default=BUILD_DIR,
-        help="where report.json and junit.xml go (default: build/conformance)",
+        default=None,
+        help="where report.json, junit.xml and the failed runs' directories go "
+        f"(default: build/conformance, or build/conformance/{PARTIAL} with -k)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.report_dir is None:
+        args.report_dir = BUILD_DIR / PARTIAL if args.patterns else BUILD_DIR
+    return args
 
 
 class Progress:
-    """One character per finished run, like pytest's dots."""
+    """One character per finished run, like pytest's dots: `.` passed, `F` failed, `~` known."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, entries: Sequence[known_failing.Entry]) -> None:
         self.total = total
         self.done = 0
+        self.entries = entries
 
     def __call__(self, result: RunResult) -> None:
         """Report one finished run."""
         self.done += 1
-        sys.stdout.write("." if result.passed else "F")
+        if result.passed:
+            mark = "."
+        elif known_failing.listing(result.run, self.entries):
+            mark = report.MARKS[suite.KNOWN]
+        else:
+            mark = "F"
+        sys.stdout.write(mark)
         if self.done % 80 == 0 or self.done == self.total:
             sys.stdout.write(f" {self.done}/{self.total}\n")
         sys.stdout.flush()
 
 
 def _workdir(prefix: str) -> pathlib.Path:
-    # One directory per invocation: suites started side by side (say, by
-    # people working on different executors) must not delete each other's runs.
+    # One scratch directory per invocation: suites started side by side (say,
+    # by people working on different executors) must not delete each other's runs.
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     return pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=BUILD_DIR))
 
 
-def _remove_if_empty(directory: pathlib.Path) -> None:
-    # Passing runs delete their directories; failing ones stay for inspection.
-    leftovers = [p for p in directory.rglob("*") if p.is_file()]
-    if not leftovers:
-        shutil.rmtree(directory, ignore_errors=True)
-    else:
-        print(f"kept the directories of failed runs in {directory}")
+def _keep_failed_runs(outcomes: Sequence[suite.Outcome], target: pathlib.Path) -> str:
+    """Move the directories of runs that did not pass to `target`, replacing the last ones.
+
+    Only the latest invocation's are kept, so they cannot pile up. Returns
+    a line saying what was kept, or "" when every run passed.
+    """
+    shutil.rmtree(target, ignore_errors=True)
+    kept = {suite.FAILED: 0, suite.KNOWN: 0}
+    for outcome in outcomes:
+        directory = outcome.result.directory
+        if outcome.outcome == suite.PASSED or directory is None or not directory.exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.move(directory, target / directory.name)
+        kept[outcome.outcome] += 1
+    if not any(kept.values()):
+        return ""
+    parts = [plural(kept[suite.FAILED], "failed run")] if kept[suite.FAILED] else []
+    if kept[suite.KNOWN]:
+        parts.append(plural(kept[suite.KNOWN], "known-failing run"))
+    return f"the directories of {' and '.join(parts)} (database, server log) are in {target}/"
 
 
 async def _start_pool(languages: Sequence[str]) -> ExecutorPool:
@@ -144,15 +188,19 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
         errors += coverage.check(
             SERVICE, all_cases, runs, languages, coverage.load_documented(), entries
         )
+    counts_line = f"{plural(len(chosen), 'case')}, {plural(len(runs), 'run')}"
     if args.list:
         for run in runs:
             print(run.id)
-        print(f"{len(chosen)} cases, {len(runs)} runs")
+        print(f"{counts_line} over {', '.join(languages)}")
         return 0
-    print(f"conformance: {len(chosen)} cases, {len(runs)} runs over {', '.join(languages)}")
+    if not runs:
+        print(f"conformance: no case matches {' or '.join(args.patterns)}", file=sys.stderr)
+        return 2
+    print(f"conformance: {counts_line} over {', '.join(languages)}")
     started = time.monotonic()
     pool = await _start_pool(languages)
-    workdir = _workdir("runs-")
+    workdir = _workdir(".runs-")
     try:
         results = await suite.execute(
             runs,
@@ -160,13 +208,14 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
             workdir,
             jobs=args.jobs,
             server_args=tuple(args.server_args),
-            progress=Progress(len(runs)),
+            progress=Progress(len(runs), entries),
         )
+        wall = time.monotonic() - started
+        outcomes, stale = suite.verdicts(results, entries, every_case_selected=every_case)
+        kept = _keep_failed_runs(outcomes, args.report_dir / FAILED_RUNS)
     finally:
         await pool.close()
-        _remove_if_empty(workdir)
-    wall = time.monotonic() - started
-    outcomes, stale = suite.verdicts(results, entries, every_case_selected=every_case)
+        shutil.rmtree(workdir, ignore_errors=True)
     errors += stale + pool.complaints
     print()
     report.print_matrix(sys.stdout, outcomes, languages)
@@ -176,12 +225,54 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     report.write_json(args.report_dir / "report.json", outcomes, languages, errors, wall)
     report.write_junit(args.report_dir / "junit.xml", outcomes, errors)
     counts = report.summary(outcomes, languages)
+    if kept:
+        print(f"\n{kept}")
+    partial = " (a partial run: -k)" if args.patterns else ""
     print(
         f"\n{counts[suite.PASSED]} passed, {counts[suite.FAILED]} failed, "
-        f"{counts[suite.KNOWN]} known-failing, {len(errors)} suite errors "
-        f"in {wall:.1f} s (wall); reports in {args.report_dir}/"
+        f"{counts[suite.KNOWN]} known-failing, {plural(len(errors), 'suite error')} "
+        f"in {wall:.1f} s (wall); reports in {args.report_dir}/{partial}"
     )
     return 1 if counts[suite.FAILED] or errors else 0
+
+
+def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
+    """--check: nothing runs. The schema was checked on loading; now coverage, and what -k adds."""
+    languages = tuple(sorted(args.client or LANGUAGES))
+    files = {case.source.name for case in all_cases}
+    print(
+        f"schema: {plural(len(all_cases), 'case')} in {plural(len(files), 'file')} match "
+        f"{schema.CASE_SCHEMA.name} ({schema.MESSAGES_SCHEMA.name} is up to date)"
+    )
+    entries = known_failing.load(languages)
+    unmatched = known_failing.unmatched(entries, (case.name for case in all_cases))
+    documented = coverage.load_documented()
+    problems = coverage.check(
+        SERVICE, all_cases, plan(all_cases, languages), languages, documented, entries
+    )
+    problems += [
+        f"known_failing/{e.language}.yaml lists {e.pattern!r}, which matches no case"
+        for e in unmatched
+    ]
+    if args.patterns:
+        chosen = select(all_cases, args.patterns)
+        if not chosen:
+            print(f"no case matches {' or '.join(args.patterns)}", file=sys.stderr)
+            return 2
+        others = coverage.covered([case for case in all_cases if case not in chosen])
+        for case in chosen:
+            print(
+                f"\n{case.name} ({case.source.name}): {plural(len(plan([case], languages)), 'run')}"
+            )
+            for line in coverage.describe(case, others):
+                print(f"  {line}")
+    if problems:
+        for problem in problems:
+            print(f"\n✗ {problem}")
+        print(f"\ncoverage: {plural(len(problems), 'problem')}")
+        return 1
+    print(f"\ncoverage: every method for {', '.join(languages)}, every documented code")
+    return 0
 
 
 async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
@@ -191,19 +282,25 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
     mutants = args.mutant or sorted(mutant_server.MUTANTS)
     record = args.report_dir / "selftest.json"
     previous = selftest.load_catches(record)
-    workdir = _workdir("selftest-")
+    workdir = _workdir(".selftest-")
     started = time.monotonic()
     pool = await _start_pool(languages)
-    print(f"self-test: {len(mutants)} mutants, up to {len(runs)} runs each")
+    print(f"self-test: {plural(len(mutants), 'mutant')}, up to {plural(len(runs), 'run')} each")
     try:
         verdicts = []
         for mutant in mutants:
-            # The run that caught this mutant last time goes first: usually
-            # it catches it again at once.
-            ordered = selftest.catcher_first(runs, previous.get(mutant))
+            # The run that caught this mutant last time goes first, then the
+            # runs of the case named to catch it: usually one catches it at once.
+            designated = mutant_server.MUTANTS[mutant].caught_by
+            ordered = selftest.catcher_first(runs, previous.get(mutant), designated)
             verdict = await selftest.check_mutant(mutant, ordered, pool, workdir, jobs=args.jobs)
             mark = "caught" if verdict.caught else "NOT CAUGHT"
-            by = f" by {verdict.caught_by}: {verdict.first_problem[:150]}" if verdict.caught else ""
+            by = (
+                f" by {verdict.caught_by}: "
+                if verdict.caught
+                else ": " * bool(verdict.first_problem)
+            )
+            by += verdict.first_problem[:150]
             print(f"  {mutant:<26} {mark}{by}")
             verdicts.append(verdict)
     finally:
@@ -232,6 +329,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (c.CaseError, known_failing.KnownFailingError) as exc:
         print(f"conformance: bad case file: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        try:
+            return run_check(args, all_cases)
+        except known_failing.KnownFailingError as exc:
+            print(f"conformance: bad known-failing file: {exc}", file=sys.stderr)
+            return 2
     try:
         mode = run_self_test if args.self_test else run_suite
         return asyncio.run(mode(args, all_cases))

@@ -96,7 +96,7 @@ def _step_into(value: Any, part: str, where: str) -> Any:
         field = descriptor.fields_by_name.get(part)
         if field is None:
             raise BindingError(f"{where}: {descriptor.name} has no field {part!r}")
-        if messages.has_presence(field) and not field.is_repeated and not value.HasField(part):
+        if field.has_presence and not field.is_repeated and not value.HasField(part):
             raise BindingError(f"{where}: the field is not set")
         return getattr(value, part)
     if isinstance(value, Mapping):

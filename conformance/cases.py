@@ -1,9 +1,10 @@
-"""Conformance cases: the YAML schema, its loader and its static checks.
+"""Conformance cases: loaded from YAML, checked, and turned into the dataclasses the runner reads.
 
 Every file in conformance/cases/ holds `cases:`, a list of cases. A case names
 its clients (roles), optionally files for the server's project directory and
-extra server flags, and a script of steps. conformance/README.md documents the
-schema with examples; this module is its single source of truth.
+extra server flags, and a script of steps. The JSON Schema in
+case.schema.json (with messages.schema.json, generated from the proto) is the
+format's source of truth; conformance/README.md documents it with examples.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import grpc
+import jsonschema
 import yaml
-from google.protobuf.descriptor import Descriptor, ServiceDescriptor
+from google.protobuf.descriptor import ServiceDescriptor
 
-from conformance import messages
+from conformance import messages, schema
 
 CASES_DIR = pathlib.Path(__file__).parent / "cases"
 DEFAULT_ROLE = "client"
-NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 CODES = {code.name: code.value[0] for code in grpc.StatusCode}
 
 # Defaults for timing. Waits end as soon as what is awaited arrives, so a
@@ -189,6 +190,15 @@ class Connect(Step):
 
 
 @dataclasses.dataclass(frozen=True)
+class Discover(Step):
+    """The runner checks reflection and health itself, on each of these hosts."""
+
+    hosts: tuple[str, ...]
+    services: tuple[str, ...]
+    health: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
 class Security:
     """A case's server security: TLS (`server` or `mutual`) and accepted bearer tokens."""
 
@@ -243,426 +253,188 @@ def walk(steps: Sequence[Step]) -> Iterator[Step]:
             yield from walk(step.steps)
 
 
-# --- parsing ---------------------------------------------------------------------
+# --- reading ---------------------------------------------------------------------
+#
+# A case file is checked in two passes. The JSON Schema (case.schema.json and
+# the generated messages.schema.json) checks every key and value that can be
+# checked alone: step kinds, field names, enum names, codes. What depends on
+# the rest of the case (its roles, its streams, its security block) is checked
+# here, while the checked YAML is turned into the dataclasses above.
+
+# `token:` left out of a connect step: the case's first token.
+DEFAULT_TOKEN = "\x00default"
+MAX_REPORTED = 8
 
 
-class _Fields:
-    """A step's mapping, read key by key so that leftover (misspelt) keys are caught."""
+class _Context:
+    """What a step's meaning depends on: the case's roles, security and default wait."""
 
-    def __init__(self, raw: Mapping[str, Any], where: str) -> None:
-        if not isinstance(raw, Mapping):
-            raise CaseError(f"{where}: expected a mapping, got {raw!r}")
-        self.raw = dict(raw)
-        self.where = where
+    def __init__(self, roles: tuple[str, ...], security: Security | None, within_ms: int) -> None:
+        self.roles = roles
+        self.security = security
+        self.within_ms = within_ms
 
-    def take(self, key: str, default: Any = None) -> Any:
-        return self.raw.pop(key, default)
-
-    def need(self, key: str) -> Any:
-        if key not in self.raw:
-            raise CaseError(f"{self.where}: `{key}` is required")
-        return self.raw.pop(key)
-
-    def done(self) -> None:
-        if self.raw:
-            raise CaseError(f"{self.where}: unknown keys {sorted(self.raw)}")
-
-
-def _int(value: Any, where: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise CaseError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise CaseError(f"{where}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _code(value: Any, where: str) -> str:
-    if value not in CODES:
-        raise CaseError(f"{where}: {value!r} is not a gRPC status code name ({', '.join(CODES)})")
-    return str(value)
-
-
-def _str_map(value: Any, where: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise CaseError(f"{where}: expected a mapping of strings to strings")
-    return dict(value)
-
-
-def _expect(raw: Any, where: str) -> Expect:
-    if raw is None:
-        return Expect()
-    if isinstance(raw, str):
-        return Expect(code=_code(raw, where))
-    fields = _Fields(raw, where)
-    contains = fields.take("message_contains", ())
-    if isinstance(contains, str):
-        contains = (contains,)
-    expect = Expect(
-        code=_code(fields.take("code", "OK"), f"{where}.code"),
-        message_contains=tuple(_str(c, f"{where}.message_contains") for c in contains),
-        response=fields.take("response"),
-        headers=_str_map(fields.take("headers"), f"{where}.headers") or None,
-        trailers=_str_map(fields.take("trailers"), f"{where}.trailers") or None,
-        within_ms=fields.take("within_ms"),
-    )
-    fields.done()
-    if expect.within_ms is not None:
-        _int(expect.within_ms, f"{where}.within_ms", minimum=1)
-    return expect
-
-
-def _steps(raw: Any, where: str, case: _CaseContext) -> tuple[Step, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise CaseError(f"{where}: expected a non-empty list of steps")
-    return tuple(_step(item, f"{where}[{i + 1}]", case) for i, item in enumerate(raw))
-
-
-@dataclasses.dataclass
-class _CaseContext:
-    roles: tuple[str, ...]
-    service: ServiceDescriptor
-    within_ms: int = DEFAULT_WITHIN_MS
-    security: Security | None = None
-
-    def role(self, value: Any, where: str) -> str:
+    def role(self, value: str | None, where: str) -> str:
         if value is None:
             if len(self.roles) == 1:
                 return self.roles[0]
             raise CaseError(f"{where}: `client` is required when a case has several clients")
         if value not in self.roles:
             raise CaseError(f"{where}: unknown client {value!r} (clients: {list(self.roles)})")
-        return str(value)
+        return value
 
 
-_KINDS = (
-    "call",
-    "open",
-    "send",
-    "close_send",
-    "cancel",
-    "expect_events",
-    "expect_end",
-    "expect_quiet",
-    "expect_same",
-    "sleep",
-    "server",
-    "connect",
-    "parallel",
-    "repeat",
-)
+def _kind(raw: Mapping[str, Any]) -> str:
+    return next(k for k in schema.STEP_KINDS if k in raw)
 
 
-def _step(raw: Any, where: str, case: _CaseContext) -> Step:
-    fields = _Fields(raw, where)
-    kinds = [k for k in _KINDS if k in fields.raw]
-    if len(kinds) != 1:
-        raise CaseError(f"{where}: a step needs exactly one of {', '.join(_KINDS)}; got {kinds}")
-    kind = kinds[0]
-    value = fields.take(kind)
+def _steps(raw: list[Any], where: str, context: _Context) -> tuple[Step, ...]:
+    return tuple(_step(item, f"{where}[{i + 1}]", context) for i, item in enumerate(raw))
+
+
+def _expect(raw: Any) -> Expect:
+    if raw is None:
+        return Expect()
+    if isinstance(raw, str):
+        return Expect(code=raw)
+    contains = raw.get("message_contains", ())
+    return Expect(
+        code=raw.get("code", "OK"),
+        message_contains=(contains,) if isinstance(contains, str) else tuple(contains),
+        response=raw.get("response"),
+        headers=raw.get("headers") or None,
+        trailers=raw.get("trailers") or None,
+        within_ms=raw.get("within_ms"),
+    )
+
+
+def _step(raw: Mapping[str, Any], where: str, context: _Context) -> Step:
+    kind = _kind(raw)
     where = f"{where} ({kind})"
-    fields.where = where
-    step = _PARSERS[kind](value, fields, case)
-    fields.done()
-    return step
-
-
-def _parse_call(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    method = case.service.methods_by_name.get(value)
-    if method is None or method.client_streaming or method.server_streaming:
-        raise CaseError(f"{f.where}: {value!r} is not a unary method of {case.service.name}")
-    request = f.take("request") or {}
-    check_fields(method.input_type, request, f"{f.where}.request")
-    expect = _expect(f.take("expect"), f"{f.where}.expect")
-    if expect.response is not None:
-        check_fields(method.output_type, expect.response, f"{f.where}.expect.response")
-    capture = f.take("capture")
-    if capture is not None and not NAME.match(str(capture)):
-        raise CaseError(f"{f.where}: capture name {capture!r} must match {NAME.pattern}")
-    return Call(
-        where=f.where,
-        method=value,
-        client=case.role(f.take("client"), f.where),
-        request=request,
-        metadata=_str_map(f.take("metadata"), f"{f.where}.metadata"),
-        timeout_ms=_int(f.take("timeout_ms", 0), f"{f.where}.timeout_ms"),
-        expect=expect,
-        capture=capture,
-        record=bool(f.take("record", True)),
+    value = raw[kind]
+    metadata = raw.get("metadata") or {}
+    if kind == "call":
+        return Call(
+            where=where,
+            method=value,
+            client=context.role(raw.get("client"), where),
+            request=raw.get("request") or {},
+            metadata=metadata,
+            timeout_ms=raw.get("timeout_ms", 0),
+            expect=_expect(raw.get("expect")),
+            capture=raw.get("capture"),
+            record=raw.get("record", True),
+        )
+    if kind == "open":
+        bidi = messages.SERVICE.methods_by_name[value].client_streaming
+        if bidi and "request" in raw:
+            raise CaseError(f"{where}: {value} takes its messages from `send` steps, not `request`")
+        return Open(
+            where=where,
+            method=value,
+            client=context.role(raw.get("client"), where),
+            stream=raw["stream"],
+            request=raw.get("request"),
+            metadata=metadata,
+            timeout_ms=raw.get("timeout_ms", 0),
+            # A bidi stream has no headers until its `subscribe` arrives.
+            wait_headers=raw.get("wait_headers", not bidi),
+            unchecked=raw.get("unchecked", False),
+            headers=raw.get("headers") or None,
+        )
+    if kind == "send":
+        message = raw["message"]
+        wait = raw.get("wait_headers", isinstance(message, Mapping) and "subscribe" in message)
+        return Send(where=where, stream=value, message=message, wait_headers=wait)
+    if kind == "close_send":
+        return CloseSend(where=where, stream=value)
+    if kind == "cancel":
+        return Cancel(where=where, stream=value, code=raw.get("code", "CANCELLED"))
+    if kind == "expect_events":
+        return _expect_events(raw, where, context)
+    if kind == "expect_end":
+        return ExpectEnd(
+            where=where, stream=value, expect=_expect(dict(raw)), capture=raw.get("capture")
+        )
+    if kind == "expect_quiet":
+        return ExpectQuiet(where=where, stream=value, ms=raw.get("ms", DEFAULT_QUIET_MS))
+    if kind == "expect_same":
+        return ExpectSame(where=where, streams=tuple(value))
+    if kind == "sleep":
+        return Sleep(where=where, ms=value)
+    if kind == "server":
+        return Server(where=where, action=value)
+    if kind == "connect":
+        return _connect(value or {}, where, context)
+    if kind == "discover":
+        if context.security is not None and context.security.tokens:
+            raise CaseError(f"{where}: `discover` does not send tokens; leave out security.tokens")
+        return Discover(
+            where=where,
+            hosts=tuple(value.get("hosts", ["127.0.0.1"])),
+            services=tuple(value.get("services", [])),
+            health=dict(value.get("health", {})),
+        )
+    if kind == "parallel":
+        branches = (
+            _steps(
+                branch if isinstance(branch, list) else [branch],
+                f"{where}.branch[{i + 1}]",
+                context,
+            )
+            for i, branch in enumerate(value)
+        )
+        return Parallel(where=where, branches=tuple(branches))
+    assert kind == "repeat"
+    return Repeat(
+        where=where,
+        times=value,
+        var=raw.get("as", "i"),
+        steps=_steps(raw["steps"], f"{where}.steps", context),
     )
 
 
-def _parse_open(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    method = case.service.methods_by_name.get(value)
-    if method is None or not method.server_streaming:
-        raise CaseError(f"{f.where}: {value!r} is not a streaming method of {case.service.name}")
-    request = f.take("request")
-    if method.client_streaming and request is not None:
-        raise CaseError(f"{f.where}: {value} takes its messages from `send` steps, not `request`")
-    if request is not None:
-        check_fields(method.input_type, request, f"{f.where}.request")
-    return Open(
-        where=f.where,
-        method=value,
-        client=case.role(f.take("client"), f.where),
-        stream=_stream_name(f.need("stream"), f.where),
-        request=request if not method.client_streaming else None,
-        metadata=_str_map(f.take("metadata"), f"{f.where}.metadata"),
-        timeout_ms=_int(f.take("timeout_ms", 0), f"{f.where}.timeout_ms"),
-        # A bidi stream has no headers until its `subscribe` arrives.
-        wait_headers=bool(f.take("wait_headers", not method.client_streaming)),
-        unchecked=bool(f.take("unchecked", False)),
-        headers=_str_map(f.take("headers"), f"{f.where}.headers") or None,
-    )
-
-
-def _stream_name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME.match(value):
-        raise CaseError(f"{where}: stream name {value!r} must match {NAME.pattern}")
-    return value
-
-
-def _parse_send(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    message = f.need("message")
-    bidi = case.service.methods_by_name["TaskEventStream"].input_type
-    check_fields(bidi, message, f"{f.where}.message")
-    return Send(
-        where=f.where,
-        stream=_stream_name(value, f.where),
-        message=message,
-        wait_headers=bool(f.take("wait_headers", "subscribe" in message)),
-    )
-
-
-def _parse_close_send(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    return CloseSend(where=f.where, stream=_stream_name(value, f.where))
-
-
-def _parse_cancel(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    return Cancel(
-        where=f.where,
-        stream=_stream_name(value, f.where),
-        code=_code(f.take("code", "CANCELLED"), f.where),
-    )
-
-
-def _event_matchers(value: Any, where: str, service: ServiceDescriptor) -> tuple[Any, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise CaseError(f"{where}: expected a list of event matchers")
-    event = service.methods_by_name["SubscribeToTaskEvents"].output_type
-    for i, matcher in enumerate(value):
-        check_fields(event, matcher, f"{where}[{i + 1}]")
-    return tuple(value)
-
-
-def _parse_expect_events(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    event = case.service.methods_by_name["SubscribeToTaskEvents"].output_type
-    events = _event_matchers(f.take("events"), f"{f.where}.events", case.service)
-    unordered = _event_matchers(f.take("unordered"), f"{f.where}.unordered", case.service)
-    count = f.take("count")
-    if sum(x is not None for x in (events, unordered, count)) != 1:
-        raise CaseError(f"{f.where}: give exactly one of `events`, `unordered` or `count`")
-    if count is not None:
-        _int(count, f"{f.where}.count")
-    each = f.take("each")
-    if each is not None:
-        check_fields(event, each, f"{f.where}.each")
-    within = f.take("ordered_within")
+def _expect_events(raw: Mapping[str, Any], where: str, context: _Context) -> ExpectEvents:
+    within = raw.get("ordered_within")
     ordered_within = None
     if within is not None:
-        wf = _Fields(within, f"{f.where}.ordered_within")
-        ordered_within = (_str(wf.need("field"), wf.where), _str(wf.need("pattern"), wf.where))
-        wf.done()
-        pattern = re.compile(ordered_within[1])
-        if not {"group", "index"} <= set(pattern.groupindex):
-            raise CaseError(f"{wf.where}: the pattern needs named groups `group` and `index`")
-    capture = f.take("capture") or {}
-    if not isinstance(capture, Mapping) or not all(
-        NAME.match(str(k)) and isinstance(v, int) for k, v in capture.items()
-    ):
-        raise CaseError(f"{f.where}.capture: expected a mapping of names to event indexes")
-    return ExpectEvents(
-        where=f.where,
-        stream=_stream_name(value, f.where),
-        events=events,
-        unordered=unordered,
-        count=count,
-        each=each,
-        distinct=f.take("distinct"),
-        ordered_within=ordered_within,
-        quiet_ms=_int(f.take("quiet_ms", DEFAULT_QUIET_MS), f"{f.where}.quiet_ms"),
-        within_ms=_int(f.take("within_ms", case.within_ms), f"{f.where}.within_ms", minimum=1),
-        capture=dict(capture),
-    )
-
-
-def _parse_expect_end(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    raw = {k: f.take(k) for k in ("code", "message_contains", "trailers", "within_ms")}
-    raw = {k: v for k, v in raw.items() if v is not None}
-    capture = f.take("capture")
-    if capture is not None and not NAME.match(str(capture)):
-        raise CaseError(f"{f.where}: capture name {capture!r} must match {NAME.pattern}")
-    return ExpectEnd(
-        where=f.where,
-        stream=_stream_name(value, f.where),
-        expect=_expect(raw, f.where),
-        capture=capture,
-    )
-
-
-def _parse_expect_quiet(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    return ExpectQuiet(
-        where=f.where,
-        stream=_stream_name(value, f.where),
-        ms=_int(f.take("ms", DEFAULT_QUIET_MS), f"{f.where}.ms", minimum=1),
-    )
-
-
-def _parse_expect_same(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    if not isinstance(value, list) or not value:
-        raise CaseError(f"{f.where}: expected a list of stream names")
-    return ExpectSame(where=f.where, streams=tuple(_stream_name(s, f.where) for s in value))
-
-
-def _parse_sleep(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    return Sleep(where=f.where, ms=_int(value, f.where, minimum=1))
-
-
-def _parse_server(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    if value not in ("stop", "start", "restart"):
-        raise CaseError(f"{f.where}: expected stop, start or restart")
-    return Server(where=f.where, action=value)
-
-
-# `token:` left out of a connect step: the case's first token.
-DEFAULT_TOKEN = "\x00default"
-_TOKEN = re.compile(r"^[!-~]+$")  # printable ASCII without spaces: a valid header value
-
-
-def _token(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _TOKEN.match(value) or value.startswith("#"):
-        raise CaseError(
-            f"{where}: a token is printable ASCII without spaces, not starting with #; "
-            f"got {value!r}"
-        )
-    return value
-
-
-def _parse_connect(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    fields = _Fields(value if value is not None else {}, f.where)
-    client = case.role(fields.take("client"), f.where)
-    if case.security is None:
-        raise CaseError(f"{f.where}: `connect` needs a case-level `security:` block")
-    token: str | None = DEFAULT_TOKEN
-    if "token" in fields.raw:
-        raw_token = fields.take("token")
-        token = None if raw_token is None else _token(raw_token, f"{f.where}.token")
-    if token not in (None, DEFAULT_TOKEN) and not case.security.tokens:
-        raise CaseError(f"{f.where}: a token needs `security.tokens`")
-    certificate = fields.take("certificate", "valid")
-    if certificate not in ("valid", "none", "foreign"):
-        raise CaseError(f"{f.where}.certificate: expected valid, none or foreign")
-    if certificate != "valid" and case.security.tls != "mutual":
-        raise CaseError(f"{f.where}.certificate: only `security.tls: mutual` uses certificates")
-    fields.done()
-    return Connect(where=f.where, client=client, token=token, certificate=certificate)
-
-
-def _security(raw: Any, where: str) -> Security | None:
-    if raw is None:
-        return None
-    fields = _Fields(raw, where)
-    tls = fields.take("tls", "none")
-    if tls not in ("none", "server", "mutual"):
-        raise CaseError(f"{where}.tls: expected none, server or mutual")
-    tokens = fields.take("tokens", [])
-    if not isinstance(tokens, list):
-        raise CaseError(f"{where}.tokens: expected a list of tokens")
-    tokens = tuple(_token(t, f"{where}.tokens") for t in tokens)
-    if len(set(tokens)) != len(tokens):
-        raise CaseError(f"{where}.tokens: a token is listed twice")
-    fields.done()
-    if tls == "none" and not tokens:
-        raise CaseError(f"{where}: give `tls: server|mutual`, `tokens`, or both")
-    return Security(tls=tls, tokens=tokens)
-
-
-def _parse_parallel(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    if not isinstance(value, list) or len(value) < 2:
-        raise CaseError(f"{f.where}: expected a list of at least two branches")
-    branches = []
-    for i, branch in enumerate(value):
-        # A branch is one step, or `- [steps...]` for a sequence.
-        items = branch if isinstance(branch, list) else [branch]
-        branches.append(_steps(items, f"{f.where}.branch[{i + 1}]", case))
-    return Parallel(where=f.where, branches=tuple(branches))
-
-
-def _parse_repeat(value: Any, f: _Fields, case: _CaseContext) -> Step:
-    var = f.take("as", "i")
-    if not NAME.match(str(var)):
-        raise CaseError(f"{f.where}: `as` must be a name")
-    return Repeat(
-        where=f.where,
-        times=_int(value, f.where, minimum=1),
-        var=var,
-        steps=_steps(f.need("steps"), f"{f.where}.steps", case),
-    )
-
-
-_PARSERS = {
-    "call": _parse_call,
-    "open": _parse_open,
-    "send": _parse_send,
-    "close_send": _parse_close_send,
-    "cancel": _parse_cancel,
-    "expect_events": _parse_expect_events,
-    "expect_end": _parse_expect_end,
-    "expect_quiet": _parse_expect_quiet,
-    "expect_same": _parse_expect_same,
-    "sleep": _parse_sleep,
-    "server": _parse_server,
-    "connect": _parse_connect,
-    "parallel": _parse_parallel,
-    "repeat": _parse_repeat,
-}
-
-
-# --- static checks -----------------------------------------------------------------
-
-
-def check_fields(descriptor: Descriptor, values: Any, where: str) -> None:
-    """Fail on field names the message does not have, however deep; values are not checked.
-
-    Values may hold `${...}` references resolved only at run time, so only the
-    shape is checked here. Keys starting with `$` are matchers, not fields.
-    """
-    if not isinstance(values, Mapping):
-        if isinstance(values, str) and values.startswith("$"):
-            return
-        raise CaseError(f"{where}: expected a mapping for {descriptor.name}, got {values!r}")
-    for name, value in values.items():
-        if str(name).startswith("$"):
-            continue
+        ordered_within = (within["field"], within["pattern"])
         try:
-            field = messages.field_of(descriptor, str(name), where)
-        except messages.MessageError as exc:
-            raise CaseError(str(exc)) from None
-        if messages.is_map(field) or field.message_type is None:
-            continue
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if isinstance(item, Mapping) and not any(str(k).startswith("$") for k in item):
-                check_fields(field.message_type, item, f"{where}.{name}")
+            groups = set(re.compile(within["pattern"]).groupindex)
+        except re.error as exc:
+            raise CaseError(f"{where}.ordered_within.pattern: {exc}") from None
+        if not {"group", "index"} <= groups:
+            raise CaseError(
+                f"{where}.ordered_within.pattern: needs named groups `group` and `index`"
+            )
+    events, unordered = raw.get("events"), raw.get("unordered")
+    return ExpectEvents(
+        where=where,
+        stream=raw["expect_events"],
+        events=tuple(events) if events is not None else None,
+        unordered=tuple(unordered) if unordered is not None else None,
+        count=raw.get("count"),
+        each=raw.get("each"),
+        distinct=raw.get("distinct"),
+        ordered_within=ordered_within,
+        quiet_ms=raw.get("quiet_ms", DEFAULT_QUIET_MS),
+        within_ms=raw.get("within_ms", context.within_ms),
+        capture=dict(raw.get("capture") or {}),
+    )
+
+
+def _connect(raw: Mapping[str, Any], where: str, context: _Context) -> Connect:
+    client = context.role(raw.get("client"), where)
+    security = context.security
+    if security is None:
+        raise CaseError(f"{where}: `connect` needs a case-level `security:` block")
+    token = raw.get("token", DEFAULT_TOKEN)
+    if token not in (None, DEFAULT_TOKEN) and not security.tokens:
+        raise CaseError(f"{where}.token: a token needs `security.tokens`")
+    certificate = raw.get("certificate", "valid")
+    if certificate != "valid" and security.tls != "mutual":
+        raise CaseError(f"{where}.certificate: only `security.tls: mutual` uses certificates")
+    return Connect(where=where, client=client, token=token, certificate=certificate)
 
 
 def _check_streams(case: Case) -> None:
@@ -685,89 +457,90 @@ def _check_streams(case: Case) -> None:
                 raise CaseError(f"{step.where}: stream {name!r} is not a TaskEventStream")
 
 
-def _file_specs(raw: Any, where: str) -> tuple[FileSpec, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, Mapping):
-        raise CaseError(f"{where}: expected a mapping of paths to contents")
-    specs = []
-    for path, content in raw.items():
-        here = f"{where}[{path!r}]"
-        if pathlib.PurePosixPath(path).is_absolute():
-            raise CaseError(f"{here}: paths are relative to the server's project directory")
-        if isinstance(content, str):
-            specs.append(FileSpec(path=path, text=content))
-            continue
-        fields = _Fields(content, here)
-        spec = FileSpec(
-            path=path,
-            text=fields.take("text"),
-            hex=fields.take("hex"),
-            symlink=fields.take("symlink"),
-            directory=bool(fields.take("directory", False)),
-            fifo=bool(fields.take("fifo", False)),
-        )
-        repeat = fields.take("repeat")
-        if repeat is not None:
-            if not (isinstance(repeat, list) and len(repeat) == 2 and isinstance(repeat[1], int)):
-                raise CaseError(f"{here}.repeat: expected [text, count]")
-            spec = dataclasses.replace(spec, text=str(repeat[0]) * repeat[1])
-        fields.done()
-        kinds = [spec.text, spec.hex, spec.symlink, spec.directory or None, spec.fifo or None]
-        if sum(k is not None for k in kinds) != 1:
-            raise CaseError(f"{here}: give one of text, repeat, hex, symlink, directory, fifo")
-        specs.append(spec)
-    return tuple(specs)
+def _file_spec(path: str, content: Any) -> FileSpec:
+    if isinstance(content, str):
+        return FileSpec(path=path, text=content)
+    if "repeat" in content:
+        text, count = content["repeat"]
+        return FileSpec(path=path, text=text * count)
+    return FileSpec(
+        path=path,
+        text=content.get("text"),
+        hex=content.get("hex"),
+        symlink=content.get("symlink"),
+        directory=bool(content.get("directory", False)),
+        fifo=bool(content.get("fifo", False)),
+    )
 
 
 def parse_case(
-    raw: Any,
-    source: pathlib.Path,
-    service: ServiceDescriptor,
-    within_ms: int = DEFAULT_WITHIN_MS,
+    raw: Mapping[str, Any], source: pathlib.Path, within_ms: int = DEFAULT_WITHIN_MS
 ) -> Case:
-    """Build one case from its YAML mapping; `within_ms` is the default wait for events."""
-    name = raw.get("name") if isinstance(raw, Mapping) else None
-    where = f"{source.name}: case {name!r}"
-    fields = _Fields(raw, where)
-    name = _str(fields.need("name"), where)
-    if not NAME.match(name):
-        raise CaseError(f"{where}: case names must match {NAME.pattern}")
-    roles = fields.take("clients", [DEFAULT_ROLE])
-    if not isinstance(roles, list) or not roles or not all(NAME.match(str(r)) for r in roles):
-        raise CaseError(f"{where}: `clients` must be a non-empty list of names")
-    if len(set(roles)) != len(roles):
-        raise CaseError(f"{where}: `clients` lists a name twice")
-    fanout = fields.take("fanout", [])
-    if not isinstance(fanout, list) or not set(fanout) <= set(roles):
-        raise CaseError(f"{where}: `fanout` must list some of the case's clients")
-    matrix = fields.take("matrix", "full")
-    if matrix not in ("full", "alone"):
-        raise CaseError(f"{where}: `matrix` is `full` (every mix of languages) or `alone`")
-    server_args = fields.take("server_args", [])
-    if not isinstance(server_args, list) or not all(isinstance(a, str) for a in server_args):
-        raise CaseError(f"{where}: `server_args` must be a list of strings")
-    security = _security(fields.take("security"), f"{where}.security")
-    if security is not None and any(a.startswith(("--tls-", "--auth-token")) for a in server_args):
-        raise CaseError(f"{where}: with `security:`, leave the TLS and token flags to the runner")
-    context = _CaseContext(
-        roles=tuple(roles), service=service, within_ms=within_ms, security=security
-    )
+    """Build one case from its YAML mapping, already checked against the schema.
+
+    `within_ms` is the default wait for events.
+    """
+    where = f"{source.name}: case {raw['name']!r}"
+    roles = tuple(raw.get("clients", [DEFAULT_ROLE]))
+    fanout = raw.get("fanout", [])
+    if not set(fanout) <= set(roles):
+        raise CaseError(f"{where}.fanout: {sorted(set(fanout) - set(roles))} are not clients")
+    server_args = tuple(raw.get("server_args", []))
+    security = None
+    if "security" in raw:
+        block = raw["security"]
+        security = Security(tls=block.get("tls", "none"), tokens=tuple(block.get("tokens", [])))
+        if any(a.startswith(("--tls-", "--auth-token")) for a in server_args):
+            raise CaseError(
+                f"{where}: with `security:`, leave the TLS and token flags to the runner"
+            )
+    context = _Context(roles, security, within_ms)
     case = Case(
-        name=name,
-        description=str(fields.need("description")).strip(),
+        name=raw["name"],
+        description=str(raw["description"]).strip(),
         source=source,
-        roles=tuple(roles),
+        roles=roles,
         fanout=frozenset(fanout),
-        matrix=matrix,
-        files=_file_specs(fields.take("files"), f"{where}.files"),
-        server_args=tuple(server_args),
-        steps=_steps(fields.need("steps"), f"{where}.steps", context),
+        matrix=raw.get("matrix", "full"),
+        files=tuple(_file_spec(p, c) for p, c in (raw.get("files") or {}).items()),
+        server_args=server_args,
+        steps=_steps(raw["steps"], f"{where}: steps", context),
         security=security,
     )
-    fields.done()
     _check_streams(case)
     return case
+
+
+def schema_problems(
+    document: Any, source: pathlib.Path, validate: jsonschema.Draft202012Validator
+) -> list[str]:
+    """Every way a case file breaks the schema: `file: case 'name': path: what is wrong`."""
+    found: list[str] = []
+    errors = sorted(validate.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
+    # Where a value breaks a rule deeper down too, the deeper error says more.
+    paths = [list(e.absolute_path) for e in errors]
+    errors = [
+        e
+        for e, path in zip(errors, paths, strict=True)
+        if not any(len(other) > len(path) and other[: len(path)] == path for other in paths)
+    ]
+    for error in errors:
+        path = list(error.absolute_path)
+        text = schema.explain(error)
+        if len(path) >= 2 and path[0] == "cases" and isinstance(path[1], int):
+            raw = document["cases"][path[1]]
+            name = raw.get("name") if isinstance(raw, Mapping) else None
+            inside = schema.path_text(path[2:], raw)
+            found.append(
+                f"{source.name}: case {name!r}: " + (f"{inside}: {text}" if inside else text)
+            )
+        else:
+            inside = schema.path_text(path, document)
+            found.append(f"{source.name}: " + (f"{inside}: {text}" if inside else text))
+    found = list(dict.fromkeys(found))  # one mistake can break several rules alike
+    if len(found) > MAX_REPORTED:
+        found = [*found[:MAX_REPORTED], f"… and {len(found) - MAX_REPORTED} more"]
+    return found
 
 
 def load_cases(
@@ -781,13 +554,23 @@ def load_cases(
     `within_ms` is how long `expect_events` waits by default; a self-test,
     where a failed wait is the expected outcome, shortens it.
     """
+    if service is messages.SERVICE and schema.stale(service):
+        raise CaseError(
+            f"{schema.MESSAGES_SCHEMA.name} is out of date with the proto: "
+            "run `python -m conformance.schema` and commit the result"
+        )
+    validate = schema.validator(service)
     cases: dict[str, Case] = {}
     for path in sorted(directory.glob("*.yaml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if not isinstance(document, Mapping) or not isinstance(document.get("cases"), list):
-            raise CaseError(f"{path.name}: expected a mapping with a `cases:` list")
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CaseError(f"{path.name}: not valid YAML: {exc}") from None
+        problems = schema_problems(document, path, validate)
+        if problems:
+            raise CaseError("\n".join(problems))
         for raw in document["cases"]:
-            case = parse_case(raw, path, service, within_ms)
+            case = parse_case(raw, path, within_ms)
             if case.name in cases:
                 raise CaseError(
                     f"{path.name}: case {case.name!r} is also defined in "

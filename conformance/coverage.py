@@ -7,6 +7,7 @@ it. Documented status codes live in conformance/documented_codes.yaml.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -121,3 +122,39 @@ def check(
                 f"which {DOCUMENTED_CODES.name} does not document for {name}"
             )
     return problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Covered:
+    """What some cases exercise: methods called or opened, (method, code) pairs expected."""
+
+    methods: frozenset[str]
+    codes: frozenset[tuple[str, str]]
+
+
+def covered(cases: Sequence[c.Case]) -> Covered:
+    """The methods and (method, code) pairs these cases exercise, whatever the languages."""
+    return Covered(
+        methods=frozenset(
+            m for case in cases for used in methods_by_role(case).values() for m in used
+        ),
+        codes=frozenset((m, code) for case in cases for m, code, _ in expected_codes(case)),
+    )
+
+
+def describe(case: c.Case, others: Covered) -> list[str]:
+    """What a case adds to the coverage of the others, for `--check -k`."""
+    mine = covered([case])
+    codes = sorted(mine.codes)
+    lines = [
+        f"calls or opens: {', '.join(sorted(mine.methods)) or 'nothing'}",
+        f"expects: {', '.join(f'{m} {code}' for m, code in codes) or 'nothing'}",
+    ]
+    only = sorted(mine.methods - others.methods) + [
+        f"{m} {code}" for m, code in codes if (m, code) not in others.codes
+    ]
+    if only:
+        lines.append(f"only this case covers: {', '.join(only)}")
+    else:
+        lines.append("every method and code it covers is covered by another case too")
+    return lines

@@ -61,7 +61,7 @@ def match_message(expected: Any, message: Message, path: str = "") -> list[str]:
 def _present(field: FieldDescriptor, message: Message) -> bool:
     if field.is_repeated:
         return len(getattr(message, field.name)) > 0
-    if messages.has_presence(field):
+    if field.has_presence:
         return message.HasField(field.name)
     return bool(getattr(message, field.name) != field.default_value)
 
@@ -83,7 +83,7 @@ def _match_field(field: FieldDescriptor, message: Message, want: Any, path: str)
         if not present:
             return [f"{path}: expected {show(want)}, got absent"]
         return match_message(want, value, path)
-    if messages.has_presence(field) and not present:
+    if field.has_presence and not present:
         return [f"{path}: expected {show(want)}, got absent"]
     return match_scalar(field, value, want, path)
 
@@ -96,7 +96,7 @@ def _plain(field: FieldDescriptor, value: Any) -> Any:
     if field.is_repeated:
         return [messages.to_plain(v) if isinstance(v, Message) else v for v in value]
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return messages.enum_name(messages.enum_type(field), value)
+        return messages.enum_name(field.enum_type, value)
     return value
 
 
@@ -111,7 +111,7 @@ def match_scalar(field: FieldDescriptor, value: Any, want: Any, path: str) -> li
     if value == expected:
         return []
     if field.type == FieldDescriptor.TYPE_ENUM:
-        enum = messages.enum_type(field)
+        enum = field.enum_type
         return [
             f"{path}: expected {messages.enum_name(enum, int(str(expected)))!s}, "
             f"got {messages.enum_name(enum, value)!s}"
@@ -166,7 +166,7 @@ def _item_plain(field: FieldDescriptor, item: Any) -> Any:
     if isinstance(item, Message):
         return messages.to_plain(item)
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return messages.enum_name(messages.enum_type(field), item)
+        return messages.enum_name(field.enum_type, item)
     return item
 
 
@@ -187,7 +187,7 @@ def _match_map(field: FieldDescriptor, actual: dict[Any, Any], want: Any, path: 
     expected = want["$includes"] if partial else want
     if not isinstance(expected, Mapping):
         return [f"{path}: expected a mapping, got {show(want)}"]
-    value_field = messages.message_type(field).fields_by_name["value"]
+    value_field = field.message_type.fields_by_name["value"]
     problems: list[str] = []
     for key, item_want in expected.items():
         if key not in actual:
@@ -309,7 +309,9 @@ def check_ordered_within(
     """Within each group the pattern finds, the numeric index never goes down.
 
     This is how a case states "each writer's events arrive in the order that
-    writer committed them" while different writers interleave freely.
+    writer committed them" while different writers interleave freely. Events
+    whose field the pattern does not match are left out; when it matches none,
+    the assertion would check nothing, and that is a failure.
     """
     regex = re.compile(pattern)
     last: dict[str, int] = {}
@@ -322,4 +324,9 @@ def check_ordered_within(
         if group in last and index < last[group]:
             return [f"{path}: {show(value)} arrived after index {last[group]} of {group!r}"]
         last[group] = index
+    if events and not last:
+        return [
+            f"{path}: ordered_within checks nothing: {pattern!r} matches the {dotted} of "
+            f"none of the {len(events)} events (e.g. {show(field_path_value(events[0], dotted))})"
+        ]
     return []

@@ -86,3 +86,9 @@ def stale(
         elif not runs and every_case_selected:
             found[entry] = []
     return found
+
+
+def unmatched(entries: Sequence[Entry], case_names: Iterable[str]) -> list[Entry]:
+    """Entries whose pattern matches no case (a typo, or a case that was renamed)."""
+    names = list(case_names)
+    return [e for e in entries if not any(fnmatch.fnmatchcase(n, e.pattern) for n in names)]

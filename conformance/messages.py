@@ -1,18 +1,20 @@
 """rigger.v1 messages from YAML values, and plain values from messages.
 
-Cases write requests as YAML mappings keyed by proto field names. Enum values
-may be written in full (`TASK_STATUS_TODO`), without their prefix (`TODO`) or
-as numbers, including numbers the enum does not define. 64-bit integers may be
-written as numbers or strings. Setting an `optional` field to its default
-(`assignee: ""`) makes it present, as on the wire.
+Case values are protobuf's JSON mapping (`google.protobuf.json_format`) keyed
+by proto field names: enums by name or number (also one the enum does not
+define), 64-bit integers as numbers or strings, and an `optional` field set to
+its default (`assignee: ""`) is present, as on the wire. The one addition is
+that enum names may drop their prefix (`TODO` for `TASK_STATUS_TODO`); a small
+pre-pass spells them out before json_format parses the rest.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, cast
 
-from google.protobuf import message_factory
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from rigger.v1 import rigger_pb2
@@ -29,27 +31,14 @@ def message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
+def descriptor_of(message: Message) -> Descriptor:
+    """The message's descriptor (the stubs type it as a union of two implementations)."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
 def enum_prefix(enum: EnumDescriptor) -> str:
     """The prefix every value name of a buf-style enum carries, e.g. `TASK_STATUS_`."""
-    return (
-        "".join(f"_{c}" if c.isupper() and i else c for i, c in enumerate(enum.name)).upper() + "_"
-    )
-
-
-def enum_number(enum: EnumDescriptor, value: object, where: str) -> int:
-    """An enum number from a name (full or without prefix) or a number."""
-    if isinstance(value, bool):
-        raise MessageError(f"{where}: {value!r} is not a {enum.name}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        for name in (value, enum_prefix(enum) + value):
-            if name in enum.values_by_name:
-                return int(enum.values_by_name[name].number)
-        if value.lstrip("-").isdigit():
-            return int(value)
-    known = ", ".join(enum.values_by_name)
-    raise MessageError(f"{where}: {value!r} is not a {enum.name} (known: {known})")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
 
 
 def enum_name(enum: EnumDescriptor, number: int) -> str | int:
@@ -58,37 +47,13 @@ def enum_name(enum: EnumDescriptor, number: int) -> str | int:
     return value.name if value is not None else number
 
 
-def descriptor_of(message: Message) -> Descriptor:
-    """The message's descriptor (the stubs type it as a union of two implementations)."""
-    return cast(Descriptor, message.DESCRIPTOR)
-
-
-def message_type(field: FieldDescriptor) -> Descriptor:
-    """The descriptor of a message-typed field."""
-    if field.message_type is None:
-        raise MessageError(f"{field.full_name} is not a message field")
-    return field.message_type
-
-
-def enum_type(field: FieldDescriptor) -> EnumDescriptor:
-    """The descriptor of an enum-typed field."""
-    if field.enum_type is None:
-        raise MessageError(f"{field.full_name} is not an enum field")
-    return field.enum_type
-
-
 def is_map(field: FieldDescriptor) -> bool:
     """True for `map<K, V>` fields (repeated entries of a synthetic MapEntry message)."""
-    return (
-        field.type == FieldDescriptor.TYPE_MESSAGE
+    return bool(
+        field.message_type is not None
         and field.is_repeated
-        and bool(message_type(field).GetOptions().map_entry)
+        and field.message_type.GetOptions().map_entry
     )
-
-
-def has_presence(field: FieldDescriptor) -> bool:
-    """True when the field tracks presence (messages, `optional` and oneof members)."""
-    return bool(field.has_presence)
 
 
 def field_of(descriptor: Descriptor, name: str, where: str) -> FieldDescriptor:
@@ -100,87 +65,54 @@ def field_of(descriptor: Descriptor, name: str, where: str) -> FieldDescriptor:
     return field
 
 
-_INTEGER_TYPES = {
-    FieldDescriptor.TYPE_INT32,
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT32,
-    FieldDescriptor.TYPE_SINT64,
-    FieldDescriptor.TYPE_FIXED32,
-    FieldDescriptor.TYPE_FIXED64,
-    FieldDescriptor.TYPE_SFIXED32,
-    FieldDescriptor.TYPE_SFIXED64,
-}
+def _enum_value(enum: EnumDescriptor, value: Any, where: str) -> Any:
+    # json_format reads `true` as 1: a bool is never what a case writer meant.
+    if isinstance(value, bool):
+        raise MessageError(f"{where}: {value!r} is not a {enum.name}")
+    if isinstance(value, str) and value not in enum.values_by_name:
+        full = enum_prefix(enum) + value
+        if full in enum.values_by_name:
+            return full
+    return value
 
 
-def scalar(field: FieldDescriptor, value: object, where: str) -> object:
-    """Coerce a YAML scalar to the Python value the field holds."""
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return enum_number(enum_type(field), value, where)
-    if field.type in _INTEGER_TYPES:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            raise MessageError(f"{where}: {value!r} is not an integer")
-        try:
-            return int(value)
-        except ValueError:
-            raise MessageError(f"{where}: {value!r} is not an integer") from None
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        if not isinstance(value, bool):
-            raise MessageError(f"{where}: {value!r} is not a bool")
-        return value
-    if field.type == FieldDescriptor.TYPE_STRING:
-        if not isinstance(value, str):
-            raise MessageError(f"{where}: {value!r} is not a string (quote it in YAML)")
-        return value
-    if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise MessageError(f"{where}: {value!r} is not a number")
-        return float(value)
-    if field.type == FieldDescriptor.TYPE_BYTES:
-        if not isinstance(value, str):
-            raise MessageError(f"{where}: {value!r} is not a string of bytes")
-        return value.encode("utf-8")
-    raise MessageError(f"{where}: unsupported field type {field.type}")
-
-
-def fill(message: Message, values: Mapping[str, Any], where: str = "") -> Message:
-    """Set the message's fields from a mapping of proto field names to YAML values."""
+def _spell_out(descriptor: Descriptor, values: Any, where: str) -> Any:
+    """The values with every prefix-less enum name written in full, as json_format wants."""
     if not isinstance(values, Mapping):
         raise MessageError(f"{where or 'message'}: expected a mapping, got {values!r}")
-    descriptor = descriptor_of(message)
+    out: dict[str, Any] = {}
     for name, value in values.items():
-        here = f"{where}.{name}" if where else name
-        field = field_of(descriptor, name, here)
+        here = f"{where}.{name}" if where else str(name)
+        field = field_of(descriptor, str(name), here)
+        out[name] = value
         if value is None:
             continue  # null leaves the field unset, like omitting it
         if is_map(field):
-            if not isinstance(value, Mapping):
-                raise MessageError(f"{here}: expected a mapping")
-            target = getattr(message, name)
-            value_field = message_type(field).fields_by_name["value"]
-            key_field = message_type(field).fields_by_name["key"]
-            for key, item in value.items():
-                k = scalar(key_field, key, f"{here}[{key!r}]")
-                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
-                    fill(target[k], item, f"{here}[{key!r}]")
-                else:
-                    target[k] = scalar(value_field, item, f"{here}[{key!r}]")
-        elif field.is_repeated:
-            if not isinstance(value, list):
-                raise MessageError(f"{here}: expected a list")
-            target = getattr(message, name)
-            for index, item in enumerate(value):
-                if field.type == FieldDescriptor.TYPE_MESSAGE:
-                    fill(target.add(), item, f"{here}[{index}]")
-                else:
-                    target.append(scalar(field, item, f"{here}[{index}]"))
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            sub = getattr(message, name)
-            sub.SetInParent()  # `subscribe: {}` must still select the oneof member
-            fill(sub, value, here)
+            item_field = field.message_type.fields_by_name["value"]
+            if isinstance(value, Mapping):
+                out[name] = {k: _item(item_field, v, f"{here}[{k!r}]") for k, v in value.items()}
+        elif field.is_repeated and isinstance(value, list):
+            out[name] = [_item(field, v, f"{here}[{i}]") for i, v in enumerate(value)]
         else:
-            setattr(message, name, scalar(field, value, here))
+            out[name] = _item(field, value, here)
+    return out
+
+
+def _item(field: FieldDescriptor, value: Any, where: str) -> Any:
+    if field.enum_type is not None:
+        return _enum_value(field.enum_type, value, where)
+    if field.message_type is not None and value is not None:
+        return _spell_out(field.message_type, value, where)
+    return value
+
+
+def fill(message: Message, values: Mapping[str, Any], where: str = "") -> Message:
+    """Merge a mapping of proto field names to YAML values into the message."""
+    descriptor = descriptor_of(message)
+    try:
+        json_format.ParseDict(_spell_out(descriptor, values, where), message)
+    except json_format.ParseError as exc:
+        raise MessageError(f"{where or descriptor.name}: {exc}") from None
     return message
 
 
@@ -189,35 +121,25 @@ def build(descriptor: Descriptor, values: Mapping[str, Any] | None, where: str =
     return fill(message_class(descriptor)(), values or {}, where)
 
 
+def scalar(field: FieldDescriptor, value: object, where: str) -> object:
+    """One YAML value converted exactly as `build` would convert it for this field.
+
+    Used to compare expectations with received values: `TODO`, `1` and
+    `"TASK_STATUS_TODO"` are the same status; `"5"` and `5` the same uint64.
+    """
+    holder = message_class(field.containing_type)()
+    item = [value] if field.is_repeated else value
+    fill(holder, {field.name: item}, where)
+    got = getattr(holder, field.name)
+    return got[0] if field.is_repeated else got
+
+
 def to_plain(message: Message) -> dict[str, Any]:
-    """The message as plain data: present fields only, enums by name, 64-bit ints exact.
+    """The message as plain data (protobuf's JSON mapping, proto field names).
 
     Field presence survives: an `optional` field set to its default appears,
     an unset one does not; implicit-presence fields appear only when non-default.
+    Enums are names (numbers the enum does not define stay numbers), 64-bit
+    integers are exact decimal strings.
     """
-    plain: dict[str, Any] = {}
-    for field, value in message.ListFields():
-        plain[field.name] = _plain_value(field, value)
-    return plain
-
-
-def _plain_value(field: FieldDescriptor, value: Any) -> Any:
-    if is_map(field):
-        value_field = message_type(field).fields_by_name["value"]
-        return {
-            k: (to_plain(v) if value_field.type == FieldDescriptor.TYPE_MESSAGE else v)
-            for k, v in sorted(value.items())
-        }
-    if field.is_repeated:
-        return [_plain_scalar(field, v) for v in value]
-    return _plain_scalar(field, value)
-
-
-def _plain_scalar(field: FieldDescriptor, value: Any) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return to_plain(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return enum_name(enum_type(field), value)
-    if field.type == FieldDescriptor.TYPE_BYTES:
-        return value.hex()
-    return value
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)

@@ -1,16 +1,23 @@
-"""A throwaway certificate authority, made at test time, for TLS and mTLS tests."""
+"""Throwaway certificates and token files, made at run (and test) time, written as files.
+
+`trustme` makes the certificates: a CA per run, ECDSA keys, certificates valid
+for server and client use, with the subject alternative names a loopback
+server needs. This module only puts them where `rig grpc --tls-*` and the
+executors read them (PEM files), and decides what a case's `security:` block
+needs. tests/test_security.py uses `Authority` too.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import ipaddress
 import pathlib
+from collections.abc import Sequence
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import grpc
+import trustme
+
+# What a loopback server's certificate must name: clients dial localhost.
+SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,68 +28,82 @@ class Pem:
     key: pathlib.Path
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write(
-    directory: pathlib.Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> Pem:
-    cert_path = directory / f"{stem}.crt"
-    key_path = directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return Pem(cert_path, key_path)
-
-
 class Authority:
-    """A CA that signs server and client certificates into `directory`."""
+    """A CA whose certificate, and every certificate it issues, are written into `directory`."""
 
     def __init__(self, directory: pathlib.Path, name: str = "Rigger Test CA") -> None:
         self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.pem = _write(directory, name.replace(" ", "-").lower(), self.cert, self.key)
+        self._ca = trustme.CA(organization_unit_name=name)
+        stem = name.replace(" ", "-").lower()
+        cert = directory / f"{stem}.crt"
+        key = directory / f"{stem}.key"
+        self._ca.cert_pem.write_to_path(str(cert))
+        self._ca.private_key_pem.write_to_path(str(key))
+        self.pem = Pem(cert, key)
 
     def issue(self, stem: str, *, server: bool) -> Pem:
-        """A certificate for `localhost` (server) or a named client."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name("localhost" if server else stem))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
+        """A certificate for a loopback server, or for a client named `stem`."""
+        # A client certificate still needs a subject alternative name: some
+        # TLS stacks refuse an empty one.
+        names: Sequence[str] = SERVER_NAMES if server else (f"{stem}.client.test",)
+        leaf = self._ca.issue_cert(*names, common_name="localhost" if server else stem)
+        pem = Pem(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")
+        leaf.cert_chain_pems[0].write_to_path(str(pem.cert))
+        leaf.private_key_pem.write_to_path(str(pem.key))
+        return pem
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSecurity:
+    """One run's certificates and token file, made fresh in its directory.
+
+    `tls` is `none`, `server` or `mutual`. With `mutual`, `foreign` is a client
+    certificate with the same name, signed by a CA the server does not trust.
+    """
+
+    ca: Pem
+    server: Pem | None
+    client: Pem | None
+    foreign: Pem | None
+    token_file: pathlib.Path | None
+
+    @classmethod
+    def create(cls, directory: pathlib.Path, tls: str, tokens: Sequence[str]) -> RunSecurity:
+        """Make what the security block asks for under `directory` (which must not exist)."""
+        directory.mkdir(parents=True)
+        authority = Authority(directory)
+        server = client = foreign = None
+        if tls != "none":
+            server = authority.issue("server", server=True)
+        if tls == "mutual":
+            client = authority.issue("client", server=False)
+            other = directory / "foreign"
+            other.mkdir()
+            foreign = Authority(other, name="Foreign Test CA").issue("client", server=False)
+        token_file = None
+        if tokens:
+            token_file = directory / "tokens"
+            token_file.write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
+        return cls(authority.pem, server, client, foreign, token_file)
+
+    @property
+    def server_args(self) -> tuple[str, ...]:
+        """The `rig grpc` flags that turn this on."""
+        args: list[str] = []
+        if self.server is not None:
+            args += ["--tls-cert", str(self.server.cert), "--tls-key", str(self.server.key)]
+        if self.client is not None:
+            args += ["--tls-client-ca", str(self.ca.cert)]
+        if self.token_file is not None:
+            args += ["--auth-token-file", str(self.token_file)]
+        return tuple(args)
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """What the server's readiness check dials with (None: plaintext)."""
+        if self.server is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert.read_bytes(),
+            private_key=self.client.key.read_bytes() if self.client else None,
+            certificate_chain=self.client.cert.read_bytes() if self.client else None,
         )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("::1")),
-                    ]
-                ),
-                critical=False,
-            )
-        return _write(self.directory, stem, builder.sign(self.key, hashes.SHA256()), key)

@@ -17,15 +17,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-import grpc
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
 
 from conformance import cases as c
-from conformance import judge, messages
+from conformance import discovery, judge, messages
 from conformance.bindings import BindingError, Bindings
 from conformance.executor import ExecutorDied, ExecutorPool, ExecutorProcess, StreamState
-from conformance.pki import Authority, Pem
+from conformance.pki import RunSecurity
 from conformance.plan import Run
 from conformance.serverproc import RIG, ServerProcess
 from conformance.transcript import Record, Transcript, normalise
@@ -81,6 +80,8 @@ class RunResult:
     transcript: list[dict[str, Any]]
     duration_s: float
     server_log: str = ""
+    # The run's directory (project, database, server log); passing runs delete it.
+    directory: pathlib.Path | None = None
 
     @property
     def passed(self) -> bool:
@@ -159,7 +160,7 @@ class CaseRun:
         self.streams: dict[str, list[StreamHandle]] = {}
         self.transcript = Transcript()
         self.problems: list[str] = []
-        self.pki: _Pki | None = None
+        self.pki: RunSecurity | None = None
         # Instances connected with a certificate the server must refuse: the
         # messages they see are made up by their own TLS stack.
         self.refused: set[str] = set()
@@ -188,6 +189,7 @@ class CaseRun:
             transcript=normalise(self.transcript, self._replacements()),
             duration_s=time.monotonic() - started,
             server_log=log,
+            directory=self.workdir,
         )
 
     def _bindings(self) -> Bindings:
@@ -207,10 +209,11 @@ class CaseRun:
         credentials = None
         token = None
         if self.case.security is not None:
-            self.pki = _Pki.create(self.workdir / "pki", self.case.security)
+            security = self.case.security
+            self.pki = RunSecurity.create(self.workdir / "pki", security.tls, security.tokens)
             security_args = self.pki.server_args
             credentials = self.pki.channel_credentials()
-            token = self.case.security.tokens[0] if self.case.security.tokens else None
+            token = security.tokens[0] if security.tokens else None
         self.server = ServerProcess(
             self.project,
             db=self.workdir / "db" / "tasks.db",
@@ -322,6 +325,7 @@ class CaseRun:
             c.Connect: self._connect,
             c.Parallel: self._parallel,
             c.Repeat: self._repeat,
+            c.Discover: self._discover,
         }
         try:
             await handlers[type(step)](step, scope)
@@ -575,7 +579,8 @@ class CaseRun:
                     f"expected {wanted} events within {step.within_ms} ms, got {len(got)}"
                     f"{why}: {_summaries(got)}"
                 )
-            elif extra:
+            elif extra and step.quiet_ms:
+                # quiet_ms: 0 leaves later events to the next expect_events.
                 problems.append(
                     f"unexpected event(s) within {step.quiet_ms} ms after the expected ones: "
                     f"{_summaries(extra)}"
@@ -731,6 +736,22 @@ class CaseRun:
             await asyncio.to_thread(self.server.start)
             await self._connect_all()
 
+    async def _discover(self, step: c.Discover, scope: _Scope) -> None:
+        # The runner's own calls: reflection and health are the server's, not a client's.
+        assert self.server is not None
+        credentials = self.pki.channel_credentials() if self.pki is not None else None
+        problems: list[str] = []
+        for host in step.hosts:
+            problems += await asyncio.to_thread(
+                discovery.check,
+                discovery.target(host, self.server.port),
+                credentials,
+                messages.SERVICE,
+                step.services,
+                step.health,
+            )
+        self._fail(step, "runner", problems)
+
     async def _parallel(self, step: c.Parallel, scope: _Scope) -> None:
         inner = _Scope(scope.bindings, unordered=True)
         await _all(self._steps(branch, inner) for branch in step.branches)
@@ -793,60 +814,6 @@ class CaseRun:
                     + _difference(handles[0].label, reference, handle.label, seen)
                 )
         return problems
-
-
-# --- security -----------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class _Pki:
-    """A run's certificates, made fresh in its directory, and its token file."""
-
-    ca: Pem
-    server: Pem | None
-    client: Pem | None
-    foreign: Pem | None
-    token_file: pathlib.Path | None
-
-    @classmethod
-    def create(cls, directory: pathlib.Path, security: c.Security) -> _Pki:
-        directory.mkdir(parents=True)
-        authority = Authority(directory)
-        server = client = foreign = None
-        if security.tls != "none":
-            server = authority.issue("server", server=True)
-        if security.tls == "mutual":
-            client = authority.issue("client", server=False)
-            # Same name, signed by a CA the server does not trust.
-            other = directory / "foreign"
-            other.mkdir()
-            foreign = Authority(other, name="Foreign Test CA").issue("client", server=False)
-        token_file = None
-        if security.tokens:
-            token_file = directory / "tokens"
-            token_file.write_text("".join(f"{t}\n" for t in security.tokens), encoding="utf-8")
-        return cls(authority.pem, server, client, foreign, token_file)
-
-    @property
-    def server_args(self) -> tuple[str, ...]:
-        args: list[str] = []
-        if self.server is not None:
-            args += ["--tls-cert", str(self.server.cert), "--tls-key", str(self.server.key)]
-        if self.client is not None:
-            args += ["--tls-client-ca", str(self.ca.cert)]
-        if self.token_file is not None:
-            args += ["--auth-token-file", str(self.token_file)]
-        return tuple(args)
-
-    def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        """What the server's readiness check dials with."""
-        if self.server is None:
-            return None
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.cert.read_bytes(),
-            private_key=self.client.key.read_bytes() if self.client else None,
-            certificate_chain=self.client.cert.read_bytes() if self.client else None,
-        )
 
 
 # --- formatting ---------------------------------------------------------------------

@@ -49,6 +49,9 @@ async def check_mutant(
     on the real server; otherwise it was flaky, proves nothing, and the
     search goes on with the runs not tried yet.
     """
+    broken = mutant_server.applies(mutant)
+    if broken is not None:
+        return MutantVerdict(mutant, None, 0, broken)
     remaining = list(runs)
     tried = 0
     attempt = 0
@@ -92,9 +95,9 @@ async def _reproducible(mutant: str, run: Run, pool: ExecutorPool, workdir: path
     return bool(again) and not again[0].passed and bool(real) and real[0].passed
 
 
-def catcher_first(runs: Sequence[Run], catcher: str | None) -> list[Run]:
-    """The runs, with the one named `catcher` (a run id) moved to the front."""
-    return sorted(runs, key=lambda run: run.id != catcher)
+def catcher_first(runs: Sequence[Run], catcher: str | None, case: str | None = None) -> list[Run]:
+    """The runs, the one named `catcher` (a run id) first, then those of the case named `case`."""
+    return sorted(runs, key=lambda run: (run.id != catcher, run.case.name != case))
 
 
 def load_catches(path: pathlib.Path) -> dict[str, str]:

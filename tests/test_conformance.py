@@ -7,8 +7,12 @@ it, and the coverage rules against doctored schemas and case sets.
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
+import re
+import subprocess
 import sys
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -17,8 +21,9 @@ from rigger.v1 import rigger_pb2
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from conformance import __main__ as cli  # noqa: E402
 from conformance import cases as c  # noqa: E402
-from conformance import coverage, known_failing, mutant_server, suite  # noqa: E402
+from conformance import coverage, judge, known_failing, mutant_server, schema, suite  # noqa: E402
 from conformance.executor import (  # noqa: E402
     LANGUAGES,
     ExecutorPool,
@@ -28,18 +33,6 @@ from conformance.executor import (  # noqa: E402
 from conformance.messages import SERVICE  # noqa: E402
 from conformance.plan import plan  # noqa: E402
 from conformance.runner import RunResult  # noqa: E402
-
-# For each mutant, one case that must pass on the real server and fail on it.
-CATCHES = {
-    "no_status_changed": "update_status_emits_updated_then_status_changed",
-    "internal_on_unknown_id": "get_unknown_task_is_not_found",
-    "drop_every_tenth": "events_many_live_events_gapless",
-    "ignore_assignee_filter": "events_assignee_filter",
-    "replay_skips_first": "replay_resumes_after_a_sequence",
-    "ignore_expected_version": "update_expected_version_mismatch_is_aborted",
-    "total_count_is_page_size": "list_tasks_pagination_counts_every_match",
-    "leak_subscriptions": "subscribe_cancel_releases_the_subscription",
-}
 
 
 @pytest.fixture(scope="module")
@@ -57,23 +50,67 @@ def case_named(cases: list[c.Case], name: str) -> c.Case:
 # --- the suite fails against broken servers ----------------------------------------
 
 
-def test_every_mutant_has_a_case_that_must_catch_it():
-    assert set(CATCHES) == set(mutant_server.MUTANTS)
-
-
-@pytest.mark.parametrize("mutant", sorted(CATCHES))
-async def test_the_suite_fails_against_the_mutant(mutant, all_cases, tmp_path):
-    runs = plan([case_named(all_cases, CATCHES[mutant])], ["python"])
+async def _against_mutants(cases: list[c.Case], workdir: pathlib.Path) -> dict[str, Any]:
+    """Each catching case on the real server, and each mutant against its case, two at a time."""
     pool = ExecutorPool(build_commands(("python",)))
+    slots = asyncio.Semaphore(2)
+    catchers = sorted({m.caught_by for m in mutant_server.MUTANTS.values()})
+
+    async def one(name: str, case: str, command: tuple[str, ...] | None) -> tuple[str, Any]:
+        runs = plan([case_named(cases, case)], ["python"])
+        extra = {"server_command": command} if command else {}
+        async with slots:
+            [result] = await suite.execute(runs, pool, workdir / name, **extra)
+        return name, result
+
     try:
-        [real] = await suite.execute(runs, pool, tmp_path / "real")
-        [broken] = await suite.execute(
-            runs, pool, tmp_path / mutant, server_command=mutant_server.command(mutant)
+        found = await asyncio.gather(
+            *(one(f"real-{case}", case, None) for case in catchers),
+            *(
+                one(name, m.caught_by, mutant_server.command(name))
+                for name, m in mutant_server.MUTANTS.items()
+            ),
         )
     finally:
         await pool.close()
-    assert real.passed, f"{runs[0].id} fails on the real server:\n{real.problems}"
-    assert not broken.passed, f"{runs[0].id} passed against the {mutant} mutant"
+    return dict(found)
+
+
+@pytest.fixture(scope="module")
+def against_mutants(all_cases, tmp_path_factory) -> dict[str, Any]:
+    return asyncio.run(_against_mutants(all_cases, tmp_path_factory.mktemp("mutants")))
+
+
+def test_every_mutants_patch_still_fits_the_server():
+    # A patch whose target moved would make the server fail to start, and
+    # every case fail against it: that must not pass for a caught mutant.
+    command = mutant_server.command(sorted(mutant_server.MUTANTS)[0])[:-2]
+    mutants = [arg for name in sorted(mutant_server.MUTANTS) for arg in ("--mutant", name)]
+    done = subprocess.run(
+        [*command, *mutants, "--apply-only"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_mutant_names_a_case_that_exists(all_cases):
+    names = {case.name for case in all_cases}
+    assert {
+        m: x.caught_by for m, x in mutant_server.MUTANTS.items() if x.caught_by not in names
+    } == {}
+
+
+def test_the_readme_lists_every_mutant_and_its_catching_case():
+    readme = (REPO / "conformance" / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| [^|]* \| `(\w+)`: [^|]* \| `(\w+)` \|$", readme, re.MULTILINE))
+    assert rows == {name: m.caught_by for name, m in mutant_server.MUTANTS.items()}
+
+
+@pytest.mark.parametrize("mutant", sorted(mutant_server.MUTANTS))
+def test_the_suite_fails_against_the_mutant(mutant, against_mutants):
+    case = mutant_server.MUTANTS[mutant].caught_by
+    real, broken = against_mutants[f"real-{case}"], against_mutants[mutant]
+    assert real.passed, f"{case} fails on the real server:\n{real.problems}"
+    assert not broken.passed, f"{case} passed against the {mutant} mutant"
 
 
 # --- coverage is enforced from the schema ------------------------------------------
@@ -238,9 +275,9 @@ async def test_an_executor_that_does_not_start_is_reported_clearly():
 @pytest.mark.parametrize(
     ("security", "step", "error"),
     [
-        ("{tls: yes}", "{}", "security.tls: expected none, server or mutual"),
-        ("{tokens: [a, a]}", "{}", "a token is listed twice"),
-        ("{}", "{}", "give `tls: server|mutual`, `tokens`, or both"),
+        ("{tls: yes}", "{}", "case 'x': security.tls: got true; expected none, server or mutual"),
+        ("{tokens: [a, a]}", "{}", r"security.tokens: lists an item twice"),
+        ("{}", "{}", "security: got {}; expected `tls: server|mutual`, `tokens`, or both"),
         ("{tls: server}", "{certificate: none}", "only `security.tls: mutual` uses certificates"),
         ("{tls: server}", "{token: t}", "a token needs `security.tokens`"),
         ("{tls: mutual}", "{certificat: none}", r"unknown keys \['certificat'\]"),
@@ -255,3 +292,41 @@ def test_security_blocks_and_connect_steps_are_checked(tmp_path, security, step,
     )
     with pytest.raises(c.CaseError, match=error):
         c.load_cases(tmp_path)
+
+
+def test_an_unknown_enum_name_is_a_malformed_case_not_a_failed_run(tmp_path):
+    (tmp_path / "bad.yaml").write_text(
+        "cases:\n  - name: x\n    description: d\n    steps:\n"
+        "      - call: UpdateTask\n        request: {task_id: a, status: DONE}\n"
+    )
+    with pytest.raises(c.CaseError, match=r"case 'x': steps\[1\] \(call\)\.request\.status: "):
+        c.load_cases(tmp_path)
+
+
+def test_the_published_messages_schema_matches_the_proto():
+    assert not schema.stale(), "run `python -m conformance.schema` and commit the result"
+
+
+def test_an_ordered_within_that_matches_no_event_fails():
+    events = [rigger_pb2.TaskEvent(task=rigger_pb2.Task(title=f"task {i}")) for i in range(3)]
+    pattern = r"^(?P<group>w\d)-(?P<index>\d+)$"
+    assert judge.check_ordered_within(events, "task.title", pattern, "events") != []
+    assert (
+        judge.check_ordered_within(events, "task.title", r"(?P<group>task) (?P<index>\d)", "e")
+        == []
+    )
+
+
+def test_only_the_latest_invocations_failed_runs_are_kept(all_cases, tmp_path):
+    runs = plan([case_named(all_cases, "list_tasks_empty")], ["go", "python"])
+    target = tmp_path / "failed-runs"
+    (target / "0000-an-older-run").mkdir(parents=True)
+    results = []
+    for index, run in enumerate(runs):
+        directory = tmp_path / "scratch" / f"{index:04d}-{run.id}"
+        directory.mkdir(parents=True)
+        results.append(RunResult(run, ["broken"] if index else [], [], 0.1, directory=directory))
+    outcomes, _ = suite.verdicts(results, [], every_case_selected=False)
+    said = cli._keep_failed_runs(outcomes, target)
+    assert sorted(p.name for p in target.iterdir()) == ["0001-list_tasks_empty[python]"]
+    assert said.startswith("the directories of 1 failed run ")
