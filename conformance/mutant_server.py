@@ -12,8 +12,8 @@ notice, and conformance/README.md lists them.
 Each patch is a few lines at a seam that outlives refactoring where one
 exists: the servicer's status mapping (`service.status_of`), `TaskBook`'s
 public methods, the store's methods (`SqliteStore`), `Broadcaster.publish`
-and `EventFilter.matches`. The two replay mutants have to reach the replay
-loop itself (`TaskBook._replay_page`); their comments say what to port.
+and `EventFilter.matches`. The two replay mutants reach the feed's two halves
+(`Feed._pages`, the stored events page by page, and `Feed._live`).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import pathlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
-from rigger_server import app, cli, errors, events, prd, service, sqlite_store, tasks
-from rigger_server.domain import Event, EventDraft, EventType, Task, TaskStatus
+from rigger_server import app, cli, errors, events, feed, prd, service, sqlite_store, tasks, wire
+from rigger_server.domain import Event, EventDraft, EventType, Task, TaskStatus, commit_event
 from rigger_server.errors import NotFound, PermissionDenied, RiggerError
 from rigger_server.store import TaskQuery
 
@@ -199,17 +199,9 @@ def failed_call_publishes() -> None:
                 updated_at="2030-01-01T00:00:00Z",
                 version=1,
             )
-            self.broadcaster.publish(
-                [
-                    Event(
-                        sequence=self.broadcaster.head + 1,
-                        event_id="phantom",
-                        timestamp=phantom.created_at,
-                        event_type=EventType.CREATED,
-                        task=phantom,
-                    )
-                ]
-            )
+            draft = EventDraft("phantom", phantom.created_at, EventType.CREATED, phantom)
+            sequence = self.broadcaster.head + 1
+            self.broadcaster.publish([commit_event(draft, sequence, wire.encode_event)])
             raise
 
     _patch(tasks.TaskBook, "add_task", add_task)
@@ -223,7 +215,7 @@ def ignore_type_filter() -> None:
     """Subscriptions filter by assignee only; event_types is ignored."""
 
     def matches(self: events.EventFilter, event: Event) -> bool:
-        return self.assignee is None or event.task.assignee == self.assignee
+        return self.assignee is None or event.assignee == self.assignee
 
     _patch(events.EventFilter, "matches", matches)
 
@@ -246,7 +238,7 @@ def filters_either_matches() -> None:
     def matches(self: events.EventFilter, event: Event) -> bool:
         if self.event_types and self.assignee is not None:
             by_type = event.event_type in self.event_types
-            return by_type or event.task.assignee == self.assignee
+            return by_type or event.assignee == self.assignee
         return original(self, event)
 
     _patch(events.EventFilter, "matches", matches)
@@ -254,16 +246,21 @@ def filters_either_matches() -> None:
 
 @_mutant("assignee_filter matches the task's assignee after the change", "events_assignee_filter")
 def assignee_filter_before_the_change() -> None:
-    """ASSIGNED events are filtered by the previous assignee, not the new one."""
-    original = events.EventFilter.matches
+    """ASSIGNED events are filtered by the previous assignee, not the new one.
 
-    def matches(self: events.EventFilter, event: Event) -> bool:
-        if event.event_type == EventType.ASSIGNED and self.assignee is not None:
-            before = dataclasses.replace(event.task, assignee=event.metadata["previous_assignee"])
-            return original(self, dataclasses.replace(event, task=before))
-        return original(self, event)
+    Filters read the assignee the log keeps beside each event; here the log
+    keeps the previous one for ASSIGNED, live and in replay alike.
+    """
+    original = sqlite_store.commit_event
 
-    _patch(events.EventFilter, "matches", matches)
+    def commit_event(draft: EventDraft, sequence: int, encode: Any) -> Event:
+        event = original(draft, sequence, encode)
+        if draft.event_type == EventType.ASSIGNED:
+            before = draft.metadata["previous_assignee"] or None
+            event = dataclasses.replace(event, assignee=before)
+        return event
+
+    _patch(sqlite_store, "commit_event", commit_event)
 
 
 # --- order and exactly-once -----------------------------------------------------------
@@ -318,33 +315,29 @@ def duplicate_at_handover() -> None:
     """The replay→live hand-over re-delivers the last replayed event.
 
     The feed skips live events up to the last sequence replay delivered. Here
-    that cursor is one short after the final replay page, so the last replayed
-    event comes again when it is also in the live queue, i.e. when it was
-    committed while replay ran. To port: make the feed's live-side skip
-    compare against `last - 1` (`>= cursor` instead of `> cursor`).
+    that cursor is one short, so the last replayed event comes again when it
+    is also in the live queue, i.e. when it was committed while replay ran.
     """
-    original = tasks.TaskBook._replay_page
+    original = feed.Feed._live
 
-    def _replay_page(self: tasks.TaskBook, event_filter: Any, cursor: int) -> Any:
-        last, matched, full = original(self, event_filter, cursor)
-        return (last - 1 if not full and last > cursor else last), matched, full
+    def _live(self: feed.Feed, cursor: int) -> Any:
+        replayed = self._after is not None and cursor > self._after
+        return original(self, cursor - 1 if replayed else cursor)
 
-    _patch(tasks.TaskBook, "_replay_page", _replay_page)
+    _patch(feed.Feed, "_live", _live)
 
 
 @_mutant("a replay delivers the whole log after after_sequence", "replay_across_pages")
 def replay_first_page_only() -> None:
-    """Replay reads only the first page of stored events (500), then goes live.
+    """Replay reads only the first page of stored events (500), then goes live."""
+    original = feed.Feed._pages
 
-    To port: make the replay loop stop after its first page read from the store.
-    """
-    original = tasks.TaskBook._replay_page
+    async def _pages(self: feed.Feed, cursor: int) -> Any:
+        async for page in original(self, cursor):
+            yield page
+            return
 
-    def _replay_page(self: tasks.TaskBook, event_filter: Any, cursor: int) -> Any:
-        last, matched, _ = original(self, event_filter, cursor)
-        return last, matched, False
-
-    _patch(tasks.TaskBook, "_replay_page", _replay_page)
+    _patch(feed.Feed, "_pages", _pages)
 
 
 @_mutant(

@@ -7,6 +7,7 @@ hand-over from replay to live free of gaps and duplicates.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from rigger_server.domain import Event
@@ -49,21 +50,34 @@ class Feed:
         cursor = self.head if self._after is None else self._after
         if self._after is not None:
             while True:
-                while True:
-                    events = await self._read_log(cursor, REPLAY_PAGE)
-                    if events:
+                async with contextlib.aclosing(self._pages(cursor)) as pages:
+                    async for events in pages:
                         cursor = events[-1].sequence
                         matched = [e for e in events if self._filter.matches(e)]
                         if matched:
                             yield matched
-                    if len(events) < REPLAY_PAGE:
-                        break
                 if not self._subscription.overflowed:
                     break
                 # Live events arrived faster than replay drained them. The log
                 # has them all, so register afresh and keep replaying from it.
                 self.close()
                 self._subscription = self._broadcaster.subscribe(self._filter)
+        async with contextlib.aclosing(self._live(cursor)) as live:
+            async for batch in live:
+                yield batch
+
+    async def _pages(self, cursor: int) -> AsyncGenerator[list[Event], None]:
+        """The stored events after `cursor`, a page at a time, to the end of the log."""
+        while True:
+            events = await self._read_log(cursor, REPLAY_PAGE)
+            if events:
+                yield events
+                cursor = events[-1].sequence
+            if len(events) < REPLAY_PAGE:
+                return
+
+    async def _live(self, cursor: int) -> AsyncGenerator[list[Event], None]:
+        """Queued live events after `cursor` (what replay delivered is skipped)."""
         while True:
             batch = await self._subscription.next_batch()
             batch = [event for event in batch if event.sequence > cursor]
