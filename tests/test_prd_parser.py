@@ -157,6 +157,18 @@ def test_a_task_knows_its_line_and_the_paths_it_names():
     assert first.paths == ("db/schema.sql",)
 
 
+def test_steps_keep_document_order_at_any_depth():
+    text = "# T\n\n## Tasks\n\n- Ship\n  - build\n    - compile\n  - [ ] test\n"
+    assert parse_prd(text).tasks[0].steps == ("build", "compile", "test")
+
+
+def test_a_checkbox_nested_in_a_plain_item_is_a_task_of_its_own():
+    text = "# T\n\n## Notes\n\n- context\n  - [ ] Ask legal\n    - about cookies\n"
+    parsed = parse_prd(text)
+    assert [(t.title, t.steps) for t in parsed.tasks] == [("Ask legal", ("about cookies",))]
+    assert parsed.items_of("notes")[0].steps == ()
+
+
 def test_a_tasks_heading_at_level_3_opens_a_task_list_until_the_next_heading_as_high():
     text = "# T\n\n## Plan\n\n### Tasks\n\n- one\n- two\n\n### Risks\n\n- not a task\n"
     assert [task.title for task in parse_prd(text).tasks] == ["one", "two"]

@@ -250,7 +250,9 @@ class _Open:
         "paths",
         "section",
         "section_field",
+        "step",
         "steps",
+        "task_list",
         "text",
     )
 
@@ -262,10 +264,17 @@ class _Open:
         # Where nested content goes: this item if it is kept (top-level or a
         # task), else the nearest kept ancestor.
         self.owner: _Open | None = None
+        # A top-level item (kept as a PrdItem of its section).
         self.kept = False
+        # A top-level item of a Tasks list.
+        self.task_list = False
+        # Inside an item that is a task.
         self.in_task = False
         self.line = 0
         self.section_field: str | None = None
+        # Its place in its owner's steps, held from the start so that steps
+        # stay in document order though inner items end first.
+        self.step = -1
         self.steps: list[str] = []
         self.details: list[str] = []
         self.paths: list[str] = []
@@ -273,11 +282,11 @@ class _Open:
     @property
     def is_task(self) -> bool:
         """A top-level item of a Tasks list, or a checkbox item outside any task."""
-        return (self.kept and self.in_task) or (self.checked is not None and not self.in_task)
+        return self.task_list or (self.checked is not None and not self.in_task)
 
     def holder(self) -> _Open | None:
         """The item that collects what is written inside this one."""
-        return self if self.kept or self.checked is not None else self.owner
+        return self if self.kept or self.is_task else self.owner
 
 
 class _Section:
@@ -473,10 +482,13 @@ class _Reader:
             parent = self.items[-1]
             item.in_task = parent.in_task or parent.is_task
             item.owner = parent.holder()
+            if item.owner is not None:
+                item.step = len(item.owner.steps)
+                item.owner.steps.append("")
         else:
             # Only a top-level item (one list deep) has no open parent.
             item.kept = True
-            item.in_task = self.tasks_level is not None
+            item.task_list = self.tasks_level is not None
             item.line = self._line_at(start)
             item.section_field = self.field
         self.items.append(item)
@@ -499,7 +511,7 @@ class _Reader:
                     PrdItem(
                         text=text,
                         line=item.line,
-                        steps=tuple(item.steps),
+                        steps=tuple(step for step in item.steps if step),
                         details=tuple(item.details),
                         paths=tuple(dict.fromkeys(item.paths)),
                     )
@@ -508,7 +520,7 @@ class _Reader:
             self.tasks.append(_task(item, text))
         elif item.owner is not None:
             own = _CHECKBOX.sub("", text, count=1) if item.checked is not None else text
-            item.owner.steps.append(own)
+            item.owner.steps[item.step] = own
 
     def _result(self) -> ParsedPrd:
         if not self.title:
@@ -647,7 +659,7 @@ def _task(item: _Open, text: str) -> PrdTask:
     meta = _Meta()
     title = _read_meta(text, meta)
     steps = []
-    for step in item.steps:
+    for step in filter(None, item.steps):
         # A nested item that holds only metadata (`- Due: 2025-03-01`) is
         # metadata, not a step; the first paragraph's metadata comes first.
         found = _Meta()
