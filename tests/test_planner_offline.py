@@ -8,6 +8,8 @@ import pathlib
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rigger_server.domain import Task, TaskStatus
 from rigger_server.errors import DeadlineExceeded, InvalidArgument
 from rigger_server.planner import (
@@ -18,7 +20,7 @@ from rigger_server.planner import (
     orchestrate,
     route,
 )
-from rigger_server.planner.complexity import score
+from rigger_server.planner.complexity import complexity, score
 from rigger_server.prd import parse_prd
 
 EXAMPLE = pathlib.Path(__file__).parent.parent / "examples" / "PRD.md"
@@ -90,6 +92,17 @@ def test_every_term_at_once_scores_10_the_cap():
     scored = score("Rewrite " + "x" * 60, assignee=None, due_date=None, reasoning="r" * 300)
     assert scored.value == 10
     assert len(scored.reasons) == 6
+
+
+@given(
+    title=st.sampled_from(["Fix", "x" * 51, "Rewrite it", "ARCHITECT " + "y" * 50]),
+    assignee=st.sampled_from([None, "", " ", "ann"]),
+    due_date=st.sampled_from([None, "", "2025-01-01"]),
+    reasoning=st.sampled_from([None, "", "r" * 200, "r" * 201]),
+)
+def test_the_plain_score_and_the_explained_score_agree(title, assignee, due_date, reasoning):
+    fields = {"assignee": assignee, "due_date": due_date, "reasoning": reasoning}
+    assert complexity(title, **fields) == score(title, **fields).value
 
 
 def test_a_task_scoring_7_is_decomposed_and_one_scoring_6_enhanced():

@@ -552,6 +552,8 @@ def _flatten_deep_nesting(markdown: str) -> str:
 # --- task metadata --------------------------------------------------------------
 
 _CHECKBOX = re.compile(r"^\[[ xX]\]\s*")
+# Every kind of metadata holds one of these: most items hold none.
+_ANY_META = re.compile(r"assignee|owner|@|due|after|depends|blocked", re.I)
 _BOLD = r"(?:\*\*|__|\*|_)?"
 _ASSIGNEE_KEY = re.compile(rf"{_BOLD}\b(?:assignee|owner){_BOLD}\s*:\s*{_BOLD}\s*", re.I)
 # Where a name written after `Assignee:` ends.
@@ -598,6 +600,8 @@ class _Meta:
 
 def _read_meta(text: str, meta: _Meta) -> str:
     """Take the metadata out of `text` into `meta`; return what remains."""
+    if not _ANY_META.search(text):
+        return text
     spans: list[tuple[int, int]] = []
     # Cheap word tests first: most items hold no metadata at all.
     lowered = text.lower()

@@ -11,6 +11,7 @@ heuristic, so the route never depends on a model.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from rigger_server.domain import Task
 from rigger_server.planner.plans import RoutingDecision
@@ -21,6 +22,7 @@ DECOMPOSE_AT = 7
 LONG_TITLE = 50
 LONG_REASONING = 200
 KEYWORDS = ("refactor", "migrate", "redesign", "rewrite", "architect")
+_KEYWORD = re.compile("|".join(KEYWORDS), re.I)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,8 +64,16 @@ def score(
 def complexity(
     title: str, *, assignee: str | None, due_date: str | None, reasoning: str | None
 ) -> int:
-    """The heuristic's score, 3 to 10."""
-    return score(title, assignee=assignee, due_date=due_date, reasoning=reasoning).value
+    """The heuristic's score, 3 to 10 (as `score`, without the reasons: plans are large)."""
+    value = (
+        BASE
+        + (len(title) > LONG_TITLE)
+        + 2 * (_KEYWORD.search(title) is not None)
+        + (not (assignee or "").strip())
+        + (not (due_date or "").strip())
+        + 2 * (len(reasoning or "") > LONG_REASONING)
+    )
+    return min(value, CAP)
 
 
 def task_score(task: Task) -> Score:

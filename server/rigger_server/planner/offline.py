@@ -273,8 +273,8 @@ def _listing(label: str, entries: Sequence[str], separator: str) -> str:
     return f"{label}: {separator.join(shown)}."
 
 
-def _bounded_text(parts: Iterable[str], limit: int = MAX_REASONING) -> str:
-    text = " ".join(part for part in parts if part)
+def _bounded_text(parts: list[str], limit: int = MAX_REASONING) -> str:
+    text = " ".join(filter(None, parts))
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
 
 
