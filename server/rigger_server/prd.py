@@ -13,12 +13,14 @@ import os
 import pathlib
 import re
 import stat
+from typing import TypeVar
 
 import pyromark
 
 from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied
 
 MAX_PRD_BYTES = 1024 * 1024
+T = TypeVar("T")
 
 # Section headings (level 2, compared case-insensitively) and the field each fills.
 SECTIONS = {"objectives": "objectives", "tech stack": "tech_stack", "constraints": "constraints"}
@@ -511,9 +513,9 @@ class _Reader:
                     PrdItem(
                         text=text,
                         line=item.line,
-                        steps=tuple(step for step in item.steps if step),
+                        steps=tuple(filter(None, item.steps)) if item.steps else (),
                         details=tuple(item.details),
-                        paths=tuple(dict.fromkeys(item.paths)),
+                        paths=_unique(item.paths),
                     )
                 )
         if item.is_task:
@@ -533,7 +535,7 @@ class _Reader:
             summary=self.summary,
             sections=tuple(PrdSection(s.heading, tuple(s.items)) for s in self.sections),
             tasks=tuple(self.tasks),
-            paths=tuple(dict.fromkeys(self.paths)),
+            paths=_unique(self.paths),
         )
 
 
@@ -658,12 +660,17 @@ def _without(text: str, spans: list[tuple[int, int]]) -> str:
     return " ".join(rest.split()).strip(_EDGE)
 
 
+def _unique(values: list[T]) -> tuple[T, ...]:
+    """`values` in order, each once."""
+    return tuple(dict.fromkeys(values)) if values else ()
+
+
 def _task(item: _Open, text: str) -> PrdTask:
     text = _CHECKBOX.sub("", text, count=1) if item.checked is not None else text
     meta = _Meta()
     title = _read_meta(text, meta)
-    steps = []
-    for step in filter(None, item.steps):
+    steps: list[str] = []
+    for step in filter(None, item.steps) if item.steps else ():
         # A nested item that holds only metadata (`- Due: 2025-03-01`) is
         # metadata, not a step; the first paragraph's metadata comes first.
         found = _Meta()
@@ -681,10 +688,10 @@ def _task(item: _Open, text: str) -> PrdTask:
         section=item.section.heading if item.section else "",
         assignee=meta.assignee,
         due_date=meta.due,
-        after=tuple(dict.fromkeys(meta.after)),
-        depends_on=tuple(dict.fromkeys(meta.titles)),
+        after=_unique(meta.after),
+        depends_on=_unique(meta.titles),
         steps=tuple(steps),
         details=tuple(item.details),
-        paths=tuple(dict.fromkeys(item.paths)),
+        paths=_unique(item.paths),
         done=bool(item.checked),
     )
