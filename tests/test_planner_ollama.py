@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +24,9 @@ from rigger_server.planner import (
     OllamaPlanner,
     PlannerConfig,
     TaskContext,
+    add_planner_flags,
     build_planner,
+    config_from_args,
     ollama_url,
 )
 from rigger_server.planner.answers import TaskListAnswer, schema_of
@@ -357,3 +360,22 @@ def test_an_unknown_planner_or_scheme_is_refused():
         PlannerConfig.from_flags("gpt")
     with pytest.raises(ValueError, match="http or https"):
         ollama_url("ftp://host")
+
+
+def test_rig_grpc_flags_make_the_planner_config():
+    parser = argparse.ArgumentParser()
+    add_planner_flags(parser)
+    default = config_from_args(parser.parse_args([]), environ={})
+    assert (default.planner, default.ollama_url) == ("offline", "http://localhost:11434")
+    chosen = parser.parse_args(["--planner", "ollama", "--ollama-url", "gpu:9999"])
+    assert config_from_args(chosen, environ={}) == PlannerConfig(
+        planner="ollama", ollama_url="http://gpu:9999"
+    )
+
+
+def test_a_bad_ollama_url_flag_is_a_usage_error(capsys):
+    parser = argparse.ArgumentParser()
+    add_planner_flags(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--ollama-url", "ftp://x"])
+    assert "http or https" in capsys.readouterr().err

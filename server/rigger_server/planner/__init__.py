@@ -11,7 +11,9 @@ from rigger_server.planner.config import (
     PLANNERS,
     ModelSelector,
     PlannerConfig,
+    add_planner_flags,
     build_planner,
+    config_from_args,
     ollama_url,
 )
 from rigger_server.planner.offline import OfflinePlanner
@@ -53,8 +55,10 @@ __all__ = [
     "Subtask",
     "TaskContext",
     "TaskPlan",
+    "add_planner_flags",
     "build_planner",
     "check_test_type",
+    "config_from_args",
     "ollama_url",
     "orchestrate",
     "route",

@@ -9,6 +9,7 @@ scheme's own).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import urllib.parse
@@ -88,6 +89,39 @@ class PlannerConfig:
         written = ollama_url_flag or environ.get("OLLAMA_HOST", "").strip()
         url = ollama_url(written) if written else DEFAULT_OLLAMA_URL
         return cls(planner=planner, ollama_url=url)
+
+
+def add_planner_flags(parser: argparse.ArgumentParser) -> None:
+    """Add `--planner` and `--ollama-url` to `rig grpc`'s parser."""
+    group = parser.add_argument_group("planner")
+    group.add_argument(
+        "--planner",
+        choices=PLANNERS,
+        default="offline",
+        help="who plans GenerateTasksFromPRD and OrchestrateTask: the built-in offline "
+        "planner, or models served by Ollama (default: offline)",
+    )
+    group.add_argument(
+        "--ollama-url",
+        type=_url_flag,
+        default=None,
+        metavar="URL",
+        help=f"where Ollama listens (default: $OLLAMA_HOST, else {DEFAULT_OLLAMA_URL})",
+    )
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> PlannerConfig:
+    """The planner settings from parsed `rig grpc` arguments."""
+    return PlannerConfig.from_flags(args.planner, args.ollama_url, environ)
+
+
+def _url_flag(text: str) -> str:
+    try:
+        return ollama_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class ModelSelector:
