@@ -547,7 +547,14 @@ _MARKER = r"(?:>|[-*+](?=[ \t]|$)|\d{1,9}[.)](?=[ \t]|$))[ \t]*"
 _DEEP_LINE = re.compile(rf"^([ \t]*(?:{_MARKER}){{{MAX_LINE_NESTING}}})(?:{_MARKER})+", re.M)
 
 
+# A line that deep holds at least this run of marker characters; looking for
+# the run first keeps ordinary documents off the slower pattern.
+_MARKER_RUN = re.compile(rf"[-*+>\d.)][-*+>\d.) \t]{{{MAX_LINE_NESTING},}}")
+
+
 def _flatten_deep_nesting(markdown: str) -> str:
+    if not _MARKER_RUN.search(markdown):
+        return markdown
     return _DEEP_LINE.sub(r"\1", markdown)
 
 
