@@ -115,8 +115,8 @@ class OfflinePlanner:
         deadline: Deadline | None = None,
     ) -> ComprehensionTest:
         """A question about the task, of `test_type`."""
-        _check(deadline)
         test_type = check_test_type(test_type)
+        _check(deadline)
         return await asyncio.to_thread(comprehension_test_for, context, test_type)
 
     async def decompose(
