@@ -32,4 +32,29 @@ class ResourceExhausted(RiggerError):
 
 
 class Unavailable(RiggerError):
-    """The server is shutting down."""
+    """The server is shutting down, or a service it needs (Ollama) cannot be reached."""
+
+
+class FailedPrecondition(RiggerError):
+    """The call cannot run in the present state (e.g. the model is not pulled)."""
+
+
+class DeadlineExceeded(RiggerError):
+    """The caller's deadline passed before the work was done (e.g. a model still thinking)."""
+
+
+class PlannerOutputInvalid(RiggerError):
+    """A model's answers did not validate, even after the retries.
+
+    Carries the first validation error: the later ones are usually the model
+    repeating itself.
+    """
+
+    def __init__(self, model: str, attempts: int, first_error: str) -> None:
+        super().__init__(
+            f"model {model!r} gave no valid answer in {attempts} attempts; "
+            f"the first was invalid: {first_error}"
+        )
+        self.model = model
+        self.attempts = attempts
+        self.first_error = first_error
