@@ -13,7 +13,8 @@ import os
 import pathlib
 import re
 import stat
-from typing import TypeVar
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 import pyromark
 
@@ -351,7 +352,9 @@ class _Reader:
         broke = False
         nested = 0  # depth inside an inline container whose whole source was taken
         in_code = False
-        events = pyromark.events_with_range(
+        # pyromark's event union is too loose for the checker to follow the
+        # type tests below: the loop reads events as plain Python values.
+        events: Iterable[tuple[Any, Any]] = pyromark.events_with_range(
             self.markdown, options=pyromark.Options.ENABLE_TASKLISTS, merge_text=True
         )
         for event, span in events:

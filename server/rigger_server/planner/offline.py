@@ -331,7 +331,7 @@ def enhancement_for(context: TaskContext) -> Enhancement:
         if isinstance(item, PrdTask):
             where += f", line {item.line}"
         lines.append(where + ".")
-    criteria = []
+    criteria: list[str] = []
     if item is not None:
         criteria.extend(item.steps)
     if prd is not None:

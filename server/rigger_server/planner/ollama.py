@@ -428,7 +428,7 @@ def _error_of(response: httpx.Response) -> str:
     except ValueError:
         return _clip(response.text) or response.reason_phrase
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
+        return str(body["error"])
     return _clip(body)
 
 
@@ -455,7 +455,8 @@ def _prd_json(prd: ParsedPrd, budget: int = PROMPT_BUDGET) -> str:
         "paths": _bounded(prd.paths, share // 2),
     }
     if prd.tasks:
-        explicit, left = [], share * 2
+        explicit: list[dict[str, object]] = []
+        left = share * 2
         for number, task in enumerate(prd.tasks, start=1):
             entry = {
                 "number": number,
