@@ -112,7 +112,8 @@ def generated(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The server's behaviour tests and the three sidecars, against a real server."""
-    session.install("-e", ".", *_group("test"))
+    # The PostgreSQL extra: tests/test_pg_*.py run replicas on a throwaway cluster.
+    session.install("-e", ".[postgres]", *_group("test"))
     if shutil.which("go") is None or shutil.which("npm") is None:
         session.error("the sidecar tests need go and npm on PATH; see .ci/run")
     _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it

@@ -286,9 +286,11 @@ class PostgresStore:
             open=False,
         )
         try:
-            self._pool.open(wait=True, timeout=10.0)
-            with self._pool.connection() as conn:
+            # One plain connection first: an unreachable server fails at once,
+            # with libpq's reason, rather than after the pool's patience.
+            with psycopg.connect(url, autocommit=True, **connection_kwargs(url)) as conn:
                 _check_version(schema_version(conn), url)
+            self._pool.open(wait=True, timeout=10.0)
         except psycopg.OperationalError as exc:
             self._pool.close()
             raise DatabaseUnusable(f"cannot reach {redact(url)}: {_first_line(exc)}") from exc
