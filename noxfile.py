@@ -141,6 +141,16 @@ def conformance(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def conformance_pg(session: nox.Session) -> None:
+    """The conformance suite against two rig grpc replicas on a throwaway PostgreSQL."""
+    session.install("-e", ".[postgres]", *_group("conformance"))
+    args = session.posargs or ["--client", "python"]
+    session.run(
+        "python", "-m", "conformance", "--postgres", "--report-dir", "build/conformance/pg", *args
+    )
+
+
+@nox.session(default=False)
 def conformance_selftest(session: nox.Session) -> None:
     """The conformance suite must fail against every mutant server."""
     session.install("-e", ".", *_group("conformance"))

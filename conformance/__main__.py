@@ -5,6 +5,7 @@
     python -m conformance --client go --client python -k events
     python -m conformance --self-test           # the suite must fail against every mutant server
     python -m conformance --server-args='--workers 2'   # against `rig grpc --workers 2`
+    python -m conformance --postgres --client python    # two replicas on PostgreSQL per run
 
 Exit status: 0 when everything passed (known failures allowed), 1 when
 something failed, 2 when the suite could not run (a bad case file, an
@@ -24,7 +25,7 @@ import time
 from collections.abc import Sequence
 
 from conformance import cases as c
-from conformance import coverage, known_failing, mutant_server, report, selftest, suite
+from conformance import coverage, known_failing, mutant_server, replicas, report, selftest, suite
 from conformance.executor import (
     BUILD_DIR,
     LANGUAGES,
@@ -78,6 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="'FLAGS'",
         help="extra `rig grpc` flags for every run's server, e.g. --server-args='--workers 2'",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run every case against two `rig grpc` replicas on a throwaway PostgreSQL "
+        "cluster, client roles alternating between them (see conformance/replicas.py)",
     )
     parser.add_argument("--list", action="store_true", help="list the planned runs and exit")
     parser.add_argument(
@@ -154,14 +161,16 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     pool = await _start_pool(languages)
     workdir = _workdir("runs-")
     try:
-        results = await suite.execute(
-            runs,
-            pool,
-            workdir,
-            jobs=args.jobs,
-            server_args=tuple(args.server_args),
-            progress=Progress(len(runs)),
-        )
+        with replicas.servers(args.postgres) as servers:
+            results = await suite.execute(
+                runs,
+                pool,
+                workdir,
+                jobs=args.jobs,
+                server_args=tuple(args.server_args),
+                progress=Progress(len(runs)),
+                servers=servers,
+            )
     finally:
         await pool.close()
         _remove_if_empty(workdir)
@@ -223,6 +232,9 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    if args.postgres and args.self_test:
+        print("conformance: --postgres does not combine with --self-test", file=sys.stderr)
+        return 2
     try:
         # Against mutants a lost event is the expected outcome, so the
         # self-test waits less for one; runs that fail only because they were

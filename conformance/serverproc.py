@@ -137,8 +137,12 @@ class ServerProcess:
         """SIGKILL: a crash, with no chance to clean up."""
         self.stop(signal.SIGKILL)
 
-    def replica_for(self, role: str) -> ServerProcess:
-        """The server a client in `role` dials: this one (see conformance/replicas.py)."""
+    def replica_for(self, role_index: int) -> ServerProcess:
+        """The server the clients of a case's `role_index`-th role dial: this one.
+
+        `conformance/replicas.py` stands in for a ServerProcess and answers
+        with one of its replicas instead.
+        """
         return self
 
     def restart(self) -> ServerProcess:

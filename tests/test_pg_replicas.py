@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
-from streams import CREATED, add, read_events, sequences, subscribe, subscribe_live
+from streams import CREATED, add, log_head, read_events, sequences, subscribe, subscribe_live
 
 EVENTS = 200
 CRASH_ROUNDS = 6
@@ -294,3 +294,18 @@ async def test_a_replica_started_later_publishes_what_others_wrote(tmp_path: pat
             late.stop()
     finally:
         first.stop()
+
+
+async def test_a_write_answered_by_one_replica_is_within_the_head_of_a_subscription_on_another(
+    replicas,
+):
+    _, (one, two) = replicas
+    async with (
+        grpc.aio.insecure_channel(one.address) as to_one,
+        grpc.aio.insecure_channel(two.address) as to_two,
+    ):
+        writer = rigger_pb2_grpc.RiggerServiceStub(to_one)
+        reader = rigger_pb2_grpc.RiggerServiceStub(to_two)
+        for written in range(1, 21):
+            await add(writer, f"task {written}")
+            assert await log_head(reader) == written

@@ -142,6 +142,7 @@ class RiggerServer:
                 config.project_root,
                 limits=config.limits,
                 publish=self._tail.committed,
+                reach=self._tail.reach,
             )
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]

@@ -94,6 +94,20 @@ class LogTail:
         heapq.heappush(self._waiting, (last, next(self._order), then))
         self.seen(last)
 
+    async def reach(self, sequence: int) -> None:
+        """Return once every event up to `sequence` is published: at once if it already is."""
+        if sequence <= self._broadcaster.head or self._closed:
+            return
+        reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            if not reached.done():  # the waiter may have been cancelled
+                reached.set_result(None)
+
+        heapq.heappush(self._waiting, (sequence, next(self._order), release))
+        self.seen(sequence)
+        await reached
+
     def seen(self, sequence: int) -> None:
         """The log holds events up to `sequence`; publish any not published yet."""
         if sequence > self._target:
