@@ -32,4 +32,4 @@ class ResourceExhausted(RiggerError):
 
 
 class Unavailable(RiggerError):
-    """The server is shutting down."""
+    """The server cannot serve the call now: it is shutting down, or its database is unreachable."""

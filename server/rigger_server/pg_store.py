@@ -11,19 +11,20 @@ feeds the event loop, so `pg_listener.py` LISTENs on an async connection of its
 own, on the loop, where `LogTail.seen()` lives.
 
 How replicas agree on one log. Every write transaction first locks the one
-row of `rigger.log_head` (`SELECT … FOR UPDATE`), so write transactions from
-all replicas run one at a time. Each batch of events takes its sequences with
-`UPDATE rigger.log_head SET sequence = sequence + n RETURNING sequence`, and
-the event rows go in with the task change, in the same transaction. Because
-the lock is held until commit, sequence order is commit order and a rolled
-back savepoint gives its numbers back: the log is gapless, and a reader whose
-snapshot holds event N holds every event before it. Taking that lock first,
+row of `rigger.log_head` (`SELECT sequence … FOR UPDATE`), so write
+transactions from all replicas run one at a time, each knowing the head. Its
+events take the next sequences, and their rows go in with the task change;
+right before commit the row is set to the new head (one `UPDATE`, with the
+`NOTIFY`). Because the lock is held until commit, sequence order is commit
+order, and a savepoint rolled back gives its numbers back: the log is
+gapless, and a reader whose snapshot holds event N holds every event before
+it. Taking that lock first,
 before any task row is read, is also what keeps replicas' writes from
 deadlocking, and it means a task read inside a write transaction cannot change
 before that transaction's compare-and-swap; the read says `FOR UPDATE` anyway,
-so the invariant does not rest on the lock order alone. Right before commit
-the transaction sends `NOTIFY rigger_log, '<new head>'`, delivered to the
-listeners only if it commits.
+so the invariant does not rest on the lock order alone. The `NOTIFY
+rigger_log, '<new head>'` is delivered to the listeners only if the
+transaction commits.
 
 When PostgreSQL cannot be reached, every call raises `errors.Unavailable`
 (the service answers UNAVAILABLE). A commit whose connection breaks is in
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import select
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -202,6 +204,19 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    """Before a pooled connection is handed out: raise if it is broken.
+
+    An idle connection has nothing to read unless the server wrote to it: a
+    restarting PostgreSQL's goodbye, or end-of-file. Only then is it pinged
+    (and, broken, replaced by the pool), so a call after a restart does not
+    fail on a stale connection, and a healthy one costs no round trip.
+    """
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable or conn.broken:
+        ConnectionPool.check_connection(conn)
+
+
 def connection_kwargs(url: str) -> dict[str, str]:
     """libpq settings for `url`: the defaults above, unless the URL sets them."""
     given = psycopg.conninfo.conninfo_to_dict(url)
@@ -279,9 +294,7 @@ class PostgresStore:
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=CONNECT_WAIT_SECONDS,
-            # A connection left over from before a PostgreSQL restart is found
-            # broken here and replaced, rather than failing the next call.
-            check=ConnectionPool.check_connection,
+            check=_check_idle,
             name="rigger",
             open=False,
         )
@@ -318,26 +331,34 @@ class PostgresStore:
     @contextlib.contextmanager
     def atomic(self) -> Iterator[psycopg.Connection[Any]]:
         """Writes inside commit together or not at all; nested, a savepoint."""
-        conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
+        local = self._local
+        conn: psycopg.Connection[Any] | None = getattr(local, "conn", None)
         if conn is not None:
-            with _reachable(), conn.transaction():
-                yield conn
+            # The head as it was, for when the savepoint's writes are undone.
+            head = local.head
+            try:
+                with _reachable(), conn.transaction():
+                    yield conn
+            except BaseException:
+                local.head = head
+                raise
             return
         with _reachable(), self._pool.connection() as conn:
-            self._local.conn = conn
-            self._local.appended = False
+            local.conn = conn
             try:
                 with conn.transaction():
                     # First, before anything is read: see the module docstring.
-                    conn.execute("SELECT sequence FROM rigger.log_head FOR UPDATE")
+                    row = conn.execute("SELECT sequence FROM rigger.log_head FOR UPDATE").fetchone()
+                    local.head = local.start = int(row[0])  # type: ignore[index]
                     yield conn
-                    if self._local.appended:
+                    if local.head != local.start:
                         conn.execute(
-                            "SELECT pg_notify(%s, sequence::text) FROM rigger.log_head",
-                            (CHANNEL,),
+                            "WITH head AS (UPDATE rigger.log_head SET sequence = %s "
+                            "RETURNING sequence) SELECT pg_notify(%s, sequence::text) FROM head",
+                            (local.head, CHANNEL),
                         )
             finally:
-                self._local.conn = None
+                local.conn = None
 
     # --- tasks ---------------------------------------------------------------
 
@@ -405,13 +426,12 @@ class PostgresStore:
     def _append(self, conn: psycopg.Connection[Any], drafts: Sequence[EventDraft]) -> list[Event]:
         if not drafts:
             return []
-        # The head row is already locked by this transaction (atomic()).
-        row = conn.execute(
-            "UPDATE rigger.log_head SET sequence = sequence + %s RETURNING sequence",
-            (len(drafts),),
-        ).fetchone()
-        first = int(row[0]) - len(drafts) + 1  # type: ignore[index]
+        # This transaction holds the head row's lock (atomic()), so nobody
+        # else can take these numbers; the row itself is updated once, at
+        # commit, and a savepoint undone gives them back (atomic()).
+        first = self._local.head + 1
         events = [commit_event(d, first + i, self._encode) for i, d in enumerate(drafts)]
+        self._local.head += len(drafts)
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO rigger.events (sequence, event_id, timestamp, event_type, task_id, "
@@ -429,7 +449,6 @@ class PostgresStore:
                     for d, e in zip(drafts, events, strict=True)
                 ],
             )
-        self._local.appended = True
         return events
 
     def events_after(self, sequence: int, limit: int) -> list[Event]:

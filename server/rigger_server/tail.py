@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from rigger_server.domain import Event
+from rigger_server.errors import Unavailable
 from rigger_server.events import Broadcaster
 from rigger_server.store import Store
 
@@ -123,6 +124,7 @@ class LogTail:
         loop = asyncio.get_running_loop()
         store = self._store
         broadcaster = self._broadcaster
+        unavailable = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), CHECK_SECONDS)
@@ -140,6 +142,15 @@ class LogTail:
                     # A local commit may have published some of these meanwhile.
                     broadcaster.publish([e for e in events if e.sequence > broadcaster.head])
                     self._release()
+                if unavailable:
+                    log.info("reading the event log again")
+                    unavailable = False
+            except Unavailable as exc:
+                # The database is unreachable (PostgreSQL restarting): said
+                # once, and the log is read again on every check until it is back.
+                if not unavailable:
+                    log.warning("cannot read the event log: %s; retrying", exc)
+                unavailable = True
             except Exception:
                 # The store is briefly unreadable (closing, disk trouble): try
                 # again on the next announcement or check rather than stop.
