@@ -11,6 +11,8 @@ import uuid
 
 import pg
 import pytest
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
 from rigger_server import wire
 from rigger_server.database import redact
 from rigger_server.domain import EventDraft, EventType, Task, TaskStatus, now_rfc3339
@@ -171,3 +173,20 @@ def test_rig_grpc_reaches_no_postgresql_with_a_clear_error(tmp_path: pathlib.Pat
     done = rig("grpc", "--port", "0", "--db", url, cwd=tmp_path, timeout=60)
     assert done.returncode == 1
     assert "error: --db: cannot reach postgresql://" in done.stderr
+
+
+def test_a_parsed_prd_is_stored_in_postgresql(tmp_path: pathlib.Path):
+    url = pg.fresh_database()
+    (tmp_path / "prd.md").write_text("# Login\n\n## Objectives\n- Sign in\n", encoding="utf-8")
+    server = ServerProcess(tmp_path, db=url).start()
+    try:
+        with server.channel() as channel:
+            reply = rigger_pb2_grpc.RiggerServiceStub(channel).ParsePRD(
+                pb.ParsePRDRequest(prd_file_path="prd.md"), timeout=10
+            )
+    finally:
+        server.stop()
+    stored = pg.cluster().sql(
+        f"SELECT title, objectives FROM rigger.prds WHERE id = '{reply.prd_id}'", _database(url)
+    )
+    assert stored == 'Login|{"Sign in"}'
