@@ -41,7 +41,6 @@ class PostgresListener:
     def __init__(self, url: str) -> None:
         self.url = url
         self._task: asyncio.Task[None] | None = None
-        self._connected = asyncio.Event()
 
     def announce(self, sequence: int) -> None:
         """Nothing to do: the commit itself notified every replica."""
@@ -55,10 +54,6 @@ class PostgresListener:
         self._task = asyncio.create_task(
             self._listen(on_seen, on_reachable), name="rigger-pg-listener"
         )
-
-    async def wait_connected(self) -> None:
-        """Return once the listener is connected (for tests and start-up)."""
-        await self._connected.wait()
 
     async def _listen(
         self, on_seen: Callable[[int], None], on_reachable: Callable[[bool], None]
@@ -76,7 +71,6 @@ class PostgresListener:
                     # between goes unnoticed.
                     cursor = await conn.execute("SELECT sequence FROM rigger.log_head")
                     row = await cursor.fetchone()
-                    self._connected.set()
                     if not reachable:
                         log.info("listening to %s again", redact(self.url))
                     reachable = True
@@ -88,7 +82,6 @@ class PostgresListener:
                         with contextlib.suppress(ValueError):
                             on_seen(int(notice.payload))
             except psycopg.Error as exc:
-                self._connected.clear()
                 if reachable:
                     log.warning(
                         "lost the database %s: %s; reconnecting",
