@@ -190,3 +190,17 @@ def test_a_parsed_prd_is_stored_in_postgresql(tmp_path: pathlib.Path):
         f"SELECT title, objectives FROM rigger.prds WHERE id = '{reply.prd_id}'", _database(url)
     )
     assert stored == 'Login|{"Sign in"}'
+
+
+def test_a_connection_lost_mid_write_fails_unavailable_and_the_next_write_works(
+    store: PostgresStore,
+):
+    with pytest.raises(Unavailable), store.atomic() as conn:
+        store.insert_task(*_created("lost"))
+        pid = conn.info.backend_pid
+        pg.cluster().sql(f"SELECT pg_terminate_backend({pid})", store.url.rsplit("/", 1)[1])
+        with store.atomic():
+            store.insert_task(*_created("on a dead connection"))
+    (event,) = store.insert_task(*_created("after"))
+    assert event.sequence == 1
+    assert [e.sequence for e in store.events_after(0, 10)] == [1]
