@@ -80,6 +80,9 @@ class PgCluster:
                     "user to run PostgreSQL as (apt-get install postgresql creates it)"
                 ) from None
             self._user = SUPERUSER
+        self._runuser = shutil.which("runuser") or shutil.which("runuser", path="/usr/sbin:/sbin")
+        if self._user is not None and self._runuser is None:
+            raise PgUnavailable("running as root, and runuser (util-linux) is not installed")
 
     @classmethod
     @contextlib.contextmanager
@@ -97,7 +100,7 @@ class PgCluster:
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [str(self._bin / args[0]), *args[1:]]
         if self._user is not None:
-            command = ["runuser", "-u", self._user, "--", *command]
+            command = [str(self._runuser), "-u", self._user, "--", *command]
         done = subprocess.run(
             command, cwd=self.directory, capture_output=True, text=True, check=False
         )
