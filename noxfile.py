@@ -43,7 +43,7 @@ def _group(name: str) -> list[str]:
 def lint(session: nox.Session) -> None:
     """Ruff, mypy --strict, buf lint and buf format on the project's own code and contract."""
     # The project itself too: mypy follows its imports (grpc, markdown-it, rigger.v1).
-    session.install("-e", ".", *_group("lint"))
+    session.install("-e", ".[postgres]", *_group("lint"))
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")  # what and how: [tool.mypy] in pyproject.toml
@@ -140,7 +140,8 @@ def generated(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The server's behaviour tests and the three sidecars, against a real server."""
-    session.install("-e", ".", *_group("test"))
+    # The PostgreSQL extra: tests/test_pg_*.py run replicas on a throwaway cluster.
+    session.install("-e", ".[postgres]", *_group("test"))
     if shutil.which("go") is None or shutil.which("npm") is None:
         session.error("the sidecar tests need go and npm on PATH; see .ci/run")
     _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it
@@ -188,6 +189,16 @@ def conformance(session: nox.Session) -> None:
             "--report-dir",
             "build/conformance/workers-2",
         )
+
+
+@nox.session(default=False)
+def conformance_pg(session: nox.Session) -> None:
+    """The conformance suite against two rig grpc replicas on a throwaway PostgreSQL."""
+    session.install("-e", ".[postgres]", *_group("conformance"))
+    args = session.posargs or ["--client", "python"]
+    session.run(
+        "python", "-m", "conformance", "--postgres", "--report-dir", "build/conformance/pg", *args
+    )
 
 
 @nox.session(default=False)

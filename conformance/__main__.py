@@ -6,6 +6,7 @@
     python -m conformance --self-test           # the suite must fail against every mutant server
     python -m conformance --server-args='--workers 2'   # against `rig grpc --workers 2`
     python -m conformance --check -k my_new_case        # schema and coverage only, nothing runs
+    python -m conformance --postgres --client python    # two replicas on PostgreSQL per run
 
 Exit status: 0 when everything passed (known failures allowed), 1 when
 something failed, 2 when the suite could not run (a bad case file, an
@@ -25,7 +26,16 @@ import time
 from collections.abc import Sequence
 
 from conformance import cases as c
-from conformance import coverage, known_failing, mutant_server, report, schema, selftest, suite
+from conformance import (
+    coverage,
+    known_failing,
+    mutant_server,
+    replicas,
+    report,
+    schema,
+    selftest,
+    suite,
+)
 from conformance.executor import (
     BUILD_DIR,
     LANGUAGES,
@@ -87,6 +97,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="'FLAGS'",
         help="extra `rig grpc` flags for every run's server, e.g. --server-args='--workers 2'",
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run every case against two `rig grpc` replicas on a throwaway PostgreSQL "
+        "cluster, client roles alternating between them (see conformance/replicas.py)",
     )
     parser.add_argument(
         "--list",
@@ -202,14 +218,16 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     pool = await _start_pool(languages)
     workdir = _workdir(".runs-")
     try:
-        results = await suite.execute(
-            runs,
-            pool,
-            workdir,
-            jobs=args.jobs,
-            server_args=tuple(args.server_args),
-            progress=Progress(len(runs), entries),
-        )
+        with replicas.servers(args.postgres) as servers:
+            results = await suite.execute(
+                runs,
+                pool,
+                workdir,
+                jobs=args.jobs,
+                server_args=tuple(args.server_args),
+                progress=Progress(len(runs), entries),
+                servers=servers,
+            )
         wall = time.monotonic() - started
         outcomes, stale = suite.verdicts(results, entries, every_case_selected=every_case)
         kept = _keep_failed_runs(outcomes, args.report_dir / FAILED_RUNS)
@@ -320,6 +338,9 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     args = parse_args(argv)
+    if args.postgres and args.self_test:
+        print("conformance: --postgres does not combine with --self-test", file=sys.stderr)
+        return 2
     try:
         # Against mutants a lost event is the expected outcome, so the
         # self-test waits less for one; runs that fail only because they were

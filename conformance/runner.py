@@ -145,6 +145,7 @@ class CaseRun:
         server_command: tuple[str, ...] = REAL_SERVER,
         server_args: tuple[str, ...] = (),
         tag: str = "r",
+        servers: Callable[..., Any] = ServerProcess,
     ) -> None:
         self.run = run
         self.case = run.case
@@ -155,6 +156,10 @@ class CaseRun:
         # Flags every run's server gets before the case's own, e.g. --workers 2.
         self.server_args = server_args
         self.tag = tag
+        # What starts the run's server: ServerProcess, or replicas.Replicas
+        # (`--postgres`), which stands in for one and serves each role from a
+        # replica of its own.
+        self.servers = servers
         self.server: ServerProcess | None = None
         self.clients: dict[str, tuple[str, str, ExecutorProcess]] = {}  # instance → role, lang
         self.streams: dict[str, list[StreamHandle]] = {}
@@ -214,7 +219,7 @@ class CaseRun:
             security_args = self.pki.server_args
             credentials = self.pki.channel_credentials()
             token = security.tokens[0] if security.tokens else None
-        self.server = ServerProcess(
+        self.server = self.servers(
             self.project,
             db=self.workdir / "db" / "tasks.db",
             extra_args=(*self.server_args, *self.case.server_args, *security_args),
@@ -242,8 +247,8 @@ class CaseRun:
         self, instance: str, executor: ExecutorProcess, token: str | None, certificate: str
     ) -> None:
         """Connect one executor: plaintext, or with the case's CA, certificate and token."""
-        assert self.server is not None
-        connect = hp.Connect(address=self.server.address)
+        server = self._server_for(instance)
+        connect = hp.Connect(address=server.address)
         security = self.case.security
         if security is not None:
             assert self.pki is not None
@@ -252,7 +257,7 @@ class CaseRun:
             connect.token = token or ""
             if security.tls != "none":
                 # The server certificate names localhost, not the address's IP.
-                connect.address = f"localhost:{self.server.port}"
+                connect.address = f"localhost:{server.port}"
                 connect.ca_file = str(self.pki.ca.cert)
                 client_pem = {"valid": self.pki.client, "foreign": self.pki.foreign}.get(
                     certificate
@@ -267,6 +272,12 @@ class CaseRun:
         answer = await executor.request(ANSWER_SLACK_S, connect=connect)
         if answer.WhichOneof("result") != "done":
             raise StepFailed(f"{instance}: Connect answered {answer}".strip())
+
+    def _server_for(self, instance: str) -> ServerProcess:
+        """The server a client dials: the run's one server, or its role's replica."""
+        assert self.server is not None
+        role = self.clients[instance][0]
+        return self.server.replica_for(self.case.roles.index(role))
 
     async def _connect(self, step: c.Connect, scope: _Scope) -> None:
         async def one(target: tuple[str, str, ExecutorProcess]) -> None:
@@ -730,10 +741,12 @@ class CaseRun:
 
     async def _server(self, step: c.Server, scope: _Scope) -> None:
         assert self.server is not None
+        # With replicas, the one serving the case's last role.
+        target = self.server.replica_for(len(self.case.roles) - 1)
         if step.action in ("stop", "restart"):
-            await asyncio.to_thread(self.server.stop)
+            await asyncio.to_thread(target.stop)
         if step.action in ("start", "restart"):
-            await asyncio.to_thread(self.server.start)
+            await asyncio.to_thread(target.start)
             await self._connect_all()
 
     async def _discover(self, step: c.Discover, scope: _Scope) -> None:

@@ -30,13 +30,14 @@ class ServerProcess:
         self,
         root: pathlib.Path,
         *,
-        db: pathlib.Path | None = None,
+        db: pathlib.Path | str | None = None,
         extra_args: tuple[str, ...] = (),
         command: tuple[str, ...] = RIG,
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
     ) -> None:
         self.root = root
+        # A SQLite file, or a postgresql:// URL (str).
         self.db = db or root / ".rigger" / "tasks.db"
         self.extra_args = extra_args
         # What to run instead of `rig`, e.g. a wrapper that changes behaviour.
@@ -57,7 +58,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start on the previous port (or a free one the first time) and wait until serving."""
-        self.db.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(self.db, pathlib.Path):
+            self.db.parent.mkdir(parents=True, exist_ok=True)
         self.ready_path.unlink(missing_ok=True)
         args = [
             *self.command,
@@ -136,6 +138,14 @@ class ServerProcess:
     def kill(self) -> None:
         """SIGKILL: a crash, with no chance to clean up."""
         self.stop(signal.SIGKILL)
+
+    def replica_for(self, role_index: int) -> ServerProcess:
+        """The server the clients of a case's `role_index`-th role dial: this one.
+
+        `conformance/replicas.py` stands in for a ServerProcess and answers
+        with one of its replicas instead.
+        """
+        return self
 
     def restart(self) -> ServerProcess:
         """Graceful stop, then start again on the same port with the same database."""

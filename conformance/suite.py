@@ -16,11 +16,13 @@ import pathlib
 import re
 import shutil
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from conformance import known_failing
 from conformance.executor import ExecutorPool
 from conformance.plan import Run
 from conformance.runner import REAL_SERVER, CaseRun, RunResult
+from conformance.serverproc import ServerProcess
 from conformance.transcript import render
 
 PASSED, FAILED, KNOWN = "passed", "failed", "known-failing"
@@ -56,6 +58,7 @@ async def execute(
     server_args: tuple[str, ...] = (),
     fail_fast: bool = False,
     progress: Callable[[RunResult], None] | None = None,
+    servers: Callable[..., Any] = ServerProcess,
 ) -> list[RunResult]:
     """Run every run, at most `jobs` at a time; with fail_fast, start none after a failure.
 
@@ -80,6 +83,7 @@ async def execute(
                 server_command=server_command,
                 server_args=server_args,
                 tag=tag,
+                servers=servers,
             ).execute()
             results[index] = result
             if result.passed:

@@ -14,12 +14,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from rigger.v1 import rigger_pb2
 
-from rigger_server import service, wire
+from rigger_server import database, service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
+from rigger_server.database import LogNotifier
 from rigger_server.events import Broadcaster
 from rigger_server.limits import Limits
-from rigger_server.peers import Peers, peer_directory
-from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
@@ -48,7 +47,8 @@ class TlsFiles:
 class ServerConfig:
     """Everything `rig grpc` can set."""
 
-    db_path: pathlib.Path
+    # A SQLite file, or a postgresql:// URL (database.Target).
+    db_path: database.Target
     project_root: pathlib.Path
     host: str = "localhost"
     port: int = 50051
@@ -107,7 +107,9 @@ class RiggerServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._book: TaskBook | None = None
-        self._peers: Peers | None = None
+        self._notifier: LogNotifier | None = None
+        self._closing = False
+        self._health_updates: set[asyncio.Task[None]] = set()
         self._tail: LogTail | None = None
         self._stopping = asyncio.Event()
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
@@ -116,22 +118,23 @@ class RiggerServer:
         """Open the store, bind the port and start serving."""
         config = self.config
         credentials = config.tls.credentials() if config.tls else None
-        store = SqliteStore(config.db_path, wire.encode_event)
+        store, notifier = database.open_log(config.db_path, wire.encode_event)
+        self._notifier = notifier
         try:
             broadcaster = Broadcaster(
                 buffer=config.buffer,
                 max_subscribers=config.limits.max_subscribers,
                 head=store.last_sequence(),
             )
-            self._peers = Peers(peer_directory(config.db_path))
-            self._tail = LogTail(broadcaster, store, self._peers.announce)
+            self._tail = LogTail(broadcaster, store, notifier.announce)
             try:
-                await self._peers.start(self._tail.seen)
+                await notifier.start(self._tail.seen, self._database_reachable)
             except OSError as exc:
                 # Other servers on this database then reach our subscribers
                 # through the periodic check only: slower, never lossy.
                 log.warning("cannot join the other servers of %s: %s", config.db_path, exc)
-                self._peers.close()
+                await notifier.close()
+                self._notifier = None
             self._tail.start()
             self._book = TaskBook(
                 store,
@@ -139,6 +142,7 @@ class RiggerServer:
                 config.project_root,
                 limits=config.limits,
                 publish=self._tail.committed,
+                reach=self._tail.reach,
             )
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]
@@ -190,6 +194,7 @@ class RiggerServer:
         """Graceful stop: NOT_SERVING, let in-flight calls finish, then close the store."""
         if self._server is None or self._book is None:
             return
+        self._closing = True
         for name in ("", service.SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         # Subscribers get UNAVAILABLE with their last sequence at once, rather
@@ -203,8 +208,29 @@ class RiggerServer:
     async def _close_tail(self) -> None:
         if self._tail is not None:
             await self._tail.close()
-        if self._peers is not None:
-            self._peers.close()
+        if self._notifier is not None:
+            await self._notifier.close()
+            self._notifier = None
+
+    def _database_reachable(self, reachable: bool) -> None:
+        # Health follows the database, so a load balancer stops sending calls
+        # that could only fail UNAVAILABLE; open streams stay open meanwhile.
+        if self._server is None or self._closing:
+            return
+        task = asyncio.get_running_loop().create_task(self._set_health(serving=reachable))
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
+
+    async def _set_health(self, *, serving: bool) -> None:
+        if self._closing:
+            return
+        for name in ("", service.SERVICE_NAME):
+            await self._health.set(
+                name,
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
 
     def request_stop(self) -> None:
         """Make `wait()` stop the server gracefully, as SIGTERM does."""

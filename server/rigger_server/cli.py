@@ -12,11 +12,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rigger_server import __version__, wire
+from rigger_server import __version__, database, wire
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
 from rigger_server.auth import TokenFileError
+from rigger_server.database import DatabaseUnusable
 from rigger_server.limits import Limits
-from rigger_server.sqlite_store import SqliteStore
 from rigger_server.workers import Supervisor
 
 RIGGER_DIR = ".rigger"
@@ -76,8 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser(
         "init",
         help="create .rigger/ and its task database in the current directory",
-        description="Create .rigger/ with tasks.db in the current directory. "
-        "Safe to run again: existing data is kept.",
+        description="Create .rigger/ with tasks.db in the current directory, or set up "
+        "the PostgreSQL database --db names. Safe to run again: existing data is kept.",
+    )
+    init.add_argument(
+        "--db",
+        metavar="URL",
+        help="a postgresql:// URL: create (or migrate) Rigger's tables there instead",
     )
     init.set_defaults(run=_init)
 
@@ -100,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grpc_cmd.add_argument(
         "--db",
-        type=pathlib.Path,
-        help=f"SQLite database file (default: {RIGGER_DIR}/{DB_NAME} in the current directory)",
+        metavar="PATH|URL",
+        help=f"SQLite database file (default: {RIGGER_DIR}/{DB_NAME} in the current "
+        "directory), or a postgresql:// URL shared by any number of replicas",
     )
     grpc_cmd.add_argument(
         "--buffer",
@@ -173,10 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _init(args: argparse.Namespace) -> int:
+    if args.db is not None:
+        if not database.is_url(args.db):
+            print(
+                f"error: --db: expected a postgresql:// URL, got {args.db!r}",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            print(database.initialise(args.db, wire.encode_event))
+        except DatabaseUnusable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
     directory = pathlib.Path.cwd() / RIGGER_DIR
     existed = directory.is_dir()
     directory.mkdir(exist_ok=True)
-    SqliteStore(directory / DB_NAME, wire.encode_event).close()
+    database.initialise(directory / DB_NAME, wire.encode_event)
     verb = "Already initialized" if existed else "Initialized"
     print(f"{verb} {directory} (database: {directory / DB_NAME})")
     return 0
@@ -185,7 +204,10 @@ def _init(args: argparse.Namespace) -> int:
 def _grpc(args: argparse.Namespace) -> int:
 
     root = pathlib.Path.cwd()
-    if args.db is None:
+    db_path: database.Target
+    if args.db is not None and database.is_url(args.db):
+        db_path = args.db
+    elif args.db is None:
         directory = root / RIGGER_DIR
         if not directory.is_dir():
             print(
@@ -196,7 +218,7 @@ def _grpc(args: argparse.Namespace) -> int:
             return 2
         db_path = directory / DB_NAME
     else:
-        db_path = args.db.resolve()
+        db_path = pathlib.Path(args.db).resolve()
         if not db_path.parent.is_dir():
             print(f"error: --db: directory {db_path.parent} does not exist", file=sys.stderr)
             return 2
@@ -225,7 +247,7 @@ def _grpc(args: argparse.Namespace) -> int:
             server = RiggerServer(config)  # reads the token file
             server.handle_signals()
             await server.start()
-        except (TokenFileError, PortInUse) as exc:
+        except (TokenFileError, PortInUse, DatabaseUnusable) as exc:
             return _start_failed(exc, config)
         if not server.stop_requested:
             _print_banner(config, server.addresses, workers=1)
@@ -242,7 +264,7 @@ def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | 
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (TokenFileError, PortInUse) as exc:
+    except (TokenFileError, PortInUse, DatabaseUnusable) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
@@ -270,6 +292,9 @@ def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, TokenFileError):
         print(f"error: --auth-token-file: {exc}", file=sys.stderr)
         return 2
+    if isinstance(exc, DatabaseUnusable):
+        print(f"error: --db: {exc}", file=sys.stderr)
+        return 1
     port = config.port
     print(
         f"error: cannot bind {exc}: Address already in use.\n"
@@ -288,7 +313,7 @@ def _print_banner(config: ServerConfig, addresses: list[str], workers: int) -> N
         "🚀 Rigger gRPC Server starting...\n"
         "   Protocol: gRPC over HTTP/2\n"
         f"   Address: {first}{also}\n"
-        f"   Database: {config.db_path}\n"
+        f"   Database: {database.describe(config.db_path)}\n"
         f"   Security: {_security_summary(config)}{processes}\n"
         f"   Broadcast: Enabled ({config.buffer} event buffer)",
         flush=True,

@@ -32,7 +32,8 @@ class ResourceExhausted(RiggerError):
 
 
 class Unavailable(RiggerError):
-    """The server is shutting down, or a service it needs (Ollama) cannot be reached."""
+    """The server cannot serve the call now: it is shutting down, or its database or a
+    service it needs (Ollama) is unreachable."""
 
 
 class FailedPrecondition(RiggerError):

@@ -70,10 +70,16 @@ class Peers:
             return path
         return f"/proc/self/fd/{self._dir_fd}/{name}"
 
-    async def start(self, on_seen: Callable[[int], None]) -> None:
+    async def start(
+        self,
+        on_seen: Callable[[int], None],
+        on_reachable: Callable[[bool], None] = lambda reachable: None,
+    ) -> None:
         """Bind this server's socket and pass every announced sequence to `on_seen`.
 
-        Raises OSError when the directory cannot be made or the socket bound.
+        A file on this host never becomes unreachable, so `on_reachable` is
+        never called. Raises OSError when the directory cannot be made or the
+        socket bound.
         """
         sock = self._bind()
         try:
@@ -132,8 +138,12 @@ class Peers:
                 if exc.errno not in (errno.ENOENT, errno.EAGAIN, errno.ENOBUFS):
                     log.warning("announcing to %s failed: %s", name, exc)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close and remove this server's socket."""
+        self.remove()
+
+    def remove(self) -> None:
+        """Close and remove this server's socket, from outside the event loop too."""
         if self._transport is not None:
             self._transport.close()
             self._transport = None

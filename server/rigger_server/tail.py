@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from rigger_server.domain import Event
+from rigger_server.errors import Unavailable
 from rigger_server.events import Broadcaster
 from rigger_server.store import Store
 
@@ -94,6 +95,20 @@ class LogTail:
         heapq.heappush(self._waiting, (last, next(self._order), then))
         self.seen(last)
 
+    async def reach(self, sequence: int) -> None:
+        """Return once every event up to `sequence` is published: at once if it already is."""
+        if sequence <= self._broadcaster.head or self._closed:
+            return
+        reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            if not reached.done():  # the waiter may have been cancelled
+                reached.set_result(None)
+
+        heapq.heappush(self._waiting, (sequence, next(self._order), release))
+        self.seen(sequence)
+        await reached
+
     def seen(self, sequence: int) -> None:
         """The log holds events up to `sequence`; publish any not published yet."""
         if sequence > self._target:
@@ -109,6 +124,7 @@ class LogTail:
         loop = asyncio.get_running_loop()
         store = self._store
         broadcaster = self._broadcaster
+        unavailable = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), CHECK_SECONDS)
@@ -126,6 +142,15 @@ class LogTail:
                     # A local commit may have published some of these meanwhile.
                     broadcaster.publish([e for e in events if e.sequence > broadcaster.head])
                     self._release()
+                if unavailable:
+                    log.info("reading the event log again")
+                    unavailable = False
+            except Unavailable as exc:
+                # The database is unreachable (PostgreSQL restarting): said
+                # once, and the log is read again on every check until it is back.
+                if not unavailable:
+                    log.warning("cannot read the event log: %s; retrying", exc)
+                unavailable = True
             except Exception:
                 # The store is briefly unreadable (closing, disk trouble): try
                 # again on the next announcement or check rather than stop.

@@ -14,7 +14,7 @@ import datetime as dt
 import pathlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -110,6 +110,7 @@ class TaskBook:
         limits: Limits | None = None,
         readers: int = 4,
         publish: Publish | None = None,
+        reach: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.broadcaster = broadcaster
@@ -123,6 +124,10 @@ class TaskBook:
         # other processes commit to the same log.
         self._writer = GroupWriter(store, self._loop, publish or _publish_directly(broadcaster))
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
+        # Waits until this server has published the log up to a sequence; in
+        # a server, the log tail's. Alone with its store, a book's broadcaster
+        # has published all there is.
+        self._reach = reach
 
     async def _write(self, fn: Callable[..., Written[T]], *args: object) -> T:
         return await self._writer.submit(fn, *args)
@@ -163,6 +168,19 @@ class TaskBook:
     async def last_sequence(self) -> int:
         """The sequence of the newest committed event, 0 when there is none."""
         return await self._read(self.store.last_sequence)
+
+    async def catch_up(self) -> int:
+        """Publish every event committed so far, by any server; return the log's head.
+
+        Another server (or replica) may have answered a write this one has not
+        published yet: waiting here before a subscription registers means a
+        client that heard "done" from any server finds its write at or before
+        the subscription's head, whichever server it subscribes to.
+        """
+        head = await self.last_sequence()
+        if self._reach is not None and head > self.broadcaster.head:
+            await self._reach(head)
+        return head
 
     async def read_log(self, after: int, limit: int) -> list[Event]:
         """Up to `limit` committed events after sequence `after`, oldest first."""

@@ -30,9 +30,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from rigger_server import wire
+from rigger_server import database, wire
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, loopbacks
-from rigger_server.sqlite_store import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +161,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hangup)
-        # Create the schema once here rather than in N racing workers.
-        SqliteStore(config.db_path, wire.encode_event).close()
+        # Create the SQLite schema (or check the PostgreSQL one) once here
+        # rather than in N racing workers.
+        store, _ = database.open_log(config.db_path, wire.encode_event)
+        store.close()
         port, held = reserve_port(config.host, config.port)
         context = multiprocessing.get_context("spawn")
         worker_config = dataclasses.replace(config, port=port, reuse_port=True)

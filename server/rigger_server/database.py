@@ -1,0 +1,131 @@
+"""Which database holds the log, and how the servers on it hear of each other's commits.
+
+`rig grpc --db` names a SQLite file or a PostgreSQL URL. Each kind comes with
+a store and a log notifier, chosen here and nowhere else:
+
+- a SQLite file: `SqliteStore`; the servers on one file announce their
+  commits to each other by datagram (`peers.Peers`);
+- `postgresql://…`: `PostgresStore`; each write transaction NOTIFYs the new
+  head, and every replica LISTENs for it (`pg_listener.PostgresListener`).
+
+Either way the log tail also polls the store, so a lost announcement costs
+latency, never events.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import urllib.parse
+from collections.abc import Callable
+from typing import Protocol
+
+from rigger_server.domain import EventEncoder
+from rigger_server.store import Store
+
+# A SQLite file, or a PostgreSQL URL (a str starting with one of SCHEMES).
+Target = pathlib.Path | str
+
+SCHEMES = ("postgresql://", "postgres://")
+EXTRA = "pip install 'rigger[postgres]'"
+
+
+class DatabaseUnusable(Exception):
+    """The database cannot serve: unreachable, not initialised, or of another schema version."""
+
+
+class LogNotifier(Protocol):
+    """How the servers on one log tell each other "the log holds events up to N"."""
+
+    def announce(self, sequence: int) -> None:
+        """This server committed events up to `sequence`."""
+        ...
+
+    async def start(
+        self, on_seen: Callable[[int], None], on_reachable: Callable[[bool], None]
+    ) -> None:
+        """Pass every announced head to `on_seen`; say through `on_reachable` when the
+        database is lost and found again. Raises OSError when it cannot start at all."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening and release everything."""
+        ...
+
+
+def is_url(target: Target) -> bool:
+    """True when `target` is a PostgreSQL URL."""
+    return isinstance(target, str) and target.startswith(SCHEMES)
+
+
+def redact(url: str) -> str:
+    """`url` without its password, fit for a banner or a log line."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        credentials, _, hosts = netloc.rpartition("@")
+        user, colon, _ = credentials.partition(":")
+        netloc = f"{user}{':***' if colon else ''}@{hosts}"
+    query = urllib.parse.urlencode(
+        [
+            (key, "***" if key == "password" else value)
+            for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*/:",
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def describe(target: Target) -> str:
+    """What a banner says the database is: the file, or the URL without its password."""
+    return redact(str(target)) if is_url(target) else str(target)
+
+
+def _require_postgres() -> None:
+    """Fail with the install command when the PostgreSQL extra is missing."""
+    for module in ("psycopg", "psycopg_pool"):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise DatabaseUnusable(
+                f"a postgresql:// database needs Rigger's PostgreSQL extra ({module} is "
+                f"missing: {exc}): {EXTRA}"
+            ) from None
+
+
+def open_log(target: Target, encode: EventEncoder) -> tuple[Store, LogNotifier]:
+    """Open the store at `target` and the notifier its servers share.
+
+    A SQLite file is created (or migrated) as needed; a PostgreSQL database
+    must have been set up with `rig init --db URL`. Raises DatabaseUnusable.
+    """
+    if is_url(target):
+        _require_postgres()
+        from rigger_server.pg_listener import PostgresListener
+        from rigger_server.pg_store import PostgresStore
+
+        url = str(target)
+        return PostgresStore(url, encode), PostgresListener(url)
+    from rigger_server.peers import Peers, peer_directory
+    from rigger_server.sqlite_store import SqliteStore
+
+    path = pathlib.Path(target)
+    return SqliteStore(path, encode), Peers(peer_directory(path))
+
+
+def initialise(target: Target, encode: EventEncoder) -> str:
+    """Create or migrate the database at `target` (idempotent); say what was done."""
+    if is_url(target):
+        _require_postgres()
+        from rigger_server.pg_store import migrate
+
+        before, after = migrate(str(target))
+        where = redact(str(target))
+        if before == after:
+            return f"Already initialized {where} (schema version {after})"
+        if before == 0:
+            return f"Initialized {where} (schema version {after})"
+        return f"Migrated {where} from schema version {before} to {after}"
+    from rigger_server.sqlite_store import SqliteStore
+
+    SqliteStore(pathlib.Path(target), encode).close()
+    return f"Initialized {target}"
