@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import pathlib
 import re
 import uuid
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from rigger_server import prd as prd_files
+from rigger_server.confined import read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter
@@ -285,7 +287,13 @@ class TaskBook:
         """Read and parse a PRD inside the project root, store it and return it."""
         self._check_field(requested_path, "prd_file_path")
         text = await self._read(
-            prd_files.read_prd_file, self.project_root, requested_path, self.limits.max_prd_bytes
+            functools.partial(
+                read_confined,
+                self.project_root,
+                requested_path,
+                field="prd_file_path",
+                max_bytes=self.limits.max_prd_bytes,
+            )
         )
         parsed = prd_files.parse_prd(text)
         prd = Prd(
