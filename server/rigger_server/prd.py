@@ -62,7 +62,8 @@ def parse_prd(markdown: str) -> ParsedPrd:
 def _item_text(tokens: list[Token], start: int) -> str:
     """The text of a list item's own first paragraph."""
     level = tokens[start].level
-    for token in tokens[start + 1 :]:
+    for i in range(start + 1, len(tokens)):  # not a slice: that copies the rest per item
+        token = tokens[i]
         if token.type == "list_item_close" and token.level == level:
             break
         if token.type == "inline":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
 import pathlib
 import re
 import uuid
@@ -125,6 +124,10 @@ class TaskBook:
         # other processes commit to the same log.
         self._writer = GroupWriter(store, self._loop, publish or _publish_directly(broadcaster))
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
+        # PRDs are read and parsed on a thread of their own: a large one takes
+        # seconds of CPU, which on the loop would freeze every call and stream,
+        # and on the reader pool would hold back replays and reads.
+        self._prd_worker = ThreadPoolExecutor(1, thread_name_prefix="rigger-prd")
 
     async def _write(self, fn: Callable[..., Written[T]], *args: object) -> T:
         return await self._writer.submit(fn, *args)
@@ -286,16 +289,9 @@ class TaskBook:
     async def parse_prd(self, requested_path: str) -> Prd:
         """Read and parse a PRD inside the project root, store it and return it."""
         self._check_field(requested_path, "prd_file_path")
-        text = await self._read(
-            functools.partial(
-                read_confined,
-                self.project_root,
-                requested_path,
-                field="prd_file_path",
-                max_bytes=self.limits.max_prd_bytes,
-            )
+        parsed = await self._loop.run_in_executor(
+            self._prd_worker, self._read_and_parse_prd, requested_path
         )
-        parsed = prd_files.parse_prd(text)
         prd = Prd(
             id=f"prd-{uuid.uuid4()}",
             path=requested_path,
@@ -307,6 +303,15 @@ class TaskBook:
         )
         await self._write(self._insert_prd_sync, prd)
         return prd
+
+    def _read_and_parse_prd(self, requested_path: str) -> prd_files.ParsedPrd:
+        text = read_confined(
+            self.project_root,
+            requested_path,
+            field="prd_file_path",
+            max_bytes=self.limits.max_prd_bytes,
+        )
+        return prd_files.parse_prd(text)
 
     def _insert_prd_sync(self, prd: Prd) -> Written[None]:
         self.store.insert_prd(prd)
@@ -334,6 +339,7 @@ class TaskBook:
         """
         await self._loop.run_in_executor(None, self._writer.close)
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
+        await self._loop.run_in_executor(None, self._prd_worker.shutdown, True)
         self.store.close()
 
 
