@@ -7,6 +7,11 @@ import dataclasses
 KIB = 1024
 MIB = 1024 * KIB
 
+# Largest SubscribeToTaskEventBatches message, a quarter of the 4 MiB every
+# client accepts by default; an event larger than this goes alone. The figure
+# is part of the contract's comment on the method.
+MAX_BATCH_MESSAGE_BYTES = 1 * MIB
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -20,6 +20,7 @@ from rigger_server import errors, events, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
+from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
     NewTask,
@@ -103,7 +104,22 @@ def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 
-Encode = Callable[[list[Event]], list[bytes]]
+# Turns a queued batch of events into messages, each with its last event's sequence.
+Encode = Callable[[list[Event]], Iterable[tuple[bytes, int]]]
+
+
+def _one_per_message(batch: list[Event]) -> Iterable[tuple[bytes, int]]:
+    return ((event.payload, event.sequence) for event in batch)
+
+
+def _batched(batch: list[Event]) -> Iterable[tuple[bytes, int]]:
+    # Capped by bytes: one message of everything queued could exceed what
+    # clients accept (4 MiB by default), and every retry would repeat it.
+    sent = 0
+    payloads = [event.payload for event in batch]
+    for message, count in wire.encode_batches(payloads, MAX_BATCH_MESSAGE_BYTES):
+        sent += count
+        yield message, batch[sent - 1].sequence
 
 
 def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterator[bytes]]:
@@ -127,9 +143,9 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
         try:
             async with contextlib.aclosing(feed.batches()) as batches:
                 async for batch in batches:
-                    for message in encode(batch):
+                    for message, sequence in encode(batch):
                         yield message
-                    last = batch[-1].sequence
+                        last = sequence
         except (events.Lagged, events.Closed) as exc:
             await self._end_stream(context, exc, last)
         finally:
@@ -310,11 +326,12 @@ class RiggerServicer:
 
     SubscribeToTaskEvents = _subscription_stream(
         "Stream matching events (pre-encoded TaskEvent bytes) until cancelled.",
-        lambda batch: [event.payload for event in batch],
+        _one_per_message,
     )
     SubscribeToTaskEventBatches = _subscription_stream(
-        "Stream matching events, everything queued so far in one message, until cancelled.",
-        lambda batch: [wire.encode_batch(event.payload for event in batch)],
+        "Stream matching events, everything queued so far in messages of at most "
+        "limits.MAX_BATCH_MESSAGE_BYTES, until cancelled.",
+        _batched,
     )
 
     async def TaskEventStream(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 from google.protobuf.internal.encoder import _VarintBytes
 from rigger.v1 import rigger_pb2 as pb
@@ -65,3 +65,23 @@ def encode_batch(payloads: Iterable[bytes]) -> bytes:
     return b"".join(
         part for payload in payloads for part in (_EVENTS_TAG, _VarintBytes(len(payload)), payload)
     )
+
+
+def _framed_size(payload: bytes) -> int:
+    return len(_EVENTS_TAG) + len(_VarintBytes(len(payload))) + len(payload)
+
+
+def encode_batches(payloads: Sequence[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """SubscribeToTaskEventBatchesResponses of at most `max_bytes` each, with their event counts.
+
+    Events stay in order and are packed greedily; an event that alone is
+    larger than `max_bytes` goes in a message of its own.
+    """
+    start = 0
+    while start < len(payloads):
+        end, size = start + 1, _framed_size(payloads[start])
+        while end < len(payloads) and size + _framed_size(payloads[end]) <= max_bytes:
+            size += _framed_size(payloads[end])
+            end += 1
+        yield encode_batch(payloads[start:end]), end - start
+        start = end
