@@ -110,6 +110,8 @@ class RiggerServer:
         self._peers: Peers | None = None
         self._tail: LogTail | None = None
         self._stopping = asyncio.Event()
+        self._store_lost = False
+        self._health_update: asyncio.Future[None] | None = None
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
 
     async def start(self) -> None:
@@ -146,9 +148,8 @@ class RiggerServer:
                 else []
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
-            server.add_generic_rpc_handlers(
-                (service.rpc_handler(service.RiggerServicer(self._book)),)
-            )
+            servicer = service.RiggerServicer(self._book, on_store_gone=self._store_gone)
+            server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (
@@ -165,8 +166,24 @@ class RiggerServer:
             store.close()
             raise
         self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+
+    def _store_gone(self) -> None:
+        if self._store_lost:
+            return
+        self._store_lost = True
+        log.error(
+            "the database file %s was deleted or replaced while serving: every write is "
+            "refused and health says NOT_SERVING until the server restarts",
+            self.config.db_path,
+        )
+        self._health_update = asyncio.ensure_future(
+            self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        )
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for name in ("", service.SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, status)
 
     def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> None:
         # gRPC binds "localhost" to whichever of its addresses it can and only
@@ -190,8 +207,7 @@ class RiggerServer:
         """Graceful stop: NOT_SERVING, let in-flight calls finish, then close the store."""
         if self._server is None or self._book is None:
             return
-        for name in ("", service.SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         # Subscribers get UNAVAILABLE with their last sequence at once, rather
         # than being cut off when the grace period runs out.
         self._book.broadcaster.close()

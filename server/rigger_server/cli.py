@@ -15,6 +15,7 @@ from typing import Any
 from rigger_server import __version__, wire
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
 from rigger_server.auth import TokenFileError
+from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.workers import Supervisor
@@ -176,7 +177,11 @@ def _init(args: argparse.Namespace) -> int:
     directory = pathlib.Path.cwd() / RIGGER_DIR
     existed = directory.is_dir()
     directory.mkdir(exist_ok=True)
-    SqliteStore(directory / DB_NAME, wire.encode_event).close()
+    try:
+        SqliteStore(directory / DB_NAME, wire.encode_event).close()
+    except StoreFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     verb = "Already initialized" if existed else "Initialized"
     print(f"{verb} {directory} (database: {directory / DB_NAME})")
     return 0
@@ -225,7 +230,7 @@ def _grpc(args: argparse.Namespace) -> int:
             server = RiggerServer(config)  # reads the token file
             server.handle_signals()
             await server.start()
-        except (TokenFileError, PortInUse) as exc:
+        except (TokenFileError, PortInUse, StoreFault) as exc:
             return _start_failed(exc, config)
         if not server.stop_requested:
             _print_banner(config, server.addresses, workers=1)
@@ -242,7 +247,7 @@ def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | 
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (TokenFileError, PortInUse) as exc:
+    except (TokenFileError, PortInUse, StoreFault) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
@@ -269,6 +274,9 @@ def write_ready_file(path: pathlib.Path, addresses: list[str], port: int) -> Non
 def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, TokenFileError):
         print(f"error: --auth-token-file: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, StoreFault):
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     port = config.port
     print(

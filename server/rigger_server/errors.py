@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class RiggerError(Exception):
-    """Base of every error a caller can cause; never an internal fault."""
+    """Base of every error the service answers with its own code and message; never a bug."""
 
 
 class InvalidArgument(RiggerError):
@@ -32,4 +32,28 @@ class ResourceExhausted(RiggerError):
 
 
 class Unavailable(RiggerError):
-    """The server is shutting down."""
+    """The server cannot serve the call now (shutting down, storage unavailable)."""
+
+
+class StoreFault(RiggerError):
+    """Storage cannot do what was asked (full, locked, gone): nothing was written.
+
+    The message is ours and safe to send; what the storage said is the
+    exception's cause, for the server log only.
+    """
+
+
+class DiskFull(StoreFault, ResourceExhausted):
+    """The disk holding the database is full."""
+
+
+class StoreUnavailable(StoreFault, Unavailable):
+    """The database cannot be used right now: locked by another process, unreadable, read-only."""
+
+
+class StoreGone(StoreUnavailable):
+    """The database file was deleted or replaced while the server held it open.
+
+    Writes would go to a file nobody will open again, so every write is
+    refused until the server restarts on the file now at the path.
+    """

@@ -91,6 +91,7 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
         try:
             return await method(self, _parsed(request), context)
         except errors.RiggerError as exc:
+            self._report(method.__name__, exc)
             await context.abort(status_of(exc), str(exc))
         except Exception:
             log.exception("%s failed", method.__name__)
@@ -136,7 +137,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
         try:
             request = _parsed(request)
             feed = await self._open_feed(request, context)
-        except (errors.RiggerError, events.Closed) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
             return
         last = feed.head if not request.HasField("after_sequence") else request.after_sequence
@@ -146,7 +147,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
                     for message, sequence in encode(batch):
                         yield message
                         last = sequence
-        except (events.Lagged, events.Closed) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
             feed.close()
@@ -158,8 +159,19 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
 class RiggerServicer:
     """Implements rigger.v1.RiggerService over a TaskBook."""
 
-    def __init__(self, book: TaskBook) -> None:
+    def __init__(self, book: TaskBook, *, on_store_gone: Callable[[], None] | None = None) -> None:
         self.book = book
+        # Told when the database turns out deleted or replaced, so the server
+        # can say NOT_SERVING: no write can succeed until it restarts.
+        self._on_store_gone = on_store_gone
+
+    def _report(self, where: str, exc: errors.RiggerError) -> None:
+        """Log what a storage fault hides from the client; act on a vanished database."""
+        if not isinstance(exc, errors.StoreFault):
+            return
+        log.warning("%s: %s (storage said: %s)", where, exc, exc.__cause__ or "nothing more")
+        if isinstance(exc, errors.StoreGone) and self._on_store_gone is not None:
+            self._on_store_gone()
 
     # --- unary ---------------------------------------------------------------
 
@@ -319,8 +331,16 @@ class RiggerServicer:
                 f"server is shutting down; last sequence received: {last}. "
                 f"Resubscribe with after_sequence={last} to resume without loss",
             )
+        if isinstance(exc, errors.StoreFault):
+            self._report("event stream", exc)
+            await context.abort(
+                status_of(exc),
+                f"{exc}; last sequence received: {last}. "
+                f"Resubscribe with after_sequence={last} to resume without loss",
+            )
         if isinstance(exc, errors.RiggerError):
             await context.abort(status_of(exc), str(exc))
+        # Never UNKNOWN, never an internal message: the details go to the log.
         log.error("event stream failed", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
@@ -349,7 +369,7 @@ class RiggerServicer:
                 raise errors.InvalidArgument("request", "the first message must be `subscribe`")
             subscribe = first.subscribe
             feed = await self._open_feed(subscribe, context)
-        except (errors.RiggerError, events.Closed) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
             return
         last = feed.head if not subscribe.HasField("after_sequence") else subscribe.after_sequence
@@ -373,7 +393,7 @@ class RiggerServicer:
                 finally:
                     next_batch.cancel()
                     await asyncio.gather(next_batch, return_exceptions=True)
-        except (events.Lagged, events.Closed, errors.RiggerError) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
             updates.cancel()
