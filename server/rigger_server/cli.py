@@ -55,6 +55,7 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ),
     ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
+    ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
         "--keepalive-seconds",
         "keepalive_seconds",

@@ -27,6 +27,9 @@ class Limits:
     max_subscribers: int = 10_000
     # Largest PRD file ParsePRD reads.
     max_prd_bytes: int = 1 * MIB
+    # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each
+    # costs ~38 bytes in every event about the parent: 10000 make ~380 KB.
+    max_subtasks: int = 10_000
     # Seconds between keepalive pings the server sends on an idle connection,
     # so a vanished sidecar is noticed and its subscription released.
     keepalive_seconds: float = 60.0

@@ -38,7 +38,7 @@ from rigger_server.store import TaskQuery
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each schema version's DDL, kept as it was: a database at version N is
 # brought up to date by running the steps after N in order, in one transaction.
@@ -107,6 +107,14 @@ _STORED_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "su
 _LIST_FIELDS = frozenset(f.name for f in dataclasses.fields(Task) if f.default == ())
 _TASK_COLUMNS = ", ".join(_STORED_FIELDS)
 _EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
+
+# Version 3: each task counts its subtasks, so adding one (and checking the
+# limit on them) costs the same however many its parent already has.
+_SUBTASK_COUNT_V3 = (
+    "ALTER TABLE tasks ADD COLUMN subtask_count INTEGER NOT NULL DEFAULT 0",
+    "UPDATE tasks SET subtask_count = "
+    "(SELECT COUNT(*) FROM tasks AS child WHERE child.parent_task_id = tasks.id)",
+)
 
 
 def _disk_full(path: pathlib.Path) -> bool:
@@ -248,6 +256,9 @@ class SqliteStore:
                         conn.execute(statement)
             if version < 2:
                 self._events_to_v2(conn)
+            if version < 3:
+                for statement in _SUBTASK_COUNT_V3:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _events_to_v2(self, conn: sqlite3.Connection) -> None:
@@ -456,7 +467,22 @@ class SqliteStore:
                 f"({', '.join('?' * len(_STORED_FIELDS))})",
                 _task_row(task),
             )
+            if task.parent_task_id is not None:
+                conn.execute(
+                    "UPDATE tasks SET subtask_count = subtask_count + 1 WHERE id = ?",
+                    (task.parent_task_id,),
+                )
             return self._append(conn, events)
+
+    @_translated
+    def subtask_count(self, task_id: str) -> int | None:
+        """How many subtasks the task has, without reading them; None if there is no such task."""
+        row = (
+            self._conn()
+            .execute("SELECT subtask_count FROM tasks WHERE id = ?", (task_id,))
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
 
     @_translated
     def replace_task(

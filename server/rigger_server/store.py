@@ -47,6 +47,14 @@ class Store(Protocol):
         """Insert a new task and append its events, atomically."""
         ...
 
+    def subtask_count(self, task_id: str) -> int | None:
+        """How many subtasks the task has, or None if there is no such task.
+
+        Answered without reading the subtasks: adding one must cost the same
+        however many its parent already has.
+        """
+        ...
+
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:

@@ -21,7 +21,7 @@ from typing import TypeVar
 from rigger_server import prd as prd_files
 from rigger_server.confined import read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
-from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
+from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter
 from rigger_server.feed import Feed
 from rigger_server.limits import Limits
@@ -187,8 +187,16 @@ class TaskBook:
         return await self._write(self._add_sync, new)
 
     def _add_sync(self, new: NewTask) -> Written[Task]:
-        if new.parent_task_id is not None and self.store.get_task(new.parent_task_id) is None:
-            raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
+        if new.parent_task_id is not None:
+            # A count, not the siblings: the cost does not grow with them.
+            siblings = self.store.subtask_count(new.parent_task_id)
+            if siblings is None:
+                raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
+            if siblings >= self.limits.max_subtasks:
+                raise ResourceExhausted(
+                    f"parent_task_id: task {new.parent_task_id!r} already has {siblings} "
+                    f"subtasks, the server's limit (rig grpc --max-subtasks)"
+                )
         now = now_rfc3339()
         task = Task(
             id=str(uuid.uuid4()),
