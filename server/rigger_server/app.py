@@ -148,7 +148,9 @@ class RiggerServer:
                 else []
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
-            servicer = service.RiggerServicer(self._book, on_store_gone=self._store_gone)
+            servicer = service.RiggerServicer(
+                self._book, token_auth=self.auth, on_store_gone=self._store_gone
+            )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
@@ -234,14 +236,23 @@ class RiggerServer:
     def handle_signals(self, *, interrupt: bool = True) -> None:
         """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP rotates tokens.
 
+        Without a token file SIGHUP is logged and ignored.
+
         Call it before `start()`, so a Ctrl-C while starting stops cleanly too.
         Worker processes pass `interrupt=False`: Ctrl-C is their supervisor's.
         """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM) if interrupt else (signal.SIGTERM,):
             loop.add_signal_handler(sig, self._stopping.set)
-        if self.auth is not None:
-            loop.add_signal_handler(signal.SIGHUP, self.auth.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
+
+    def _hangup(self) -> None:
+        # SIGHUP means "re-read the token file"; without one there is
+        # nothing to re-read, and the signal must not end the server.
+        if self.auth is None:
+            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+            return
+        self.auth.reload()
 
     async def wait(self) -> None:
         """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""

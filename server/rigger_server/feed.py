@@ -39,6 +39,7 @@ class Feed:
         # The newest event published to subscribers when the feed was opened.
         # Without `after_sequence` the feed delivers exactly the events after it.
         self.head = broadcaster.head
+        self._ended: type[Exception] | None = None
 
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Yield batches of matching events, oldest first.
@@ -50,6 +51,8 @@ class Feed:
         if self._after is not None:
             while True:
                 while True:
+                    if self._ended is not None:
+                        raise self._ended()
                     events = await self._read_log(cursor, REPLAY_PAGE)
                     if events:
                         cursor = events[-1].sequence
@@ -69,6 +72,12 @@ class Feed:
             batch = [event for event in batch if event.sequence > cursor]
             if batch:
                 yield batch
+
+    def end(self, reason: type[Exception]) -> None:
+        """End the feed: `batches()` raises `reason` at its next step, replaying or live."""
+        self._ended = reason
+        self._subscription.end(reason)
+        self.close()
 
     def close(self) -> None:
         """Unregister the subscription. Safe to call twice."""

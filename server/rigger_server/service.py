@@ -16,7 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server import errors, events, wire
+from rigger_server import auth, errors, events, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
@@ -141,6 +141,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
             await self._end_stream(context, exc, last)
             return
         last = feed.head if not request.HasField("after_sequence") else request.after_sequence
+        release = self._hold_token(context, lambda: feed.end(auth.Revoked))
         try:
             async with contextlib.aclosing(feed.batches()) as batches:
                 async for batch in batches:
@@ -150,6 +151,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
         except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
+            release()
             feed.close()
 
     stream.__doc__ = doc
@@ -159,11 +161,28 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
 class RiggerServicer:
     """Implements rigger.v1.RiggerService over a TaskBook."""
 
-    def __init__(self, book: TaskBook, *, on_store_gone: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        book: TaskBook,
+        *,
+        token_auth: auth.TokenAuth | None = None,
+        on_store_gone: Callable[[], None] | None = None,
+    ) -> None:
         self.book = book
+        # With tokens, every stream holds its caller's token and ends when a
+        # rotation revokes it.
+        self._auth = token_auth
         # Told when the database turns out deleted or replaced, so the server
         # can say NOT_SERVING: no write can succeed until it restarts.
         self._on_store_gone = on_store_gone
+
+    def _hold_token(
+        self, context: grpc.aio.ServicerContext, on_revoked: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Call `on_revoked` when a rotation revokes this call's token; returns the release."""
+        if self._auth is None:
+            return lambda: None
+        return self._auth.hold(auth.authorization(context.invocation_metadata()), on_revoked)
 
     def _report(self, where: str, exc: errors.RiggerError) -> None:
         """Log what a storage fault hides from the client; act on a vanished database."""
@@ -325,6 +344,12 @@ class RiggerServicer:
                 f"last sequence received: {last}. Resubscribe with after_sequence={last} "
                 "to resume without loss",
             )
+        if isinstance(exc, auth.Revoked):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{auth.REVOKED_MESSAGE}; last sequence received: {last}. Reconnect with a "
+                f"valid token and resubscribe with after_sequence={last} to resume without loss",
+            )
         if isinstance(exc, events.Closed):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
@@ -373,7 +398,15 @@ class RiggerServicer:
             await self._end_stream(context, exc, last)
             return
         last = feed.head if not subscribe.HasField("after_sequence") else subscribe.after_sequence
-        updates = asyncio.ensure_future(self._apply_updates(request_iterator))
+        revoked = False
+
+        def revoke() -> None:
+            nonlocal revoked
+            revoked = True
+            feed.end(auth.Revoked)
+
+        release = self._hold_token(context, revoke)
+        updates = asyncio.ensure_future(self._apply_updates(request_iterator, lambda: revoked))
         try:
             async with contextlib.aclosing(feed.batches()) as batches:
                 next_batch = asyncio.ensure_future(anext(batches))
@@ -396,14 +429,20 @@ class RiggerServicer:
         except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
+            release()
             updates.cancel()
             await asyncio.gather(updates, return_exceptions=True)
             feed.close()
 
     async def _apply_updates(
-        self, request_iterator: AsyncIterator[pb.TaskEventStreamRequest]
+        self,
+        request_iterator: AsyncIterator[pb.TaskEventStreamRequest],
+        revoked: Callable[[], bool],
     ) -> None:
         async for message in request_iterator:
+            if revoked():
+                # The stream is ending; nothing more from it is applied.
+                raise auth.Revoked()
             if _parsed(message).WhichOneof("request") != "update":
                 raise errors.InvalidArgument("subscribe", "may be sent only once, first")
             update = message.update
