@@ -21,8 +21,12 @@ class Limits:
     max_message_bytes: int = 4 * MIB
     # Longest task title, in characters (INVALID_ARGUMENT beyond it).
     max_title_chars: int = 128 * KIB
-    # Longest other string field (assignee, ids, due date, PRD path), in characters.
+    # Longest other string field of a request (assignee, ids, filters, due date,
+    # PRD path, model names), in characters.
     max_field_chars: int = 4 * KIB
+    # Most entries in a subscription's event_types filter (there are 8 types;
+    # repeats are allowed up to this). No flag: a documented constant.
+    max_event_types: int = 64
     # Most subscriber streams open at once (RESOURCE_EXHAUSTED beyond it).
     max_subscribers: int = 10_000
     # Largest PRD file ParsePRD reads.

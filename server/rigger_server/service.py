@@ -21,6 +21,7 @@ from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
 from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES
+from rigger_server.request_limits import check_request
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
     NewTask,
@@ -89,7 +90,7 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
         try:
-            return await method(self, _parsed(request), context)
+            return await method(self, self._checked(request), context)
         except errors.RiggerError as exc:
             self._report(method.__name__, exc)
             await context.abort(status_of(exc), str(exc))
@@ -135,7 +136,7 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
     ) -> AsyncIterator[bytes]:
         last = 0
         try:
-            request = _parsed(request)
+            request = self._checked(request)
             feed = await self._open_feed(request, context)
         except Exception as exc:
             await self._end_stream(context, exc, last)
@@ -175,6 +176,12 @@ class RiggerServicer:
         # Told when the database turns out deleted or replaced, so the server
         # can say NOT_SERVING: no write can succeed until it restarts.
         self._on_store_gone = on_store_gone
+
+    def _checked(self, request: Any) -> Any:
+        """The parsed request, every string and repeated field within its limit."""
+        request = _parsed(request)
+        check_request(request, self.book.limits)
+        return request
 
     def _hold_token(
         self, context: grpc.aio.ServicerContext, on_revoked: Callable[[], None]
@@ -390,7 +397,7 @@ class RiggerServicer:
             first = await anext(aiter(request_iterator), None)
             if first is None:
                 return
-            if _parsed(first).WhichOneof("request") != "subscribe":
+            if self._checked(first).WhichOneof("request") != "subscribe":
                 raise errors.InvalidArgument("request", "the first message must be `subscribe`")
             subscribe = first.subscribe
             feed = await self._open_feed(subscribe, context)
@@ -443,7 +450,7 @@ class RiggerServicer:
             if revoked():
                 # The stream is ending; nothing more from it is applied.
                 raise auth.Revoked()
-            if _parsed(message).WhichOneof("request") != "update":
+            if self._checked(message).WhichOneof("request") != "update":
                 raise errors.InvalidArgument("subscribe", "may be sent only once, first")
             update = message.update
             await self.book.update_task(
