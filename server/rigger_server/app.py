@@ -73,6 +73,12 @@ class ServerConfig:
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
+            # grpcio closes a connection over an unanswered ping only after this
+            # (default 60 s), whatever keepalive_timeout_ms says: both are set.
+            ("grpc.http2.ping_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
+            # Keep pinging an idle connection however long it stays idle, so a
+            # sidecar that vanishes after hours of quiet is noticed too.
+            ("grpc.http2.max_pings_without_data", 0),
             # Sidecars idle for hours between events; let their pings through.
             ("grpc.keepalive_permit_without_calls", 1),
             (

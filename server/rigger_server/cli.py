@@ -62,6 +62,12 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         float,
         "ping idle connections this often to release vanished sidecars",
     ),
+    (
+        "--keepalive-timeout-seconds",
+        "keepalive_timeout_seconds",
+        float,
+        "close a connection whose ping goes unanswered this long",
+    ),
 ]
 
 
