@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import pathlib
+import resource
 import signal
 import socket
 
@@ -17,7 +18,7 @@ from rigger.v1 import rigger_pb2
 from rigger_server import service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.events import Broadcaster
-from rigger_server.limits import Limits
+from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
 from rigger_server.peers import Peers, peer_directory
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tail import LogTail
@@ -86,7 +87,38 @@ class ServerConfig:
                 int(limits.min_client_ping_seconds * 1000),
             ),
             ("grpc.http2.max_ping_strikes", 2),
+            # Idle connections cannot pile up: one that never completes its
+            # handshake, or stays without a call, is closed; and connections
+            # never take the descriptors the server needs for its own files.
+            ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_seconds * 1000)),
+            ("grpc.max_connection_idle_ms", int(limits.max_idle_connection_seconds * 1000)),
+            ("grpc.max_allowed_incoming_connections", max_connections()),
         ]
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (at most MAX_OPEN_FILES); return it.
+
+    Every connection holds a descriptor, and a default soft limit of 1024
+    lets a thousand idle connections lock everyone out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return MAX_OPEN_FILES if soft == resource.RLIM_INFINITY else soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+        return soft
+    return wanted
+
+
+def max_connections() -> int:
+    """How many connections the server accepts at once: the open-file limit, less a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = MAX_OPEN_FILES if soft == resource.RLIM_INFINITY else soft
+    return max(limit - RESERVED_FILES, 16)
 
 
 def loopbacks() -> list[str]:

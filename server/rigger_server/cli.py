@@ -13,7 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rigger_server import __version__, wire
-from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
+from rigger_server.app import (
+    PortInUse,
+    RiggerServer,
+    ServerConfig,
+    TlsFiles,
+    raise_open_file_limit,
+)
 from rigger_server.auth import TokenFileError
 from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
@@ -67,6 +73,12 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "keepalive_timeout_seconds",
         float,
         "close a connection whose ping goes unanswered this long",
+    ),
+    (
+        "--handshake-timeout-seconds",
+        "handshake_timeout_seconds",
+        float,
+        "close a new connection that has not completed its handshake by then",
     ),
 ]
 
@@ -216,6 +228,8 @@ def _grpc(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    # Before anything opens a file; worker processes inherit it.
+    logging.getLogger(__name__).info("open-file limit: %d", raise_open_file_limit())
     config = ServerConfig(
         db_path=db_path,
         project_root=root,

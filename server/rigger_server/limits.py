@@ -7,6 +7,13 @@ import dataclasses
 KIB = 1024
 MIB = 1024 * KIB
 
+# File descriptors kept back from connections for the server's own files
+# (database, WAL, lock, peers, PRD reads, logs): connections beyond the
+# open-file limit minus this are refused at once instead of starving them.
+RESERVED_FILES = 128
+# Ceiling for raising the soft open-file limit when the hard one is unlimited.
+MAX_OPEN_FILES = 1 << 20
+
 # Largest SubscribeToTaskEventBatches message, a quarter of the 4 MiB every
 # client accepts by default; an event larger than this goes alone. The figure
 # is part of the contract's comment on the method.
@@ -42,3 +49,10 @@ class Limits:
     # Shortest interval at which the server accepts client pings; the client
     # helpers ping every 30 s.
     min_client_ping_seconds: float = 10.0
+    # Seconds a new connection gets to complete its TLS and HTTP/2 handshake;
+    # an idle TCP connection that never speaks is closed after this.
+    handshake_timeout_seconds: float = 10.0
+    # Seconds a connection may stay open with no call in flight before the
+    # server closes it (GOAWAY; clients reconnect on their next call). A
+    # sidecar's open stream is a call in flight. No flag: a documented constant.
+    max_idle_connection_seconds: float = 300.0
