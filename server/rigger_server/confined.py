@@ -168,12 +168,20 @@ class _Walk:
             return os.open(name, _DIR_FLAGS, dir_fd=directory)
         except OSError as exc:
             # It became a symlink since we looked (ELOOP, or ENOTDIR with
-            # O_DIRECTORY): not followed now. Otherwise ENOTDIR: a file.
+            # O_DIRECTORY): not followed now. ENOTDIR for a file: no such path.
             if exc.errno == errno.ELOOP or (
-                exc.errno == errno.ENOTDIR and self._symlink(directory, name) is not None
+                exc.errno == errno.ENOTDIR and not self._is_file(directory, name)
             ):
                 raise _refused(self.field) from None
             raise self._os_error(exc) from None
+
+    def _is_file(self, directory: int, name: str) -> bool:
+        """True if `name` is now neither a directory nor a symlink (it did not just change)."""
+        try:
+            mode = os.stat(name, dir_fd=directory, follow_symlinks=False).st_mode
+        except OSError:
+            return False
+        return not (stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
 
     def _read_file(self, directory: int, name: str, max_bytes: int) -> bytes:
         try:
