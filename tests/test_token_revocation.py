@@ -17,6 +17,7 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
@@ -194,3 +195,19 @@ async def test_every_worker_ends_the_streams_of_a_revoked_token(project, token_f
             await channel.close()
     finally:
         assert proc.stop() == 0
+
+
+async def test_a_reflection_stream_of_a_revoked_token_ends_unauthenticated(
+    server, token_file, stub
+):
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = reflection.ServerReflectionInfo(metadata=bearer(OLD))
+        await call.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        listed = await asyncio.wait_for(call.read(), WAIT)
+        assert listed.list_services_response.service
+        await rotate(server, token_file, stub, KEPT)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(call.read(), WAIT)
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "the token was revoked" in ended.value.details()
