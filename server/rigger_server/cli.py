@@ -37,6 +37,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -65,19 +72,19 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     (
         "--keepalive-seconds",
         "keepalive_seconds",
-        float,
+        _seconds,
         "ping idle connections this often to release vanished sidecars",
     ),
     (
         "--keepalive-timeout-seconds",
         "keepalive_timeout_seconds",
-        float,
+        _seconds,
         "close a connection whose ping goes unanswered this long",
     ),
     (
         "--handshake-timeout-seconds",
         "handshake_timeout_seconds",
-        float,
+        _seconds,
         "close a new connection that has not completed its handshake by then",
     ),
 ]
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag,
             dest=field,
             type=kind,
-            metavar="SECONDS" if kind is float else "N",
+            metavar="SECONDS" if kind is _seconds else "N",
             default=getattr(defaults, field),
             help=f"{help_text} (default: %(default)s)",
         )
