@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -347,7 +348,10 @@ class SqliteStore:
         try:
             conn = self._conn()
         except sqlite3.Error as exc:
-            raise (_fault(exc, self.path) or exc) from exc
+            fault = _fault(exc, self.path)
+            if fault is None:
+                raise
+            raise fault from exc
         depth: int = getattr(self._local, "depth", 0)
         if depth == 0:
             fcntl.flock(self._write_lock, fcntl.LOCK_EX)
@@ -363,7 +367,9 @@ class SqliteStore:
                     self._execute(conn, "COMMIT")
                 except BaseException:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        # A failing rollback must not hide why we roll back.
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
             finally:
                 self._local.depth = 0
