@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import pathlib
+import resource
 import signal
 import socket
 
@@ -18,7 +19,7 @@ from rigger_server import database, service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.database import LogNotifier
 from rigger_server.events import Broadcaster
-from rigger_server.limits import Limits
+from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
@@ -73,6 +74,12 @@ class ServerConfig:
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
+            # grpcio closes a connection over an unanswered ping only after this
+            # (default 60 s), whatever keepalive_timeout_ms says: both are set.
+            ("grpc.http2.ping_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
+            # Keep pinging an idle connection however long it stays idle, so a
+            # sidecar that vanishes after hours of quiet is noticed too.
+            ("grpc.http2.max_pings_without_data", 0),
             # Sidecars idle for hours between events; let their pings through.
             ("grpc.keepalive_permit_without_calls", 1),
             (
@@ -80,7 +87,38 @@ class ServerConfig:
                 int(limits.min_client_ping_seconds * 1000),
             ),
             ("grpc.http2.max_ping_strikes", 2),
+            # Idle connections cannot pile up: one that never completes its
+            # handshake, or stays without a call, is closed; and connections
+            # never take the descriptors the server needs for its own files.
+            ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_seconds * 1000)),
+            ("grpc.max_connection_idle_ms", int(limits.max_idle_connection_seconds * 1000)),
+            ("grpc.max_allowed_incoming_connections", max_connections()),
         ]
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (at most MAX_OPEN_FILES); return it.
+
+    Every connection holds a descriptor, and a default soft limit of 1024
+    lets a thousand idle connections lock everyone out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return MAX_OPEN_FILES if soft == resource.RLIM_INFINITY else soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+        return soft
+    return wanted
+
+
+def max_connections() -> int:
+    """How many connections the server accepts at once: the open-file limit, less a reserve."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = MAX_OPEN_FILES if soft == resource.RLIM_INFINITY else soft
+    return max(limit - RESERVED_FILES, 16)
 
 
 def loopbacks() -> list[str]:
@@ -112,6 +150,7 @@ class RiggerServer:
         self._health_updates: set[asyncio.Task[None]] = set()
         self._tail: LogTail | None = None
         self._stopping = asyncio.Event()
+        self._store_lost = False
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
 
     async def start(self) -> None:
@@ -150,9 +189,10 @@ class RiggerServer:
                 else []
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
-            server.add_generic_rpc_handlers(
-                (service.rpc_handler(service.RiggerServicer(self._book)),)
+            servicer = service.RiggerServicer(
+                self._book, token_auth=self.auth, on_store_gone=self._store_gone
             )
+            server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
                 (
@@ -169,8 +209,18 @@ class RiggerServer:
             store.close()
             raise
         self._server = server
-        for name in ("", service.SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(serving=True)
+
+    def _store_gone(self) -> None:
+        if self._store_lost:
+            return
+        self._store_lost = True
+        log.error(
+            "the database file %s was deleted or replaced while serving: every write is "
+            "refused and health says NOT_SERVING until the server restarts",
+            self.config.db_path,
+        )
+        self._update_health(serving=False)
 
     def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> None:
         # gRPC binds "localhost" to whichever of its addresses it can and only
@@ -217,13 +267,18 @@ class RiggerServer:
         # that could only fail UNAVAILABLE; open streams stay open meanwhile.
         if self._server is None or self._closing:
             return
-        task = asyncio.get_running_loop().create_task(self._set_health(serving=reachable))
+        self._update_health(serving=reachable)
+
+    def _update_health(self, *, serving: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._set_health(serving=serving))
         self._health_updates.add(task)
         task.add_done_callback(self._health_updates.discard)
 
     async def _set_health(self, *, serving: bool) -> None:
         if self._closing:
             return
+        # A database file deleted under the server stays lost until a restart.
+        serving = serving and not self._store_lost
         for name in ("", service.SERVICE_NAME):
             await self._health.set(
                 name,
@@ -244,14 +299,23 @@ class RiggerServer:
     def handle_signals(self, *, interrupt: bool = True) -> None:
         """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP rotates tokens.
 
+        Without a token file SIGHUP is logged and ignored.
+
         Call it before `start()`, so a Ctrl-C while starting stops cleanly too.
         Worker processes pass `interrupt=False`: Ctrl-C is their supervisor's.
         """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM) if interrupt else (signal.SIGTERM,):
             loop.add_signal_handler(sig, self._stopping.set)
-        if self.auth is not None:
-            loop.add_signal_handler(signal.SIGHUP, self.auth.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._hangup)
+
+    def _hangup(self) -> None:
+        # SIGHUP means "re-read the token file"; without one there is
+        # nothing to re-read, and the signal must not end the server.
+        if self.auth is None:
+            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+            return
+        self.auth.reload()
 
     async def wait(self) -> None:
         """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""

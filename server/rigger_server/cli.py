@@ -13,9 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 from rigger_server import __version__, database, wire
-from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
+from rigger_server.app import (
+    PortInUse,
+    RiggerServer,
+    ServerConfig,
+    TlsFiles,
+    raise_open_file_limit,
+)
 from rigger_server.auth import TokenFileError
 from rigger_server.database import DatabaseUnusable
+from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
 from rigger_server.workers import Supervisor
 
@@ -27,6 +34,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
     return value
 
 
@@ -54,11 +68,24 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ),
     ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
+    ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
         "--keepalive-seconds",
         "keepalive_seconds",
-        float,
+        _seconds,
         "ping idle connections this often to release vanished sidecars",
+    ),
+    (
+        "--keepalive-timeout-seconds",
+        "keepalive_timeout_seconds",
+        _seconds,
+        "close a connection whose ping goes unanswered this long",
+    ),
+    (
+        "--handshake-timeout-seconds",
+        "handshake_timeout_seconds",
+        _seconds,
+        "close a new connection that has not completed its handshake by then",
     ),
 ]
 
@@ -170,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag,
             dest=field,
             type=kind,
-            metavar="SECONDS" if kind is float else "N",
+            metavar="SECONDS" if kind is _seconds else "N",
             default=getattr(defaults, field),
             help=f"{help_text} (default: %(default)s)",
         )
@@ -195,7 +222,11 @@ def _init(args: argparse.Namespace) -> int:
     directory = pathlib.Path.cwd() / RIGGER_DIR
     existed = directory.is_dir()
     directory.mkdir(exist_ok=True)
-    database.initialise(directory / DB_NAME, wire.encode_event)
+    try:
+        database.initialise(directory / DB_NAME, wire.encode_event)
+    except StoreFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     verb = "Already initialized" if existed else "Initialized"
     print(f"{verb} {directory} (database: {directory / DB_NAME})")
     return 0
@@ -226,6 +257,8 @@ def _grpc(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    # Before anything opens a file; worker processes inherit it.
+    logging.getLogger(__name__).info("open-file limit: %d", raise_open_file_limit())
     config = ServerConfig(
         db_path=db_path,
         project_root=root,
@@ -247,7 +280,7 @@ def _grpc(args: argparse.Namespace) -> int:
             server = RiggerServer(config)  # reads the token file
             server.handle_signals()
             await server.start()
-        except (TokenFileError, PortInUse, DatabaseUnusable) as exc:
+        except (TokenFileError, PortInUse, DatabaseUnusable, StoreFault) as exc:
             return _start_failed(exc, config)
         if not server.stop_requested:
             _print_banner(config, server.addresses, workers=1)
@@ -264,7 +297,7 @@ def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | 
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (TokenFileError, PortInUse, DatabaseUnusable) as exc:
+    except (TokenFileError, PortInUse, DatabaseUnusable, StoreFault) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
@@ -295,6 +328,9 @@ def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, DatabaseUnusable):
         print(f"error: --db: {exc}", file=sys.stderr)
         return 1
+    if isinstance(exc, StoreFault):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     port = config.port
     print(
         f"error: cannot bind {exc}: Address already in use.\n"

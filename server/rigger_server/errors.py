@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class RiggerError(Exception):
-    """Base of every error a caller can cause; never an internal fault."""
+    """Base of every error the service answers with its own code and message; never a bug."""
 
 
 class InvalidArgument(RiggerError):
@@ -32,8 +32,8 @@ class ResourceExhausted(RiggerError):
 
 
 class Unavailable(RiggerError):
-    """The server cannot serve the call now: it is shutting down, or its database or a
-    service it needs (Ollama) is unreachable."""
+    """The server cannot serve the call now: it is shutting down, or its database
+    or a service it needs (Ollama) is unreachable."""
 
 
 class FailedPrecondition(RiggerError):
@@ -59,3 +59,27 @@ class PlannerOutputInvalid(RiggerError):
         self.model = model
         self.attempts = attempts
         self.first_error = first_error
+
+
+class StoreFault(RiggerError):
+    """Storage cannot do what was asked (full, locked, gone): nothing was written.
+
+    The message is ours and safe to send; what the storage said is the
+    exception's cause, for the server log only.
+    """
+
+
+class DiskFull(StoreFault, ResourceExhausted):
+    """The disk holding the database is full."""
+
+
+class StoreUnavailable(StoreFault, Unavailable):
+    """The database cannot be used right now: locked by another process, unreadable, read-only."""
+
+
+class StoreGone(StoreUnavailable):
+    """The database file was deleted or replaced while the server held it open.
+
+    Writes would go to a file nobody will open again, so every write is
+    refused until the server restarts on the file now at the path.
+    """

@@ -50,7 +50,7 @@ class Subscription:
 
     def offer(self, event: Event) -> bool:
         """Queue an event if it matches. Returns False when the queue overflowed."""
-        if not self.filter.matches(event):
+        if self._ended is not None or not self.filter.matches(event):
             return True
         if len(self._queue) >= self.buffer:
             self.end(Lagged)

@@ -40,6 +40,7 @@ class Feed:
         # The newest event published to subscribers when the feed was opened.
         # Without `after_sequence` the feed delivers exactly the events after it.
         self.head = broadcaster.head
+        self._ended: type[Exception] | None = None
 
     async def batches(self) -> AsyncGenerator[list[Event], None]:
         """Yield batches of matching events, oldest first.
@@ -69,6 +70,8 @@ class Feed:
     async def _pages(self, cursor: int) -> AsyncGenerator[list[Event], None]:
         """The stored events after `cursor`, a page at a time, to the end of the log."""
         while True:
+            if self._ended is not None:
+                raise self._ended()
             events = await self._read_log(cursor, REPLAY_PAGE)
             if events:
                 yield events
@@ -83,6 +86,12 @@ class Feed:
             batch = [event for event in batch if event.sequence > cursor]
             if batch:
                 yield batch
+
+    def end(self, reason: type[Exception]) -> None:
+        """End the feed: `batches()` raises `reason` at its next step, replaying or live."""
+        self._ended = reason
+        self._subscription.end(reason)
+        self.close()
 
     def close(self) -> None:
         """Unregister the subscription. Safe to call twice."""

@@ -7,6 +7,18 @@ import dataclasses
 KIB = 1024
 MIB = 1024 * KIB
 
+# File descriptors kept back from connections for the server's own files
+# (database, WAL, lock, peers, PRD reads, logs): connections beyond the
+# open-file limit minus this are refused at once instead of starving them.
+RESERVED_FILES = 128
+# Ceiling for raising the soft open-file limit when the hard one is unlimited.
+MAX_OPEN_FILES = 1 << 20
+
+# Largest SubscribeToTaskEventBatches message, a quarter of the 4 MiB every
+# client accepts by default; an event larger than this goes alone. The figure
+# is part of the contract's comment on the method.
+MAX_BATCH_MESSAGE_BYTES = 1 * MIB
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -16,12 +28,19 @@ class Limits:
     max_message_bytes: int = 4 * MIB
     # Longest task title, in characters (INVALID_ARGUMENT beyond it).
     max_title_chars: int = 128 * KIB
-    # Longest other string field (assignee, ids, due date, PRD path), in characters.
+    # Longest other string field of a request (assignee, ids, filters, due date,
+    # PRD path, model names), in characters.
     max_field_chars: int = 4 * KIB
+    # Most entries in a subscription's event_types filter (there are 8 types;
+    # repeats are allowed up to this). No flag: a documented constant.
+    max_event_types: int = 64
     # Most subscriber streams open at once (RESOURCE_EXHAUSTED beyond it).
     max_subscribers: int = 10_000
     # Largest PRD file ParsePRD reads.
     max_prd_bytes: int = 1 * MIB
+    # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each
+    # costs ~38 bytes in every event about the parent: 10000 make ~380 KB.
+    max_subtasks: int = 10_000
     # Seconds between keepalive pings the server sends on an idle connection,
     # so a vanished sidecar is noticed and its subscription released.
     keepalive_seconds: float = 60.0
@@ -30,3 +49,10 @@ class Limits:
     # Shortest interval at which the server accepts client pings; the client
     # helpers ping every 30 s.
     min_client_ping_seconds: float = 10.0
+    # Seconds a new connection gets to complete its TLS and HTTP/2 handshake;
+    # an idle TCP connection that never speaks is closed after this.
+    handshake_timeout_seconds: float = 10.0
+    # Seconds a connection may stay open with no call in flight before the
+    # server closes it (GOAWAY; clients reconnect on their next call). A
+    # sidecar's open stream is a call in flight. No flag: a documented constant.
+    max_idle_connection_seconds: float = 300.0

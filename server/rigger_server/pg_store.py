@@ -147,6 +147,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "each task counts its subtasks, so adding one never reads its siblings",
+        """
+        ALTER TABLE rigger.tasks ADD COLUMN subtask_count integer NOT NULL DEFAULT 0;
+        UPDATE rigger.tasks SET subtask_count = (
+            SELECT COUNT(*) FROM rigger.tasks AS child WHERE child.parent_task_id = tasks.id
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -403,7 +413,20 @@ class PostgresStore:
                 f"VALUES ({', '.join(['%s'] * len(_STORED_FIELDS))})",
                 _task_values(task),
             )
+            if task.parent_task_id is not None:
+                conn.execute(
+                    "UPDATE rigger.tasks SET subtask_count = subtask_count + 1 WHERE id = %s",
+                    (task.parent_task_id,),
+                )
             return self._append(conn, events)
+
+    def subtask_count(self, task_id: str) -> int | None:
+        """How many subtasks the task has, without reading them; None if there is no such task."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT subtask_count FROM rigger.tasks WHERE id = %s", (task_id,)
+            ).fetchone()
+        return None if row is None else int(row[0])
 
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]

@@ -1,4 +1,4 @@
-"""PRD markdown: reading a file safely inside the project root, and parsing it.
+"""PRD markdown: parsing it. Reading the file, confined to the project root, is `confined.py`.
 
 Parsing reads the document once, as the event stream of a CommonMark pull
 parser (pyromark, on pulldown-cmark), so its time grows linearly with the
@@ -9,18 +9,14 @@ size of the file whatever its shape. What a PRD may contain is described in
 from __future__ import annotations
 
 import dataclasses
-import os
-import pathlib
 import re
-import stat
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import pyromark
 
-from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied
+from rigger_server.errors import InvalidArgument
 
-MAX_PRD_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 # Section headings (level 2, compared case-insensitively) and the field each fills.
@@ -115,61 +111,6 @@ class ParsedPrd:
             if section.heading.lower() == wanted
             for item in section.items
         )
-
-
-def _outside(root: pathlib.Path) -> PermissionDenied:
-    # One message for every refusal, so the answer reveals nothing about
-    # whether the file exists or what kind of file it is.
-    return PermissionDenied(
-        f"prd_file_path: must name a regular file inside the project root {root}"
-    )
-
-
-def read_prd_file(root: pathlib.Path, requested: str, max_bytes: int = MAX_PRD_BYTES) -> str:
-    """Read a PRD file confined to `root`: no `..`, no escaping symlinks, no special files."""
-    if not requested.strip():
-        raise InvalidArgument("prd_file_path", "must not be empty")
-    if "\x00" in requested:
-        raise InvalidArgument("prd_file_path", "must not contain NUL characters")
-    root = root.resolve()
-    path = pathlib.Path(requested)
-    if ".." in path.parts:
-        raise _outside(root)
-    if not path.is_absolute():
-        path = root / path
-    # Decide on the fully resolved path (symlinks followed) before touching
-    # the file, so a refusal never depends on the target existing.
-    resolved = pathlib.Path(os.path.realpath(path))
-    if not resolved.is_relative_to(root) or resolved == root:
-        raise _outside(root)
-    try:
-        # O_NONBLOCK: opening a FIFO must not hang the server; O_NOFOLLOW:
-        # the path was resolved above, so a symlink here means it changed.
-        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        raise NotFound(f"prd_file_path: no such file: {requested}") from None
-    except IsADirectoryError:
-        raise InvalidArgument("prd_file_path", f"is a directory: {requested}") from None
-    except OSError:
-        raise _outside(root) from None
-    # Check the kind of file on the descriptor before wrapping it: fdopen
-    # itself refuses directories, and the descriptor must not leak.
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise InvalidArgument("prd_file_path", f"is a directory: {requested}")
-        raise _outside(root)
-    with os.fdopen(fd, "rb") as handle:
-        if info.st_size > max_bytes:
-            raise InvalidArgument("prd_file_path", f"file is larger than {max_bytes} bytes")
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise InvalidArgument("prd_file_path", f"file is larger than {max_bytes} bytes")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument("prd_file_path", f"file is not valid UTF-8 ({exc.reason})") from None
 
 
 # --- parsing -------------------------------------------------------------------

@@ -9,17 +9,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server import errors, events, wire
+from rigger_server import auth, errors, events, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
+from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES
+from rigger_server.request_limits import check_request
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
     NewTask,
@@ -88,8 +90,9 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         try:
-            return await method(self, _parsed(request), context)
+            return await method(self, self._checked(request), context)
         except errors.RiggerError as exc:
+            self._report(method.__name__, exc)
             await context.abort(status_of(exc), str(exc))
         except Exception:
             log.exception("%s failed", method.__name__)
@@ -103,7 +106,22 @@ def _optional(message: Any, field: str) -> Any:
     return getattr(message, field) if message.HasField(field) else None
 
 
-Encode = Callable[[list[Event]], list[bytes]]
+# Turns a queued batch of events into messages, each with its last event's sequence.
+Encode = Callable[[list[Event]], Iterable[tuple[bytes, int]]]
+
+
+def _one_per_message(batch: list[Event]) -> Iterable[tuple[bytes, int]]:
+    return ((event.payload, event.sequence) for event in batch)
+
+
+def _batched(batch: list[Event]) -> Iterable[tuple[bytes, int]]:
+    # Capped by bytes: one message of everything queued could exceed what
+    # clients accept (4 MiB by default), and every retry would repeat it.
+    sent = 0
+    payloads = [event.payload for event in batch]
+    for message, count in wire.encode_batches(payloads, MAX_BATCH_MESSAGE_BYTES):
+        sent += count
+        yield message, batch[sent - 1].sequence
 
 
 def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterator[bytes]]:
@@ -118,21 +136,23 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
     ) -> AsyncIterator[bytes]:
         last = 0
         try:
-            request = _parsed(request)
+            request = self._checked(request)
             feed = await self._open_feed(request, context)
-        except (errors.RiggerError, events.Closed) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
             return
         last = feed.head if not request.HasField("after_sequence") else request.after_sequence
+        release = self._hold_token(context, lambda: feed.end(auth.Revoked))
         try:
             async with contextlib.aclosing(feed.batches()) as batches:
                 async for batch in batches:
-                    for message in encode(batch):
+                    for message, sequence in encode(batch):
                         yield message
-                    last = batch[-1].sequence
-        except (events.Lagged, events.Closed) as exc:
+                        last = sequence
+        except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
+            release()
             feed.close()
 
     stream.__doc__ = doc
@@ -142,8 +162,42 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
 class RiggerServicer:
     """Implements rigger.v1.RiggerService over a TaskBook."""
 
-    def __init__(self, book: TaskBook) -> None:
+    def __init__(
+        self,
+        book: TaskBook,
+        *,
+        token_auth: auth.TokenAuth | None = None,
+        on_store_gone: Callable[[], None] | None = None,
+    ) -> None:
         self.book = book
+        # With tokens, every stream holds its caller's token and ends when a
+        # rotation revokes it.
+        self._auth = token_auth
+        # Told when the database turns out deleted or replaced, so the server
+        # can say NOT_SERVING: no write can succeed until it restarts.
+        self._on_store_gone = on_store_gone
+
+    def _checked(self, request: Any) -> Any:
+        """The parsed request, every string and repeated field within its limit."""
+        request = _parsed(request)
+        check_request(request, self.book.limits)
+        return request
+
+    def _hold_token(
+        self, context: grpc.aio.ServicerContext[Any, Any], on_revoked: Callable[[], None]
+    ) -> Callable[[], None]:
+        """Call `on_revoked` when a rotation revokes this call's token; returns the release."""
+        if self._auth is None:
+            return lambda: None
+        return self._auth.hold(auth.authorization(context.invocation_metadata()), on_revoked)
+
+    def _report(self, where: str, exc: errors.RiggerError) -> None:
+        """Log what a storage fault hides from the client; act on a vanished database."""
+        if not isinstance(exc, errors.StoreFault):
+            return
+        log.warning("%s: %s (storage said: %s)", where, exc, exc.__cause__ or "nothing more")
+        if isinstance(exc, errors.StoreGone) and self._on_store_gone is not None:
+            self._on_store_gone()
 
     # --- unary ---------------------------------------------------------------
 
@@ -298,24 +352,39 @@ class RiggerServicer:
                 f"last sequence received: {last}. Resubscribe with after_sequence={last} "
                 "to resume without loss",
             )
+        if isinstance(exc, auth.Revoked):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{auth.REVOKED_MESSAGE}; last sequence received: {last}. Reconnect with a "
+                f"valid token and resubscribe with after_sequence={last} to resume without loss",
+            )
         if isinstance(exc, events.Closed):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 f"server is shutting down; last sequence received: {last}. "
                 f"Resubscribe with after_sequence={last} to resume without loss",
             )
+        if isinstance(exc, errors.StoreFault):
+            self._report("event stream", exc)
+            await context.abort(
+                status_of(exc),
+                f"{exc}; last sequence received: {last}. "
+                f"Resubscribe with after_sequence={last} to resume without loss",
+            )
         if isinstance(exc, errors.RiggerError):
             await context.abort(status_of(exc), str(exc))
+        # Never UNKNOWN, never an internal message: the details go to the log.
         log.error("event stream failed", exc_info=exc)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     SubscribeToTaskEvents = _subscription_stream(
         "Stream matching events (pre-encoded TaskEvent bytes) until cancelled.",
-        lambda batch: [event.payload for event in batch],
+        _one_per_message,
     )
     SubscribeToTaskEventBatches = _subscription_stream(
-        "Stream matching events, everything queued so far in one message, until cancelled.",
-        lambda batch: [wire.encode_batch(event.payload for event in batch)],
+        "Stream matching events, everything queued so far in messages of at most "
+        "limits.MAX_BATCH_MESSAGE_BYTES, until cancelled.",
+        _batched,
     )
 
     async def TaskEventStream(
@@ -329,15 +398,23 @@ class RiggerServicer:
             first = await anext(aiter(request_iterator), None)
             if first is None:
                 return
-            if _parsed(first).WhichOneof("request") != "subscribe":
+            if self._checked(first).WhichOneof("request") != "subscribe":
                 raise errors.InvalidArgument("request", "the first message must be `subscribe`")
             subscribe = first.subscribe
             feed = await self._open_feed(subscribe, context)
-        except (errors.RiggerError, events.Closed) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
             return
         last = feed.head if not subscribe.HasField("after_sequence") else subscribe.after_sequence
-        updates = asyncio.ensure_future(self._apply_updates(request_iterator))
+        revoked = False
+
+        def revoke() -> None:
+            nonlocal revoked
+            revoked = True
+            feed.end(auth.Revoked)
+
+        release = self._hold_token(context, revoke)
+        updates = asyncio.ensure_future(self._apply_updates(request_iterator, lambda: revoked))
         try:
             async with contextlib.aclosing(feed.batches()) as batches:
                 next_batch = asyncio.ensure_future(anext(batches))
@@ -357,18 +434,24 @@ class RiggerServicer:
                 finally:
                     next_batch.cancel()
                     await asyncio.gather(next_batch, return_exceptions=True)
-        except (events.Lagged, events.Closed, errors.RiggerError) as exc:
+        except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
+            release()
             updates.cancel()
             await asyncio.gather(updates, return_exceptions=True)
             feed.close()
 
     async def _apply_updates(
-        self, request_iterator: AsyncIterator[pb.TaskEventStreamRequest]
+        self,
+        request_iterator: AsyncIterator[pb.TaskEventStreamRequest],
+        revoked: Callable[[], bool],
     ) -> None:
         async for message in request_iterator:
-            if _parsed(message).WhichOneof("request") != "update":
+            if revoked():
+                # The stream is ending; nothing more from it is applied.
+                raise auth.Revoked()
+            if self._checked(message).WhichOneof("request") != "update":
                 raise errors.InvalidArgument("subscribe", "may be sent only once, first")
             update = message.update
             await self.book.update_task(

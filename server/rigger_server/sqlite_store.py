@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import fcntl
+import functools
 import json
+import logging
 import os
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from rigger_server.domain import (
     Event,
@@ -23,10 +28,18 @@ from rigger_server.domain import (
     TaskStatus,
     commit_event,
 )
-from rigger_server.errors import VersionConflict
+from rigger_server.errors import (
+    DiskFull,
+    StoreFault,
+    StoreGone,
+    StoreUnavailable,
+    VersionConflict,
+)
 from rigger_server.store import TaskQuery
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 3
 
 # Each schema version's DDL, kept as it was: a database at version N is
 # brought up to date by running the steps after N in order, in one transaction.
@@ -96,6 +109,59 @@ _LIST_FIELDS = frozenset(f.name for f in dataclasses.fields(Task) if f.default =
 _TASK_COLUMNS = ", ".join(_STORED_FIELDS)
 _EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
 
+# Version 3: each task counts its subtasks, so adding one (and checking the
+# limit on them) costs the same however many its parent already has.
+_SUBTASK_COUNT_V3 = (
+    "ALTER TABLE tasks ADD COLUMN subtask_count INTEGER NOT NULL DEFAULT 0",
+    "UPDATE tasks SET subtask_count = "
+    "(SELECT COUNT(*) FROM tasks AS child WHERE child.parent_task_id = tasks.id)",
+)
+
+
+def _disk_full(path: pathlib.Path) -> bool:
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _fault(exc: sqlite3.Error, path: pathlib.Path) -> StoreFault | None:
+    """What an SQLite error means to a caller, or None for a bug (a constraint, bad SQL)."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    # SQLite reports some writes that found no space as I/O errors (growing
+    # the -shm file, for one); a full file system tells them apart.
+    if name == "SQLITE_FULL" or (name.startswith("SQLITE_IOERR") and _disk_full(path)):
+        return DiskFull("disk full: the server cannot write to its database")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreUnavailable("another process holds the database's write lock; try again")
+    if name.startswith("SQLITE_READONLY"):
+        return StoreUnavailable("the database is read-only")
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return StoreUnavailable("the database cannot be opened or read; see the server log")
+    return None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(
+    method: Callable[Concatenate[SqliteStore, P], R],
+) -> Callable[Concatenate[SqliteStore, P], R]:
+    """Raise SQLite's errors as the domain's StoreFaults (the original as their cause)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SqliteStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            fault = _fault(exc, self.path)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    return cast(Callable[Concatenate[SqliteStore, P], R], wrapper)
+
 
 def _task_row(task: Task) -> tuple[object, ...]:
     return tuple(
@@ -122,20 +188,55 @@ class SqliteStore:
     """
 
     def __init__(self, path: pathlib.Path, encode: EventEncoder) -> None:
+        """Open (or create) the database; a StoreFault says clearly why it cannot be."""
         self.path = path
         self._encode = encode
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._write_lock = -1
+        # The file this store opened; a commit checks the path still names it.
+        self._identity: tuple[int, int] | None = None
+        try:
+            self._open()
+        except BaseException as exc:
+            self.close()
+            fault: StoreFault | None = None
+            if isinstance(exc, StoreFault):
+                fault = exc
+            elif isinstance(exc, sqlite3.Error):
+                fault = _fault(exc, path)
+            elif isinstance(exc, OSError):
+                fault = (
+                    DiskFull("disk full")
+                    if exc.errno == errno.ENOSPC
+                    else StoreUnavailable(exc.strerror or str(exc))
+                )
+            if fault is None:
+                raise
+            raise type(fault)(f"cannot open the database {path}: {fault}") from exc
+
+    def _open(self) -> None:
+        path = self.path
+        for needed in (path, path.parent):
+            # Refuse here, clearly, what SQLite would open read-only in silence.
+            if needed.exists() and not os.access(needed, os.W_OK):
+                kind = "database" if needed == path else "database's directory"
+                raise StoreUnavailable(
+                    f"the {kind} is read-only (Rigger writes the database, and its "
+                    "-wal, -shm and lock files beside it)"
+                )
         # Writers in other processes (workers, or other servers on this file)
         # queue on this lock: the kernel wakes the next one the moment a
         # commit ends, where SQLite's busy handler would sleep and retry.
         self._write_lock = os.open(f"{path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        conn = self._conn()
+        conn = self._conn(create=True)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise RuntimeError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        opened = path.stat()
+        self._identity = (opened.st_dev, opened.st_ino)
         self._migrate(conn)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -156,6 +257,9 @@ class SqliteStore:
                         conn.execute(statement)
             if version < 2:
                 self._events_to_v2(conn)
+            if version < 3:
+                for statement in _SUBTASK_COUNT_V3:
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _events_to_v2(self, conn: sqlite3.Connection) -> None:
@@ -190,53 +294,108 @@ class SqliteStore:
         conn.execute("DROP TABLE events")
         conn.execute("ALTER TABLE events_v2 RENAME TO events")
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, *, create: bool = False) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             if self._closed:
                 raise RuntimeError("store is closed")
+            # Only the first connection may create the file: a later one
+            # finding it gone must fail, not start an empty database there.
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode={'rwc' if create else 'rw'}"
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a
             # write transaction takes the write lock before it reads.
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=5000")
+            try:
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA busy_timeout=5000")
+            except sqlite3.Error:
+                if not create:
+                    self._check_same_file()  # gone: say so, rather than "cannot open"
+                raise
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
 
+    def _execute(self, conn: sqlite3.Connection, statement: str) -> None:
+        try:
+            conn.execute(statement)
+        except sqlite3.Error as exc:
+            fault = _fault(exc, self.path)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def _check_same_file(self) -> None:
+        # A database deleted or replaced under a running server still takes
+        # commits (the open descriptors point at the old file), and they would
+        # be lost at the next start: refuse them instead.
+        try:
+            now = self.path.stat()
+            identity: tuple[int, int] | None = (now.st_dev, now.st_ino)
+        except FileNotFoundError:
+            identity = None
+        if identity != self._identity:
+            raise StoreGone(
+                "the database file was deleted or replaced while the server was running; "
+                "nothing was written. Restart the server"
+            )
+
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
         """Writes inside commit together or not at all; nested, a savepoint."""
-        conn = self._conn()
-        if not conn.in_transaction:
+        try:
+            conn = self._conn()
+        except sqlite3.Error as exc:
+            fault = _fault(exc, self.path)
+            if fault is None:
+                raise
+            raise fault from exc
+        depth: int = getattr(self._local, "depth", 0)
+        if depth == 0:
             fcntl.flock(self._write_lock, fcntl.LOCK_EX)
+            self._local.depth = 1
+            self._local.aborted = None
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._execute(conn, "BEGIN IMMEDIATE")
                 try:
                     yield conn
-                    conn.execute("COMMIT")
+                    if self._local.aborted is not None:
+                        raise self._local.aborted()
+                    self._check_same_file()
+                    self._execute(conn, "COMMIT")
                 except BaseException:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        # A failing rollback must not hide why we roll back.
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
             finally:
+                self._local.depth = 0
                 fcntl.flock(self._write_lock, fcntl.LOCK_UN)
             return
-        depth = getattr(self._local, "depth", 0) + 1
-        self._local.depth = depth
+        if self._local.aborted is not None:
+            raise self._local.aborted()
         name = f"nested_{depth}"
-        conn.execute(f"SAVEPOINT {name}")
+        self._local.depth = depth + 1
         try:
-            yield conn
-        except BaseException:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
-            raise
+            self._execute(conn, f"SAVEPOINT {name}")
+            try:
+                yield conn
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                else:
+                    # SQLite rolled the whole transaction back (a full disk, an
+                    # I/O error): the other writes of the group are gone too,
+                    # and nothing may run outside the transaction now.
+                    self._local.aborted = _aborted(exc)
+                raise
+            self._execute(conn, f"RELEASE {name}")
         finally:
-            self._local.depth = depth - 1
-        conn.execute(f"RELEASE {name}")
+            self._local.depth = depth
 
     # --- tasks ---------------------------------------------------------------
 
@@ -266,6 +425,7 @@ class SqliteStore:
             tasks.append(_task_from_values(values))
         return tasks
 
+    @_translated
     def get_task(self, task_id: str) -> Task | None:
         """Return the task, or None if there is no such id."""
         conn = self._conn()
@@ -275,6 +435,7 @@ class SqliteStore:
         tasks = self._rows_to_tasks(conn, rows)
         return tasks[0] if tasks else None
 
+    @_translated
     def list_tasks(self, query: TaskQuery) -> tuple[list[Task], int]:
         """Return one page of matching tasks, newest first, and the total match count."""
         where: list[str] = []
@@ -303,6 +464,7 @@ class SqliteStore:
             conn.execute("COMMIT")
         return tasks, total
 
+    @_translated
     def insert_task(self, task: Task, events: Sequence[EventDraft]) -> list[Event]:
         """Insert a new task and append its events, atomically."""
         with self.atomic() as conn:
@@ -311,8 +473,24 @@ class SqliteStore:
                 f"({', '.join('?' * len(_STORED_FIELDS))})",
                 _task_row(task),
             )
+            if task.parent_task_id is not None:
+                conn.execute(
+                    "UPDATE tasks SET subtask_count = subtask_count + 1 WHERE id = ?",
+                    (task.parent_task_id,),
+                )
             return self._append(conn, events)
 
+    @_translated
+    def subtask_count(self, task_id: str) -> int | None:
+        """How many subtasks the task has, without reading them; None if there is no such task."""
+        row = (
+            self._conn()
+            .execute("SELECT subtask_count FROM tasks WHERE id = ?", (task_id,))
+            .fetchone()
+        )
+        return None if row is None else int(row[0])
+
+    @_translated
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:
@@ -354,6 +532,7 @@ class SqliteStore:
         )
         return events
 
+    @_translated
     def events_after(self, sequence: int, limit: int) -> list[Event]:
         """Return up to `limit` committed events with a greater sequence, in order, with bytes."""
         rows = self._conn().execute(
@@ -362,6 +541,7 @@ class SqliteStore:
         )
         return [Event(r[0], EventType(r[1]), r[2], r[3], r[4]) for r in rows]
 
+    @_translated
     def last_sequence(self) -> int:
         """Return the sequence of the newest committed event, 0 when the log is empty."""
         row = self._conn().execute("SELECT COALESCE(MAX(sequence), 0) FROM events").fetchone()
@@ -369,6 +549,7 @@ class SqliteStore:
 
     # --- PRDs ----------------------------------------------------------------
 
+    @_translated
     def insert_prd(self, prd: Prd) -> None:
         """Store a parsed PRD."""
         with self.atomic() as conn:
@@ -387,14 +568,33 @@ class SqliteStore:
             )
 
     def close(self) -> None:
-        """Checkpoint the WAL into the main file and close every connection."""
+        """Checkpoint the WAL into the main file and close every connection.
+
+        A checkpoint that fails (a full disk) loses nothing: the WAL keeps
+        every commit and the next start reads it.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             connections, self._connections = self._connections, []
         for i, conn in enumerate(connections):
-            if i == 0:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.close()
-        os.close(self._write_lock)
+            try:
+                if i == 0:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.close()
+            except sqlite3.Error as exc:
+                log.warning("closing the database: %s; every commit is kept in its WAL", exc)
+        if self._write_lock >= 0:
+            os.close(self._write_lock)
+            self._write_lock = -1
+
+
+def _aborted(cause: BaseException) -> Callable[[], StoreFault]:
+    # Each write left in the group gets a fresh exception of the same kind.
+    if isinstance(cause, StoreFault):
+        kind, message = type(cause), str(cause)
+        return lambda: kind(message)
+    return lambda: StoreUnavailable(
+        "the database rolled the write transaction back; nothing was written, try again"
+    )

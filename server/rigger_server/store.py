@@ -6,6 +6,10 @@ commits the task change and its events in one transaction, so the event log
 can never disagree with the tasks it describes. The store gives each event its
 gapless sequence and keeps the event's bytes as the encoder it was built with
 made them (`domain.EventEncoder`), so it knows nothing of any wire format.
+
+A store reports storage trouble as `errors.StoreFault`s: `DiskFull`,
+`StoreUnavailable` (locked, unreadable, read-only), `StoreGone` (the database
+was deleted or replaced under it; checked before every commit).
 """
 
 from __future__ import annotations
@@ -41,6 +45,14 @@ class Store(Protocol):
 
     def insert_task(self, task: Task, events: Sequence[EventDraft]) -> list[Event]:
         """Insert a new task and append its events, atomically."""
+        ...
+
+    def subtask_count(self, task_id: str) -> int | None:
+        """How many subtasks the task has, or None if there is no such task.
+
+        Answered without reading the subtasks: adding one must cost the same
+        however many its parent already has.
+        """
         ...
 
     def replace_task(

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from rigger_server import prd as prd_files
+from rigger_server.confined import read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
-from rigger_server.errors import InvalidArgument, NotFound, VersionConflict
+from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter
 from rigger_server.feed import Feed
 from rigger_server.limits import Limits
@@ -128,6 +129,10 @@ class TaskBook:
         # a server, the log tail's. Alone with its store, a book's broadcaster
         # has published all there is.
         self._reach = reach
+        # PRDs are read and parsed on a thread of their own: a large one takes
+        # seconds of CPU, which on the loop would freeze every call and stream,
+        # and on the reader pool would hold back replays and reads.
+        self._prd_worker = ThreadPoolExecutor(1, thread_name_prefix="rigger-prd")
 
     async def _write(self, fn: Callable[..., Written[T]], *args: object) -> T:
         return await self._writer.submit(fn, *args)
@@ -200,8 +205,16 @@ class TaskBook:
         return await self._write(self._add_sync, new)
 
     def _add_sync(self, new: NewTask) -> Written[Task]:
-        if new.parent_task_id is not None and self.store.get_task(new.parent_task_id) is None:
-            raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
+        if new.parent_task_id is not None:
+            # A count, not the siblings: the cost does not grow with them.
+            siblings = self.store.subtask_count(new.parent_task_id)
+            if siblings is None:
+                raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
+            if siblings >= self.limits.max_subtasks:
+                raise ResourceExhausted(
+                    f"parent_task_id: task {new.parent_task_id!r} already has {siblings} "
+                    f"subtasks, the server's limit (rig grpc --max-subtasks)"
+                )
         now = now_rfc3339()
         task = Task(
             id=str(uuid.uuid4()),
@@ -302,10 +315,9 @@ class TaskBook:
     async def parse_prd(self, requested_path: str) -> Prd:
         """Read and parse a PRD inside the project root, store it and return it."""
         self._check_field(requested_path, "prd_file_path")
-        text = await self._read(
-            prd_files.read_prd_file, self.project_root, requested_path, self.limits.max_prd_bytes
+        parsed = await self._loop.run_in_executor(
+            self._prd_worker, self._read_and_parse_prd, requested_path
         )
-        parsed = prd_files.parse_prd(text)
         prd = Prd(
             id=f"prd-{uuid.uuid4()}",
             path=requested_path,
@@ -317,6 +329,15 @@ class TaskBook:
         )
         await self._write(self._insert_prd_sync, prd)
         return prd
+
+    def _read_and_parse_prd(self, requested_path: str) -> prd_files.ParsedPrd:
+        text = read_confined(
+            self.project_root,
+            requested_path,
+            field="prd_file_path",
+            max_bytes=self.limits.max_prd_bytes,
+        )
+        return prd_files.parse_prd(text)
 
     def _insert_prd_sync(self, prd: Prd) -> Written[None]:
         self.store.insert_prd(prd)
@@ -344,6 +365,7 @@ class TaskBook:
         """
         await self._loop.run_in_executor(None, self._writer.close)
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
+        await self._loop.run_in_executor(None, self._prd_worker.shutdown, True)
         self.store.close()
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from google.protobuf.wrappers_pb2 import BytesValue
@@ -58,8 +59,39 @@ def encode_batch(payloads: Iterable[bytes]) -> bytes:
 
     A repeated message field is each element's tag, length and bytes in turn,
     so concatenating them is the message's encoding, with no re-serialization.
-    `events` is field 1, length-delimited: exactly how BytesValue encodes its
-    `value` (field 1, bytes), so protobuf itself writes each element's tag and
-    length.
     """
-    return b"".join(BytesValue(value=payload).SerializeToString() for payload in payloads)
+    parts = []
+    for payload in payloads:
+        parts.append(_element_prefix(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _element_prefix(length: int) -> bytes:
+    # `events` is field 1, length-delimited: exactly how BytesValue encodes its
+    # `value` (field 1, bytes), so protobuf itself writes the tag and length.
+    # Events of one size share their prefix, made once per length.
+    if length == 0:
+        return b"\n\0"  # BytesValue leaves an empty value out altogether
+    return BytesValue(value=bytes(length)).SerializeToString()[:-length]
+
+
+def encode_batches(payloads: Sequence[bytes], max_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """SubscribeToTaskEventBatchesResponses of at most `max_bytes` each, with their event counts.
+
+    Events stay in order and are packed greedily; an event that alone is
+    larger than `max_bytes` goes in a message of its own.
+    """
+    start = 0
+    while start < len(payloads):
+        end, size = start + 1, _framed_size(payloads[start])
+        while end < len(payloads) and size + _framed_size(payloads[end]) <= max_bytes:
+            size += _framed_size(payloads[end])
+            end += 1
+        yield encode_batch(payloads[start:end]), end - start
+        start = end
+
+
+def _framed_size(payload: bytes) -> int:
+    return len(_element_prefix(len(payload))) + len(payload)

@@ -114,6 +114,9 @@ def _worker(index: int, config: ServerConfig, conn: Connection, lifeline: Connec
         try:
             server = RiggerServer(config)  # reads the token file
             server.handle_signals(interrupt=False)
+            # Born with SIGHUP blocked (see Supervisor.start); one that came
+            # meanwhile is handled now.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
             await server.start()
         except Exception as exc:
             conn.send(("error", exc))
@@ -182,12 +185,14 @@ class Supervisor:
                 )
                 # Born with SIGINT blocked, so a Ctrl-C while it starts up
                 # cannot tear it down with a traceback: Ctrl-C is the
-                # supervisor's, which gets it once unblocked here.
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                # supervisor's, which gets it once unblocked here. SIGHUP
+                # too: a rotation forwarded before the worker installs its
+                # handler would kill it; it unblocks SIGHUP once it has one.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGHUP})
                 try:
                     process.start()
                 finally:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGHUP})
                 send.close()
                 lifeline.close()
                 self._lifelines.append(held_end)
@@ -251,6 +256,11 @@ class Supervisor:
         self._signal_all(signal.SIGTERM)
 
     def _on_hangup(self, signum: int, frame: types.FrameType | None) -> None:
+        if self.config.auth_token_file is None:
+            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+            return
+        # Every worker re-reads the file and ends its own streams whose
+        # token is revoked.
         self._signal_all(signal.SIGHUP)
 
     def _signal_all(self, signum: int) -> None:

@@ -187,6 +187,12 @@ class RiggerServiceServicer:
         events arrive faster than one message each could be sent. Ordering,
         exactly-once delivery, filters, replay, headers and stream endings are the
         same as for SubscribeToTaskEvents.
+
+        A message is at most 1 MiB (1048576 bytes): when the queued events are
+        more, they are sent in several messages, in order. A single event larger
+        than that is sent alone in its message. So a client's default 4 MiB
+        receive limit is enough unless one event alone is larger (with the
+        server's default limits, none is).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -90,6 +90,12 @@ class RiggerServiceStub:
     events arrive faster than one message each could be sent. Ordering,
     exactly-once delivery, filters, replay, headers and stream endings are the
     same as for SubscribeToTaskEvents.
+
+    A message is at most 1 MiB (1048576 bytes): when the queued events are
+    more, they are sent in several messages, in order. A single event larger
+    than that is sent alone in its message. So a client's default 4 MiB
+    receive limit is enough unless one event alone is larger (with the
+    server's default limits, none is).
     """
 
 @_typing.type_check_only
@@ -146,6 +152,12 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     events arrive faster than one message each could be sent. Ordering,
     exactly-once delivery, filters, replay, headers and stream endings are the
     same as for SubscribeToTaskEvents.
+
+    A message is at most 1 MiB (1048576 bytes): when the queued events are
+    more, they are sent in several messages, in order. A single event larger
+    than that is sent alone in its message. So a client's default 4 MiB
+    receive limit is enough unless one event alone is larger (with the
+    server's default limits, none is).
     """
 
 class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -265,6 +277,12 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         events arrive faster than one message each could be sent. Ordering,
         exactly-once delivery, filters, replay, headers and stream endings are the
         same as for SubscribeToTaskEvents.
+
+        A message is at most 1 MiB (1048576 bytes): when the queued events are
+        more, they are sent in several messages, in order. A single event larger
+        than that is sent alone in its message. So a client's default 4 MiB
+        receive limit is enough unless one event alone is larger (with the
+        server's default limits, none is).
         """
 
 def add_RiggerServiceServicer_to_server(servicer: RiggerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

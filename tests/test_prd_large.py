@@ -1,0 +1,69 @@
+"""A large PRD is parsed in linear time, off the event loop: the server keeps serving meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+from rigger_server.prd import parse_prd
+
+MIB = 1024 * 1024
+HEAD = "# Many items\n\n## Objectives\n"
+# The shape that made the parse quadratic: one top-level item per line.
+ITEM = "- a\n"
+
+# The issue asks for < 1 s per MiB. markdown-it-py's block parser alone needs
+# several seconds for 1 MiB of one-line items (five tokens per item, in pure
+# Python), so that target is not met; this bound only tells linear from
+# quadratic (the quadratic parse took an estimated 50 minutes). SECURITY.md
+# has the measured figures.
+ONE_MIB_BOUND_SECONDS = 30.0
+
+# Rounds of (health check, write, its live event) that must complete while
+# the parse is still running.
+ROUNDS_DURING_PARSE = 5
+
+
+def items_prd(size: int) -> str:
+    return HEAD + ITEM * ((size - len(HEAD)) // len(ITEM))
+
+
+def test_a_1_mib_prd_of_one_line_items_parses_in_linear_time():
+    text = items_prd(MIB)
+    # CPU time of this thread: what the parse costs, whatever else the machine runs.
+    started = time.thread_time()
+    parsed = parse_prd(text)
+    elapsed = time.thread_time() - started
+    print(f"parsed {len(text)} bytes, {len(parsed.objectives)} items, in {elapsed:.2f} s CPU")
+    assert len(parsed.objectives) == (MIB - len(HEAD)) // len(ITEM)
+    assert elapsed < ONE_MIB_BOUND_SECONDS
+
+
+async def test_health_and_live_events_flow_while_a_large_prd_is_parsed(server):
+    count = (MIB // 4 - len(HEAD)) // len(ITEM)
+    (server.root / "big.md").write_text(items_prd(MIB // 4))
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        events = stub.SubscribeToTaskEvents(pb.SubscribeToTaskEventsRequest())
+        await events.initial_metadata()
+        parse = asyncio.ensure_future(
+            stub.ParsePRD(pb.ParsePRDRequest(prd_file_path="big.md"), timeout=110)
+        )
+        rounds = 0
+        while not parse.done() and rounds < ROUNDS_DURING_PARSE:
+            checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+            added = await stub.AddTask(pb.AddTaskRequest(title=f"during {rounds}"), timeout=10)
+            event = await asyncio.wait_for(events.read(), 10)
+            assert event.task.id == added.task.id
+            if not parse.done():
+                rounds += 1
+        parsed = await parse
+        events.cancel()
+    assert rounds == ROUNDS_DURING_PARSE, f"only {rounds} rounds completed during the parse"
+    assert len(parsed.objectives) == count

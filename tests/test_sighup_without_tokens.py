@@ -1,0 +1,33 @@
+"""SIGHUP re-reads the token file; a server without one logs the signal and goes on serving."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import pytest
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+from serverproc import ServerProcess
+from streams import WAIT
+
+IGNORED = "SIGHUP ignored: there is no --auth-token-file to re-read"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sighup_without_a_token_file_is_logged_and_ignored(project, workers):
+    server = ServerProcess(project, extra_args=("--workers", workers)).start()
+    try:
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + WAIT
+        while IGNORED not in server.read_log():
+            assert server.proc.poll() is None, f"the server died: {server.read_log()}"
+            assert time.monotonic() < deadline, "no log line for the SIGHUP"
+            time.sleep(0.02)
+        with grpc.insecure_channel(server.address) as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            assert stub.AddTask(pb.AddTaskRequest(title="still serving"), timeout=WAIT).task.id
+    finally:
+        code = server.stop()
+    assert code == 0, server.read_log()

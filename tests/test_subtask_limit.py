@@ -1,0 +1,115 @@
+"""Subtasks per parent are bounded, and adding one costs the same however many siblings it has."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+import grpc
+import pytest
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+from rigger_server import wire
+from rigger_server.domain import Task, TaskStatus, now_rfc3339
+from rigger_server.events import Broadcaster
+from rigger_server.sqlite_store import SqliteStore
+from rigger_server.tasks import NewTask, TaskBook
+from serverproc import ServerProcess
+from streams import add
+
+
+@pytest.fixture
+def limited(project):
+    proc = ServerProcess(project, extra_args=("--max-subtasks", "3")).start()
+    yield proc
+    proc.stop()
+
+
+async def test_a_subtask_beyond_the_limit_is_resource_exhausted(limited):
+    async with grpc.aio.insecure_channel(limited.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        parent = await add(stub, "parent")
+        for i in range(3):
+            await add(stub, f"child {i}", parent_task_id=parent.id)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await add(stub, "one too many", parent_task_id=parent.id)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-subtasks" in refused.value.details()
+        assert "parent_task_id" in refused.value.details()
+        other = await add(stub, "another parent")
+        assert (await add(stub, "its child", parent_task_id=other.id)).parent_task_id == other.id
+        got = await stub.GetTask(pb.GetTaskRequest(task_id=parent.id))
+        assert len(got.task.subtask_ids) == 3
+
+
+class CountingStore(SqliteStore):
+    """Counts SQLite virtual-machine steps: the work a call does, whatever the machine's speed."""
+
+    steps = 0
+
+    def _conn(self, **options: bool) -> sqlite3.Connection:
+        conn = super()._conn(**options)
+        conn.set_progress_handler(self._step, 1)
+        return conn
+
+    def _step(self) -> int:
+        self.steps += 1
+        return 0
+
+
+def _task(parent_id: str | None = None) -> Task:
+    now = now_rfc3339()
+    return Task(
+        id=str(uuid.uuid4()),
+        title="a task",
+        status=TaskStatus.TODO,
+        created_at=now,
+        updated_at=now,
+        version=1,
+        parent_task_id=parent_id,
+    )
+
+
+async def test_adding_a_subtask_costs_the_same_however_many_siblings_it_has(tmp_path):
+    store = CountingStore(tmp_path / "tasks.db", wire.encode_event)
+    book = TaskBook(store, Broadcaster(), tmp_path)
+    try:
+        few = await book.add_task(NewTask(title="few children"))
+        many = await book.add_task(NewTask(title="many children"))
+        with store.atomic():
+            for _ in range(10):
+                store.insert_task(_task(few.id), [])
+            for _ in range(3000):
+                store.insert_task(_task(many.id), [])
+
+        async def steps_to_add_a_task(parent_id: str) -> int:
+            store.steps = 0
+            await book.add_task(NewTask(title="one more", parent_task_id=parent_id))
+            return store.steps
+
+        beside_few = await steps_to_add_a_task(few.id)
+        beside_many = await steps_to_add_a_task(many.id)
+    finally:
+        await book.close()
+    print(f"SQLite steps to add a child: {beside_few} beside 10, {beside_many} beside 3000")
+    assert beside_many <= beside_few * 1.1
+
+
+def test_a_version_2_database_is_migrated_with_its_subtasks_counted(tmp_path):
+    db = tmp_path / "tasks.db"
+    store = SqliteStore(db, wire.encode_event)
+    parent = _task()
+    with store.atomic():
+        store.insert_task(parent, [])
+        store.insert_task(_task(parent.id), [])
+        store.insert_task(_task(parent.id), [])
+    store.close()
+    with sqlite3.connect(db) as conn:  # as version 2 left it: no counts
+        conn.execute("ALTER TABLE tasks DROP COLUMN subtask_count")
+        conn.execute("PRAGMA user_version=2")
+    store = SqliteStore(db, wire.encode_event)
+    try:
+        assert store.subtask_count(parent.id) == 2
+        assert store.subtask_count("no such task") is None
+    finally:
+        store.close()
