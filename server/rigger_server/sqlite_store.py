@@ -160,7 +160,7 @@ def _translated(
                 raise
             raise fault from exc
 
-    return cast(Callable[Concatenate[SqliteStore, P], R], wrapper)
+    return cast("Callable[Concatenate[SqliteStore, P], R]", wrapper)
 
 
 def _task_row(task: Task) -> tuple[object, ...]:
