@@ -61,6 +61,7 @@ def test_every_mutant_has_a_case_that_must_catch_it():
     assert set(CATCHES) == set(mutant_server.MUTANTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutant", sorted(CATCHES))
 async def test_the_suite_fails_against_the_mutant(mutant, all_cases, tmp_path):
     runs = plan([case_named(all_cases, CATCHES[mutant])], ["python"])
