@@ -83,7 +83,7 @@ def test_sigkill_mid_writes_loses_no_acknowledged_write(project):
             writer.start()
         # Killed while both writers are still writing, after a different
         # number of acknowledged writes each round.
-        acked.wait_for(rng.randint(5, 60))
+        acked.wait_for(rng.randint(20, 200))
         server.kill()
         for writer in writers:
             writer.join(10)
