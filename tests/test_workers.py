@@ -343,17 +343,22 @@ async def test_replaying_subscribers_on_every_worker_get_the_same_gapless_log_as
         clients_across_workers(workers_server, 6) as readers,
     ):
         start, live = await live_from_settled_head(readers)
-        share = total // 2 // len(writers)
-        assert share * 2 * len(writers) == total
 
-        async def write(first: int, client: Client) -> None:
-            await add_many(client.stub, share, start=first)
+        def write_half(offset: int) -> asyncio.Future[list[None]]:
+            # Every writer its share of one half; there may be more writers
+            # than asked for (until every worker holds one), so shares differ.
+            half, n = total // 2, len(writers)
+            bounds = [offset + half * i // n for i in range(n + 1)]
+            return asyncio.gather(
+                *(
+                    add_many(w.stub, bounds[i + 1] - bounds[i], start=bounds[i])
+                    for i, w in enumerate(writers)
+                )
+            )
 
-        await asyncio.gather(*(write(i * share, w) for i, w in enumerate(writers)))
+        await write_half(0)
         replaying = [subscribe(r.stub, after=start) for r in readers]
-        second_half = asyncio.gather(
-            *(write(total // 2 + i * share, w) for i, w in enumerate(writers))
-        )
+        second_half = write_half(total // 2)
         try:
             replayed = await asyncio.gather(
                 *(read_events(call, total, within=3 * WAIT) for call in replaying)
