@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -174,3 +175,38 @@ async def test_the_tail_starts_from_the_broadcasters_head(stores, no_periodic_ch
         assert sequences(await next_batch(subscription)) == [2]
     finally:
         await tail.close()
+
+
+class FailingOnce:
+    """A store whose next log read fails, as while it closes or the disk has trouble."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def events_after(self, sequence: int, limit: int):
+        if self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._store.events_after(sequence, limit)
+
+
+async def test_a_failed_read_of_the_log_is_logged_and_tried_again(
+    stores, broadcaster, watch, monkeypatch, caplog
+):
+    monkeypatch.setattr(tail_module, "CHECK_SECONDS", 0.01)
+    ours, theirs = stores
+    flaky = FailingOnce(ours)
+    tail = LogTail(broadcaster, flaky)  # type: ignore[arg-type]
+    tail.start()
+    try:
+        [event] = insert(theirs, "theirs")
+        tail.seen(event.sequence)
+        assert sequences(await next_batch(watch)) == [1]
+    finally:
+        await tail.close()
+    assert flaky.failures == 0
+    assert "reading the event log failed" in caplog.text
