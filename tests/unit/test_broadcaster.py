@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from drafts import WAIT, sequences
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
 from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged
+
+from unit.drafts import WAIT, sequences
 
 
 def event(sequence: int, kind: EventType = EventType.CREATED, assignee: str | None = None) -> Event:

@@ -8,13 +8,14 @@ import pathlib
 from collections.abc import AsyncIterator
 
 import pytest
-from drafts import WAIT, decoded, sequences
 from rigger_server import wire
 from rigger_server.domain import Event, EventType
 from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged
 from rigger_server.feed import REPLAY_PAGE, Feed
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook, TaskChange
+
+from unit.drafts import WAIT, decoded, sequences
 
 EVERYTHING = EventFilter()
 

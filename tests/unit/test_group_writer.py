@@ -7,11 +7,12 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from drafts import WAIT, created, new_task
 from rigger_server.domain import Event
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.store import TaskQuery
 from rigger_server.writer import GroupWriter
+
+from unit.drafts import WAIT, created, new_task
 
 
 class Published:

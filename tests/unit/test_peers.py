@@ -8,9 +8,10 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
-from drafts import WAIT
 from rigger_server import peers as peers_module
 from rigger_server.peers import Peers, peer_directory
+
+from unit.drafts import WAIT
 
 
 @pytest.fixture

@@ -8,13 +8,14 @@ import pathlib
 import sqlite3
 
 import pytest
-from drafts import created, new_task
 from rigger.v1 import rigger_pb2 as pb
 from rigger_server import wire
 from rigger_server.domain import EventType, Prd, Task, TaskStatus
 from rigger_server.errors import VersionConflict
 from rigger_server.sqlite_store import _CREATE_V1, SCHEMA_VERSION, SqliteStore
 from rigger_server.store import TaskQuery
+
+from unit.drafts import created, new_task
 
 
 def _v1_database(path: pathlib.Path) -> None:

@@ -8,12 +8,13 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from drafts import WAIT, created, new_task, sequences
 from rigger_server import tail as tail_module
 from rigger_server import wire
 from rigger_server.events import Broadcaster, EventFilter, Subscription
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tail import LogTail
+
+from unit.drafts import WAIT, created, new_task, sequences
 
 
 @pytest.fixture

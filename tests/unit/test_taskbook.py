@@ -11,7 +11,6 @@ import pathlib
 import uuid
 
 import pytest
-from drafts import published
 from rigger.v1 import rigger_pb2 as pb
 from rigger_server import wire
 from rigger_server.domain import TaskStatus
@@ -20,6 +19,8 @@ from rigger_server.events import Subscription
 from rigger_server.limits import Limits
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook, TaskChange
+
+from unit.drafts import published
 
 CREATED = pb.TASK_EVENT_TYPE_CREATED
 UPDATED = pb.TASK_EVENT_TYPE_UPDATED

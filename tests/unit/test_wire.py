@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from drafts import created, new_task
 from rigger.v1 import rigger_pb2 as pb
 from rigger_server.wire import encode_batch, encode_event, task_to_pb
+
+from unit.drafts import created, new_task
 
 
 def test_absent_optional_task_fields_stay_absent_on_the_wire():
