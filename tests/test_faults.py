@@ -159,6 +159,7 @@ def test_a_killed_subscribers_resources_are_released(project):
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_subscriber_that_stops_reading_is_released_once_it_lags(project):
     server = ServerProcess(project, extra_args=("--max-subscribers", "1", "--buffer", "5"))
     server.start()

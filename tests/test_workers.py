@@ -532,6 +532,7 @@ def test_workers_on_a_port_taken_on_one_loopback_only_exit_1(
 # --- stopping --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_worker_and_exits_0(project: pathlib.Path) -> None:
     with workers_in(project) as server:
         assert server.proc is not None
@@ -548,6 +549,7 @@ def test_sigterm_stops_every_worker_and_exits_0(project: pathlib.Path) -> None:
     assert "exited unexpectedly" not in server.read_log()
 
 
+@pytest.mark.slow
 async def test_sigterm_ends_open_streams_on_every_worker_with_unavailable_naming_the_last_sequence(
     project: pathlib.Path,
 ) -> None:
@@ -568,6 +570,7 @@ async def test_sigterm_ends_open_streams_on_every_worker_with_unavailable_naming
         assert trailing(error, "rigger-last-sequence") == "3"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_and_exits_0_without_a_traceback(project: pathlib.Path) -> None:
     # Ctrl-C signals the terminal's whole process group: the supervisor and
     # every worker at once. The server gets a group of its own to signal.
@@ -589,6 +592,7 @@ def test_ctrl_c_stops_every_worker_and_exits_0_without_a_traceback(project: path
 # --- a worker or the supervisor dies ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_others_and_the_server_exits_1_naming_it(
     project: pathlib.Path,
 ) -> None:
@@ -605,6 +609,7 @@ def test_a_dead_worker_stops_the_others_and_the_server_exits_1_naming_it(
     assert len(deaths) == 1, log
 
 
+@pytest.mark.slow
 async def test_when_a_worker_dies_every_open_stream_ends_with_unavailable(
     project: pathlib.Path,
 ) -> None:
@@ -627,6 +632,7 @@ async def test_when_a_worker_dies_every_open_stream_ends_with_unavailable(
             assert trailing(error, "rigger-last-sequence") == "1"
 
 
+@pytest.mark.slow
 async def test_tasks_committed_before_a_worker_died_are_served_after_a_restart(
     project: pathlib.Path,
 ) -> None:
@@ -650,6 +656,7 @@ async def test_tasks_committed_before_a_worker_died_are_served_after_a_restart(
         assert [e.task.id for e in events] == [t.id for t in tasks]
 
 
+@pytest.mark.slow
 def test_workers_do_not_outlive_a_killed_supervisor(project: pathlib.Path) -> None:
     with workers_in(project) as server:
         workers = worker_pids(server)
@@ -661,6 +668,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(project: pathlib.Path) -> No
 # --- tokens ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_sighup_reloads_the_token_file_in_every_worker(
     project: pathlib.Path, token_file: pathlib.Path
 ) -> None:
