@@ -1,4 +1,10 @@
-"""TLS, mTLS and bearer tokens, on a real server."""
+"""TLS and bearer tokens on a real server: what the conformance cases cannot stage.
+
+Accepted and refused tokens and certificates, mTLS included, are the
+conformance suite's (`conformance/cases/security.yaml`); here are a client
+that speaks plaintext or distrusts the server, health checks, the token file's
+format, rotation by SIGHUP, and what the server writes to its log.
+"""
 
 from __future__ import annotations
 
