@@ -7,9 +7,7 @@ read fails the test and, as grpc.aio does, cancels the call it was reading.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -24,21 +22,6 @@ UPDATED = pb.TASK_EVENT_TYPE_UPDATED
 DELETED = pb.TASK_EVENT_TYPE_DELETED
 STATUS_CHANGED = pb.TASK_EVENT_TYPE_STATUS_CHANGED
 ASSIGNED = pb.TASK_EVENT_TYPE_ASSIGNED
-
-_RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
-
-
-def is_rfc3339_utc(text: str) -> bool:
-    """True for an RFC 3339 timestamp in UTC written with a trailing `Z`."""
-    if not _RFC3339_UTC.fullmatch(text):
-        return False
-    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return parsed.utcoffset() == dt.timedelta(0)
-
-
-def kinds(events: Iterable[pb.TaskEvent]) -> list[str]:
-    """Event types by name, for readable assertions."""
-    return [pb.TaskEventType.Name(e.event_type) for e in events]
 
 
 def sequences(events: Iterable[pb.TaskEvent]) -> list[int]:
@@ -86,24 +69,6 @@ async def read_events(call: Any, count: int, within: float = WAIT) -> list[pb.Ta
                 raise AssertionError(f"stream ended after {len(events)} of {count} events")
             events.append(event)
         return events
-
-    return await asyncio.wait_for(read(), within)
-
-
-async def read_until(
-    call: Any, done: Callable[[pb.TaskEvent], bool], within: float = WAIT
-) -> list[pb.TaskEvent]:
-    """Read events up to and including the first one for which `done` is true."""
-
-    async def read() -> list[pb.TaskEvent]:
-        events: list[pb.TaskEvent] = []
-        while True:
-            event = await call.read()
-            if event is grpc.aio.EOF:
-                raise AssertionError(f"stream ended after {len(events)} events")
-            events.append(event)
-            if done(event):
-                return events
 
     return await asyncio.wait_for(read(), within)
 
@@ -160,13 +125,6 @@ async def log_head(stub: rigger_pb2_grpc.RiggerServiceStub) -> int:
     finally:
         call.cancel()
     return int(metadata[HEAD_SEQUENCE])
-
-
-async def all_tasks(stub: rigger_pb2_grpc.RiggerServiceStub) -> list[bytes]:
-    """Every stored task (archived included), serialized, for before/after comparisons."""
-    live = await stub.ListTasks(pb.ListTasksRequest())
-    archived = await stub.ListTasks(pb.ListTasksRequest(status=pb.TASK_STATUS_ARCHIVED))
-    return sorted(t.SerializeToString(deterministic=True) for t in (*live.tasks, *archived.tasks))
 
 
 async def assert_no_events_after(stub: rigger_pb2_grpc.RiggerServiceStub, sequence: int) -> None:

@@ -105,6 +105,7 @@ def test_the_readme_lists_every_mutant_and_its_catching_case():
     assert rows == {name: m.caught_by for name, m in mutant_server.MUTANTS.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutant", sorted(mutant_server.MUTANTS))
 def test_the_suite_fails_against_the_mutant(mutant, against_mutants):
     case = mutant_server.MUTANTS[mutant].caught_by

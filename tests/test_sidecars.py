@@ -21,6 +21,9 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
 
+# Each builds and starts a client program (the Go and TypeScript builds take a while).
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 LINE = re.compile(
     r"^#(?P<seq>\d+) (?P<type>[A-Z_0-9]+) task=(?P<task>\S+) title=(?P<title>\".*\") "

@@ -21,7 +21,6 @@ import pathlib
 import re
 import signal
 import socket
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -34,7 +33,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from rigger_server.tail import CHECK_SECONDS
 from serverproc import ServerProcess, rig
 from streams import (
     CREATED,
@@ -345,17 +343,22 @@ async def test_replaying_subscribers_on_every_worker_get_the_same_gapless_log_as
         clients_across_workers(workers_server, 6) as readers,
     ):
         start, live = await live_from_settled_head(readers)
-        share = total // 2 // len(writers)
-        assert share * 2 * len(writers) == total
 
-        async def write(first: int, client: Client) -> None:
-            await add_many(client.stub, share, start=first)
+        def write_half(offset: int) -> asyncio.Future[list[None]]:
+            # Every writer its share of one half; there may be more writers
+            # than asked for (until every worker holds one), so shares differ.
+            half, n = total // 2, len(writers)
+            bounds = [offset + half * i // n for i in range(n + 1)]
+            return asyncio.gather(
+                *(
+                    add_many(w.stub, bounds[i + 1] - bounds[i], start=bounds[i])
+                    for i, w in enumerate(writers)
+                )
+            )
 
-        await asyncio.gather(*(write(i * share, w) for i, w in enumerate(writers)))
+        await write_half(0)
         replaying = [subscribe(r.stub, after=start) for r in readers]
-        second_half = asyncio.gather(
-            *(write(total // 2 + i * share, w) for i, w in enumerate(writers))
-        )
+        second_half = write_half(total // 2)
         try:
             replayed = await asyncio.gather(
                 *(read_events(call, total, within=3 * WAIT) for call in replaying)
@@ -435,27 +438,6 @@ async def test_concurrent_updates_through_every_worker_to_one_task_are_all_appli
     assert [e.task.version for e in events] == list(range(2, 2 + len(titles)))
     assert sorted(e.task.title for e in events) == sorted(titles)
     assert final.title == events[-1].task.title
-
-
-async def test_an_event_reaches_the_other_worker_without_waiting_for_its_periodic_log_check(
-    workers_server: ServerProcess,
-) -> None:
-    # The writing worker announces each commit to the others; the timer that
-    # re-reads the log every CHECK_SECONDS is only a safety net.
-    delays = []
-    async with clients_across_workers(workers_server, 12) as clients:
-        writer, watcher = one_per_worker(clients)
-        await settled_head(clients)
-        call = await subscribe_live(watcher.stub)
-        for n in range(7):
-            reading = asyncio.ensure_future(read_events(call, 1))
-            task = await add(writer.stub, f"announced {n}")
-            acknowledged = time.monotonic()
-            (event,) = await reading
-            delays.append(max(0.0, time.monotonic() - acknowledged))
-            assert event.task.id == task.id
-        call.cancel()
-    assert statistics.median(delays) < CHECK_SECONDS / 2, delays
 
 
 # --- starting ------------------------------------------------------------------
@@ -550,6 +532,7 @@ def test_workers_on_a_port_taken_on_one_loopback_only_exit_1(
 # --- stopping --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_worker_and_exits_0(project: pathlib.Path) -> None:
     with workers_in(project) as server:
         assert server.proc is not None
@@ -566,6 +549,7 @@ def test_sigterm_stops_every_worker_and_exits_0(project: pathlib.Path) -> None:
     assert "exited unexpectedly" not in server.read_log()
 
 
+@pytest.mark.slow
 async def test_sigterm_ends_open_streams_on_every_worker_with_unavailable_naming_the_last_sequence(
     project: pathlib.Path,
 ) -> None:
@@ -586,6 +570,7 @@ async def test_sigterm_ends_open_streams_on_every_worker_with_unavailable_naming
         assert trailing(error, "rigger-last-sequence") == "3"
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_worker_and_exits_0_without_a_traceback(project: pathlib.Path) -> None:
     # Ctrl-C signals the terminal's whole process group: the supervisor and
     # every worker at once. The server gets a group of its own to signal.
@@ -607,6 +592,7 @@ def test_ctrl_c_stops_every_worker_and_exits_0_without_a_traceback(project: path
 # --- a worker or the supervisor dies ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_dead_worker_stops_the_others_and_the_server_exits_1_naming_it(
     project: pathlib.Path,
 ) -> None:
@@ -623,6 +609,7 @@ def test_a_dead_worker_stops_the_others_and_the_server_exits_1_naming_it(
     assert len(deaths) == 1, log
 
 
+@pytest.mark.slow
 async def test_when_a_worker_dies_every_open_stream_ends_with_unavailable(
     project: pathlib.Path,
 ) -> None:
@@ -645,6 +632,7 @@ async def test_when_a_worker_dies_every_open_stream_ends_with_unavailable(
             assert trailing(error, "rigger-last-sequence") == "1"
 
 
+@pytest.mark.slow
 async def test_tasks_committed_before_a_worker_died_are_served_after_a_restart(
     project: pathlib.Path,
 ) -> None:
@@ -668,6 +656,7 @@ async def test_tasks_committed_before_a_worker_died_are_served_after_a_restart(
         assert [e.task.id for e in events] == [t.id for t in tasks]
 
 
+@pytest.mark.slow
 def test_workers_do_not_outlive_a_killed_supervisor(project: pathlib.Path) -> None:
     with workers_in(project) as server:
         workers = worker_pids(server)
@@ -679,6 +668,7 @@ def test_workers_do_not_outlive_a_killed_supervisor(project: pathlib.Path) -> No
 # --- tokens ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 async def test_sighup_reloads_the_token_file_in_every_worker(
     project: pathlib.Path, token_file: pathlib.Path
 ) -> None:

@@ -1,0 +1,129 @@
+"""The broadcaster: committed events fanned out to bounded subscriber queues."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from rigger_server.domain import Event, EventType
+from rigger_server.errors import ResourceExhausted
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged
+
+from unit.drafts import WAIT, sequences
+
+
+def event(sequence: int, kind: EventType = EventType.CREATED, assignee: str | None = None) -> Event:
+    return Event(sequence, kind, f"task-{sequence}", assignee, f"bytes {sequence}".encode())
+
+
+async def next_batch(subscription) -> list[Event]:
+    return await asyncio.wait_for(subscription.next_batch(), WAIT)
+
+
+async def test_every_subscriber_receives_every_event_in_publish_order():
+    broadcaster = Broadcaster()
+    subscriptions = [broadcaster.subscribe(EventFilter()) for _ in range(3)]
+    broadcaster.publish([event(1), event(2)])
+    broadcaster.publish([event(3)])
+    for subscription in subscriptions:
+        assert sequences(await next_batch(subscription)) == [1, 2, 3]
+
+
+async def test_a_subscriber_receives_only_events_published_after_it_subscribed():
+    broadcaster = Broadcaster()
+    broadcaster.publish([event(1)])
+    subscription = broadcaster.subscribe(EventFilter())
+    broadcaster.publish([event(2)])
+    assert sequences(await next_batch(subscription)) == [2]
+
+
+def test_the_head_is_the_newest_published_sequence():
+    broadcaster = Broadcaster(head=7)
+    assert broadcaster.head == 7
+    broadcaster.publish([event(8), event(9)])
+    assert broadcaster.head == 9
+
+
+async def test_event_types_and_assignee_filter_together():
+    broadcaster = Broadcaster()
+    wanted = EventFilter(frozenset({EventType.CREATED, EventType.DELETED}), assignee="bob")
+    subscription = broadcaster.subscribe(wanted)
+    broadcaster.publish(
+        [
+            event(1, EventType.CREATED, "alice"),
+            event(2, EventType.CREATED, "bob"),
+            event(3, EventType.UPDATED, "bob"),
+            event(4, EventType.DELETED, "bob"),
+            event(5, EventType.DELETED, None),
+        ]
+    )
+    assert sequences(await next_batch(subscription)) == [2, 4]
+
+
+def test_an_empty_filter_matches_every_event_and_unspecified_matches_none():
+    every = EventFilter()
+    unspecified = EventFilter(frozenset({EventType.UNSPECIFIED}))
+    for kind in list(EventType)[1:]:
+        assert every.matches(event(1, kind, "x"))
+        assert not unspecified.matches(event(1, kind, "x"))
+
+
+async def test_a_subscriber_whose_queue_overflows_ends_lagged_and_is_dropped():
+    broadcaster = Broadcaster(buffer=2)
+    slow = broadcaster.subscribe(EventFilter())
+    healthy = broadcaster.subscribe(EventFilter())
+    broadcaster.publish([event(1), event(2)])
+    assert sequences(await next_batch(healthy)) == [1, 2]
+    broadcaster.publish([event(3)])
+    assert slow.overflowed
+    assert broadcaster.subscriber_count == 1
+    assert broadcaster.lagged_total == 1
+    with pytest.raises(Lagged):
+        await next_batch(slow)
+    assert sequences(await next_batch(healthy)) == [3]
+
+
+async def test_events_a_filter_refuses_do_not_fill_the_queue():
+    broadcaster = Broadcaster(buffer=1)
+    subscription = broadcaster.subscribe(EventFilter(assignee="bob"))
+    broadcaster.publish([event(n, assignee="alice") for n in range(1, 10)])
+    broadcaster.publish([event(10, assignee="bob")])
+    assert sequences(await next_batch(subscription)) == [10]
+
+
+async def test_a_waiting_subscriber_wakes_when_an_event_is_published():
+    broadcaster = Broadcaster()
+    subscription = broadcaster.subscribe(EventFilter())
+    waiting = asyncio.ensure_future(subscription.next_batch())
+    await asyncio.sleep(0)  # let it start waiting
+    assert not waiting.done()
+    broadcaster.publish([event(1)])
+    assert sequences(await asyncio.wait_for(waiting, WAIT)) == [1]
+
+
+async def test_closing_ends_every_subscription_and_refuses_new_ones():
+    broadcaster = Broadcaster()
+    subscription = broadcaster.subscribe(EventFilter())
+    broadcaster.close()
+    broadcaster.close()
+    with pytest.raises(Closed):
+        await next_batch(subscription)
+    with pytest.raises(Closed):
+        broadcaster.subscribe(EventFilter())
+
+
+def test_subscribers_beyond_the_limit_are_refused_naming_the_flag():
+    broadcaster = Broadcaster(max_subscribers=2)
+    first = broadcaster.subscribe(EventFilter())
+    broadcaster.subscribe(EventFilter())
+    with pytest.raises(ResourceExhausted, match="--max-subscribers"):
+        broadcaster.subscribe(EventFilter())
+    broadcaster.unsubscribe(first)
+    broadcaster.unsubscribe(first)
+    broadcaster.subscribe(EventFilter())
+    assert broadcaster.subscriber_count == 2
+
+
+def test_a_buffer_below_one_is_refused():
+    with pytest.raises(ValueError, match="buffer"):
+        Broadcaster(buffer=0)
