@@ -94,7 +94,10 @@ def _scalar(field: FieldDescriptor) -> dict[str, Any]:
 
 def _item(field: FieldDescriptor, match: bool) -> dict[str, Any]:
     if field.message_type is not None:
-        return {"$ref": f"#/$defs/{_def_name(field.message_type, match)}"}
+        # A list item may be a captured message too (`tasks: ["${t.task}"]`).
+        shape = {"$ref": f"#/$defs/{_def_name(field.message_type, match)}"}
+        description = f"a {field.message_type.name} (a mapping of its fields) or a reference"
+        return _split("object", shape, [REFERENCE], description)
     plain = _scalar(field)
     if not match:
         return plain
