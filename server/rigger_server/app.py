@@ -19,6 +19,8 @@ from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.events import Broadcaster
 from rigger_server.limits import Limits
 from rigger_server.peers import Peers, peer_directory
+from rigger_server.planner import Planner, PlannerConfig, build_planner
+from rigger_server.planning import Planning
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
@@ -58,6 +60,8 @@ class ServerConfig:
     tls: TlsFiles | None = None
     auth_token_file: pathlib.Path | None = None
     public_health: bool = False
+    # Who plans GenerateTasksFromPRD and OrchestrateTask (`--planner`, `--ollama-url`).
+    planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
     # True in each worker process of `rig grpc --workers N`: the workers share
     # the port the supervisor checked was free.
     reuse_port: bool = False
@@ -107,6 +111,7 @@ class RiggerServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._book: TaskBook | None = None
+        self._planner: Planner | None = None
         self._peers: Peers | None = None
         self._tail: LogTail | None = None
         self._stopping = asyncio.Event()
@@ -140,6 +145,9 @@ class RiggerServer:
                 limits=config.limits,
                 publish=self._tail.committed,
             )
+            # Built on the serving loop: the Ollama planner's HTTP client belongs to it.
+            self._planner = build_planner(config.planner)
+            planning = Planning(self._book, self._planner)
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]
                 if self.auth
@@ -147,7 +155,7 @@ class RiggerServer:
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
             server.add_generic_rpc_handlers(
-                (service.rpc_handler(service.RiggerServicer(self._book)),)
+                (service.rpc_handler(service.RiggerServicer(self._book, planning)),)
             )
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             reflection.enable_server_reflection(
@@ -161,6 +169,7 @@ class RiggerServer:
             self._bind(server, credentials)
             await server.start()
         except BaseException:
+            await self._close_planner()
             await self._close_tail()
             store.close()
             raise
@@ -196,9 +205,15 @@ class RiggerServer:
         # than being cut off when the grace period runs out.
         self._book.broadcaster.close()
         await self._server.stop(self.config.grace_seconds)
+        await self._close_planner()
         await self._close_tail()
         await self._book.close()
         self._server = None
+
+    async def _close_planner(self) -> None:
+        if self._planner is not None:
+            await self._planner.aclose()
+            self._planner = None
 
     async def _close_tail(self) -> None:
         if self._tail is not None:

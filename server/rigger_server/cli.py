@@ -16,6 +16,7 @@ from rigger_server import __version__, wire
 from rigger_server.app import PortInUse, RiggerServer, ServerConfig, TlsFiles
 from rigger_server.auth import TokenFileError
 from rigger_server.limits import Limits
+from rigger_server.planner import add_planner_flags, config_from_args
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.workers import Supervisor
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=getattr(defaults, field),
             help=f"{help_text} (default: %(default)s)",
         )
+    add_planner_flags(grpc_cmd)
     grpc_cmd.set_defaults(run=_grpc)
     return parser
 
@@ -204,6 +206,11 @@ def _grpc(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    try:
+        planner = config_from_args(args)
+    except ValueError as exc:  # OLLAMA_HOST that is not an address
+        print(f"error: OLLAMA_HOST: {exc}", file=sys.stderr)
+        return 2
     config = ServerConfig(
         db_path=db_path,
         project_root=root,
@@ -215,6 +222,7 @@ def _grpc(args: argparse.Namespace) -> int:
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
         auth_token_file=args.auth_token_file,
         public_health=args.public_health,
+        planner=planner,
     )
 
     if args.workers > 1:
@@ -290,6 +298,7 @@ def _print_banner(config: ServerConfig, addresses: list[str], workers: int) -> N
         f"   Address: {first}{also}\n"
         f"   Database: {config.db_path}\n"
         f"   Security: {_security_summary(config)}{processes}\n"
+        f"   Planner: {_planner_summary(config)}\n"
         f"   Broadcast: Enabled ({config.buffer} event buffer)",
         flush=True,
     )
@@ -307,6 +316,16 @@ def _check_security_flags(args: argparse.Namespace) -> str | None:
         if path is not None and not path.is_file():
             return f"--{flag.replace('_', '-')}: no such file: {path}"
     return None
+
+
+def _planner_summary(config: ServerConfig) -> str:
+    planner = config.planner
+    if planner.planner == "offline":
+        return "offline (built in, no model)"
+    return (
+        f"ollama at {planner.ollama_url} (default model {planner.default_model}; "
+        "model 'offline' for the built-in planner)"
+    )
 
 
 def _security_summary(config: ServerConfig) -> str:
