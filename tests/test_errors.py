@@ -230,28 +230,3 @@ async def test_subscribe_after_sequence_on_an_empty_log_beyond_zero_is_invalid_a
         fresh = rigger_pb2_grpc.RiggerServiceStub(channel)
         events, error = await read_to_error(subscribe(fresh, after=1))
     assert (events, error.code()) == ([], grpc.StatusCode.INVALID_ARGUMENT)
-
-
-# --- not implemented ------------------------------------------------------------
-
-
-async def test_generate_tasks_from_prd_is_unimplemented(stub, seeded):
-    _, snapshot = seeded
-    error = await fails(
-        stub.GenerateTasksFromPRD(pb.GenerateTasksFromPRDRequest(prd_id="prd-1", model="m")),
-        grpc.StatusCode.UNIMPLEMENTED,
-        "GenerateTasksFromPRD",
-    )
-    assert "not implemented" in error.details()
-    await assert_unchanged(stub, snapshot)
-
-
-async def test_orchestrate_task_is_unimplemented(stub, seeded):
-    task, snapshot = seeded
-    error = await fails(
-        stub.OrchestrateTask(pb.OrchestrateTaskRequest(task_id=task.id, model="m")),
-        grpc.StatusCode.UNIMPLEMENTED,
-        "OrchestrateTask",
-    )
-    assert "not implemented" in error.details()
-    await assert_unchanged(stub, snapshot)
