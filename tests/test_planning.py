@@ -4,12 +4,17 @@ The offline planner is deterministic, so what it plans is checked exactly in
 tests/test_planner_offline.py; here the subject is what the server does with a
 plan: one transaction, the events, the statuses, the stored results, and
 that a failed call writes nothing.
+
+Most tests share one server; each plans its own copy of the example PRD, so
+none sees another's tasks as its PRD's. Those that restart the server, or
+fill it with 16 000 tasks, start their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import pathlib
+import re
 import shutil
 import sqlite3
 
@@ -20,6 +25,7 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server import wire
 from rigger_server.sqlite_store import SqliteStore
+from serverproc import ServerProcess
 from streams import (
     STATUS_CHANGED,
     UPDATED,
@@ -44,14 +50,36 @@ TITLES = [
 
 
 @pytest.fixture
-def project(project: pathlib.Path) -> pathlib.Path:
-    """The project directory, with the example PRD at docs/PRD.md."""
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The module's server (conftest's `server` would start one per test)."""
+    return shared_server
+
+
+@pytest.fixture
+def stub(shared_stub):
+    return shared_stub
+
+
+@pytest.fixture
+def prd(server: ServerProcess, request: pytest.FixtureRequest) -> str:
+    """This test's own copy of the example PRD: its path, relative to the project root."""
+    path = pathlib.Path("docs") / f"{re.sub(r'[^A-Za-z0-9_]+', '_', request.node.name)}.md"
+    (server.root / path).parent.mkdir(exist_ok=True)
+    shutil.copy(EXAMPLE, server.root / path)
+    return str(path)
+
+
+@pytest.fixture
+def own_server(project: pathlib.Path):
+    """A server of this test's own, with the example PRD at docs/PRD.md."""
     (project / "docs").mkdir()
     shutil.copy(EXAMPLE, project / "docs" / "PRD.md")
-    return project
+    proc = ServerProcess(project).start()
+    yield proc
+    proc.stop()
 
 
-async def parse(stub, path: str = "docs/PRD.md") -> str:
+async def parse(stub, path: str) -> str:
     return (await stub.ParsePRD(pb.ParsePRDRequest(prd_file_path=path))).prd_id
 
 
@@ -91,8 +119,8 @@ def stored_prds(server) -> int:
 # --- GenerateTasksFromPRD ---------------------------------------------------------
 
 
-async def test_a_parsed_prd_becomes_its_tasks_with_dependencies_as_task_ids(stub):
-    prd_id = await parse(stub)
+async def test_a_parsed_prd_becomes_its_tasks_with_dependencies_as_task_ids(stub, prd):
+    prd_id = await parse(stub, prd)
     reply = await generate(stub, prd_id)
     assert [t.title for t in reply.tasks] == TITLES
     assert reply.tasks_generated == 5
@@ -107,11 +135,11 @@ async def test_a_parsed_prd_becomes_its_tasks_with_dependencies_as_task_ids(stub
     assert fifth.complexity == 8  # base 3, long title, "refactor", no assignee, no due date
     assert "clients/python/rigger_client/watch.py" in second.context_files
     listed = await stub.ListTasks(pb.ListTasksRequest())
-    assert {t.id for t in listed.tasks} == {t.id for t in reply.tasks}
+    assert {t.id for t in reply.tasks} <= {t.id for t in listed.tasks}
 
 
-async def test_each_generated_task_emits_created_naming_the_planner_model_and_prd(stub):
-    prd_id = await parse(stub)
+async def test_each_generated_task_emits_created_naming_the_planner_model_and_prd(stub, prd):
+    prd_id = await parse(stub, prd)
     events = await subscribe_live(stub)
     reply = await generate(stub, prd_id, model="llama3.1")
     created = await read_events(events, 5)
@@ -123,19 +151,20 @@ async def test_each_generated_task_emits_created_naming_the_planner_model_and_pr
         assert dict(event.metadata) == {"planner": "offline", "model": "offline", "prd_id": prd_id}
 
 
-async def test_a_model_asked_of_a_default_server_is_answered_by_the_offline_planner(stub):
-    reply = await generate(stub, await parse(stub), model="llama3.1")
+async def test_a_model_asked_of_a_default_server_is_answered_by_the_offline_planner(stub, prd):
+    reply = await generate(stub, await parse(stub, prd), model="llama3.1")
     assert (reply.planner, reply.model) == ("offline", "offline")
 
 
 async def test_a_path_to_a_md_file_is_parsed_and_stored_first_as_first_release_clients_send(
-    stub, server
+    stub, server, prd
 ):
-    reply = await generate(stub, "./docs/PRD.md")
+    before = stored_prds(server)
+    reply = await generate(stub, f"./{prd}")
     assert reply.prd_id.startswith("prd-")
     assert [t.title for t in reply.tasks] == TITLES
     assert {t.source_prd_id for t in reply.tasks} == {reply.prd_id}
-    assert stored_prds(server) == 1
+    assert stored_prds(server) == before + 1
 
 
 async def test_a_prd_id_that_is_neither_stored_nor_a_md_path_is_not_found(stub, server):
@@ -159,11 +188,11 @@ async def test_a_path_gets_parseprds_confinement_with_errors_naming_prd_id(
     stub, server, path, code
 ):
     (server.root.parent / "outside.md").write_text("# Secret\n\n- [ ] leak it\n")
-    before = await snapshot(stub)
+    before, prds = await snapshot(stub), stored_prds(server)
     details = await fails(generate(stub, path), code, "prd_id")
     assert "prd_file_path" not in details
     await assert_unchanged(stub, before)
-    assert stored_prds(server) == 0
+    assert stored_prds(server) == prds
 
 
 async def test_an_empty_prd_id_is_invalid_argument(stub):
@@ -174,14 +203,14 @@ async def test_a_prd_with_a_dependency_cycle_writes_nothing_not_even_the_prd(stu
     (server.root / "cycle.md").write_text(
         "# Loop\n\n## Tasks\n\n- [ ] First (after #2)\n- [ ] Second (after #1)\n"
     )
-    before = await snapshot(stub)
+    before, prds = await snapshot(stub), stored_prds(server)
     await fails(generate(stub, "cycle.md"), grpc.StatusCode.INVALID_ARGUMENT, "prd_id", "cycle")
     await assert_unchanged(stub, before)
-    assert stored_prds(server) == 0
+    assert stored_prds(server) == prds
 
 
-async def test_a_second_generation_of_a_prd_is_already_exists_and_writes_nothing(stub):
-    prd_id = await parse(stub)
+async def test_a_second_generation_of_a_prd_is_already_exists_and_writes_nothing(stub, prd):
+    prd_id = await parse(stub, prd)
     first = await generate(stub, prd_id)
     before = await snapshot(stub)
     details = await fails(
@@ -191,25 +220,26 @@ async def test_a_second_generation_of_a_prd_is_already_exists_and_writes_nothing
     await assert_unchanged(stub, before)
 
 
-async def test_a_prd_parsed_again_from_the_same_file_is_the_same_prd(stub, server):
-    await generate(stub, await parse(stub))
-    (server.root / "link.md").symlink_to("docs/PRD.md")
+async def test_a_prd_parsed_again_from_the_same_file_is_the_same_prd(stub, server, prd):
+    await generate(stub, await parse(stub, prd))
+    link = prd.replace(".md", "_link.md")
+    (server.root / link).symlink_to(pathlib.Path(prd).name)
     before = await snapshot(stub)
-    for path in (f"{server.root}/docs/PRD.md", "./docs/PRD.md", "link.md"):
+    for path in (f"{server.root}/{prd}", f"./{prd}", link):
         await fails(generate(stub, await parse(stub, path)), grpc.StatusCode.ALREADY_EXISTS)
         await fails(generate(stub, path), grpc.StatusCode.ALREADY_EXISTS)
     assert await all_tasks(stub) == before[0]
 
 
-async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_others(stub):
-    prd_id = await parse(stub)
+async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_others(stub, prd):
+    prd_id = await parse(stub, prd)
     old = (await generate(stub, prd_id)).tasks
     started = old[0]
     await stub.UpdateTask(
         pb.UpdateTaskRequest(task_id=started.id, status=pb.TASK_STATUS_IN_PROGRESS)
     )
     events = await subscribe_live(stub)
-    reply = await generate(stub, "docs/PRD.md", replace_existing=True)
+    reply = await generate(stub, prd, replace_existing=True)
     assert list(reply.archived_task_ids) == [t.id for t in old[1:]]
     assert [t.title for t in reply.tasks] == TITLES
     logged = await read_events(events, 4 + 5)
@@ -223,8 +253,9 @@ async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_o
         }
     kept = (await stub.GetTask(pb.GetTaskRequest(task_id=started.id))).task
     assert kept.status == pb.TASK_STATUS_IN_PROGRESS
-    live = await stub.ListTasks(pb.ListTasksRequest())
-    assert live.total_count == 6
+    for gone in old[1:]:
+        task = (await stub.GetTask(pb.GetTaskRequest(task_id=gone.id))).task
+        assert task.status == pb.TASK_STATUS_ARCHIVED
 
 
 async def test_a_checked_box_is_created_completed(stub, server):
@@ -233,7 +264,8 @@ async def test_a_checked_box_is_created_completed(stub, server):
     assert [t.status for t in reply.tasks] == [pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_TODO]
 
 
-async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(server):
+async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(own_server):
+    server = own_server
     unit = "- [ ] Deliver part of the feature @ann Due: 2025-06-01 (after #1)\n"
     text = "# Big\n\n## Tasks\n\n- [ ] First part\n" + unit * (1024 * 1024 // len(unit) - 1)
     (server.root / "big.md").write_text(text)
@@ -268,8 +300,8 @@ async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(s
 
 
 @pytest.fixture
-async def planned(stub) -> list[pb.Task]:
-    return list((await generate(stub, await parse(stub))).tasks)
+async def planned(stub, prd) -> list[pb.Task]:
+    return list((await generate(stub, await parse(stub, prd))).tasks)
 
 
 async def test_a_simple_task_moves_through_enhancement_and_test_to_orchestration_complete(
@@ -359,11 +391,13 @@ async def test_a_complex_task_is_decomposed_into_subtasks_and_its_parent_decompo
     }
 
 
-async def test_an_orchestrated_task_passes_with_what_is_stored_even_after_a_restart(
-    stub, server, planned
-):
-    first = await orchestrate(stub, planned[0].id, test_type="multiple_choice")
-    decomposed = await orchestrate(stub, planned[4].id)
+async def test_an_orchestrated_task_passes_with_what_is_stored_even_after_a_restart(own_server):
+    server = own_server
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        planned = (await generate(stub, "docs/PRD.md")).tasks
+        first = await orchestrate(stub, planned[0].id, test_type="multiple_choice")
+        decomposed = await orchestrate(stub, planned[4].id)
     server.restart()
     async with grpc.aio.insecure_channel(server.address) as channel:
         again = rigger_pb2_grpc.RiggerServiceStub(channel)
@@ -380,13 +414,17 @@ async def test_an_orchestrated_task_passes_with_what_is_stored_even_after_a_rest
     assert list(passed_decomposed.result.subtasks) == list(decomposed.result.subtasks)
 
 
-async def test_enhancements_and_tests_are_stored_with_the_task(stub, server, planned):
-    reply = await orchestrate(stub, planned[1].id)
+async def test_enhancements_and_tests_are_stored_with_the_task(own_server):
+    server = own_server
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        task = (await generate(stub, "docs/PRD.md")).tasks[1]
+        reply = await orchestrate(stub, task.id)
     server.stop()
     store = SqliteStore(server.db, wire.encode_event)
     try:
-        (enhancement,) = store.enhancements_of(planned[1].id)
-        (test,) = store.comprehension_tests_of(planned[1].id)
+        (enhancement,) = store.enhancements_of(task.id)
+        (test,) = store.comprehension_tests_of(task.id)
     finally:
         store.close()
     assert wire.enhancement_to_pb(enhancement) == reply.result.enhancement
@@ -458,15 +496,15 @@ async def test_a_task_added_by_hand_is_orchestrated_without_a_prd(stub):
     assert len(reply.result.comprehension_test.options) >= 2
 
 
-async def test_subtasks_are_never_counted_as_the_prds_tasks(stub, planned):
+async def test_subtasks_are_never_counted_as_the_prds_tasks(stub, planned, prd):
     await orchestrate(stub, planned[4].id)
     before = await snapshot(stub)
-    await fails(generate(stub, "docs/PRD.md"), grpc.StatusCode.ALREADY_EXISTS, "5 tasks")
+    await fails(generate(stub, prd), grpc.StatusCode.ALREADY_EXISTS, "5 tasks")
     await assert_unchanged(stub, before)
 
 
-async def test_a_deleted_generation_can_be_generated_again(stub):
-    prd_id = await parse(stub)
+async def test_a_deleted_generation_can_be_generated_again(stub, prd):
+    prd_id = await parse(stub, prd)
     for task in (await generate(stub, prd_id)).tasks:
         await stub.DeleteTask(pb.DeleteTaskRequest(task_id=task.id))
     reply = await generate(stub, prd_id)

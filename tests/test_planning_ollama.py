@@ -3,12 +3,16 @@
 Every failure of the Ollama provider reaches the client with its documented
 code and a message that says what to do, and none leaves anything written:
 no task, no event, no PRD, no enhancement.
+
+The tests share one stand-in and one server; each starts with the stand-in's
+script and records empty.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import sqlite3
 import threading
@@ -59,10 +63,19 @@ def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-@pytest.fixture
-def ollama() -> Iterator[OllamaStandIn]:
+@pytest.fixture(scope="module")
+def shared_ollama() -> Iterator[OllamaStandIn]:
     with OllamaStandIn(models=("llama3.1:latest",)) as standin:
         yield standin
+
+
+@pytest.fixture
+def ollama(shared_ollama: OllamaStandIn) -> OllamaStandIn:
+    """The stand-in, with nothing scripted and nothing recorded yet."""
+    shared_ollama.replies.clear()
+    shared_ollama.chats.clear()
+    shared_ollama.paths.clear()
+    return shared_ollama
 
 
 def ollama_server(project, url: str) -> ServerProcess:
@@ -70,25 +83,39 @@ def ollama_server(project, url: str) -> ServerProcess:
     return ServerProcess(project, extra_args=("--planner", "ollama", "--ollama-url", url))
 
 
-@pytest.fixture
-def server(project, ollama) -> Iterator[ServerProcess]:
-    """A server planning with the stand-in (overrides conftest's default server)."""
-    proc = ollama_server(project, ollama.url).start()
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory, shared_ollama) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("ollama") / "project"
+    root.mkdir()
+    proc = ollama_server(root, shared_ollama.url).start()
     yield proc
     proc.stop()
 
 
-async def snapshot(stub) -> tuple[list[bytes], int]:
-    return await all_tasks(stub), await log_head(stub)
+@pytest.fixture
+def server(module_server: ServerProcess) -> ServerProcess:
+    """The server planning with the stand-in (overrides conftest's default server)."""
+    return module_server
+
+
+TABLES = ("prds", "enhancements", "comprehension_tests")
+
+
+def stored(server) -> list[int]:
+    """How many PRDs, enhancements and tests the server's database holds."""
+    with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as db:
+        return [db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] for table in TABLES]
+
+
+async def snapshot(stub, server) -> tuple[list[bytes], int, list[int]]:
+    return await all_tasks(stub), await log_head(stub), stored(server)
 
 
 async def assert_nothing_written(stub, server, before) -> None:
-    tasks, head = before
+    tasks, head, rows = before
     assert await all_tasks(stub) == tasks
     await assert_no_events_after(stub, head)
-    with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as db:
-        for table in ("prds", "enhancements", "comprehension_tests"):
-            assert db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
+    assert stored(server) == rows
 
 
 async def fails(call, code: grpc.StatusCode, *words: str) -> str:
@@ -101,7 +128,15 @@ async def fails(call, code: grpc.StatusCode, *words: str) -> str:
     return error.details()
 
 
-def generate(stub, prd_id: str = "prd.md", **fields):
+@pytest.fixture
+def prd(server: ServerProcess, request: pytest.FixtureRequest) -> str:
+    """This test's own PRD file, so that no other test's tasks are its PRD's."""
+    path = f"{re.sub(r'[^A-Za-z0-9_]+', '_', request.node.name)}.md"
+    (server.root / path).write_text(PRD)
+    return path
+
+
+def generate(stub, prd_id: str, **fields):
     return stub.GenerateTasksFromPRD(pb.GenerateTasksFromPRDRequest(prd_id=prd_id, **fields))
 
 
@@ -113,11 +148,11 @@ def orchestrate(stub, task_id: str, **fields):
 
 
 async def test_generated_tasks_say_ollama_and_the_model_in_the_response_and_every_event(
-    stub, ollama
+    stub, ollama, prd
 ):
     ollama.script(valid(PLAN))
     events = await subscribe_live(stub)
-    reply = await generate(stub, model="llama3.1")
+    reply = await generate(stub, prd, model="llama3.1")
     created = await read_events(events, 2)
     events.cancel()
     assert (reply.planner, reply.model) == ("ollama", "llama3.1")
@@ -138,25 +173,25 @@ async def test_generated_tasks_say_ollama_and_the_model_in_the_response_and_ever
     assert "Take card payments" in chat["messages"][-1]["content"]
 
 
-async def test_an_empty_model_asks_the_servers_default_model(stub, ollama):
+async def test_an_empty_model_asks_the_servers_default_model(stub, ollama, prd):
     ollama.script(valid(PLAN))
-    reply = await generate(stub)
+    reply = await generate(stub, prd)
     assert (reply.planner, reply.model) == ("ollama", "llama3.1")
 
 
-async def test_the_model_named_offline_is_planned_by_the_built_in_planner(stub, ollama):
-    reply = await generate(stub, model="offline")
+async def test_the_model_named_offline_is_planned_by_the_built_in_planner(stub, ollama, prd):
+    reply = await generate(stub, prd, model="offline")
     assert (reply.planner, reply.model) == ("offline", "offline")
     assert [t.title for t in reply.tasks] == ["Take card payments", "Send receipts"]
     assert ollama.paths == []
 
 
-async def test_an_invalid_answer_is_retried_and_the_valid_one_used(stub, ollama):
+async def test_an_invalid_answer_is_retried_and_the_valid_one_used(stub, ollama, prd):
     ollama.script(
         Reply(content="{not json"),
         Reply(content=f"<think>two tasks</think>\n```json\n{json.dumps(PLAN)}\n```"),
     )
-    reply = await generate(stub)
+    reply = await generate(stub, prd)
     assert reply.tasks_generated == 2
     assert "not JSON" in ollama.chats[1]["messages"][-1]["content"]
 
@@ -216,10 +251,10 @@ async def test_ollama_not_running_is_unavailable_naming_the_url(project):
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = rigger_pb2_grpc.RiggerServiceStub(channel)
-            before = await snapshot(stub)
-            await fails(generate(stub), grpc.StatusCode.UNAVAILABLE, url, "ollama serve")
+            before = await snapshot(stub, server)
+            await fails(generate(stub, "prd.md"), grpc.StatusCode.UNAVAILABLE, url, "ollama serve")
             task = (await stub.AddTask(pb.AddTaskRequest(title="T"))).task
-            before = await snapshot(stub)
+            before = await snapshot(stub, server)
             await fails(orchestrate(stub, task.id), grpc.StatusCode.UNAVAILABLE, url)
             await assert_nothing_written(stub, server, before)
     finally:
@@ -227,11 +262,11 @@ async def test_ollama_not_running_is_unavailable_naming_the_url(project):
 
 
 async def test_a_model_that_is_not_pulled_is_failed_precondition_naming_ollama_pull(
-    stub, server, ollama
+    stub, server, ollama, prd
 ):
-    before = await snapshot(stub)
+    before = await snapshot(stub, server)
     await fails(
-        generate(stub, model="mistral"),
+        generate(stub, prd, model="mistral"),
         grpc.StatusCode.FAILED_PRECONDITION,
         "'mistral'",
         "ollama pull mistral",
@@ -241,12 +276,12 @@ async def test_a_model_that_is_not_pulled_is_failed_precondition_naming_ollama_p
 
 
 async def test_answers_that_never_validate_are_failed_precondition_with_the_first_error(
-    stub, server, ollama
+    stub, server, ollama, prd
 ):
     ollama.script(valid({"tasks": []}), Reply(content="still not json"), Reply(content="no"))
-    before = await snapshot(stub)
+    before = await snapshot(stub, server)
     await fails(
-        generate(stub),
+        generate(stub, prd),
         grpc.StatusCode.FAILED_PRECONDITION,
         "'llama3.1'",
         "3 attempts",
@@ -256,18 +291,22 @@ async def test_answers_that_never_validate_are_failed_precondition_with_the_firs
     await assert_nothing_written(stub, server, before)
 
 
-async def test_an_ollama_server_error_is_unavailable_with_its_message(stub, server, ollama):
+async def test_an_ollama_server_error_is_unavailable_with_its_message(stub, server, ollama, prd):
     ollama.script(Reply(status=500, error="model runner has unexpectedly stopped"))
-    before = await snapshot(stub)
-    await fails(generate(stub), grpc.StatusCode.UNAVAILABLE, ollama.url, "unexpectedly stopped")
+    before = await snapshot(stub, server)
+    await fails(
+        generate(stub, prd), grpc.StatusCode.UNAVAILABLE, ollama.url, "unexpectedly stopped"
+    )
     await assert_nothing_written(stub, server, before)
 
 
-async def test_a_model_slower_than_the_calls_deadline_is_deadline_exceeded(stub, server, ollama):
+async def test_a_model_slower_than_the_calls_deadline_is_deadline_exceeded(
+    stub, server, ollama, prd
+):
     ollama.script(Reply(content=json.dumps(PLAN), delay=60))
-    before = await snapshot(stub)
+    before = await snapshot(stub, server)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GenerateTasksFromPRD(pb.GenerateTasksFromPRDRequest(prd_id="prd.md"), timeout=1)
+        await stub.GenerateTasksFromPRD(pb.GenerateTasksFromPRDRequest(prd_id=prd), timeout=1)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await assert_nothing_written(stub, server, before)
 
@@ -275,7 +314,7 @@ async def test_a_model_slower_than_the_calls_deadline_is_deadline_exceeded(stub,
 async def test_a_failure_in_the_second_step_leaves_the_task_untouched(stub, server, ollama):
     task = (await stub.AddTask(pb.AddTaskRequest(title="Send receipts", assignee="bob"))).task
     ollama.script(valid(ENHANCEMENT), Reply(status=500, error="out of memory"))
-    before = await snapshot(stub)
+    before = await snapshot(stub, server)
     await fails(orchestrate(stub, task.id), grpc.StatusCode.UNAVAILABLE, "out of memory")
     await assert_nothing_written(stub, server, before)
     assert (await stub.GetTask(pb.GetTaskRequest(task_id=task.id))).task.version == 1
