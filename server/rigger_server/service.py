@@ -21,7 +21,7 @@ from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
 from rigger_server.planner import Deadline
-from rigger_server.planning import Planning
+from rigger_server.planning import Generated, Planning
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
     NewTask,
@@ -106,6 +106,17 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def _generated_to_pb(generated: Generated) -> pb.GenerateTasksFromPRDResponse:
+    return pb.GenerateTasksFromPRDResponse(
+        tasks=[wire.task_to_pb(task) for task in generated.tasks],
+        tasks_generated=len(generated.tasks),
+        planner=generated.planner,
+        model=generated.model,
+        prd_id=generated.prd_id,
+        archived_task_ids=generated.archived_task_ids,
+    )
 
 
 def _optional(message: Any, field: str) -> Any:
@@ -243,14 +254,8 @@ class RiggerServicer:
             replace_existing=request.replace_existing,
             deadline=Deadline.after(context.time_remaining()),
         )
-        return pb.GenerateTasksFromPRDResponse(
-            tasks=[wire.task_to_pb(task) for task in generated.tasks],
-            tasks_generated=len(generated.tasks),
-            planner=generated.planner,
-            model=generated.model,
-            prd_id=generated.prd_id,
-            archived_task_ids=generated.archived_task_ids,
-        )
+        # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
+        return await asyncio.to_thread(_generated_to_pb, generated)
 
     @_unary
     async def OrchestrateTask(
