@@ -31,7 +31,19 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
-from rigger_server import app, cli, errors, events, feed, prd, service, sqlite_store, tasks, wire
+from rigger_server import (
+    app,
+    cli,
+    errors,
+    events,
+    feed,
+    planning,
+    prd,
+    service,
+    sqlite_store,
+    tasks,
+    wire,
+)
 from rigger_server.domain import Event, EventDraft, EventType, Task, TaskStatus, commit_event
 from rigger_server.errors import NotFound, PermissionDenied, RiggerError
 from rigger_server.store import TaskQuery
@@ -364,6 +376,84 @@ def ignore_expected_version() -> None:
         return await original(self, dataclasses.replace(change, expected_version=None))
 
     _patch(tasks.TaskBook, "update_task", update_task)
+
+
+# --- planning -------------------------------------------------------------------------
+
+
+@_mutant(
+    "generated subtasks emit CREATED and their parent DECOMPOSED",
+    "orchestrate_decomposes_a_complex_task_into_subtasks",
+)
+def no_decomposed() -> None:
+    """A decomposed task's subtasks are created, but the parent emits no DECOMPOSED."""
+    _without(EventType.DECOMPOSED)
+
+
+@_mutant(
+    "generated subtasks emit CREATED and their parent DECOMPOSED",
+    "orchestrate_decomposes_a_complex_task_into_subtasks",
+)
+def subtasks_emit_no_created() -> None:
+    """Subtasks are stored, but their CREATED events never exist."""
+    original = sqlite_store.SqliteStore.insert_tasks
+
+    def insert_tasks(
+        self: sqlite_store.SqliteStore, new: Sequence[Task], drafts: Sequence[EventDraft]
+    ) -> list[Event]:
+        kept = [d for d in drafts if d.task.parent_task_id is None]
+        return list(original(self, new, kept))
+
+    _patch(sqlite_store.SqliteStore, "insert_tasks", insert_tasks)
+
+
+@_mutant("OrchestrateTask emits ORCHESTRATED", "orchestrate_enhances_a_simple_task_then_tests_it")
+def no_orchestrated() -> None:
+    """Orchestration commits its steps, but never emits ORCHESTRATED."""
+    _without(EventType.ORCHESTRATED)
+
+
+@_mutant(
+    "the response and events say which planner and model actually ran",
+    "generate_tasks_from_a_parsed_prd",
+)
+def claims_the_asked_model() -> None:
+    """Generation answers with the model the request asked for, though the offline one ran."""
+    original = planning.Planning.generate_tasks
+
+    async def generate_tasks(
+        self: planning.Planning, prd_id: str, *, model: str = "", **rest: Any
+    ) -> planning.Generated:
+        made = await original(self, prd_id, model=model, **rest)
+        return dataclasses.replace(made, model=model or made.model)
+
+    _patch(planning.Planning, "generate_tasks", generate_tasks)
+
+
+@_mutant(
+    "a second generation of a PRD does not silently duplicate its tasks",
+    "generate_tasks_twice_is_already_exists_unless_replacing",
+)
+def generation_duplicates() -> None:
+    """A PRD's existing tasks go unnoticed: generating it again duplicates them."""
+    _patch(sqlite_store.SqliteStore, "tasks_of_prd", lambda self, prd: [])
+
+
+@_mutant(
+    "OrchestrateTask with expected_version: only at that version, else ABORTED",
+    "orchestrate_bad_requests_write_nothing",
+)
+def orchestration_ignores_versions() -> None:
+    """OrchestrateTask commits whatever version the task is at, and ignores expected_version."""
+    original = planning.Planning.orchestrate_task
+
+    async def orchestrate_task(
+        self: planning.Planning, task_id: str, **fields: Any
+    ) -> planning.Orchestrated:
+        fields["expected_version"] = None
+        return await original(self, task_id, **fields)
+
+    _patch(planning.Planning, "orchestrate_task", orchestrate_task)
 
 
 # --- ListTasks ------------------------------------------------------------------------

@@ -33,6 +33,9 @@ class Reply:
     error: str = ""
     # Seconds to wait before answering (ended early when the stand-in stops).
     delay: float = 0.0
+    # Answer only once this is set (or the stand-in stops): lets a test hold
+    # several calls inside the model at once.
+    release: threading.Event | None = None
 
 
 def valid(answer: dict[str, Any]) -> Reply:
@@ -114,6 +117,9 @@ class OllamaStandIn:
         reply = self.replies.popleft()
         if reply.delay:
             self._stopping.wait(reply.delay)
+        while reply.release is not None and not reply.release.wait(0.02):
+            if self._stopping.is_set():
+                break
         if reply.status != 200:
             return reply.status, {"error": reply.error or "internal error"}
         return 200, {

@@ -13,14 +13,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-PRD = """# Rigger PRD
-
-## Objectives
-- Broadcast every task change
-
-## Tech Stack
-1. Python
-"""
+EXAMPLE_PRD = REPO / "examples" / "PRD.md"
 
 
 def _commands() -> list[str]:
@@ -54,8 +47,12 @@ def grpcurl() -> str:
     return path
 
 
-def _run(command: str, grpcurl: str, port: int, task_id: str = "") -> subprocess.CompletedProcess:
-    command = command.replace("localhost:50051", f"localhost:{port}").replace("<task-id>", task_id)
+def _run(
+    command: str, grpcurl: str, port: int, placeholders: dict[str, str]
+) -> subprocess.CompletedProcess:
+    command = command.replace("localhost:50051", f"localhost:{port}")
+    for placeholder, value in placeholders.items():
+        command = command.replace(placeholder, value)
     return subprocess.run(
         ["bash", "-c", command],
         env={"PATH": f"{pathlib.Path(grpcurl).parent}:/usr/bin:/bin"},
@@ -74,13 +71,16 @@ def test_readme_has_the_guides_commands():
         "GetTask",
         "DeleteTask",
         "ParsePRD",
+        "GenerateTasksFromPRD",
+        "OrchestrateTask",
         "SubscribeToTaskEvents",
     }
 
 
 def test_every_readme_command_works(server, grpcurl):
-    (server.root / "docs").mkdir()
-    (server.root / "docs" / "PRD.md").write_text(PRD)
+    # The server runs in a checkout, where examples/PRD.md ships.
+    (server.root / "examples").mkdir()
+    shutil.copy(EXAMPLE_PRD, server.root / "examples" / "PRD.md")
     streams = [c for c in COMMANDS if "SubscribeToTaskEvents" in c]
     calls = [c for c in COMMANDS if c not in streams]
 
@@ -105,14 +105,25 @@ def test_every_readme_command_works(server, grpcurl):
             assert time.monotonic() < deadline, outputs[i]
             outputs[i] += proc.stdout.readline()
 
-    task_id = ""
+    placeholders: dict[str, str] = {}
+    generations = []
     for command in calls:
-        result = _run(command, grpcurl, server.port, task_id)
+        result = _run(command, grpcurl, server.port, placeholders)
         assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
         if "AddTask" in command:
-            task_id = json.loads(result.stdout)["task"]["id"]
+            placeholders["<task-id>"] = json.loads(result.stdout)["task"]["id"]
         if "ParsePRD" in command:
-            assert json.loads(result.stdout)["prdTitle"] == "Rigger PRD"
+            parsed = json.loads(result.stdout)
+            assert parsed["prdTitle"] == "Sidecar Notifications"
+            placeholders["<prd-id>"] = parsed["prdId"]
+        if "GenerateTasksFromPRD" in command:
+            generated = json.loads(result.stdout)
+            generations.append(generated)
+            placeholders.setdefault("<generated-task-id>", generated["tasks"][0]["id"])
+        if "OrchestrateTask" in command:
+            orchestrated = json.loads(result.stdout)
+            assert orchestrated["result"]["routingDecision"] == "enhance"
+            assert orchestrated["task"]["status"] == "TASK_STATUS_ORCHESTRATION_COMPLETE"
         if command.endswith(" list"):
             assert "rigger.v1.RiggerService" in result.stdout
             assert "grpc.health.v1.Health" in result.stdout
@@ -121,10 +132,21 @@ def test_every_readme_command_works(server, grpcurl):
         proc.terminate()
         outputs[i] += proc.communicate(timeout=10)[0]
     filtered, replaying = outputs
+    # "model": "llama3.1" on a default server: the offline planner answers, and says so.
+    first, again = generations
+    assert (first["planner"], first["model"]) == ("offline", "offline")
+    assert first["prdId"] == placeholders["<prd-id>"]
+    # Replacing archives the four tasks still in TODO, keeps the orchestrated one.
+    assert len(again["archivedTaskIds"]) == 4
+    assert placeholders["<generated-task-id>"] not in again["archivedTaskIds"]
     # Alice's task: CREATED, then UPDATED for the status change; the
-    # reassignment to Charlie is no longer Alice's; DELETED neither.
+    # reassignment to Charlie is no longer Alice's; DELETED neither. Then the
+    # PRD's first task, Alice's, is CREATED by each generation.
     assert re.findall(r'"eventType": "(\w+)"', filtered) == [
         "TASK_EVENT_TYPE_CREATED",
         "TASK_EVENT_TYPE_UPDATED",
+        "TASK_EVENT_TYPE_CREATED",
+        "TASK_EVENT_TYPE_CREATED",
     ]
-    assert re.findall(r'"sequence": "(\d+)"', replaying) == [str(n) for n in range(1, 7)]
+    # 6 task events, 5 CREATED, 3 STATUS_CHANGED and ORCHESTRATED, 4 DELETED, 5 CREATED.
+    assert re.findall(r'"sequence": "(\d+)"', replaying) == [str(n) for n in range(1, 25)]

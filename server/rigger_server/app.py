@@ -20,6 +20,8 @@ from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.database import LogNotifier
 from rigger_server.events import Broadcaster
 from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
+from rigger_server.planner import Planner, PlannerConfig, build_planner
+from rigger_server.planning import Planning
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
@@ -59,6 +61,8 @@ class ServerConfig:
     tls: TlsFiles | None = None
     auth_token_file: pathlib.Path | None = None
     public_health: bool = False
+    # Who plans GenerateTasksFromPRD and OrchestrateTask (`--planner`, `--ollama-url`).
+    planner: PlannerConfig = dataclasses.field(default_factory=PlannerConfig)
     # True in each worker process of `rig grpc --workers N`: the workers share
     # the port the supervisor checked was free.
     reuse_port: bool = False
@@ -148,6 +152,7 @@ class RiggerServer:
         self._notifier: LogNotifier | None = None
         self._closing = False
         self._health_updates: set[asyncio.Task[None]] = set()
+        self._planner: Planner | None = None
         self._tail: LogTail | None = None
         self._stopping = asyncio.Event()
         self._store_lost = False
@@ -183,6 +188,9 @@ class RiggerServer:
                 publish=self._tail.committed,
                 reach=self._tail.reach,
             )
+            # Built on the serving loop: the Ollama planner's HTTP client belongs to it.
+            self._planner = build_planner(config.planner)
+            planning = Planning(self._book, self._planner)
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]
                 if self.auth
@@ -190,7 +198,7 @@ class RiggerServer:
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
             servicer = service.RiggerServicer(
-                self._book, token_auth=self.auth, on_store_gone=self._store_gone
+                self._book, planning, token_auth=self.auth, on_store_gone=self._store_gone
             )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -205,6 +213,7 @@ class RiggerServer:
             self._bind(server, credentials)
             await server.start()
         except BaseException:
+            await self._close_planner()
             await self._close_tail()
             store.close()
             raise
@@ -251,9 +260,15 @@ class RiggerServer:
         # than being cut off when the grace period runs out.
         self._book.broadcaster.close()
         await self._server.stop(self.config.grace_seconds)
+        await self._close_planner()
         await self._close_tail()
         await self._book.close()
         self._server = None
+
+    async def _close_planner(self) -> None:
+        if self._planner is not None:
+            await self._planner.aclose()
+            self._planner = None
 
     async def _close_tail(self) -> None:
         if self._tail is not None:

@@ -24,6 +24,7 @@ from rigger_server.auth import TokenFileError
 from rigger_server.database import DatabaseUnusable
 from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
+from rigger_server.planner import add_planner_flags, config_from_args
 from rigger_server.workers import Supervisor
 
 RIGGER_DIR = ".rigger"
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=getattr(defaults, field),
             help=f"{help_text} (default: %(default)s)",
         )
+    add_planner_flags(grpc_cmd)
     grpc_cmd.set_defaults(run=_grpc)
     return parser
 
@@ -257,6 +259,11 @@ def _grpc(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    try:
+        planner = config_from_args(args)
+    except ValueError as exc:  # OLLAMA_HOST that is not an address
+        print(f"error: OLLAMA_HOST: {exc}", file=sys.stderr)
+        return 2
     # Before anything opens a file; worker processes inherit it.
     logging.getLogger(__name__).info("open-file limit: %d", raise_open_file_limit())
     config = ServerConfig(
@@ -270,6 +277,7 @@ def _grpc(args: argparse.Namespace) -> int:
         tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
         auth_token_file=args.auth_token_file,
         public_health=args.public_health,
+        planner=planner,
     )
 
     if args.workers > 1:
@@ -351,6 +359,7 @@ def _print_banner(config: ServerConfig, addresses: list[str], workers: int) -> N
         f"   Address: {first}{also}\n"
         f"   Database: {database.describe(config.db_path)}\n"
         f"   Security: {_security_summary(config)}{processes}\n"
+        f"   Planner: {_planner_summary(config)}\n"
         f"   Broadcast: Enabled ({config.buffer} event buffer)",
         flush=True,
     )
@@ -368,6 +377,16 @@ def _check_security_flags(args: argparse.Namespace) -> str | None:
         if path is not None and not path.is_file():
             return f"--{flag.replace('_', '-')}: no such file: {path}"
     return None
+
+
+def _planner_summary(config: ServerConfig) -> str:
+    planner = config.planner
+    if planner.planner == "offline":
+        return "offline (built in, no model)"
+    return (
+        f"ollama at {planner.ollama_url} (default model {planner.default_model}; "
+        "model 'offline' for the built-in planner)"
+    )
 
 
 def _security_summary(config: ServerConfig) -> str:

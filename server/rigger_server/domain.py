@@ -118,6 +118,40 @@ class Prd:
     tech_stack: tuple[str, ...]
     constraints: tuple[str, ...]
     parsed_at: str
+    # The markdown as read, so that planning re-parses exactly what was
+    # parsed; None for PRDs stored before the text was kept.
+    markdown: str | None = None
+    # The file it was read from, relative to the project root with symlinks
+    # resolved: PRDs parsed from one file share it (see Store.tasks_of_prd).
+    resolved_path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnhancementRecord:
+    """An enhancement OrchestrateTask made for a task, as stored."""
+
+    id: str
+    task_id: str
+    timestamp: str
+    enhancement_type: str
+    content: str
+    planner: str
+    model: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ComprehensionTestRecord:
+    """A comprehension test OrchestrateTask made for a task, as stored."""
+
+    id: str
+    task_id: str
+    timestamp: str
+    test_type: str
+    question: str
+    options: tuple[str, ...]
+    correct_answer: str
+    planner: str
+    model: str
 
 
 def now_rfc3339() -> str:

@@ -19,6 +19,10 @@ class NotFound(RiggerError):
     """The named task, PRD or file does not exist."""
 
 
+class AlreadyExists(RiggerError):
+    """What the call would create exists already (e.g. the tasks of a PRD)."""
+
+
 class VersionConflict(RiggerError):
     """The task is no longer at the version the caller expected."""
 

@@ -51,6 +51,8 @@ from psycopg_pool import ConnectionPool
 
 from rigger_server.database import DatabaseUnusable, redact
 from rigger_server.domain import (
+    ComprehensionTestRecord,
+    EnhancementRecord,
     Event,
     EventDraft,
     EventEncoder,
@@ -157,6 +159,40 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        3,
+        "planning: PRDs keep their markdown and file, enhancements and comprehension tests",
+        """
+        ALTER TABLE rigger.prds ADD COLUMN markdown text;
+        ALTER TABLE rigger.prds ADD COLUMN resolved_path text;
+        CREATE INDEX prds_resolved_path ON rigger.prds (resolved_path);
+        CREATE INDEX tasks_source_prd ON rigger.tasks (source_prd_id, seq);
+        CREATE TABLE rigger.enhancements (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            task_id text NOT NULL REFERENCES rigger.tasks (id),
+            timestamp text NOT NULL,
+            enhancement_type text NOT NULL,
+            content text NOT NULL,
+            planner text NOT NULL,
+            model text NOT NULL
+        );
+        CREATE INDEX enhancements_task ON rigger.enhancements (task_id, seq);
+        CREATE TABLE rigger.comprehension_tests (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            task_id text NOT NULL REFERENCES rigger.tasks (id),
+            timestamp text NOT NULL,
+            test_type text NOT NULL,
+            question text NOT NULL,
+            options text[] NOT NULL DEFAULT '{}',
+            correct_answer text NOT NULL,
+            planner text NOT NULL,
+            model text NOT NULL
+        );
+        CREATE INDEX comprehension_tests_task ON rigger.comprehension_tests (task_id, seq);
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -182,6 +218,9 @@ _SELECT_TASKS = (
     "FROM rigger.tasks t"
 )
 _EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
+_PRD_FIELDS = tuple(f.name for f in dataclasses.fields(Prd))
+_ENHANCEMENT_FIELDS = tuple(f.name for f in dataclasses.fields(EnhancementRecord))
+_TEST_FIELDS = tuple(f.name for f in dataclasses.fields(ComprehensionTestRecord))
 
 
 def _task_values(task: Task) -> list[object]:
@@ -493,21 +532,104 @@ class PostgresStore:
     # --- PRDs ----------------------------------------------------------------
 
     def insert_prd(self, prd: Prd) -> None:
-        """Store a parsed PRD."""
+        """Store a parsed PRD, with its markdown and resolved path when it has them."""
         with self.atomic() as conn:
             conn.execute(
-                "INSERT INTO rigger.prds (id, path, title, objectives, tech_stack, constraints, "
-                "parsed_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    prd.id,
-                    prd.path,
-                    prd.title,
-                    list(prd.objectives),
-                    list(prd.tech_stack),
-                    list(prd.constraints),
-                    prd.parsed_at,
-                ),
+                f"INSERT INTO rigger.prds ({', '.join(_PRD_FIELDS)}) "
+                f"VALUES ({', '.join(['%s'] * len(_PRD_FIELDS))})",
+                [
+                    list(value) if isinstance(value, tuple) else value
+                    for value in dataclasses.astuple(prd)
+                ],
             )
+
+    def get_prd(self, prd_id: str) -> Prd | None:
+        """Return the stored PRD (markdown included), or None if there is no such id."""
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT {', '.join(_PRD_FIELDS)} FROM rigger.prds WHERE id = %s", (prd_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        values = dict(zip(_PRD_FIELDS, row, strict=True))
+        for name in ("objectives", "tech_stack", "constraints"):
+            values[name] = tuple(values[name])
+        return Prd(**values)
+
+    def insert_tasks(self, tasks: Sequence[Task], events: Sequence[EventDraft]) -> list[Event]:
+        """Insert new tasks, in order, and append the events, all in one transaction."""
+        with self.atomic() as conn:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO rigger.tasks ({', '.join(_STORED_FIELDS)}) "
+                    f"VALUES ({', '.join(['%s'] * len(_STORED_FIELDS))})",
+                    [_task_values(task) for task in tasks],
+                )
+                children = [(t.parent_task_id,) for t in tasks if t.parent_task_id is not None]
+                if children:
+                    cursor.executemany(
+                        "UPDATE rigger.tasks SET subtask_count = subtask_count + 1 WHERE id = %s",
+                        children,
+                    )
+            return self._append(conn, events)
+
+    def tasks_of_prd(self, prd: Prd) -> list[Task]:
+        """Tasks from this PRD or another stored from the same file, oldest first."""
+        with self._reading() as conn:
+            # `resolved_path = NULL` is never true: a PRD without one is only itself.
+            rows = conn.execute(
+                f"{_SELECT_TASKS} WHERE t.source_prd_id = %s OR t.source_prd_id IN "
+                "(SELECT id FROM rigger.prds WHERE resolved_path = %s) ORDER BY t.seq",
+                (prd.id, prd.resolved_path),
+            ).fetchall()
+        return [_task_from_row(row) for row in rows]
+
+    # --- orchestration results -----------------------------------------------
+
+    def insert_enhancement(self, enhancement: EnhancementRecord) -> None:
+        """Store an enhancement of an existing task."""
+        with self.atomic() as conn:
+            conn.execute(
+                f"INSERT INTO rigger.enhancements ({', '.join(_ENHANCEMENT_FIELDS)}) "
+                f"VALUES ({', '.join(['%s'] * len(_ENHANCEMENT_FIELDS))})",
+                dataclasses.astuple(enhancement),
+            )
+
+    def enhancements_of(self, task_id: str) -> list[EnhancementRecord]:
+        """The task's stored enhancements, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_ENHANCEMENT_FIELDS)} FROM rigger.enhancements "
+                "WHERE task_id = %s ORDER BY seq",
+                (task_id,),
+            ).fetchall()
+        return [EnhancementRecord(*row) for row in rows]
+
+    def insert_comprehension_test(self, test: ComprehensionTestRecord) -> None:
+        """Store a comprehension test of an existing task."""
+        values = dataclasses.asdict(test)
+        values["options"] = list(test.options)
+        with self.atomic() as conn:
+            conn.execute(
+                f"INSERT INTO rigger.comprehension_tests ({', '.join(_TEST_FIELDS)}) "
+                f"VALUES ({', '.join(['%s'] * len(_TEST_FIELDS))})",
+                [values[name] for name in _TEST_FIELDS],
+            )
+
+    def comprehension_tests_of(self, task_id: str) -> list[ComprehensionTestRecord]:
+        """The task's stored comprehension tests, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_TEST_FIELDS)} FROM rigger.comprehension_tests "
+                "WHERE task_id = %s ORDER BY seq",
+                (task_id,),
+            ).fetchall()
+        tests = []
+        for row in rows:
+            values = dict(zip(_TEST_FIELDS, row, strict=True))
+            values["options"] = tuple(values["options"])
+            tests.append(ComprehensionTestRecord(**values))
+        return tests
 
     def close(self) -> None:
         """Close every connection; the store is unusable afterwards."""

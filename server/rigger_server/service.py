@@ -21,6 +21,8 @@ from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
 from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES
+from rigger_server.planner import Deadline
+from rigger_server.planning import Generated, Planning
 from rigger_server.request_limits import check_request
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
@@ -44,6 +46,13 @@ _CODES: dict[type[errors.RiggerError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    # Answers that never validate, even after the retries: the model cannot
+    # do this (at temperature 0 asking again gives the same answer), so the
+    # caller should pick another model rather than retry.
+    errors.PlannerOutputInvalid: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 Req = TypeVar("Req")
@@ -100,6 +109,17 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
         raise AssertionError("unreachable: abort raises")
 
     return wrapper
+
+
+def _generated_to_pb(generated: Generated) -> pb.GenerateTasksFromPRDResponse:
+    return pb.GenerateTasksFromPRDResponse(
+        tasks=[wire.task_to_pb(task) for task in generated.tasks],
+        tasks_generated=len(generated.tasks),
+        planner=generated.planner,
+        model=generated.model,
+        prd_id=generated.prd_id,
+        archived_task_ids=generated.archived_task_ids,
+    )
 
 
 def _optional(message: Any, field: str) -> Any:
@@ -160,16 +180,18 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
 
 
 class RiggerServicer:
-    """Implements rigger.v1.RiggerService over a TaskBook."""
+    """Implements rigger.v1.RiggerService over a TaskBook and its Planning."""
 
     def __init__(
         self,
         book: TaskBook,
+        planning: Planning,
         *,
         token_auth: auth.TokenAuth | None = None,
         on_store_gone: Callable[[], None] | None = None,
     ) -> None:
         self.book = book
+        self.planning = planning
         # With tokens, every stream holds its caller's token and ends when a
         # rotation revokes it.
         self._auth = token_auth
@@ -276,27 +298,46 @@ class RiggerServicer:
         """Parse and store a PRD file from inside the project root."""
         return wire.prd_to_pb(await self.book.parse_prd(request.prd_file_path))
 
+    @_unary
     async def GenerateTasksFromPRD(
         self, request: pb.GenerateTasksFromPRDRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GenerateTasksFromPRDResponse:
-        """Not implemented yet."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "GenerateTasksFromPRD is not implemented yet: LLM task generation is planned "
-            "for a later Rigger release",
+        """Plan a stored PRD (or a PRD file) into tasks and create them all at once."""
+        generated = await self.planning.generate_tasks(
+            request.prd_id,
+            model=request.model,
+            replace_existing=request.replace_existing,
+            deadline=Deadline.after(context.time_remaining()),
         )
-        raise AssertionError("unreachable: abort raises")
+        # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
+        return await asyncio.to_thread(_generated_to_pb, generated)
 
+    @_unary
     async def OrchestrateTask(
         self, request: pb.OrchestrateTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.OrchestrateTaskResponse:
-        """Not implemented yet."""
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "OrchestrateTask is not implemented yet: the orchestration flow is planned "
-            "for a later Rigger release",
+        """Route a task, then enhance and test it or decompose it, and commit it all at once."""
+        done = await self.planning.orchestrate_task(
+            request.task_id,
+            model=request.model,
+            test_type=request.test_type,
+            expected_version=_optional(request, "expected_version"),
+            deadline=Deadline.after(context.time_remaining()),
         )
-        raise AssertionError("unreachable: abort raises")
+        result = pb.OrchestrationResult(
+            success=True,
+            routing_decision=done.routing_decision,
+            subtasks=[wire.task_to_pb(task) for task in done.subtasks],
+            planner=done.planner,
+            model=done.model,
+            complexity_score=done.score,
+            routing_reasons=done.reasons,
+        )
+        if done.enhancement is not None:
+            result.enhancement.CopyFrom(wire.enhancement_to_pb(done.enhancement))
+        if done.test is not None:
+            result.comprehension_test.CopyFrom(wire.test_to_pb(done.test))
+        return pb.OrchestrateTaskResponse(task=wire.task_to_pb(done.task), result=result)
 
     # --- streams -------------------------------------------------------------
 

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from rigger_server.domain import (
+    ComprehensionTestRecord,
+    EnhancementRecord,
     Event,
     EventDraft,
     EventEncoder,
@@ -39,7 +41,7 @@ from rigger_server.store import TaskQuery
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each schema version's DDL, kept as it was: a database at version N is
 # brought up to date by running the steps after N in order, in one transaction.
@@ -101,6 +103,41 @@ CREATE TABLE events_v2 (
 )
 """
 
+# Version 4: planning. A PRD keeps its markdown (planning re-parses exactly
+# what was parsed) and the file it came from, resolved, so that PRDs parsed
+# from one file are known as one; tasks are found by their PRD; an
+# orchestration's enhancements and comprehension tests are kept with the task.
+_PLANNING_V4 = """
+ALTER TABLE prds ADD COLUMN markdown TEXT;
+ALTER TABLE prds ADD COLUMN resolved_path TEXT;
+CREATE INDEX prds_resolved_path ON prds(resolved_path);
+CREATE INDEX tasks_source_prd ON tasks(source_prd_id, seq);
+CREATE TABLE enhancements (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    timestamp TEXT NOT NULL,
+    enhancement_type TEXT NOT NULL,
+    content TEXT NOT NULL,
+    planner TEXT NOT NULL,
+    model TEXT NOT NULL
+);
+CREATE INDEX enhancements_task ON enhancements(task_id, seq);
+CREATE TABLE comprehension_tests (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    task_id TEXT NOT NULL REFERENCES tasks(id),
+    timestamp TEXT NOT NULL,
+    test_type TEXT NOT NULL,
+    question TEXT NOT NULL,
+    options TEXT NOT NULL DEFAULT '[]',
+    correct_answer TEXT NOT NULL,
+    planner TEXT NOT NULL,
+    model TEXT NOT NULL
+);
+CREATE INDEX comprehension_tests_task ON comprehension_tests(task_id, seq)
+"""
+
 # Task fields stored as columns of the same name. subtask_ids is derived from
 # the children's parent_task_id when read, so adding a subtask never rewrites
 # (or re-versions) its parent; tuple fields are stored as JSON lists.
@@ -108,6 +145,11 @@ _STORED_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "su
 _LIST_FIELDS = frozenset(f.name for f in dataclasses.fields(Task) if f.default == ())
 _TASK_COLUMNS = ", ".join(_STORED_FIELDS)
 _EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
+_PRD_COLUMNS = (
+    "id, path, title, objectives, tech_stack, constraints, parsed_at, markdown, resolved_path"
+)
+_ENHANCEMENT_FIELDS = tuple(f.name for f in dataclasses.fields(EnhancementRecord))
+_TEST_FIELDS = tuple(f.name for f in dataclasses.fields(ComprehensionTestRecord))
 
 # Version 3: each task counts its subtasks, so adding one (and checking the
 # limit on them) costs the same however many its parent already has.
@@ -260,6 +302,10 @@ class SqliteStore:
             if version < 3:
                 for statement in _SUBTASK_COUNT_V3:
                     conn.execute(statement)
+            if version < 4:
+                for statement in _PLANNING_V4.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _events_to_v2(self, conn: sqlite3.Connection) -> None:
@@ -491,6 +537,33 @@ class SqliteStore:
         return None if row is None else int(row[0])
 
     @_translated
+    def insert_tasks(self, tasks: Sequence[Task], events: Sequence[EventDraft]) -> list[Event]:
+        """Insert new tasks, in order, and append the events, all in one transaction."""
+        with self.atomic() as conn:
+            conn.executemany(
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
+                f"({', '.join('?' * len(_STORED_FIELDS))})",
+                [_task_row(task) for task in tasks],
+            )
+            conn.executemany(
+                "UPDATE tasks SET subtask_count = subtask_count + 1 WHERE id = ?",
+                [(task.parent_task_id,) for task in tasks if task.parent_task_id is not None],
+            )
+            return self._append(conn, events)
+
+    @_translated
+    def tasks_of_prd(self, prd: Prd) -> list[Task]:
+        """Tasks from this PRD or another stored from the same file, oldest first."""
+        conn = self._conn()
+        # `resolved_path = NULL` is never true: a PRD without one is only itself.
+        rows = conn.execute(
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE source_prd_id IN "
+            "(SELECT ? UNION SELECT id FROM prds WHERE resolved_path = ?) ORDER BY seq",
+            (prd.id, prd.resolved_path),
+        ).fetchall()
+        return self._rows_to_tasks(conn, rows)
+
+    @_translated
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:
@@ -551,11 +624,10 @@ class SqliteStore:
 
     @_translated
     def insert_prd(self, prd: Prd) -> None:
-        """Store a parsed PRD."""
+        """Store a parsed PRD, with its markdown and resolved path when it has them."""
         with self.atomic() as conn:
             conn.execute(
-                "INSERT INTO prds (id, path, title, objectives, tech_stack, constraints, "
-                "parsed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO prds ({_PRD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     prd.id,
                     prd.path,
@@ -564,8 +636,74 @@ class SqliteStore:
                     json.dumps(list(prd.tech_stack), ensure_ascii=False),
                     json.dumps(list(prd.constraints), ensure_ascii=False),
                     prd.parsed_at,
+                    prd.markdown,
+                    prd.resolved_path,
                 ),
             )
+
+    @_translated
+    def get_prd(self, prd_id: str) -> Prd | None:
+        """Return the stored PRD (markdown included), or None if there is no such id."""
+        row = (
+            self._conn()
+            .execute(f"SELECT {_PRD_COLUMNS} FROM prds WHERE id = ?", (prd_id,))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        values = dict(zip(_PRD_COLUMNS.split(", "), row, strict=True))
+        for name in ("objectives", "tech_stack", "constraints"):
+            values[name] = tuple(json.loads(values[name]))
+        return Prd(**values)
+
+    # --- orchestration results -----------------------------------------------
+
+    @_translated
+    def insert_enhancement(self, enhancement: EnhancementRecord) -> None:
+        """Store an enhancement of an existing task."""
+        with self.atomic() as conn:
+            conn.execute(
+                f"INSERT INTO enhancements ({', '.join(_ENHANCEMENT_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(_ENHANCEMENT_FIELDS))})",
+                dataclasses.astuple(enhancement),
+            )
+
+    @_translated
+    def enhancements_of(self, task_id: str) -> list[EnhancementRecord]:
+        """The task's stored enhancements, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {', '.join(_ENHANCEMENT_FIELDS)} FROM enhancements WHERE task_id = ? "
+            "ORDER BY seq",
+            (task_id,),
+        )
+        return [EnhancementRecord(*row) for row in rows]
+
+    @_translated
+    def insert_comprehension_test(self, test: ComprehensionTestRecord) -> None:
+        """Store a comprehension test of an existing task."""
+        values = dataclasses.asdict(test)
+        values["options"] = json.dumps(list(test.options), ensure_ascii=False)
+        with self.atomic() as conn:
+            conn.execute(
+                f"INSERT INTO comprehension_tests ({', '.join(_TEST_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(_TEST_FIELDS))})",
+                [values[name] for name in _TEST_FIELDS],
+            )
+
+    @_translated
+    def comprehension_tests_of(self, task_id: str) -> list[ComprehensionTestRecord]:
+        """The task's stored comprehension tests, oldest first."""
+        rows = self._conn().execute(
+            f"SELECT {', '.join(_TEST_FIELDS)} FROM comprehension_tests WHERE task_id = ? "
+            "ORDER BY seq",
+            (task_id,),
+        )
+        tests = []
+        for row in rows:
+            values = dict(zip(_TEST_FIELDS, row, strict=True))
+            values["options"] = tuple(json.loads(values["options"]))
+            tests.append(ComprehensionTestRecord(**values))
+        return tests
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close every connection.

@@ -1,4 +1,4 @@
-"""The storage interface: tasks, the event log and PRDs behind one small protocol.
+"""The storage interface: tasks, the event log, PRDs, enhancements and tests, one protocol.
 
 A store is synchronous and used from one writer thread plus any number of
 reader threads; the async layer above keeps it off the event loop. Every write
@@ -19,7 +19,15 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from rigger_server.domain import Event, EventDraft, Prd, Task, TaskStatus
+from rigger_server.domain import (
+    ComprehensionTestRecord,
+    EnhancementRecord,
+    Event,
+    EventDraft,
+    Prd,
+    Task,
+    TaskStatus,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +63,13 @@ class Store(Protocol):
         """
         ...
 
+    def insert_tasks(self, tasks: Sequence[Task], events: Sequence[EventDraft]) -> list[Event]:
+        """Insert new tasks, in order, and append the events, all in one transaction.
+
+        A task may name an earlier one of `tasks` as its parent or dependency.
+        """
+        ...
+
     def replace_task(
         self, task: Task, expected_version: int, events: Sequence[EventDraft]
     ) -> list[Event]:
@@ -82,7 +97,36 @@ class Store(Protocol):
         ...
 
     def insert_prd(self, prd: Prd) -> None:
-        """Store a parsed PRD."""
+        """Store a parsed PRD, with its markdown and resolved path when it has them."""
+        ...
+
+    def get_prd(self, prd_id: str) -> Prd | None:
+        """Return the stored PRD (markdown included), or None if there is no such id."""
+        ...
+
+    def tasks_of_prd(self, prd: Prd) -> list[Task]:
+        """Every task of a PRD, archived ones too, oldest first.
+
+        A task is the PRD's when its source_prd_id is `prd.id`, or the id of
+        any stored PRD with the same `resolved_path` (when that is not None):
+        PRDs parsed from one file are one PRD. `prd` need not be stored.
+        """
+        ...
+
+    def insert_enhancement(self, enhancement: EnhancementRecord) -> None:
+        """Store an enhancement of an existing task."""
+        ...
+
+    def enhancements_of(self, task_id: str) -> list[EnhancementRecord]:
+        """The task's stored enhancements, oldest first."""
+        ...
+
+    def insert_comprehension_test(self, test: ComprehensionTestRecord) -> None:
+        """Store a comprehension test of an existing task."""
+        ...
+
+    def comprehension_tests_of(self, task_id: str) -> list[ComprehensionTestRecord]:
+        """The task's stored comprehension tests, oldest first."""
         ...
 
     def close(self) -> None:

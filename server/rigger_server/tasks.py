@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import os
 import pathlib
 import re
 import uuid
@@ -139,6 +140,18 @@ class TaskBook:
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await self._loop.run_in_executor(self._readers, fn, *args)
+
+    async def write(self, fn: Callable[..., Written[T]], *args: object) -> T:
+        """Run `fn(*args)` on the writer thread, inside a transaction; see GroupWriter.submit.
+
+        For domain operations beside this one (planning.py) that commit
+        through the same writer, so every commit is published in order.
+        """
+        return await self._write(fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a store read on the reader pool, off the event loop."""
+        return await self._read(fn, *args)
 
     # --- validation ----------------------------------------------------------
 
@@ -314,8 +327,18 @@ class TaskBook:
 
     async def parse_prd(self, requested_path: str) -> Prd:
         """Read and parse a PRD inside the project root, store it and return it."""
+        prd, _ = await self.read_prd(requested_path)
+        await self._write(self._insert_prd_sync, prd)
+        return prd
+
+    async def read_prd(self, requested_path: str) -> tuple[Prd, prd_files.ParsedPrd]:
+        """Read and parse a PRD inside the project root, without storing it.
+
+        The Prd keeps the markdown and the file's path resolved against the
+        root; parsing runs off the event loop (a 1 MiB PRD takes a while).
+        """
         self._check_field(requested_path, "prd_file_path")
-        parsed = await self._loop.run_in_executor(
+        text, parsed = await self._loop.run_in_executor(
             self._prd_worker, self._read_and_parse_prd, requested_path
         )
         prd = Prd(
@@ -326,18 +349,19 @@ class TaskBook:
             tech_stack=parsed.tech_stack,
             constraints=parsed.constraints,
             parsed_at=now_rfc3339(),
+            markdown=text,
+            resolved_path=_resolved_path(self.project_root, requested_path),
         )
-        await self._write(self._insert_prd_sync, prd)
-        return prd
+        return prd, parsed
 
-    def _read_and_parse_prd(self, requested_path: str) -> prd_files.ParsedPrd:
+    def _read_and_parse_prd(self, requested_path: str) -> tuple[str, prd_files.ParsedPrd]:
         text = read_confined(
             self.project_root,
             requested_path,
             field="prd_file_path",
             max_bytes=self.limits.max_prd_bytes,
         )
-        return prd_files.parse_prd(text)
+        return text, prd_files.parse_prd(text)
 
     def _insert_prd_sync(self, prd: Prd) -> Written[None]:
         self.store.insert_prd(prd)
@@ -367,6 +391,13 @@ class TaskBook:
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
         await self._loop.run_in_executor(None, self._prd_worker.shutdown, True)
         self.store.close()
+
+
+def _resolved_path(root: pathlib.Path, requested: str) -> str:
+    # Only called once the file was read inside the root, so this names it.
+    path = pathlib.Path(requested)
+    resolved = os.path.realpath(path if path.is_absolute() else root / path)
+    return os.path.relpath(resolved, os.path.realpath(root))
 
 
 def _publish_directly(broadcaster: Broadcaster) -> Publish:

@@ -11,7 +11,13 @@ from typing import Any
 from google.protobuf.wrappers_pb2 import BytesValue
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server.domain import EventDraft, Prd, Task
+from rigger_server.domain import (
+    ComprehensionTestRecord,
+    EnhancementRecord,
+    EventDraft,
+    Prd,
+    Task,
+)
 
 # Task and the wire Task share field names; None marks an absent optional.
 _TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
@@ -51,6 +57,34 @@ def prd_to_pb(prd: Prd) -> pb.ParsePRDResponse:
         objectives=prd.objectives,
         tech_stack=prd.tech_stack,
         constraints=prd.constraints,
+    )
+
+
+def enhancement_to_pb(enhancement: EnhancementRecord) -> pb.Enhancement:
+    """Build the wire Enhancement."""
+    return pb.Enhancement(
+        enhancement_id=enhancement.id,
+        task_id=enhancement.task_id,
+        timestamp=enhancement.timestamp,
+        enhancement_type=enhancement.enhancement_type,
+        content=enhancement.content,
+        planner=enhancement.planner,
+        model=enhancement.model,
+    )
+
+
+def test_to_pb(test: ComprehensionTestRecord) -> pb.ComprehensionTest:
+    """Build the wire ComprehensionTest."""
+    return pb.ComprehensionTest(
+        test_id=test.id,
+        task_id=test.task_id,
+        timestamp=test.timestamp,
+        test_type=test.test_type,
+        question=test.question,
+        options=test.options,
+        correct_answer=test.correct_answer,
+        planner=test.planner,
+        model=test.model,
     )
 
 

@@ -1,8 +1,8 @@
 """Planning: PRDs into tasks, and the model steps of an orchestration.
 
 No gRPC and no storage here: the service translates requests into these
-calls, and TaskBook commits what they return. `build_planner(config)` gives
-the server's planner; see planner/README.md for the rules each follows.
+calls, and planning.Planning commits what they return. `build_planner(config)` gives
+the server's planner; README.md ("Planning") gives the rules each follows.
 """
 
 from rigger_server.planner.complexity import route

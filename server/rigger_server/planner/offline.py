@@ -38,7 +38,8 @@ constraint nearest the task (wrong answers: objectives, tech stack and
 out-of-scope items); the first of its steps (wrong answers: its later
 steps); the file it is about (wrong answers: other paths of the PRD); else
 what it delivers. multiple_choice gives the answer among up to 3 wrong ones,
-at a position fixed by the task id; short_answer only the question and the
+at a position fixed by the task's title (not its id, so that the same task
+text always gets the same test); short_answer only the question and the
 answer.
 
 Decomposition (3 to 5 subtasks, in order): the task's steps in the PRD when
@@ -469,7 +470,7 @@ def comprehension_test_for(context: TaskContext, test_type: str) -> Comprehensio
             model=OFFLINE,
         )
     question, answer, distractors = _with_distractors(context, facts)
-    position = zlib.crc32(context.task.id.encode()) % (len(distractors) + 1)
+    position = zlib.crc32(context.task.title.encode()) % (len(distractors) + 1)
     options = [*distractors[:position], answer, *distractors[position:]]
     return ComprehensionTest(
         test_type=test_type,

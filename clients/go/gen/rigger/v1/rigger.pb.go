@@ -134,9 +134,14 @@ const (
 	// A task's assignee changed. metadata["previous_assignee"] holds the old
 	// assignee, empty when there was none.
 	TaskEventType_TASK_EVENT_TYPE_ASSIGNED TaskEventType = 5
-	// A task was decomposed into subtasks.
+	// A task was decomposed into subtasks by OrchestrateTask. The task carries
+	// its subtask_ids; metadata["subtask_ids"] lists the new ones,
+	// comma-separated, with "planner" and "model".
 	TaskEventType_TASK_EVENT_TYPE_DECOMPOSED TaskEventType = 6
-	// A task's orchestration finished.
+	// A task's orchestration finished: the last event of an OrchestrateTask.
+	// metadata: "routing_decision" ("enhance" or "decompose"), "planner",
+	// "model", "test_type" (the comprehension test's kind; empty on
+	// "decompose") and "complexity_score".
 	TaskEventType_TASK_EVENT_TYPE_ORCHESTRATED TaskEventType = 7
 )
 
@@ -1084,15 +1089,28 @@ func (x *ParsePRDResponse) GetConstraints() []string {
 	return nil
 }
 
-// GenerateTasksFromPRDRequest asks a model to decompose a PRD into tasks.
+// GenerateTasksFromPRDRequest asks the server's planner to turn a PRD into tasks.
 type GenerateTasksFromPRDRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// A ParsePRDResponse.prd_id.
+	// A ParsePRDResponse.prd_id; or, as clients of the first Rigger release
+	// send, the path of a `.md` file inside the project root, which is parsed
+	// and stored first exactly as ParsePRD would (same confinement; errors
+	// name prd_id). A stored PRD is planned from its text as it was parsed.
 	PrdId string `protobuf:"bytes,1,opt,name=prd_id,json=prdId,proto3" json:"prd_id,omitempty"`
-	// The model to use, such as "llama3.1".
-	Model         string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The model to plan with, such as "llama3.1". On a server started with
+	// `--planner offline` (the default) the built-in planner answers whatever
+	// is asked. With `--planner ollama` it names the Ollama model (empty: the
+	// server's default, llama3.1), and "offline" picks the built-in planner.
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// What to do when the PRD already has tasks: top-level tasks, not
+	// archived, whose source_prd_id is this PRD or another PRD parsed from the
+	// same file. false: fail with ALREADY_EXISTS and change nothing. true:
+	// archive those still in TASK_STATUS_TODO (each emits
+	// TASK_EVENT_TYPE_DELETED with metadata "replaced_by_prd_id"), keep the
+	// others, and create the new tasks, all in one transaction.
+	ReplaceExisting bool `protobuf:"varint,3,opt,name=replace_existing,json=replaceExisting,proto3" json:"replace_existing,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GenerateTasksFromPRDRequest) Reset() {
@@ -1139,15 +1157,32 @@ func (x *GenerateTasksFromPRDRequest) GetModel() string {
 	return ""
 }
 
+func (x *GenerateTasksFromPRDRequest) GetReplaceExisting() bool {
+	if x != nil {
+		return x.ReplaceExisting
+	}
+	return false
+}
+
 // GenerateTasksFromPRDResponse holds the generated tasks.
 type GenerateTasksFromPRDResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The tasks created.
+	// The tasks created, in the PRD's order.
 	Tasks []*Task `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	// How many tasks were created.
 	TasksGenerated uint32 `protobuf:"varint,2,opt,name=tasks_generated,json=tasksGenerated,proto3" json:"tasks_generated,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The planner that made the tasks: "offline" (built in) or "ollama".
+	Planner string `protobuf:"bytes,3,opt,name=planner,proto3" json:"planner,omitempty"`
+	// The model that made them: "offline" for the built-in planner, else the
+	// Ollama model as Ollama named it.
+	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	// The stored PRD the tasks came from (their source_prd_id): the request's,
+	// or the one stored from the file it named.
+	PrdId string `protobuf:"bytes,5,opt,name=prd_id,json=prdId,proto3" json:"prd_id,omitempty"`
+	// Tasks archived because replace_existing was set, in creation order.
+	ArchivedTaskIds []string `protobuf:"bytes,6,rep,name=archived_task_ids,json=archivedTaskIds,proto3" json:"archived_task_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GenerateTasksFromPRDResponse) Reset() {
@@ -1194,17 +1229,49 @@ func (x *GenerateTasksFromPRDResponse) GetTasksGenerated() uint32 {
 	return 0
 }
 
+func (x *GenerateTasksFromPRDResponse) GetPlanner() string {
+	if x != nil {
+		return x.Planner
+	}
+	return ""
+}
+
+func (x *GenerateTasksFromPRDResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *GenerateTasksFromPRDResponse) GetPrdId() string {
+	if x != nil {
+		return x.PrdId
+	}
+	return ""
+}
+
+func (x *GenerateTasksFromPRDResponse) GetArchivedTaskIds() []string {
+	if x != nil {
+		return x.ArchivedTaskIds
+	}
+	return nil
+}
+
 // OrchestrateTaskRequest runs one task through the orchestration flow.
 type OrchestrateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The task to orchestrate.
 	TaskId string `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	// The model to use, such as "llama3.1".
+	// The model to plan with, as GenerateTasksFromPRDRequest.model.
 	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
-	// The kind of comprehension test, such as "short_answer".
-	TestType      string `protobuf:"bytes,3,opt,name=test_type,json=testType,proto3" json:"test_type,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The kind of comprehension test: "short_answer" (also when empty) or
+	// "multiple_choice"; anything else is INVALID_ARGUMENT.
+	TestType string `protobuf:"bytes,3,opt,name=test_type,json=testType,proto3" json:"test_type,omitempty"`
+	// Orchestrate only if the task is still at this version; otherwise the
+	// call fails with ABORTED and changes nothing.
+	ExpectedVersion *uint64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *OrchestrateTaskRequest) Reset() {
@@ -1256,6 +1323,13 @@ func (x *OrchestrateTaskRequest) GetTestType() string {
 		return x.TestType
 	}
 	return ""
+}
+
+func (x *OrchestrateTaskRequest) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
 }
 
 // OrchestrateTaskResponse holds the task and what orchestration decided.
@@ -1316,18 +1390,30 @@ func (x *OrchestrateTaskResponse) GetResult() *OrchestrationResult {
 // OrchestrationResult records one orchestration run.
 type OrchestrationResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// True when the flow completed.
+	// True when the flow completed (always, on a successful call).
 	Success bool `protobuf:"varint,1,opt,name=success,proto3" json:"success,omitempty"`
-	// What the router chose: "enhance", "decompose" or "pass".
+	// What the router chose: "enhance", "decompose", or "pass" for a task
+	// whose orchestration had already finished (nothing ran).
 	RoutingDecision string `protobuf:"bytes,2,opt,name=routing_decision,json=routingDecision,proto3" json:"routing_decision,omitempty"`
-	// The enhancement made, when routing_decision is "enhance".
+	// The enhancement made ("enhance"), or the task's last stored one ("pass").
 	Enhancement *Enhancement `protobuf:"bytes,3,opt,name=enhancement,proto3,oneof" json:"enhancement,omitempty"`
-	// The comprehension test generated, if any.
+	// The comprehension test made ("enhance"), or the task's last stored one
+	// ("pass").
 	ComprehensionTest *ComprehensionTest `protobuf:"bytes,4,opt,name=comprehension_test,json=comprehensionTest,proto3,oneof" json:"comprehension_test,omitempty"`
-	// Subtasks created, when routing_decision is "decompose".
-	Subtasks      []*Task `protobuf:"bytes,5,rep,name=subtasks,proto3" json:"subtasks,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The subtasks created ("decompose"), or the task's subtasks ("pass").
+	Subtasks []*Task `protobuf:"bytes,5,rep,name=subtasks,proto3" json:"subtasks,omitempty"`
+	// The planner that ran the flow's steps: "offline" (built in) or "ollama";
+	// empty for "pass".
+	Planner string `protobuf:"bytes,6,opt,name=planner,proto3" json:"planner,omitempty"`
+	// The model that ran them: "offline" for the built-in planner, else the
+	// Ollama model; empty for "pass".
+	Model string `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
+	// The complexity score (3 to 10) that routed the task; 0 for "pass".
+	ComplexityScore uint32 `protobuf:"varint,8,opt,name=complexity_score,json=complexityScore,proto3" json:"complexity_score,omitempty"`
+	// How the score was reached, e.g. "base 3", "+1 no assignee".
+	RoutingReasons []string `protobuf:"bytes,9,rep,name=routing_reasons,json=routingReasons,proto3" json:"routing_reasons,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *OrchestrationResult) Reset() {
@@ -1395,7 +1481,36 @@ func (x *OrchestrationResult) GetSubtasks() []*Task {
 	return nil
 }
 
-// Enhancement is an LLM's improvement to a task.
+func (x *OrchestrationResult) GetPlanner() string {
+	if x != nil {
+		return x.Planner
+	}
+	return ""
+}
+
+func (x *OrchestrationResult) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *OrchestrationResult) GetComplexityScore() uint32 {
+	if x != nil {
+		return x.ComplexityScore
+	}
+	return 0
+}
+
+func (x *OrchestrationResult) GetRoutingReasons() []string {
+	if x != nil {
+		return x.RoutingReasons
+	}
+	return nil
+}
+
+// Enhancement is what a task needs said before work starts (such as
+// acceptance criteria), written by the planner during OrchestrateTask.
 type Enhancement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id of this enhancement.
@@ -1407,7 +1522,11 @@ type Enhancement struct {
 	// What kind of enhancement, such as "clarification".
 	EnhancementType string `protobuf:"bytes,4,opt,name=enhancement_type,json=enhancementType,proto3" json:"enhancement_type,omitempty"`
 	// The enhancement text.
-	Content       string `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`
+	Content string `protobuf:"bytes,5,opt,name=content,proto3" json:"content,omitempty"`
+	// The planner that wrote it: "offline" or "ollama".
+	Planner string `protobuf:"bytes,6,opt,name=planner,proto3" json:"planner,omitempty"`
+	// The model that wrote it ("offline" for the built-in planner).
+	Model         string `protobuf:"bytes,7,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1477,6 +1596,20 @@ func (x *Enhancement) GetContent() string {
 	return ""
 }
 
+func (x *Enhancement) GetPlanner() string {
+	if x != nil {
+		return x.Planner
+	}
+	return ""
+}
+
+func (x *Enhancement) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
 // ComprehensionTest checks that a worker understood a task.
 type ComprehensionTest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1492,8 +1625,12 @@ type ComprehensionTest struct {
 	Question string `protobuf:"bytes,5,opt,name=question,proto3" json:"question,omitempty"`
 	// The choices, for multiple-choice tests.
 	Options []string `protobuf:"bytes,6,rep,name=options,proto3" json:"options,omitempty"`
-	// The expected answer.
+	// The expected answer; for multiple_choice, one of the options word for word.
 	CorrectAnswer string `protobuf:"bytes,7,opt,name=correct_answer,json=correctAnswer,proto3" json:"correct_answer,omitempty"`
+	// The planner that wrote it: "offline" or "ollama".
+	Planner string `protobuf:"bytes,8,opt,name=planner,proto3" json:"planner,omitempty"`
+	// The model that wrote it ("offline" for the built-in planner).
+	Model         string `protobuf:"bytes,9,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1573,6 +1710,20 @@ func (x *ComprehensionTest) GetOptions() []string {
 func (x *ComprehensionTest) GetCorrectAnswer() string {
 	if x != nil {
 		return x.CorrectAnswer
+	}
+	return ""
+}
+
+func (x *ComprehensionTest) GetPlanner() string {
+	if x != nil {
+		return x.Planner
+	}
+	return ""
+}
+
+func (x *ComprehensionTest) GetModel() string {
+	if x != nil {
+		return x.Model
 	}
 	return ""
 }
@@ -1927,7 +2078,10 @@ type TaskEvent struct {
 	Actor *string `protobuf:"bytes,5,opt,name=actor,proto3,oneof" json:"actor,omitempty"`
 	// Details of the change: "changed_fields" on UPDATED (e.g. "status,assignee"),
 	// "previous_status" on STATUS_CHANGED and DELETED, "previous_assignee" on
-	// ASSIGNED.
+	// ASSIGNED; "planner" and "model" on every event of GenerateTasksFromPRD
+	// and OrchestrateTask that a planner's work made (CREATED, DECOMPOSED,
+	// ORCHESTRATED), with "prd_id" on a generated task's CREATED; see
+	// TaskEventType for DECOMPOSED and ORCHESTRATED.
 	Metadata map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Position in the server's event log: +1 per event, no gaps, never reused.
 	// Pass the last one seen as SubscribeToTaskEventsRequest.after_sequence to
@@ -2109,34 +2263,47 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"objectives\x12\x1d\n" +
 	"\n" +
 	"tech_stack\x18\x04 \x03(\tR\ttechStack\x12 \n" +
-	"\vconstraints\x18\x05 \x03(\tR\vconstraints\"J\n" +
+	"\vconstraints\x18\x05 \x03(\tR\vconstraints\"u\n" +
 	"\x1bGenerateTasksFromPRDRequest\x12\x15\n" +
 	"\x06prd_id\x18\x01 \x01(\tR\x05prdId\x12\x14\n" +
-	"\x05model\x18\x02 \x01(\tR\x05model\"n\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12)\n" +
+	"\x10replace_existing\x18\x03 \x01(\bR\x0freplaceExisting\"\xe1\x01\n" +
 	"\x1cGenerateTasksFromPRDResponse\x12%\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x0f.rigger.v1.TaskR\x05tasks\x12'\n" +
-	"\x0ftasks_generated\x18\x02 \x01(\rR\x0etasksGenerated\"d\n" +
+	"\x0ftasks_generated\x18\x02 \x01(\rR\x0etasksGenerated\x12\x18\n" +
+	"\aplanner\x18\x03 \x01(\tR\aplanner\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x12\x15\n" +
+	"\x06prd_id\x18\x05 \x01(\tR\x05prdId\x12*\n" +
+	"\x11archived_task_ids\x18\x06 \x03(\tR\x0farchivedTaskIds\"\xa9\x01\n" +
 	"\x16OrchestrateTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1b\n" +
-	"\ttest_type\x18\x03 \x01(\tR\btestType\"v\n" +
+	"\ttest_type\x18\x03 \x01(\tR\btestType\x12.\n" +
+	"\x10expected_version\x18\x04 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01B\x13\n" +
+	"\x11_expected_version\"v\n" +
 	"\x17OrchestrateTaskResponse\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.rigger.v1.TaskR\x04task\x126\n" +
-	"\x06result\x18\x02 \x01(\v2\x1e.rigger.v1.OrchestrationResultR\x06result\"\xbf\x02\n" +
+	"\x06result\x18\x02 \x01(\v2\x1e.rigger.v1.OrchestrationResultR\x06result\"\xc3\x03\n" +
 	"\x13OrchestrationResult\x12\x18\n" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12)\n" +
 	"\x10routing_decision\x18\x02 \x01(\tR\x0froutingDecision\x12=\n" +
 	"\venhancement\x18\x03 \x01(\v2\x16.rigger.v1.EnhancementH\x00R\venhancement\x88\x01\x01\x12P\n" +
 	"\x12comprehension_test\x18\x04 \x01(\v2\x1c.rigger.v1.ComprehensionTestH\x01R\x11comprehensionTest\x88\x01\x01\x12+\n" +
-	"\bsubtasks\x18\x05 \x03(\v2\x0f.rigger.v1.TaskR\bsubtasksB\x0e\n" +
+	"\bsubtasks\x18\x05 \x03(\v2\x0f.rigger.v1.TaskR\bsubtasks\x12\x18\n" +
+	"\aplanner\x18\x06 \x01(\tR\aplanner\x12\x14\n" +
+	"\x05model\x18\a \x01(\tR\x05model\x12)\n" +
+	"\x10complexity_score\x18\b \x01(\rR\x0fcomplexityScore\x12'\n" +
+	"\x0frouting_reasons\x18\t \x03(\tR\x0eroutingReasonsB\x0e\n" +
 	"\f_enhancementB\x15\n" +
-	"\x13_comprehension_test\"\xb0\x01\n" +
+	"\x13_comprehension_test\"\xe0\x01\n" +
 	"\vEnhancement\x12%\n" +
 	"\x0eenhancement_id\x18\x01 \x01(\tR\renhancementId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1c\n" +
 	"\ttimestamp\x18\x03 \x01(\tR\ttimestamp\x12)\n" +
 	"\x10enhancement_type\x18\x04 \x01(\tR\x0fenhancementType\x12\x18\n" +
-	"\acontent\x18\x05 \x01(\tR\acontent\"\xdd\x01\n" +
+	"\acontent\x18\x05 \x01(\tR\acontent\x12\x18\n" +
+	"\aplanner\x18\x06 \x01(\tR\aplanner\x12\x14\n" +
+	"\x05model\x18\a \x01(\tR\x05model\"\x8d\x02\n" +
 	"\x11ComprehensionTest\x12\x17\n" +
 	"\atest_id\x18\x01 \x01(\tR\x06testId\x12\x17\n" +
 	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1c\n" +
@@ -2144,7 +2311,9 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"\ttest_type\x18\x04 \x01(\tR\btestType\x12\x1a\n" +
 	"\bquestion\x18\x05 \x01(\tR\bquestion\x12\x18\n" +
 	"\aoptions\x18\x06 \x03(\tR\aoptions\x12%\n" +
-	"\x0ecorrect_answer\x18\a \x01(\tR\rcorrectAnswer\"\xda\x01\n" +
+	"\x0ecorrect_answer\x18\a \x01(\tR\rcorrectAnswer\x12\x18\n" +
+	"\aplanner\x18\b \x01(\tR\aplanner\x12\x14\n" +
+	"\x05model\x18\t \x01(\tR\x05model\"\xda\x01\n" +
 	"\x1cSubscribeToTaskEventsRequest\x129\n" +
 	"\vevent_types\x18\x01 \x03(\x0e2\x18.rigger.v1.TaskEventTypeR\n" +
 	"eventTypes\x12,\n" +
@@ -2329,6 +2498,7 @@ func file_rigger_v1_rigger_proto_init() {
 	file_rigger_v1_rigger_proto_msgTypes[1].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[3].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[5].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[15].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[17].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[20].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[21].OneofWrappers = []any{}

@@ -108,9 +108,16 @@ class _TaskEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskEve
     assignee, empty when there was none.
     """
     TASK_EVENT_TYPE_DECOMPOSED: _TaskEventType.ValueType  # 6
-    """A task was decomposed into subtasks."""
+    """A task was decomposed into subtasks by OrchestrateTask. The task carries
+    its subtask_ids; metadata["subtask_ids"] lists the new ones,
+    comma-separated, with "planner" and "model".
+    """
     TASK_EVENT_TYPE_ORCHESTRATED: _TaskEventType.ValueType  # 7
-    """A task's orchestration finished."""
+    """A task's orchestration finished: the last event of an OrchestrateTask.
+    metadata: "routing_decision" ("enhance" or "decompose"), "planner",
+    "model", "test_type" (the comprehension test's kind; empty on
+    "decompose") and "complexity_score".
+    """
 
 class TaskEventType(_TaskEventType, metaclass=_TaskEventTypeEnumTypeWrapper):
     """TaskEventType says what kind of change a TaskEvent reports."""
@@ -134,9 +141,16 @@ TASK_EVENT_TYPE_ASSIGNED: TaskEventType.ValueType  # 5
 assignee, empty when there was none.
 """
 TASK_EVENT_TYPE_DECOMPOSED: TaskEventType.ValueType  # 6
-"""A task was decomposed into subtasks."""
+"""A task was decomposed into subtasks by OrchestrateTask. The task carries
+its subtask_ids; metadata["subtask_ids"] lists the new ones,
+comma-separated, with "planner" and "model".
+"""
 TASK_EVENT_TYPE_ORCHESTRATED: TaskEventType.ValueType  # 7
-"""A task's orchestration finished."""
+"""A task's orchestration finished: the last event of an OrchestrateTask.
+metadata: "routing_decision" ("enhance" or "decompose"), "planner",
+"model", "test_type" (the comprehension test's kind; empty on
+"decompose") and "complexity_score".
+"""
 Global___TaskEventType: _TypeAlias = TaskEventType  # noqa: Y015
 
 @_typing.final
@@ -664,25 +678,43 @@ Global___ParsePRDResponse: _TypeAlias = ParsePRDResponse  # noqa: Y015
 
 @_typing.final
 class GenerateTasksFromPRDRequest(_message.Message):
-    """GenerateTasksFromPRDRequest asks a model to decompose a PRD into tasks."""
+    """GenerateTasksFromPRDRequest asks the server's planner to turn a PRD into tasks."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PRD_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    REPLACE_EXISTING_FIELD_NUMBER: _builtins.int
     prd_id: _builtins.str
-    """A ParsePRDResponse.prd_id."""
+    """A ParsePRDResponse.prd_id; or, as clients of the first Rigger release
+    send, the path of a `.md` file inside the project root, which is parsed
+    and stored first exactly as ParsePRD would (same confinement; errors
+    name prd_id). A stored PRD is planned from its text as it was parsed.
+    """
     model: _builtins.str
-    """The model to use, such as "llama3.1"."""
+    """The model to plan with, such as "llama3.1". On a server started with
+    `--planner offline` (the default) the built-in planner answers whatever
+    is asked. With `--planner ollama` it names the Ollama model (empty: the
+    server's default, llama3.1), and "offline" picks the built-in planner.
+    """
+    replace_existing: _builtins.bool
+    """What to do when the PRD already has tasks: top-level tasks, not
+    archived, whose source_prd_id is this PRD or another PRD parsed from the
+    same file. false: fail with ALREADY_EXISTS and change nothing. true:
+    archive those still in TASK_STATUS_TODO (each emits
+    TASK_EVENT_TYPE_DELETED with metadata "replaced_by_prd_id"), keep the
+    others, and create the new tasks, all in one transaction.
+    """
     def __init__(
         self,
         *,
         prd_id: _builtins.str = ...,
         model: _builtins.str = ...,
+        replace_existing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prd_id", b"prd_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prd_id", b"prd_id", "replace_existing", b"replace_existing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -696,21 +728,43 @@ class GenerateTasksFromPRDResponse(_message.Message):
 
     TASKS_FIELD_NUMBER: _builtins.int
     TASKS_GENERATED_FIELD_NUMBER: _builtins.int
+    PLANNER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    PRD_ID_FIELD_NUMBER: _builtins.int
+    ARCHIVED_TASK_IDS_FIELD_NUMBER: _builtins.int
     tasks_generated: _builtins.int
     """How many tasks were created."""
+    planner: _builtins.str
+    """The planner that made the tasks: "offline" (built in) or "ollama"."""
+    model: _builtins.str
+    """The model that made them: "offline" for the built-in planner, else the
+    Ollama model as Ollama named it.
+    """
+    prd_id: _builtins.str
+    """The stored PRD the tasks came from (their source_prd_id): the request's,
+    or the one stored from the file it named.
+    """
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
-        """The tasks created."""
+        """The tasks created, in the PRD's order."""
+
+    @_builtins.property
+    def archived_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tasks archived because replace_existing was set, in creation order."""
 
     def __init__(
         self,
         *,
         tasks: _abc.Iterable[Global___Task] | None = ...,
         tasks_generated: _builtins.int = ...,
+        planner: _builtins.str = ...,
+        model: _builtins.str = ...,
+        prd_id: _builtins.str = ...,
+        archived_task_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks", "tasks_generated", b"tasks_generated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived_task_ids", b"archived_task_ids", "model", b"model", "planner", b"planner", "prd_id", b"prd_id", "tasks", b"tasks", "tasks_generated", b"tasks_generated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -725,24 +779,34 @@ class OrchestrateTaskRequest(_message.Message):
     TASK_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     TEST_TYPE_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task to orchestrate."""
     model: _builtins.str
-    """The model to use, such as "llama3.1"."""
+    """The model to plan with, as GenerateTasksFromPRDRequest.model."""
     test_type: _builtins.str
-    """The kind of comprehension test, such as "short_answer"."""
+    """The kind of comprehension test: "short_answer" (also when empty) or
+    "multiple_choice"; anything else is INVALID_ARGUMENT.
+    """
+    expected_version: _builtins.int
+    """Orchestrate only if the task is still at this version; otherwise the
+    call fails with ABORTED and changes nothing.
+    """
     def __init__(
         self,
         *,
         task_id: _builtins.str = ...,
         model: _builtins.str = ...,
         test_type: _builtins.str = ...,
+        expected_version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "task_id", b"task_id", "test_type", b"test_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "model", b"model", "task_id", b"task_id", "test_type", b"test_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
 
 Global___OrchestrateTaskRequest: _TypeAlias = OrchestrateTaskRequest  # noqa: Y015
 
@@ -787,21 +851,43 @@ class OrchestrationResult(_message.Message):
     ENHANCEMENT_FIELD_NUMBER: _builtins.int
     COMPREHENSION_TEST_FIELD_NUMBER: _builtins.int
     SUBTASKS_FIELD_NUMBER: _builtins.int
+    PLANNER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_SCORE_FIELD_NUMBER: _builtins.int
+    ROUTING_REASONS_FIELD_NUMBER: _builtins.int
     success: _builtins.bool
-    """True when the flow completed."""
+    """True when the flow completed (always, on a successful call)."""
     routing_decision: _builtins.str
-    """What the router chose: "enhance", "decompose" or "pass"."""
+    """What the router chose: "enhance", "decompose", or "pass" for a task
+    whose orchestration had already finished (nothing ran).
+    """
+    planner: _builtins.str
+    """The planner that ran the flow's steps: "offline" (built in) or "ollama";
+    empty for "pass".
+    """
+    model: _builtins.str
+    """The model that ran them: "offline" for the built-in planner, else the
+    Ollama model; empty for "pass".
+    """
+    complexity_score: _builtins.int
+    """The complexity score (3 to 10) that routed the task; 0 for "pass"."""
     @_builtins.property
     def enhancement(self) -> Global___Enhancement:
-        """The enhancement made, when routing_decision is "enhance"."""
+        """The enhancement made ("enhance"), or the task's last stored one ("pass")."""
 
     @_builtins.property
     def comprehension_test(self) -> Global___ComprehensionTest:
-        """The comprehension test generated, if any."""
+        """The comprehension test made ("enhance"), or the task's last stored one
+        ("pass").
+        """
 
     @_builtins.property
     def subtasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Task]:
-        """Subtasks created, when routing_decision is "decompose"."""
+        """The subtasks created ("decompose"), or the task's subtasks ("pass")."""
+
+    @_builtins.property
+    def routing_reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """How the score was reached, e.g. "base 3", "+1 no assignee"."""
 
     def __init__(
         self,
@@ -811,10 +897,14 @@ class OrchestrationResult(_message.Message):
         enhancement: Global___Enhancement | None = ...,
         comprehension_test: Global___ComprehensionTest | None = ...,
         subtasks: _abc.Iterable[Global___Task] | None = ...,
+        planner: _builtins.str = ...,
+        model: _builtins.str = ...,
+        complexity_score: _builtins.int = ...,
+        routing_reasons: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_comprehension_test", b"_comprehension_test", "_enhancement", b"_enhancement", "comprehension_test", b"comprehension_test", "enhancement", b"enhancement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comprehension_test", b"_comprehension_test", "_enhancement", b"_enhancement", "comprehension_test", b"comprehension_test", "enhancement", b"enhancement", "routing_decision", b"routing_decision", "subtasks", b"subtasks", "success", b"success"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_comprehension_test", b"_comprehension_test", "_enhancement", b"_enhancement", "complexity_score", b"complexity_score", "comprehension_test", b"comprehension_test", "enhancement", b"enhancement", "model", b"model", "planner", b"planner", "routing_decision", b"routing_decision", "routing_reasons", b"routing_reasons", "subtasks", b"subtasks", "success", b"success"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__comprehension_test: _TypeAlias = _typing.Literal["comprehension_test"]  # noqa: Y015
     _WhichOneofArgType__comprehension_test: _TypeAlias = _typing.Literal["_comprehension_test", b"_comprehension_test"]  # noqa: Y015
@@ -829,7 +919,9 @@ Global___OrchestrationResult: _TypeAlias = OrchestrationResult  # noqa: Y015
 
 @_typing.final
 class Enhancement(_message.Message):
-    """Enhancement is an LLM's improvement to a task."""
+    """Enhancement is what a task needs said before work starts (such as
+    acceptance criteria), written by the planner during OrchestrateTask.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -838,6 +930,8 @@ class Enhancement(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     ENHANCEMENT_TYPE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    PLANNER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     enhancement_id: _builtins.str
     """Unique id of this enhancement."""
     task_id: _builtins.str
@@ -848,6 +942,10 @@ class Enhancement(_message.Message):
     """What kind of enhancement, such as "clarification"."""
     content: _builtins.str
     """The enhancement text."""
+    planner: _builtins.str
+    """The planner that wrote it: "offline" or "ollama"."""
+    model: _builtins.str
+    """The model that wrote it ("offline" for the built-in planner)."""
     def __init__(
         self,
         *,
@@ -856,10 +954,12 @@ class Enhancement(_message.Message):
         timestamp: _builtins.str = ...,
         enhancement_type: _builtins.str = ...,
         content: _builtins.str = ...,
+        planner: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "enhancement_id", b"enhancement_id", "enhancement_type", b"enhancement_type", "task_id", b"task_id", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "enhancement_id", b"enhancement_id", "enhancement_type", b"enhancement_type", "model", b"model", "planner", b"planner", "task_id", b"task_id", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -878,6 +978,8 @@ class ComprehensionTest(_message.Message):
     QUESTION_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     CORRECT_ANSWER_FIELD_NUMBER: _builtins.int
+    PLANNER_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
     test_id: _builtins.str
     """Unique id of this test."""
     task_id: _builtins.str
@@ -889,7 +991,11 @@ class ComprehensionTest(_message.Message):
     question: _builtins.str
     """The question asked."""
     correct_answer: _builtins.str
-    """The expected answer."""
+    """The expected answer; for multiple_choice, one of the options word for word."""
+    planner: _builtins.str
+    """The planner that wrote it: "offline" or "ollama"."""
+    model: _builtins.str
+    """The model that wrote it ("offline" for the built-in planner)."""
     @_builtins.property
     def options(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The choices, for multiple-choice tests."""
@@ -904,10 +1010,12 @@ class ComprehensionTest(_message.Message):
         question: _builtins.str = ...,
         options: _abc.Iterable[_builtins.str] | None = ...,
         correct_answer: _builtins.str = ...,
+        planner: _builtins.str = ...,
+        model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["correct_answer", b"correct_answer", "options", b"options", "question", b"question", "task_id", b"task_id", "test_id", b"test_id", "test_type", b"test_type", "timestamp", b"timestamp"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["correct_answer", b"correct_answer", "model", b"model", "options", b"options", "planner", b"planner", "question", b"question", "task_id", b"task_id", "test_id", b"test_id", "test_type", b"test_type", "timestamp", b"timestamp"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1155,7 +1263,10 @@ class TaskEvent(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Details of the change: "changed_fields" on UPDATED (e.g. "status,assignee"),
         "previous_status" on STATUS_CHANGED and DELETED, "previous_assignee" on
-        ASSIGNED.
+        ASSIGNED; "planner" and "model" on every event of GenerateTasksFromPRD
+        and OrchestrateTask that a planner's work made (CREATED, DECOMPOSED,
+        ORCHESTRATED), with "prd_id" on a generated task's CREATED; see
+        TaskEventType for DECOMPOSED and ORCHESTRATED.
         """
 
     def __init__(

@@ -146,16 +146,63 @@ class RiggerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GenerateTasksFromPRD(self, request, context):
-        """GenerateTasksFromPRD decomposes a parsed PRD into tasks with a model.
-        Not implemented yet: answers UNIMPLEMENTED.
+        """GenerateTasksFromPRD plans a PRD's tasks and creates them, all in one
+        transaction: every task or none. Each new task is in TASK_STATUS_TODO
+        (TASK_STATUS_COMPLETED for a checked box), has source_prd_id set and its
+        dependencies as task ids, and emits TASK_EVENT_TYPE_CREATED with metadata
+        "planner", "model" and "prd_id". The planner is the server's
+        (`rig grpc --planner offline|ollama`): the built-in offline planner by
+        default, which is deterministic and needs no model; the response and
+        every event say which planner and model actually ran.
+
+        A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
+        `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+        a PRD with nothing to plan (no task list, no objectives), or references
+        that cannot stand (unknown task, cycle, bad due date), naming the task
+        and its line; NOT_FOUND for an unknown prd_id or missing file;
+        PERMISSION_DENIED for a path outside the project root. With Ollama:
+        UNAVAILABLE when Ollama cannot be reached (naming its URL) or fails;
+        FAILED_PRECONDITION when the model is not pulled (naming it and
+        `ollama pull <model>`), when Ollama refuses the request, or when the
+        model's answers never validate (three attempts; the message carries the
+        first validation error: try another model); DEADLINE_EXCEEDED when the
+        call's deadline passes first. A failed call writes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def OrchestrateTask(self, request, context):
-        """OrchestrateTask runs a task through enhancement and a comprehension test.
-        Not implemented yet: answers UNIMPLEMENTED.
+        """OrchestrateTask runs a task through the orchestration flow. The task is
+        routed by its complexity score (base 3; +1 title longer than 50
+        characters; +2 title mentions refactor, migrate, redesign, rewrite or
+        architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+        characters; at most 10). A score of 7 or more is "decompose": the task
+        is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
+        Any other is "enhance": an Enhancement, then a ComprehensionTest of
+        `test_type`, and the task ends TASK_STATUS_ORCHESTRATION_COMPLETE.
+
+        Nothing is held while the planner works: the task is read, the flow
+        planned, and everything committed at once, only if the task is still at
+        the version that was read (else ABORTED, nothing written; so of two
+        concurrent orchestrations of one task, one wins and the other is
+        ABORTED). The commit emits, in order: TASK_EVENT_TYPE_STATUS_CHANGED for
+        each step the task moves through (TODO -> PENDING_ENHANCEMENT ->
+        PENDING_COMPREHENSION_TEST -> ORCHESTRATION_COMPLETE, or TODO ->
+        PENDING_DECOMPOSITION -> DECOMPOSED), each +1 version, each event carrying
+        the task at that step; on "decompose", TASK_EVENT_TYPE_CREATED for each
+        subtask (parent_task_id set) and TASK_EVENT_TYPE_DECOMPOSED for the
+        parent; last TASK_EVENT_TYPE_ORCHESTRATED. Enhancements and tests are
+        stored with the task.
+
+        A task whose orchestration already finished (ORCHESTRATION_COMPLETE or
+        DECOMPOSED) is not planned again: the answer is routing_decision "pass"
+        with its stored last enhancement and test, or its subtasks, and nothing
+        is written or emitted (set its status back to TODO to orchestrate it
+        afresh). Errors: INVALID_ARGUMENT for an empty task_id or a test_type
+        other than "short_answer" and "multiple_choice"; NOT_FOUND for an
+        unknown task; FAILED_PRECONDITION for an archived or completed task;
+        ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

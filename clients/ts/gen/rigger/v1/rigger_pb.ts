@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rigger/v1/rigger.proto.
  */
 export const file_rigger_v1_rigger: GenFile = /*@__PURE__*/
-  fileDesc("ChZyaWdnZXIvdjEvcmlnZ2VyLnByb3RvEglyaWdnZXIudjEi8wMKBFRhc2sSCgoCaWQYASABKAkSDQoFdGl0bGUYAiABKAkSFQoIYXNzaWduZWUYAyABKAlIAIgBARIVCghkdWVfZGF0ZRgEIAEoCUgBiAEBEiUKBnN0YXR1cxgFIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzEiEKFHNvdXJjZV90cmFuc2NyaXB0X2lkGAYgASgJSAKIAQESGgoNc291cmNlX3ByZF9pZBgHIAEoCUgDiAEBEhsKDnBhcmVudF90YXNrX2lkGAggASgJSASIAQESEwoLc3VidGFza19pZHMYCSADKAkSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhcKCmNvbXBsZXhpdHkYDCABKA1IBYgBARIWCglyZWFzb25pbmcYDSABKAlIBogBARIVCg1jb250ZXh0X2ZpbGVzGA4gAygJEhQKDGRlcGVuZGVuY2llcxgPIAMoCRIPCgd2ZXJzaW9uGBAgASgEQgsKCV9hc3NpZ25lZUILCglfZHVlX2RhdGVCFwoVX3NvdXJjZV90cmFuc2NyaXB0X2lkQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZEINCgtfY29tcGxleGl0eUIMCgpfcmVhc29uaW5nIqsBChBMaXN0VGFza3NSZXF1ZXN0EioKBnN0YXR1cxgBIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAiABKAlIAYgBARISCgVsaW1pdBgDIAEoDUgCiAEBEhMKBm9mZnNldBgEIAEoDUgDiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQggKBl9saW1pdEIJCgdfb2Zmc2V0IkgKEUxpc3RUYXNrc1Jlc3BvbnNlEh4KBXRhc2tzGAEgAygLMg8ucmlnZ2VyLnYxLlRhc2sSEwoLdG90YWxfY291bnQYAiABKA0ixQEKDkFkZFRhc2tSZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhUKCGFzc2lnbmVlGAIgASgJSACIAQESFQoIZHVlX2RhdGUYAyABKAlIAYgBARIaCg1zb3VyY2VfcHJkX2lkGAQgASgJSAKIAQESGwoOcGFyZW50X3Rhc2tfaWQYBSABKAlIA4gBAUILCglfYXNzaWduZWVCCwoJX2R1ZV9kYXRlQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZCIwCg9BZGRUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzIPLnJpZ2dlci52MS5UYXNrIvUBChFVcGRhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEioKBnN0YXR1cxgCIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAyABKAlIAYgBARIVCghkdWVfZGF0ZRgEIAEoCUgCiAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YBSABKARIA4gBARISCgV0aXRsZRgGIAEoCUgEiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQgsKCV9kdWVfZGF0ZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIICgZfdGl0bGUiMwoSVXBkYXRlVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDy5yaWdnZXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIjAKD0dldFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg8ucmlnZ2VyLnYxLlRhc2siJAoRRGVsZXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIlChJEZWxldGVUYXNrUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCCIoCg9QYXJzZVBSRFJlcXVlc3QSFQoNcHJkX2ZpbGVfcGF0aBgBIAEoCSJyChBQYXJzZVBSRFJlc3BvbnNlEg4KBnByZF9pZBgBIAEoCRIRCglwcmRfdGl0bGUYAiABKAkSEgoKb2JqZWN0aXZlcxgDIAMoCRISCgp0ZWNoX3N0YWNrGAQgAygJEhMKC2NvbnN0cmFpbnRzGAUgAygJIjwKG0dlbmVyYXRlVGFza3NGcm9tUFJEUmVxdWVzdBIOCgZwcmRfaWQYASABKAkSDQoFbW9kZWwYAiABKAkiVwocR2VuZXJhdGVUYXNrc0Zyb21QUkRSZXNwb25zZRIeCgV0YXNrcxgBIAMoCzIPLnJpZ2dlci52MS5UYXNrEhcKD3Rhc2tzX2dlbmVyYXRlZBgCIAEoDSJLChZPcmNoZXN0cmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSEQoJdGVzdF90eXBlGAMgASgJImgKF09yY2hlc3RyYXRlVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDy5yaWdnZXIudjEuVGFzaxIuCgZyZXN1bHQYAiABKAsyHi5yaWdnZXIudjEuT3JjaGVzdHJhdGlvblJlc3VsdCL7AQoTT3JjaGVzdHJhdGlvblJlc3VsdBIPCgdzdWNjZXNzGAEgASgIEhgKEHJvdXRpbmdfZGVjaXNpb24YAiABKAkSMAoLZW5oYW5jZW1lbnQYAyABKAsyFi5yaWdnZXIudjEuRW5oYW5jZW1lbnRIAIgBARI9ChJjb21wcmVoZW5zaW9uX3Rlc3QYBCABKAsyHC5yaWdnZXIudjEuQ29tcHJlaGVuc2lvblRlc3RIAYgBARIhCghzdWJ0YXNrcxgFIAMoCzIPLnJpZ2dlci52MS5UYXNrQg4KDF9lbmhhbmNlbWVudEIVChNfY29tcHJlaGVuc2lvbl90ZXN0InQKC0VuaGFuY2VtZW50EhYKDmVuaGFuY2VtZW50X2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSEQoJdGltZXN0YW1wGAMgASgJEhgKEGVuaGFuY2VtZW50X3R5cGUYBCABKAkSDwoHY29udGVudBgFIAEoCSKWAQoRQ29tcHJlaGVuc2lvblRlc3QSDwoHdGVzdF9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEhEKCXRpbWVzdGFtcBgDIAEoCRIRCgl0ZXN0X3R5cGUYBCABKAkSEAoIcXVlc3Rpb24YBSABKAkSDwoHb3B0aW9ucxgGIAMoCRIWCg5jb3JyZWN0X2Fuc3dlchgHIAEoCSKvAQocU3Vic2NyaWJlVG9UYXNrRXZlbnRzUmVxdWVzdBItCgtldmVudF90eXBlcxgBIAMoDjIYLnJpZ2dlci52MS5UYXNrRXZlbnRUeXBlEhwKD2Fzc2lnbmVlX2ZpbHRlchgCIAEoCUgAiAEBEhsKDmFmdGVyX3NlcXVlbmNlGAMgASgESAGIAQFCEgoQX2Fzc2lnbmVlX2ZpbHRlckIRCg9fYWZ0ZXJfc2VxdWVuY2UitQEKIlN1YnNjcmliZVRvVGFza0V2ZW50QmF0Y2hlc1JlcXVlc3QSLQoLZXZlbnRfdHlwZXMYASADKA4yGC5yaWdnZXIudjEuVGFza0V2ZW50VHlwZRIcCg9hc3NpZ25lZV9maWx0ZXIYAiABKAlIAIgBARIbCg5hZnRlcl9zZXF1ZW5jZRgDIAEoBEgBiAEBQhIKEF9hc3NpZ25lZV9maWx0ZXJCEQoPX2FmdGVyX3NlcXVlbmNlIksKI1N1YnNjcmliZVRvVGFza0V2ZW50QmF0Y2hlc1Jlc3BvbnNlEiQKBmV2ZW50cxgBIAMoCzIULnJpZ2dlci52MS5UYXNrRXZlbnQiigEKFlRhc2tFdmVudFN0cmVhbVJlcXVlc3QSPAoJc3Vic2NyaWJlGAEgASgLMicucmlnZ2VyLnYxLlN1YnNjcmliZVRvVGFza0V2ZW50c1JlcXVlc3RIABInCgZ1cGRhdGUYAiABKAsyFS5yaWdnZXIudjEuVGFza1VwZGF0ZUgAQgkKB3JlcXVlc3QieAoKVGFza1VwZGF0ZRIPCgd0YXNrX2lkGAEgASgJEioKBnN0YXR1cxgCIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAyABKAlIAYgBAUIJCgdfc3RhdHVzQgsKCV9hc3NpZ25lZSKUAgoJVGFza0V2ZW50EhAKCGV2ZW50X2lkGAEgASgJEhEKCXRpbWVzdGFtcBgCIAEoCRIsCgpldmVudF90eXBlGAMgASgOMhgucmlnZ2VyLnYxLlRhc2tFdmVudFR5cGUSHQoEdGFzaxgEIAEoCzIPLnJpZ2dlci52MS5UYXNrEhIKBWFjdG9yGAUgASgJSACIAQESNAoIbWV0YWRhdGEYBiADKAsyIi5yaWdnZXIudjEuVGFza0V2ZW50Lk1ldGFkYXRhRW50cnkSEAoIc2VxdWVuY2UYByABKAQaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBQggKBl9hY3RvcirwAgoKVGFza1N0YXR1cxIbChdUQVNLX1NUQVRVU19VTlNQRUNJRklFRBAAEhQKEFRBU0tfU1RBVFVTX1RPRE8QARIbChdUQVNLX1NUQVRVU19JTl9QUk9HUkVTUxACEiMKH1RBU0tfU1RBVFVTX1BFTkRJTkdfRU5IQU5DRU1FTlQQAxIqCiZUQVNLX1NUQVRVU19QRU5ESU5HX0NPTVBSRUhFTlNJT05fVEVTVBAEEiEKHVRBU0tfU1RBVFVTX1BFTkRJTkdfRk9MTE9XX09OEAUSJQohVEFTS19TVEFUVVNfUEVORElOR19ERUNPTVBPU0lUSU9OEAYSGgoWVEFTS19TVEFUVVNfREVDT01QT1NFRBAHEiYKIlRBU0tfU1RBVFVTX09SQ0hFU1RSQVRJT05fQ09NUExFVEUQCBIZChVUQVNLX1NUQVRVU19DT01QTEVURUQQCRIYChRUQVNLX1NUQVRVU19BUkNISVZFRBAKKosCCg1UYXNrRXZlbnRUeXBlEh8KG1RBU0tfRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhsKF1RBU0tfRVZFTlRfVFlQRV9DUkVBVEVEEAESGwoXVEFTS19FVkVOVF9UWVBFX1VQREFURUQQAhIbChdUQVNLX0VWRU5UX1RZUEVfREVMRVRFRBADEiIKHlRBU0tfRVZFTlRfVFlQRV9TVEFUVVNfQ0hBTkdFRBAEEhwKGFRBU0tfRVZFTlRfVFlQRV9BU1NJR05FRBAFEh4KGlRBU0tfRVZFTlRfVFlQRV9ERUNPTVBPU0VEEAYSIAocVEFTS19FVkVOVF9UWVBFX09SQ0hFU1RSQVRFRBAHMqMHCg1SaWdnZXJTZXJ2aWNlEkYKCUxpc3RUYXNrcxIbLnJpZ2dlci52MS5MaXN0VGFza3NSZXF1ZXN0GhwucmlnZ2VyLnYxLkxpc3RUYXNrc1Jlc3BvbnNlEkAKB0FkZFRhc2sSGS5yaWdnZXIudjEuQWRkVGFza1JlcXVlc3QaGi5yaWdnZXIudjEuQWRkVGFza1Jlc3BvbnNlEkkKClVwZGF0ZVRhc2sSHC5yaWdnZXIudjEuVXBkYXRlVGFza1JlcXVlc3QaHS5yaWdnZXIudjEuVXBkYXRlVGFza1Jlc3BvbnNlEkAKB0dldFRhc2sSGS5yaWdnZXIudjEuR2V0VGFza1JlcXVlc3QaGi5yaWdnZXIudjEuR2V0VGFza1Jlc3BvbnNlEkkKCkRlbGV0ZVRhc2sSHC5yaWdnZXIudjEuRGVsZXRlVGFza1JlcXVlc3QaHS5yaWdnZXIudjEuRGVsZXRlVGFza1Jlc3BvbnNlEkMKCFBhcnNlUFJEEhoucmlnZ2VyLnYxLlBhcnNlUFJEUmVxdWVzdBobLnJpZ2dlci52MS5QYXJzZVBSRFJlc3BvbnNlEmcKFEdlbmVyYXRlVGFza3NGcm9tUFJEEiYucmlnZ2VyLnYxLkdlbmVyYXRlVGFza3NGcm9tUFJEUmVxdWVzdBonLnJpZ2dlci52MS5HZW5lcmF0ZVRhc2tzRnJvbVBSRFJlc3BvbnNlElgKD09yY2hlc3RyYXRlVGFzaxIhLnJpZ2dlci52MS5PcmNoZXN0cmF0ZVRhc2tSZXF1ZXN0GiIucmlnZ2VyLnYxLk9yY2hlc3RyYXRlVGFza1Jlc3BvbnNlElgKFVN1YnNjcmliZVRvVGFza0V2ZW50cxInLnJpZ2dlci52MS5TdWJzY3JpYmVUb1Rhc2tFdmVudHNSZXF1ZXN0GhQucmlnZ2VyLnYxLlRhc2tFdmVudDABEk4KD1Rhc2tFdmVudFN0cmVhbRIhLnJpZ2dlci52MS5UYXNrRXZlbnRTdHJlYW1SZXF1ZXN0GhQucmlnZ2VyLnYxLlRhc2tFdmVudCgBMAESfgobU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzEi0ucmlnZ2VyLnYxLlN1YnNjcmliZVRvVGFza0V2ZW50QmF0Y2hlc1JlcXVlc3QaLi5yaWdnZXIudjEuU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVzcG9uc2UwAWIGcHJvdG8z");
+  fileDesc("ChZyaWdnZXIvdjEvcmlnZ2VyLnByb3RvEglyaWdnZXIudjEi8wMKBFRhc2sSCgoCaWQYASABKAkSDQoFdGl0bGUYAiABKAkSFQoIYXNzaWduZWUYAyABKAlIAIgBARIVCghkdWVfZGF0ZRgEIAEoCUgBiAEBEiUKBnN0YXR1cxgFIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzEiEKFHNvdXJjZV90cmFuc2NyaXB0X2lkGAYgASgJSAKIAQESGgoNc291cmNlX3ByZF9pZBgHIAEoCUgDiAEBEhsKDnBhcmVudF90YXNrX2lkGAggASgJSASIAQESEwoLc3VidGFza19pZHMYCSADKAkSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhcKCmNvbXBsZXhpdHkYDCABKA1IBYgBARIWCglyZWFzb25pbmcYDSABKAlIBogBARIVCg1jb250ZXh0X2ZpbGVzGA4gAygJEhQKDGRlcGVuZGVuY2llcxgPIAMoCRIPCgd2ZXJzaW9uGBAgASgEQgsKCV9hc3NpZ25lZUILCglfZHVlX2RhdGVCFwoVX3NvdXJjZV90cmFuc2NyaXB0X2lkQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZEINCgtfY29tcGxleGl0eUIMCgpfcmVhc29uaW5nIqsBChBMaXN0VGFza3NSZXF1ZXN0EioKBnN0YXR1cxgBIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAiABKAlIAYgBARISCgVsaW1pdBgDIAEoDUgCiAEBEhMKBm9mZnNldBgEIAEoDUgDiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQggKBl9saW1pdEIJCgdfb2Zmc2V0IkgKEUxpc3RUYXNrc1Jlc3BvbnNlEh4KBXRhc2tzGAEgAygLMg8ucmlnZ2VyLnYxLlRhc2sSEwoLdG90YWxfY291bnQYAiABKA0ixQEKDkFkZFRhc2tSZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhUKCGFzc2lnbmVlGAIgASgJSACIAQESFQoIZHVlX2RhdGUYAyABKAlIAYgBARIaCg1zb3VyY2VfcHJkX2lkGAQgASgJSAKIAQESGwoOcGFyZW50X3Rhc2tfaWQYBSABKAlIA4gBAUILCglfYXNzaWduZWVCCwoJX2R1ZV9kYXRlQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZCIwCg9BZGRUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzIPLnJpZ2dlci52MS5UYXNrIvUBChFVcGRhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEioKBnN0YXR1cxgCIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAyABKAlIAYgBARIVCghkdWVfZGF0ZRgEIAEoCUgCiAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YBSABKARIA4gBARISCgV0aXRsZRgGIAEoCUgEiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQgsKCV9kdWVfZGF0ZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIICgZfdGl0bGUiMwoSVXBkYXRlVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDy5yaWdnZXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIjAKD0dldFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg8ucmlnZ2VyLnYxLlRhc2siJAoRRGVsZXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIlChJEZWxldGVUYXNrUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCCIoCg9QYXJzZVBSRFJlcXVlc3QSFQoNcHJkX2ZpbGVfcGF0aBgBIAEoCSJyChBQYXJzZVBSRFJlc3BvbnNlEg4KBnByZF9pZBgBIAEoCRIRCglwcmRfdGl0bGUYAiABKAkSEgoKb2JqZWN0aXZlcxgDIAMoCRISCgp0ZWNoX3N0YWNrGAQgAygJEhMKC2NvbnN0cmFpbnRzGAUgAygJIlYKG0dlbmVyYXRlVGFza3NGcm9tUFJEUmVxdWVzdBIOCgZwcmRfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSGAoQcmVwbGFjZV9leGlzdGluZxgDIAEoCCKiAQocR2VuZXJhdGVUYXNrc0Zyb21QUkRSZXNwb25zZRIeCgV0YXNrcxgBIAMoCzIPLnJpZ2dlci52MS5UYXNrEhcKD3Rhc2tzX2dlbmVyYXRlZBgCIAEoDRIPCgdwbGFubmVyGAMgASgJEg0KBW1vZGVsGAQgASgJEg4KBnByZF9pZBgFIAEoCRIZChFhcmNoaXZlZF90YXNrX2lkcxgGIAMoCSJ/ChZPcmNoZXN0cmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSEQoJdGVzdF90eXBlGAMgASgJEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiJoChdPcmNoZXN0cmF0ZVRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg8ucmlnZ2VyLnYxLlRhc2sSLgoGcmVzdWx0GAIgASgLMh4ucmlnZ2VyLnYxLk9yY2hlc3RyYXRpb25SZXN1bHQizgIKE09yY2hlc3RyYXRpb25SZXN1bHQSDwoHc3VjY2VzcxgBIAEoCBIYChByb3V0aW5nX2RlY2lzaW9uGAIgASgJEjAKC2VuaGFuY2VtZW50GAMgASgLMhYucmlnZ2VyLnYxLkVuaGFuY2VtZW50SACIAQESPQoSY29tcHJlaGVuc2lvbl90ZXN0GAQgASgLMhwucmlnZ2VyLnYxLkNvbXByZWhlbnNpb25UZXN0SAGIAQESIQoIc3VidGFza3MYBSADKAsyDy5yaWdnZXIudjEuVGFzaxIPCgdwbGFubmVyGAYgASgJEg0KBW1vZGVsGAcgASgJEhgKEGNvbXBsZXhpdHlfc2NvcmUYCCABKA0SFwoPcm91dGluZ19yZWFzb25zGAkgAygJQg4KDF9lbmhhbmNlbWVudEIVChNfY29tcHJlaGVuc2lvbl90ZXN0IpQBCgtFbmhhbmNlbWVudBIWCg5lbmhhbmNlbWVudF9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEhEKCXRpbWVzdGFtcBgDIAEoCRIYChBlbmhhbmNlbWVudF90eXBlGAQgASgJEg8KB2NvbnRlbnQYBSABKAkSDwoHcGxhbm5lchgGIAEoCRINCgVtb2RlbBgHIAEoCSK2AQoRQ29tcHJlaGVuc2lvblRlc3QSDwoHdGVzdF9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEhEKCXRpbWVzdGFtcBgDIAEoCRIRCgl0ZXN0X3R5cGUYBCABKAkSEAoIcXVlc3Rpb24YBSABKAkSDwoHb3B0aW9ucxgGIAMoCRIWCg5jb3JyZWN0X2Fuc3dlchgHIAEoCRIPCgdwbGFubmVyGAggASgJEg0KBW1vZGVsGAkgASgJIq8BChxTdWJzY3JpYmVUb1Rhc2tFdmVudHNSZXF1ZXN0Ei0KC2V2ZW50X3R5cGVzGAEgAygOMhgucmlnZ2VyLnYxLlRhc2tFdmVudFR5cGUSHAoPYXNzaWduZWVfZmlsdGVyGAIgASgJSACIAQESGwoOYWZ0ZXJfc2VxdWVuY2UYAyABKARIAYgBAUISChBfYXNzaWduZWVfZmlsdGVyQhEKD19hZnRlcl9zZXF1ZW5jZSK1AQoiU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVxdWVzdBItCgtldmVudF90eXBlcxgBIAMoDjIYLnJpZ2dlci52MS5UYXNrRXZlbnRUeXBlEhwKD2Fzc2lnbmVlX2ZpbHRlchgCIAEoCUgAiAEBEhsKDmFmdGVyX3NlcXVlbmNlGAMgASgESAGIAQFCEgoQX2Fzc2lnbmVlX2ZpbHRlckIRCg9fYWZ0ZXJfc2VxdWVuY2UiSwojU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQucmlnZ2VyLnYxLlRhc2tFdmVudCKKAQoWVGFza0V2ZW50U3RyZWFtUmVxdWVzdBI8CglzdWJzY3JpYmUYASABKAsyJy5yaWdnZXIudjEuU3Vic2NyaWJlVG9UYXNrRXZlbnRzUmVxdWVzdEgAEicKBnVwZGF0ZRgCIAEoCzIVLnJpZ2dlci52MS5UYXNrVXBkYXRlSABCCQoHcmVxdWVzdCJ4CgpUYXNrVXBkYXRlEg8KB3Rhc2tfaWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhUucmlnZ2VyLnYxLlRhc2tTdGF0dXNIAIgBARIVCghhc3NpZ25lZRgDIAEoCUgBiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlIpQCCglUYXNrRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEQoJdGltZXN0YW1wGAIgASgJEiwKCmV2ZW50X3R5cGUYAyABKA4yGC5yaWdnZXIudjEuVGFza0V2ZW50VHlwZRIdCgR0YXNrGAQgASgLMg8ucmlnZ2VyLnYxLlRhc2sSEgoFYWN0b3IYBSABKAlIAIgBARI0CghtZXRhZGF0YRgGIAMoCzIiLnJpZ2dlci52MS5UYXNrRXZlbnQuTWV0YWRhdGFFbnRyeRIQCghzZXF1ZW5jZRgHIAEoBBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCAoGX2FjdG9yKvACCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFAoQVEFTS19TVEFUVVNfVE9ETxABEhsKF1RBU0tfU1RBVFVTX0lOX1BST0dSRVNTEAISIwofVEFTS19TVEFUVVNfUEVORElOR19FTkhBTkNFTUVOVBADEioKJlRBU0tfU1RBVFVTX1BFTkRJTkdfQ09NUFJFSEVOU0lPTl9URVNUEAQSIQodVEFTS19TVEFUVVNfUEVORElOR19GT0xMT1dfT04QBRIlCiFUQVNLX1NUQVRVU19QRU5ESU5HX0RFQ09NUE9TSVRJT04QBhIaChZUQVNLX1NUQVRVU19ERUNPTVBPU0VEEAcSJgoiVEFTS19TVEFUVVNfT1JDSEVTVFJBVElPTl9DT01QTEVURRAIEhkKFVRBU0tfU1RBVFVTX0NPTVBMRVRFRBAJEhgKFFRBU0tfU1RBVFVTX0FSQ0hJVkVEEAoqiwIKDVRhc2tFdmVudFR5cGUSHwobVEFTS19FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXVEFTS19FVkVOVF9UWVBFX0NSRUFURUQQARIbChdUQVNLX0VWRU5UX1RZUEVfVVBEQVRFRBACEhsKF1RBU0tfRVZFTlRfVFlQRV9ERUxFVEVEEAMSIgoeVEFTS19FVkVOVF9UWVBFX1NUQVRVU19DSEFOR0VEEAQSHAoYVEFTS19FVkVOVF9UWVBFX0FTU0lHTkVEEAUSHgoaVEFTS19FVkVOVF9UWVBFX0RFQ09NUE9TRUQQBhIgChxUQVNLX0VWRU5UX1RZUEVfT1JDSEVTVFJBVEVEEAcyowcKDVJpZ2dlclNlcnZpY2USRgoJTGlzdFRhc2tzEhsucmlnZ2VyLnYxLkxpc3RUYXNrc1JlcXVlc3QaHC5yaWdnZXIudjEuTGlzdFRhc2tzUmVzcG9uc2USQAoHQWRkVGFzaxIZLnJpZ2dlci52MS5BZGRUYXNrUmVxdWVzdBoaLnJpZ2dlci52MS5BZGRUYXNrUmVzcG9uc2USSQoKVXBkYXRlVGFzaxIcLnJpZ2dlci52MS5VcGRhdGVUYXNrUmVxdWVzdBodLnJpZ2dlci52MS5VcGRhdGVUYXNrUmVzcG9uc2USQAoHR2V0VGFzaxIZLnJpZ2dlci52MS5HZXRUYXNrUmVxdWVzdBoaLnJpZ2dlci52MS5HZXRUYXNrUmVzcG9uc2USSQoKRGVsZXRlVGFzaxIcLnJpZ2dlci52MS5EZWxldGVUYXNrUmVxdWVzdBodLnJpZ2dlci52MS5EZWxldGVUYXNrUmVzcG9uc2USQwoIUGFyc2VQUkQSGi5yaWdnZXIudjEuUGFyc2VQUkRSZXF1ZXN0GhsucmlnZ2VyLnYxLlBhcnNlUFJEUmVzcG9uc2USZwoUR2VuZXJhdGVUYXNrc0Zyb21QUkQSJi5yaWdnZXIudjEuR2VuZXJhdGVUYXNrc0Zyb21QUkRSZXF1ZXN0GicucmlnZ2VyLnYxLkdlbmVyYXRlVGFza3NGcm9tUFJEUmVzcG9uc2USWAoPT3JjaGVzdHJhdGVUYXNrEiEucmlnZ2VyLnYxLk9yY2hlc3RyYXRlVGFza1JlcXVlc3QaIi5yaWdnZXIudjEuT3JjaGVzdHJhdGVUYXNrUmVzcG9uc2USWAoVU3Vic2NyaWJlVG9UYXNrRXZlbnRzEicucmlnZ2VyLnYxLlN1YnNjcmliZVRvVGFza0V2ZW50c1JlcXVlc3QaFC5yaWdnZXIudjEuVGFza0V2ZW50MAESTgoPVGFza0V2ZW50U3RyZWFtEiEucmlnZ2VyLnYxLlRhc2tFdmVudFN0cmVhbVJlcXVlc3QaFC5yaWdnZXIudjEuVGFza0V2ZW50KAEwARJ+ChtTdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXMSLS5yaWdnZXIudjEuU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVxdWVzdBouLnJpZ2dlci52MS5TdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXNSZXNwb25zZTABYgZwcm90bzM");
 
 /**
  * Task is one unit of work.
@@ -526,24 +526,42 @@ export const ParsePRDResponseSchema: GenMessage<ParsePRDResponse> = /*@__PURE__*
   messageDesc(file_rigger_v1_rigger, 12);
 
 /**
- * GenerateTasksFromPRDRequest asks a model to decompose a PRD into tasks.
+ * GenerateTasksFromPRDRequest asks the server's planner to turn a PRD into tasks.
  *
  * @generated from message rigger.v1.GenerateTasksFromPRDRequest
  */
 export type GenerateTasksFromPRDRequest = Message<"rigger.v1.GenerateTasksFromPRDRequest"> & {
   /**
-   * A ParsePRDResponse.prd_id.
+   * A ParsePRDResponse.prd_id; or, as clients of the first Rigger release
+   * send, the path of a `.md` file inside the project root, which is parsed
+   * and stored first exactly as ParsePRD would (same confinement; errors
+   * name prd_id). A stored PRD is planned from its text as it was parsed.
    *
    * @generated from field: string prd_id = 1;
    */
   prdId: string;
 
   /**
-   * The model to use, such as "llama3.1".
+   * The model to plan with, such as "llama3.1". On a server started with
+   * `--planner offline` (the default) the built-in planner answers whatever
+   * is asked. With `--planner ollama` it names the Ollama model (empty: the
+   * server's default, llama3.1), and "offline" picks the built-in planner.
    *
    * @generated from field: string model = 2;
    */
   model: string;
+
+  /**
+   * What to do when the PRD already has tasks: top-level tasks, not
+   * archived, whose source_prd_id is this PRD or another PRD parsed from the
+   * same file. false: fail with ALREADY_EXISTS and change nothing. true:
+   * archive those still in TASK_STATUS_TODO (each emits
+   * TASK_EVENT_TYPE_DELETED with metadata "replaced_by_prd_id"), keep the
+   * others, and create the new tasks, all in one transaction.
+   *
+   * @generated from field: bool replace_existing = 3;
+   */
+  replaceExisting: boolean;
 };
 
 /**
@@ -560,7 +578,7 @@ export const GenerateTasksFromPRDRequestSchema: GenMessage<GenerateTasksFromPRDR
  */
 export type GenerateTasksFromPRDResponse = Message<"rigger.v1.GenerateTasksFromPRDResponse"> & {
   /**
-   * The tasks created.
+   * The tasks created, in the PRD's order.
    *
    * @generated from field: repeated rigger.v1.Task tasks = 1;
    */
@@ -572,6 +590,36 @@ export type GenerateTasksFromPRDResponse = Message<"rigger.v1.GenerateTasksFromP
    * @generated from field: uint32 tasks_generated = 2;
    */
   tasksGenerated: number;
+
+  /**
+   * The planner that made the tasks: "offline" (built in) or "ollama".
+   *
+   * @generated from field: string planner = 3;
+   */
+  planner: string;
+
+  /**
+   * The model that made them: "offline" for the built-in planner, else the
+   * Ollama model as Ollama named it.
+   *
+   * @generated from field: string model = 4;
+   */
+  model: string;
+
+  /**
+   * The stored PRD the tasks came from (their source_prd_id): the request's,
+   * or the one stored from the file it named.
+   *
+   * @generated from field: string prd_id = 5;
+   */
+  prdId: string;
+
+  /**
+   * Tasks archived because replace_existing was set, in creation order.
+   *
+   * @generated from field: repeated string archived_task_ids = 6;
+   */
+  archivedTaskIds: string[];
 };
 
 /**
@@ -595,18 +643,27 @@ export type OrchestrateTaskRequest = Message<"rigger.v1.OrchestrateTaskRequest">
   taskId: string;
 
   /**
-   * The model to use, such as "llama3.1".
+   * The model to plan with, as GenerateTasksFromPRDRequest.model.
    *
    * @generated from field: string model = 2;
    */
   model: string;
 
   /**
-   * The kind of comprehension test, such as "short_answer".
+   * The kind of comprehension test: "short_answer" (also when empty) or
+   * "multiple_choice"; anything else is INVALID_ARGUMENT.
    *
    * @generated from field: string test_type = 3;
    */
   testType: string;
+
+  /**
+   * Orchestrate only if the task is still at this version; otherwise the
+   * call fails with ABORTED and changes nothing.
+   *
+   * @generated from field: optional uint64 expected_version = 4;
+   */
+  expectedVersion?: bigint | undefined;
 };
 
 /**
@@ -651,39 +708,71 @@ export const OrchestrateTaskResponseSchema: GenMessage<OrchestrateTaskResponse> 
  */
 export type OrchestrationResult = Message<"rigger.v1.OrchestrationResult"> & {
   /**
-   * True when the flow completed.
+   * True when the flow completed (always, on a successful call).
    *
    * @generated from field: bool success = 1;
    */
   success: boolean;
 
   /**
-   * What the router chose: "enhance", "decompose" or "pass".
+   * What the router chose: "enhance", "decompose", or "pass" for a task
+   * whose orchestration had already finished (nothing ran).
    *
    * @generated from field: string routing_decision = 2;
    */
   routingDecision: string;
 
   /**
-   * The enhancement made, when routing_decision is "enhance".
+   * The enhancement made ("enhance"), or the task's last stored one ("pass").
    *
    * @generated from field: optional rigger.v1.Enhancement enhancement = 3;
    */
   enhancement?: Enhancement | undefined;
 
   /**
-   * The comprehension test generated, if any.
+   * The comprehension test made ("enhance"), or the task's last stored one
+   * ("pass").
    *
    * @generated from field: optional rigger.v1.ComprehensionTest comprehension_test = 4;
    */
   comprehensionTest?: ComprehensionTest | undefined;
 
   /**
-   * Subtasks created, when routing_decision is "decompose".
+   * The subtasks created ("decompose"), or the task's subtasks ("pass").
    *
    * @generated from field: repeated rigger.v1.Task subtasks = 5;
    */
   subtasks: Task[];
+
+  /**
+   * The planner that ran the flow's steps: "offline" (built in) or "ollama";
+   * empty for "pass".
+   *
+   * @generated from field: string planner = 6;
+   */
+  planner: string;
+
+  /**
+   * The model that ran them: "offline" for the built-in planner, else the
+   * Ollama model; empty for "pass".
+   *
+   * @generated from field: string model = 7;
+   */
+  model: string;
+
+  /**
+   * The complexity score (3 to 10) that routed the task; 0 for "pass".
+   *
+   * @generated from field: uint32 complexity_score = 8;
+   */
+  complexityScore: number;
+
+  /**
+   * How the score was reached, e.g. "base 3", "+1 no assignee".
+   *
+   * @generated from field: repeated string routing_reasons = 9;
+   */
+  routingReasons: string[];
 };
 
 /**
@@ -694,7 +783,8 @@ export const OrchestrationResultSchema: GenMessage<OrchestrationResult> = /*@__P
   messageDesc(file_rigger_v1_rigger, 17);
 
 /**
- * Enhancement is an LLM's improvement to a task.
+ * Enhancement is what a task needs said before work starts (such as
+ * acceptance criteria), written by the planner during OrchestrateTask.
  *
  * @generated from message rigger.v1.Enhancement
  */
@@ -733,6 +823,20 @@ export type Enhancement = Message<"rigger.v1.Enhancement"> & {
    * @generated from field: string content = 5;
    */
   content: string;
+
+  /**
+   * The planner that wrote it: "offline" or "ollama".
+   *
+   * @generated from field: string planner = 6;
+   */
+  planner: string;
+
+  /**
+   * The model that wrote it ("offline" for the built-in planner).
+   *
+   * @generated from field: string model = 7;
+   */
+  model: string;
 };
 
 /**
@@ -791,11 +895,25 @@ export type ComprehensionTest = Message<"rigger.v1.ComprehensionTest"> & {
   options: string[];
 
   /**
-   * The expected answer.
+   * The expected answer; for multiple_choice, one of the options word for word.
    *
    * @generated from field: string correct_answer = 7;
    */
   correctAnswer: string;
+
+  /**
+   * The planner that wrote it: "offline" or "ollama".
+   *
+   * @generated from field: string planner = 8;
+   */
+  planner: string;
+
+  /**
+   * The model that wrote it ("offline" for the built-in planner).
+   *
+   * @generated from field: string model = 9;
+   */
+  model: string;
 };
 
 /**
@@ -1022,7 +1140,10 @@ export type TaskEvent = Message<"rigger.v1.TaskEvent"> & {
   /**
    * Details of the change: "changed_fields" on UPDATED (e.g. "status,assignee"),
    * "previous_status" on STATUS_CHANGED and DELETED, "previous_assignee" on
-   * ASSIGNED.
+   * ASSIGNED; "planner" and "model" on every event of GenerateTasksFromPRD
+   * and OrchestrateTask that a planner's work made (CREATED, DECOMPOSED,
+   * ORCHESTRATED), with "prd_id" on a generated task's CREATED; see
+   * TaskEventType for DECOMPOSED and ORCHESTRATED.
    *
    * @generated from field: map<string, string> metadata = 6;
    */
@@ -1187,14 +1308,19 @@ export enum TaskEventType {
   ASSIGNED = 5,
 
   /**
-   * A task was decomposed into subtasks.
+   * A task was decomposed into subtasks by OrchestrateTask. The task carries
+   * its subtask_ids; metadata["subtask_ids"] lists the new ones,
+   * comma-separated, with "planner" and "model".
    *
    * @generated from enum value: TASK_EVENT_TYPE_DECOMPOSED = 6;
    */
   DECOMPOSED = 6,
 
   /**
-   * A task's orchestration finished.
+   * A task's orchestration finished: the last event of an OrchestrateTask.
+   * metadata: "routing_decision" ("enhance" or "decompose"), "planner",
+   * "model", "test_type" (the comprehension test's kind; empty on
+   * "decompose") and "complexity_score".
    *
    * @generated from enum value: TASK_EVENT_TYPE_ORCHESTRATED = 7;
    */
@@ -1281,8 +1407,27 @@ export const RiggerService: GenService<{
     output: typeof ParsePRDResponseSchema;
   },
   /**
-   * GenerateTasksFromPRD decomposes a parsed PRD into tasks with a model.
-   * Not implemented yet: answers UNIMPLEMENTED.
+   * GenerateTasksFromPRD plans a PRD's tasks and creates them, all in one
+   * transaction: every task or none. Each new task is in TASK_STATUS_TODO
+   * (TASK_STATUS_COMPLETED for a checked box), has source_prd_id set and its
+   * dependencies as task ids, and emits TASK_EVENT_TYPE_CREATED with metadata
+   * "planner", "model" and "prd_id". The planner is the server's
+   * (`rig grpc --planner offline|ollama`): the built-in offline planner by
+   * default, which is deterministic and needs no model; the response and
+   * every event say which planner and model actually ran.
+   *
+   * A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
+   * `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+   * a PRD with nothing to plan (no task list, no objectives), or references
+   * that cannot stand (unknown task, cycle, bad due date), naming the task
+   * and its line; NOT_FOUND for an unknown prd_id or missing file;
+   * PERMISSION_DENIED for a path outside the project root. With Ollama:
+   * UNAVAILABLE when Ollama cannot be reached (naming its URL) or fails;
+   * FAILED_PRECONDITION when the model is not pulled (naming it and
+   * `ollama pull <model>`), when Ollama refuses the request, or when the
+   * model's answers never validate (three attempts; the message carries the
+   * first validation error: try another model); DEADLINE_EXCEEDED when the
+   * call's deadline passes first. A failed call writes nothing.
    *
    * @generated from rpc rigger.v1.RiggerService.GenerateTasksFromPRD
    */
@@ -1292,8 +1437,36 @@ export const RiggerService: GenService<{
     output: typeof GenerateTasksFromPRDResponseSchema;
   },
   /**
-   * OrchestrateTask runs a task through enhancement and a comprehension test.
-   * Not implemented yet: answers UNIMPLEMENTED.
+   * OrchestrateTask runs a task through the orchestration flow. The task is
+   * routed by its complexity score (base 3; +1 title longer than 50
+   * characters; +2 title mentions refactor, migrate, redesign, rewrite or
+   * architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+   * characters; at most 10). A score of 7 or more is "decompose": the task
+   * is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
+   * Any other is "enhance": an Enhancement, then a ComprehensionTest of
+   * `test_type`, and the task ends TASK_STATUS_ORCHESTRATION_COMPLETE.
+   *
+   * Nothing is held while the planner works: the task is read, the flow
+   * planned, and everything committed at once, only if the task is still at
+   * the version that was read (else ABORTED, nothing written; so of two
+   * concurrent orchestrations of one task, one wins and the other is
+   * ABORTED). The commit emits, in order: TASK_EVENT_TYPE_STATUS_CHANGED for
+   * each step the task moves through (TODO -> PENDING_ENHANCEMENT ->
+   * PENDING_COMPREHENSION_TEST -> ORCHESTRATION_COMPLETE, or TODO ->
+   * PENDING_DECOMPOSITION -> DECOMPOSED), each +1 version, each event carrying
+   * the task at that step; on "decompose", TASK_EVENT_TYPE_CREATED for each
+   * subtask (parent_task_id set) and TASK_EVENT_TYPE_DECOMPOSED for the
+   * parent; last TASK_EVENT_TYPE_ORCHESTRATED. Enhancements and tests are
+   * stored with the task.
+   *
+   * A task whose orchestration already finished (ORCHESTRATION_COMPLETE or
+   * DECOMPOSED) is not planned again: the answer is routing_decision "pass"
+   * with its stored last enhancement and test, or its subtasks, and nothing
+   * is written or emitted (set its status back to TODO to orchestrate it
+   * afresh). Errors: INVALID_ARGUMENT for an empty task_id or a test_type
+   * other than "short_answer" and "multiple_choice"; NOT_FOUND for an
+   * unknown task; FAILED_PRECONDITION for an archived or completed task;
+   * ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
    *
    * @generated from rpc rigger.v1.RiggerService.OrchestrateTask
    */

@@ -1,0 +1,507 @@
+"""Planning operations: GenerateTasksFromPRD and OrchestrateTask, over a TaskBook and a Planner.
+
+Both follow one shape. They read what they need, let the planner work with no
+write lock held (a model may think for minutes), then commit the whole result
+in one write on the book's writer thread, or nothing:
+
+- Generation commits every task of the plan in one transaction, after
+  checking again, inside it, that the PRD has no tasks yet (or archiving
+  those still in TODO, when the caller asked to replace them). A PRD named
+  by its path is stored in that same transaction.
+- Orchestration commits only if the task is still at the version it read
+  (VersionConflict otherwise), so of two orchestrations of one task only one
+  can win. The task moves through the PENDING_* states of its route, each
+  move a STATUS_CHANGED event at its own version, in that one commit.
+
+A write that would land after the caller's deadline is refused inside the
+transaction, so a caller told DEADLINE_EXCEEDED finds nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+
+from rigger_server import prd as prd_files
+from rigger_server.domain import (
+    ComprehensionTestRecord,
+    EnhancementRecord,
+    Event,
+    EventDraft,
+    EventType,
+    Prd,
+    Task,
+    TaskStatus,
+    now_rfc3339,
+)
+from rigger_server.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    RiggerError,
+    VersionConflict,
+)
+from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan
+from rigger_server.planner import check_test_type as planner_test_type
+from rigger_server.planner import orchestrate as plan_orchestration
+from rigger_server.prd import ParsedPrd
+from rigger_server.tasks import TaskBook
+from rigger_server.writer import Written
+
+PASS = "pass"
+# Parsed PRDs kept for orchestrating their tasks: parsing 1 MiB takes a while.
+PARSED_CACHE = 4
+# Suffixes that make a prd_id a path, as clients of the first release send it.
+PRD_SUFFIXES = (".md", ".markdown")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Generated:
+    """What GenerateTasksFromPRD created."""
+
+    prd_id: str
+    tasks: tuple[Task, ...]
+    # Tasks archived because the caller asked to replace the PRD's tasks.
+    archived_task_ids: tuple[str, ...]
+    planner: str
+    model: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Orchestrated:
+    """What OrchestrateTask did, and the task after it."""
+
+    task: Task
+    # "enhance", "decompose", or "pass" when the orchestration had finished before.
+    routing_decision: str
+    enhancement: EnhancementRecord | None
+    test: ComprehensionTestRecord | None
+    subtasks: tuple[Task, ...]
+    # Who ran the flow's steps; empty for "pass" (nothing ran).
+    planner: str
+    model: str
+    score: int
+    reasons: tuple[str, ...]
+
+
+def _event(event_type: EventType, task: Task, timestamp: str, **metadata: str) -> EventDraft:
+    return EventDraft(
+        event_id=str(uuid.uuid4()),
+        timestamp=timestamp,
+        event_type=event_type,
+        task=task,
+        metadata=metadata,
+    )
+
+
+def _check_deadline(deadline: Deadline | None) -> None:
+    if deadline is not None and deadline.remaining() <= 0:
+        raise DeadlineExceeded(
+            "the deadline passed before the result was committed; nothing was written"
+        )
+
+
+def _naming_prd_id(exc: RiggerError) -> RiggerError:
+    """A ParsePRD error about the file, re-worded for the prd_id field that named it."""
+    text = str(exc).removeprefix("prd_file_path:").strip()
+    if isinstance(exc, InvalidArgument):
+        return InvalidArgument("prd_id", text)
+    return type(exc)(f"prd_id: {text}")
+
+
+def _top_level_live(tasks: list[Task]) -> list[Task]:
+    """The tasks a generation made (or could have): not subtasks, not archived."""
+    return [t for t in tasks if t.parent_task_id is None and t.status is not TaskStatus.ARCHIVED]
+
+
+class Planning:
+    """GenerateTasksFromPRD and OrchestrateTask: plan outside the writer, commit whole."""
+
+    def __init__(self, book: TaskBook, planner: Planner) -> None:
+        self.book = book
+        self.store = book.store
+        self.planner = planner
+        self._parsed: dict[str, ParsedPrd] = {}
+
+    # --- validation -----------------------------------------------------------
+
+    def _check_text(self, value: str, field: str, *, required: bool = False) -> str:
+        if required and not value.strip():
+            raise InvalidArgument(field, "is required")
+        limit = self.book.limits.max_field_chars
+        if len(value) > limit:
+            raise InvalidArgument(field, f"is {len(value)} characters long; the limit is {limit}")
+        return value
+
+    # --- PRDs -----------------------------------------------------------------
+
+    async def _prd(self, reference: str) -> tuple[Prd, ParsedPrd, bool]:
+        """The PRD a prd_id names, parsed, and whether it is stored already."""
+        stored = await self.book.read(self.store.get_prd, reference)
+        if stored is not None:
+            return stored, await self.parsed(stored), True
+        if not reference.strip().lower().endswith(PRD_SUFFIXES):
+            raise NotFound(
+                f"prd_id: no PRD {reference!r}; pass a prd_id from ParsePRD, or the path "
+                "of a .md file inside the project root"
+            )
+        try:
+            prd, parsed = await self.book.read_prd(reference)
+        except (InvalidArgument, NotFound, PermissionDenied) as exc:
+            raise _naming_prd_id(exc) from None
+        self._remember(prd.id, parsed)
+        return prd, parsed, False
+
+    async def parsed(self, prd: Prd) -> ParsedPrd:
+        """A stored PRD as the planner reads it: its markdown parsed again.
+
+        A PRD stored before its markdown was kept gives only what ParsePRD
+        returned (title, objectives, tech stack, constraints).
+        """
+        known = self._parsed.get(prd.id)
+        if known is not None:
+            return known
+        if prd.markdown is None:
+            return ParsedPrd(
+                title=prd.title,
+                objectives=prd.objectives,
+                tech_stack=prd.tech_stack,
+                constraints=prd.constraints,
+            )
+        parsed = await asyncio.to_thread(prd_files.parse_prd, prd.markdown)
+        self._remember(prd.id, parsed)
+        return parsed
+
+    def _remember(self, prd_id: str, parsed: ParsedPrd) -> None:
+        self._parsed[prd_id] = parsed
+        while len(self._parsed) > PARSED_CACHE:
+            del self._parsed[next(iter(self._parsed))]
+
+    # --- GenerateTasksFromPRD -------------------------------------------------
+
+    async def generate_tasks(
+        self,
+        prd_id: str,
+        *,
+        model: str = "",
+        replace_existing: bool = False,
+        deadline: Deadline | None = None,
+    ) -> Generated:
+        """Plan the PRD's tasks and create them all in one transaction, or none."""
+        self._check_text(prd_id, "prd_id", required=True)
+        self._check_text(model, "model")
+        prd, parsed, stored = await self._prd(prd_id)
+        if not replace_existing:
+            # Checked again when committing; here it saves the planner's time.
+            existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
+            if existing:
+                raise self._already_planned(prd, existing)
+        plan = await self.planner.generate_tasks(parsed, model=model, deadline=deadline)
+        return await self.book.write(
+            self._commit_generation, prd, stored, plan, replace_existing, deadline
+        )
+
+    def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
+        where = f" ({prd.resolved_path})" if prd.resolved_path else ""
+        return AlreadyExists(
+            f"prd_id: the PRD {prd.title!r}{where} already has {len(existing)} tasks, such as "
+            f"{existing[0].title!r} ({existing[0].id}); set replace_existing to archive those "
+            "still in TODO and generate afresh"
+        )
+
+    def _commit_generation(
+        self,
+        prd: Prd,
+        stored: bool,
+        plan: TaskPlan,
+        replace_existing: bool,
+        deadline: Deadline | None,
+    ) -> Written[Generated]:
+        # On the writer thread, inside the transaction: nothing can add tasks
+        # to this PRD between the check and the insert.
+        _check_deadline(deadline)
+        if not stored:
+            self.store.insert_prd(prd)
+        existing = _top_level_live(self.store.tasks_of_prd(prd))
+        if existing and not replace_existing:
+            raise self._already_planned(prd, existing)
+        now = now_rfc3339()
+        events = []
+        archived = []
+        for old in existing:
+            if old.status is not TaskStatus.TODO:
+                continue
+            gone = dataclasses.replace(
+                old, status=TaskStatus.ARCHIVED, version=old.version + 1, updated_at=now
+            )
+            draft = _event(
+                EventType.DELETED,
+                gone,
+                now,
+                previous_status=old.status.contract_name,
+                replaced_by_prd_id=prd.id,
+            )
+            events += self.store.replace_task(gone, old.version, [draft])
+            archived.append(old.id)
+        ids = [str(uuid.uuid4()) for _ in plan.tasks]
+        tasks = [
+            Task(
+                id=task_id,
+                title=planned.title,
+                status=TaskStatus.COMPLETED if planned.done else TaskStatus.TODO,
+                created_at=now,
+                updated_at=now,
+                version=1,
+                assignee=planned.assignee,
+                due_date=planned.due_date,
+                source_prd_id=prd.id,
+                complexity=planned.complexity,
+                reasoning=planned.reasoning,
+                context_files=planned.context_files,
+                dependencies=tuple(ids[index] for index in planned.dependencies),
+            )
+            for task_id, planned in zip(ids, plan.tasks, strict=True)
+        ]
+        drafts = [
+            _event(
+                EventType.CREATED, task, now, planner=plan.planner, model=plan.model, prd_id=prd.id
+            )
+            for task in tasks
+        ]
+        events += self.store.insert_tasks(tasks, drafts)
+        generated = Generated(
+            prd_id=prd.id,
+            tasks=tuple(tasks),
+            archived_task_ids=tuple(archived),
+            planner=plan.planner,
+            model=plan.model,
+        )
+        return generated, events
+
+    # --- OrchestrateTask ------------------------------------------------------
+
+    async def orchestrate_task(
+        self,
+        task_id: str,
+        *,
+        model: str = "",
+        test_type: str = "",
+        expected_version: int | None = None,
+        deadline: Deadline | None = None,
+    ) -> Orchestrated:
+        """Route the task, plan its route's steps, then commit them all at the version read."""
+        self._check_text(task_id, "task_id", required=True)
+        self._check_text(model, "model")
+        test_type = planner_test_type(self._check_text(test_type, "test_type"))
+        task = await self.book.get_task(task_id)
+        if expected_version is not None and expected_version != task.version:
+            raise VersionConflict(
+                f"task {task.id!r} is at version {task.version}, not the expected "
+                f"{expected_version}"
+            )
+        if task.status in (TaskStatus.ARCHIVED, TaskStatus.COMPLETED):
+            raise FailedPrecondition(
+                f"task {task.id!r} is {task.status.contract_name}: there is nothing to "
+                "orchestrate; set its status to TASK_STATUS_TODO first to orchestrate it"
+            )
+        if task.status in (TaskStatus.ORCHESTRATION_COMPLETE, TaskStatus.DECOMPOSED):
+            return await self._finished_before(task)
+        context = await self._context(task)
+        made = await plan_orchestration(
+            self.planner, context, test_type=test_type, model=model, deadline=deadline
+        )
+        return await self.book.write(self._commit_orchestration, task, made, deadline)
+
+    async def _context(self, task: Task) -> TaskContext:
+        """The task with its PRD and the tasks around it (its PRD's, its dependencies)."""
+        prd: ParsedPrd | None = None
+        related: list[Task] = []
+        if task.source_prd_id:
+            stored = await self.book.read(self.store.get_prd, task.source_prd_id)
+            if stored is not None:
+                prd = await self.parsed(stored)
+                related = [
+                    t
+                    for t in await self.book.read(self.store.tasks_of_prd, stored)
+                    if t.status is not TaskStatus.ARCHIVED or t.id in task.dependencies
+                ]
+        known = {t.id for t in related}
+        for needed in task.dependencies:
+            if needed not in known:
+                found = await self.book.read(self.store.get_task, needed)
+                if found is not None:
+                    related.append(found)
+        return TaskContext(task=task, prd=prd, related=tuple(related))
+
+    async def _finished_before(self, task: Task) -> Orchestrated:
+        enhancements = await self.book.read(self.store.enhancements_of, task.id)
+        tests = await self.book.read(self.store.comprehension_tests_of, task.id)
+        subtasks = []
+        for subtask_id in task.subtask_ids:
+            found = await self.book.read(self.store.get_task, subtask_id)
+            if found is not None:
+                subtasks.append(found)
+        return Orchestrated(
+            task=task,
+            routing_decision=PASS,
+            enhancement=enhancements[-1] if enhancements else None,
+            test=tests[-1] if tests else None,
+            subtasks=tuple(subtasks),
+            planner="",
+            model="",
+            score=0,
+            reasons=(),
+        )
+
+    def _commit_orchestration(
+        self, read: Task, made: Orchestration, deadline: Deadline | None
+    ) -> Written[Orchestrated]:
+        _check_deadline(deadline)
+        current = self.store.get_task(read.id)
+        if current is None:
+            raise NotFound(f"task {read.id!r} not found")
+        if current.version != read.version:
+            raise VersionConflict(
+                f"task {read.id!r} changed while it was being orchestrated (version "
+                f"{read.version} was read, it is now at {current.version}); nothing was written"
+            )
+        return _Commit(self, current, made).run()
+
+
+class _Commit:
+    """One orchestration's writes, in the order its events are published."""
+
+    def __init__(self, planning: Planning, task: Task, made: Orchestration) -> None:
+        self.store = planning.store
+        self.task = task
+        self.made = made
+        self.now = now_rfc3339()
+        self.events: list[Event] = []
+        self.planner = made.planner
+        self.model = made.model
+
+    def move(self, status: TaskStatus) -> None:
+        """One step of the route: the new status at the next version, and STATUS_CHANGED."""
+        before = self.task
+        if before.status is status:
+            return
+        self.task = dataclasses.replace(
+            before, status=status, version=before.version + 1, updated_at=self.now
+        )
+        draft = _event(
+            EventType.STATUS_CHANGED,
+            self.task,
+            self.now,
+            previous_status=before.status.contract_name,
+        )
+        self.events += self.store.replace_task(self.task, before.version, [draft])
+
+    def finish(self, *drafts: EventDraft) -> None:
+        """The route's closing events, about the task as it now stands."""
+        self.events += self.store.replace_task(self.task, self.task.version, list(drafts))
+
+    def run(self) -> Written[Orchestrated]:
+        made = self.made
+        enhancement: EnhancementRecord | None = None
+        test: ComprehensionTestRecord | None = None
+        subtasks: tuple[Task, ...] = ()
+        if made.decomposition is not None:
+            self.move(TaskStatus.PENDING_DECOMPOSITION)
+            subtasks = self._subtasks()
+            self.task = dataclasses.replace(
+                self.task, subtask_ids=(*self.task.subtask_ids, *(t.id for t in subtasks))
+            )
+            self.move(TaskStatus.DECOMPOSED)
+            decomposed = _event(
+                EventType.DECOMPOSED,
+                self.task,
+                self.now,
+                subtask_ids=",".join(t.id for t in subtasks),
+                planner=self.planner,
+                model=self.model,
+            )
+            self.finish(decomposed, self._orchestrated(test_type=""))
+        else:
+            assert made.enhancement is not None and made.test is not None
+            self.move(TaskStatus.PENDING_ENHANCEMENT)
+            enhancement = EnhancementRecord(
+                id=str(uuid.uuid4()),
+                task_id=self.task.id,
+                timestamp=self.now,
+                enhancement_type=made.enhancement.enhancement_type,
+                content=made.enhancement.content,
+                planner=made.enhancement.planner,
+                model=made.enhancement.model,
+            )
+            self.store.insert_enhancement(enhancement)
+            self.move(TaskStatus.PENDING_COMPREHENSION_TEST)
+            test = ComprehensionTestRecord(
+                id=str(uuid.uuid4()),
+                task_id=self.task.id,
+                timestamp=self.now,
+                test_type=made.test.test_type,
+                question=made.test.question,
+                options=made.test.options,
+                correct_answer=made.test.correct_answer,
+                planner=made.test.planner,
+                model=made.test.model,
+            )
+            self.store.insert_comprehension_test(test)
+            self.move(TaskStatus.ORCHESTRATION_COMPLETE)
+            self.finish(self._orchestrated(test_type=test.test_type))
+        result = Orchestrated(
+            task=self.task,
+            routing_decision=made.routing.route,
+            enhancement=enhancement,
+            test=test,
+            subtasks=subtasks,
+            planner=self.planner,
+            model=self.model,
+            score=made.routing.score,
+            reasons=made.routing.reasons,
+        )
+        return result, self.events
+
+    def _subtasks(self) -> tuple[Task, ...]:
+        assert self.made.decomposition is not None
+        parent = self.task
+        subtasks = tuple(
+            Task(
+                id=str(uuid.uuid4()),
+                title=part.title,
+                status=TaskStatus.TODO,
+                created_at=self.now,
+                updated_at=self.now,
+                version=1,
+                assignee=part.assignee,
+                due_date=part.due_date,
+                source_prd_id=parent.source_prd_id,
+                parent_task_id=parent.id,
+                complexity=part.complexity,
+                reasoning=part.reasoning,
+                context_files=part.context_files,
+            )
+            for part in self.made.decomposition.subtasks
+        )
+        drafts = [
+            _event(EventType.CREATED, task, self.now, planner=self.planner, model=self.model)
+            for task in subtasks
+        ]
+        self.events += self.store.insert_tasks(subtasks, drafts)
+        return subtasks
+
+    def _orchestrated(self, test_type: str) -> EventDraft:
+        return _event(
+            EventType.ORCHESTRATED,
+            self.task,
+            self.now,
+            routing_decision=self.made.routing.route,
+            planner=self.planner,
+            model=self.model,
+            test_type=test_type,
+            complexity_score=str(self.made.routing.score),
+        )

@@ -1,0 +1,512 @@
+"""GenerateTasksFromPRD and OrchestrateTask with the offline planner, through a real server.
+
+The offline planner is deterministic, so what it plans is checked exactly in
+tests/test_planner_offline.py; here the subject is what the server does with a
+plan: one transaction, the events, the statuses, the stored results, and
+that a failed call writes nothing.
+
+Most tests share one server; each plans its own copy of the example PRD, so
+none sees another's tasks as its PRD's. Those that restart the server, or
+fill it with 16 000 tasks, start their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import re
+import shutil
+import sqlite3
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+from rigger_server import wire
+from rigger_server.sqlite_store import SqliteStore
+from serverproc import ServerProcess
+from streams import (
+    STATUS_CHANGED,
+    UPDATED,
+    all_tasks,
+    assert_no_events_after,
+    kinds,
+    log_head,
+    read_events,
+    read_until,
+    subscribe_live,
+)
+
+EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "PRD.md"
+ORCHESTRATED = pb.TASK_EVENT_TYPE_ORCHESTRATED
+TITLES = [
+    "Design the notification message format",
+    "Resume the event stream from the stored sequence in `clients/python/rigger_client/watch.py`",
+    "Post messages to the chat webhook",
+    "Add per-engineer mute settings",
+    "Refactor the sidecar entry point to run the notifier beside the printer",
+]
+
+
+@pytest.fixture
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The module's server (conftest's `server` would start one per test)."""
+    return shared_server
+
+
+@pytest.fixture
+def stub(shared_stub):
+    return shared_stub
+
+
+@pytest.fixture
+def prd(server: ServerProcess, request: pytest.FixtureRequest) -> str:
+    """This test's own copy of the example PRD: its path, relative to the project root."""
+    path = pathlib.Path("docs") / f"{re.sub(r'[^A-Za-z0-9_]+', '_', request.node.name)}.md"
+    (server.root / path).parent.mkdir(exist_ok=True)
+    shutil.copy(EXAMPLE, server.root / path)
+    return str(path)
+
+
+@pytest.fixture
+def own_server(project: pathlib.Path):
+    """A server of this test's own, with the example PRD at docs/PRD.md."""
+    (project / "docs").mkdir()
+    shutil.copy(EXAMPLE, project / "docs" / "PRD.md")
+    proc = ServerProcess(project).start()
+    yield proc
+    proc.stop()
+
+
+async def parse(stub, path: str) -> str:
+    return (await stub.ParsePRD(pb.ParsePRDRequest(prd_file_path=path))).prd_id
+
+
+async def generate(stub, prd_id: str, **fields) -> pb.GenerateTasksFromPRDResponse:
+    return await stub.GenerateTasksFromPRD(pb.GenerateTasksFromPRDRequest(prd_id=prd_id, **fields))
+
+
+async def orchestrate(stub, task_id: str, **fields) -> pb.OrchestrateTaskResponse:
+    return await stub.OrchestrateTask(pb.OrchestrateTaskRequest(task_id=task_id, **fields))
+
+
+async def snapshot(stub) -> tuple[list[bytes], int]:
+    return await all_tasks(stub), await log_head(stub)
+
+
+async def assert_unchanged(stub, before: tuple[list[bytes], int]) -> None:
+    tasks, head = before
+    assert await all_tasks(stub) == tasks
+    await assert_no_events_after(stub, head)
+
+
+async def fails(call, code: grpc.StatusCode, *words: str) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = caught.value
+    assert error.code() == code, f"{error.code()}: {error.details()}"
+    for word in words:
+        assert word in error.details(), error.details()
+    return error.details()
+
+
+def stored_prds(server) -> int:
+    with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as db:
+        return db.execute("SELECT COUNT(*) FROM prds").fetchone()[0]
+
+
+# --- GenerateTasksFromPRD ---------------------------------------------------------
+
+
+async def test_a_parsed_prd_becomes_its_tasks_with_dependencies_as_task_ids(stub, prd):
+    prd_id = await parse(stub, prd)
+    reply = await generate(stub, prd_id)
+    assert [t.title for t in reply.tasks] == TITLES
+    assert reply.tasks_generated == 5
+    assert (reply.planner, reply.model, reply.prd_id) == ("offline", "offline", prd_id)
+    first, second, third, fourth, fifth = reply.tasks
+    assert {t.source_prd_id for t in reply.tasks} == {prd_id}
+    assert {t.status for t in reply.tasks} == {pb.TASK_STATUS_TODO}
+    assert (first.assignee, first.due_date) == ("Alice", "2025-03-03")
+    assert list(third.dependencies) == [first.id]
+    assert list(fourth.dependencies) == [third.id]
+    assert list(fifth.dependencies) == [second.id, third.id]
+    assert fifth.complexity == 8  # base 3, long title, "refactor", no assignee, no due date
+    assert "clients/python/rigger_client/watch.py" in second.context_files
+    listed = await stub.ListTasks(pb.ListTasksRequest())
+    assert {t.id for t in reply.tasks} <= {t.id for t in listed.tasks}
+
+
+async def test_each_generated_task_emits_created_naming_the_planner_model_and_prd(stub, prd):
+    prd_id = await parse(stub, prd)
+    events = await subscribe_live(stub)
+    reply = await generate(stub, prd_id, model="llama3.1")
+    created = await read_events(events, 5)
+    events.cancel()
+    assert kinds(created) == ["TASK_EVENT_TYPE_CREATED"] * 5
+    assert [e.task.id for e in created] == [t.id for t in reply.tasks]
+    assert [e.task for e in created] == list(reply.tasks)
+    for event in created:
+        assert dict(event.metadata) == {"planner": "offline", "model": "offline", "prd_id": prd_id}
+
+
+async def test_a_model_asked_of_a_default_server_is_answered_by_the_offline_planner(stub, prd):
+    reply = await generate(stub, await parse(stub, prd), model="llama3.1")
+    assert (reply.planner, reply.model) == ("offline", "offline")
+
+
+async def test_a_path_to_a_md_file_is_parsed_and_stored_first_as_first_release_clients_send(
+    stub, server, prd
+):
+    before = stored_prds(server)
+    reply = await generate(stub, f"./{prd}")
+    assert reply.prd_id.startswith("prd-")
+    assert [t.title for t in reply.tasks] == TITLES
+    assert {t.source_prd_id for t in reply.tasks} == {reply.prd_id}
+    assert stored_prds(server) == before + 1
+
+
+async def test_a_prd_id_that_is_neither_stored_nor_a_md_path_is_not_found(stub, server):
+    before = await snapshot(stub)
+    details = await fails(
+        generate(stub, "prd-123"), grpc.StatusCode.NOT_FOUND, "prd_id", "ParsePRD", ".md"
+    )
+    assert "prd-123" in details
+    await assert_unchanged(stub, before)
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("../outside.md", grpc.StatusCode.PERMISSION_DENIED),
+        ("/etc/rigger.md", grpc.StatusCode.PERMISSION_DENIED),
+        ("docs/missing.md", grpc.StatusCode.NOT_FOUND),
+    ],
+)
+async def test_a_path_gets_parseprds_confinement_with_errors_naming_prd_id(
+    stub, server, path, code
+):
+    (server.root.parent / "outside.md").write_text("# Secret\n\n- [ ] leak it\n")
+    before, prds = await snapshot(stub), stored_prds(server)
+    details = await fails(generate(stub, path), code, "prd_id")
+    assert "prd_file_path" not in details
+    await assert_unchanged(stub, before)
+    assert stored_prds(server) == prds
+
+
+async def test_an_empty_prd_id_is_invalid_argument(stub):
+    await fails(generate(stub, " "), grpc.StatusCode.INVALID_ARGUMENT, "prd_id")
+
+
+async def test_a_prd_with_a_dependency_cycle_writes_nothing_not_even_the_prd(stub, server):
+    (server.root / "cycle.md").write_text(
+        "# Loop\n\n## Tasks\n\n- [ ] First (after #2)\n- [ ] Second (after #1)\n"
+    )
+    before, prds = await snapshot(stub), stored_prds(server)
+    await fails(generate(stub, "cycle.md"), grpc.StatusCode.INVALID_ARGUMENT, "prd_id", "cycle")
+    await assert_unchanged(stub, before)
+    assert stored_prds(server) == prds
+
+
+async def test_a_second_generation_of_a_prd_is_already_exists_and_writes_nothing(stub, prd):
+    prd_id = await parse(stub, prd)
+    first = await generate(stub, prd_id)
+    before = await snapshot(stub)
+    details = await fails(
+        generate(stub, prd_id), grpc.StatusCode.ALREADY_EXISTS, "replace_existing"
+    )
+    assert first.tasks[0].id in details
+    await assert_unchanged(stub, before)
+
+
+async def test_a_prd_parsed_again_from_the_same_file_is_the_same_prd(stub, server, prd):
+    await generate(stub, await parse(stub, prd))
+    link = prd.replace(".md", "_link.md")
+    (server.root / link).symlink_to(pathlib.Path(prd).name)
+    before = await snapshot(stub)
+    for path in (f"{server.root}/{prd}", f"./{prd}", link):
+        await fails(generate(stub, await parse(stub, path)), grpc.StatusCode.ALREADY_EXISTS)
+        await fails(generate(stub, path), grpc.StatusCode.ALREADY_EXISTS)
+    assert await all_tasks(stub) == before[0]
+
+
+async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_others(stub, prd):
+    prd_id = await parse(stub, prd)
+    old = (await generate(stub, prd_id)).tasks
+    started = old[0]
+    await stub.UpdateTask(
+        pb.UpdateTaskRequest(task_id=started.id, status=pb.TASK_STATUS_IN_PROGRESS)
+    )
+    events = await subscribe_live(stub)
+    reply = await generate(stub, prd, replace_existing=True)
+    assert list(reply.archived_task_ids) == [t.id for t in old[1:]]
+    assert [t.title for t in reply.tasks] == TITLES
+    logged = await read_events(events, 4 + 5)
+    events.cancel()
+    assert kinds(logged) == ["TASK_EVENT_TYPE_DELETED"] * 4 + ["TASK_EVENT_TYPE_CREATED"] * 5
+    for event in logged[:4]:
+        assert event.task.status == pb.TASK_STATUS_ARCHIVED
+        assert dict(event.metadata) == {
+            "previous_status": "TASK_STATUS_TODO",
+            "replaced_by_prd_id": reply.prd_id,
+        }
+    kept = (await stub.GetTask(pb.GetTaskRequest(task_id=started.id))).task
+    assert kept.status == pb.TASK_STATUS_IN_PROGRESS
+    for gone in old[1:]:
+        task = (await stub.GetTask(pb.GetTaskRequest(task_id=gone.id))).task
+        assert task.status == pb.TASK_STATUS_ARCHIVED
+
+
+async def test_a_checked_box_is_created_completed(stub, server):
+    (server.root / "done.md").write_text("# Done\n\n- [x] Already shipped\n- [ ] Still to do\n")
+    reply = await generate(stub, "done.md")
+    assert [t.status for t in reply.tasks] == [pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_TODO]
+
+
+async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(own_server):
+    server = own_server
+    unit = "- [ ] Deliver part of the feature @ann Due: 2025-06-01 (after #1)\n"
+    text = "# Big\n\n## Tasks\n\n- [ ] First part\n" + unit * (1024 * 1024 // len(unit) - 1)
+    (server.root / "big.md").write_text(text)
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(server.address, options=options) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        side = (await stub.AddTask(pb.AddTaskRequest(title="side", assignee="watcher"))).task
+        # Only the side task's updates: the plan's 16 000 CREATED would overflow it.
+        live = await subscribe_live(stub, event_types=[UPDATED], assignee="watcher")
+        generation = asyncio.ensure_future(generate(stub, "big.md"))
+        rounds_during = 0
+        while not generation.done():
+            reply = await health.Check(health_pb2.HealthCheckRequest())
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            side = (
+                await stub.UpdateTask(
+                    pb.UpdateTaskRequest(task_id=side.id, title=f"side {rounds_during}")
+                )
+            ).task
+            (event,) = await read_events(live, 1)
+            assert event.task.version == side.version
+            if not generation.done():
+                rounds_during += 1
+        result = await generation
+        live.cancel()
+    assert result.tasks_generated > 10_000
+    assert rounds_during > 0, "no health check and live event got through during the call"
+
+
+# --- OrchestrateTask --------------------------------------------------------------
+
+
+@pytest.fixture
+async def planned(stub, prd) -> list[pb.Task]:
+    return list((await generate(stub, await parse(stub, prd))).tasks)
+
+
+async def test_a_simple_task_moves_through_enhancement_and_test_to_orchestration_complete(
+    stub, planned
+):
+    task = planned[0]
+    events = await subscribe_live(stub)
+    reply = await orchestrate(stub, task.id, model="llama3.1", test_type="multiple_choice")
+    logged = await read_events(events, 4)
+    events.cancel()
+    result = reply.result
+    assert (result.success, result.routing_decision) == (True, "enhance")
+    assert (result.planner, result.model, result.complexity_score) == ("offline", "offline", 3)
+    assert list(result.routing_reasons) == ["base 3"]
+    assert result.enhancement.enhancement_type == "acceptance_criteria"
+    assert result.enhancement.content.startswith(f"Goal: {task.title}")
+    assert result.comprehension_test.test_type == "multiple_choice"
+    assert result.comprehension_test.correct_answer in result.comprehension_test.options
+    assert (result.enhancement.task_id, result.comprehension_test.task_id) == (task.id, task.id)
+    assert not result.subtasks
+    assert (reply.task.status, reply.task.version) == (pb.TASK_STATUS_ORCHESTRATION_COMPLETE, 4)
+    assert kinds(logged) == ["TASK_EVENT_TYPE_STATUS_CHANGED"] * 3 + [
+        "TASK_EVENT_TYPE_ORCHESTRATED"
+    ]
+    assert [(e.task.status, e.task.version) for e in logged] == [
+        (pb.TASK_STATUS_PENDING_ENHANCEMENT, 2),
+        (pb.TASK_STATUS_PENDING_COMPREHENSION_TEST, 3),
+        (pb.TASK_STATUS_ORCHESTRATION_COMPLETE, 4),
+        (pb.TASK_STATUS_ORCHESTRATION_COMPLETE, 4),
+    ]
+    assert [e.metadata["previous_status"] for e in logged[:3]] == [
+        "TASK_STATUS_TODO",
+        "TASK_STATUS_PENDING_ENHANCEMENT",
+        "TASK_STATUS_PENDING_COMPREHENSION_TEST",
+    ]
+    assert dict(logged[3].metadata) == {
+        "routing_decision": "enhance",
+        "planner": "offline",
+        "model": "offline",
+        "test_type": "multiple_choice",
+        "complexity_score": "3",
+    }
+
+
+async def test_an_empty_test_type_means_short_answer(stub, planned):
+    reply = await orchestrate(stub, planned[0].id)
+    test = reply.result.comprehension_test
+    assert (test.test_type, list(test.options)) == ("short_answer", [])
+
+
+async def test_a_complex_task_is_decomposed_into_subtasks_and_its_parent_decomposed(stub, planned):
+    task = planned[4]
+    events = await subscribe_live(stub)
+    reply = await orchestrate(stub, task.id)
+    result = reply.result
+    count = len(result.subtasks)
+    logged = await read_events(events, 1 + count + 3)
+    events.cancel()
+    assert (result.routing_decision, result.complexity_score) == ("decompose", 8)
+    assert 3 <= count <= 5
+    assert not result.HasField("enhancement") and not result.HasField("comprehension_test")
+    assert {s.parent_task_id for s in result.subtasks} == {task.id}
+    assert {s.source_prd_id for s in result.subtasks} == {task.source_prd_id}
+    assert all(s.complexity < 8 for s in result.subtasks)
+    assert reply.task.status == pb.TASK_STATUS_DECOMPOSED
+    assert list(reply.task.subtask_ids) == [s.id for s in result.subtasks]
+    assert kinds(logged) == [
+        "TASK_EVENT_TYPE_STATUS_CHANGED",
+        *["TASK_EVENT_TYPE_CREATED"] * count,
+        "TASK_EVENT_TYPE_STATUS_CHANGED",
+        "TASK_EVENT_TYPE_DECOMPOSED",
+        "TASK_EVENT_TYPE_ORCHESTRATED",
+    ]
+    assert logged[0].task.status == pb.TASK_STATUS_PENDING_DECOMPOSITION
+    assert [e.task for e in logged[1 : 1 + count]] == list(result.subtasks)
+    for created in logged[1 : 1 + count]:
+        assert dict(created.metadata) == {"planner": "offline", "model": "offline"}
+    decomposed = logged[-2]
+    assert decomposed.task == reply.task
+    assert decomposed.metadata["subtask_ids"] == ",".join(s.id for s in result.subtasks)
+    assert dict(logged[-1].metadata) == {
+        "routing_decision": "decompose",
+        "planner": "offline",
+        "model": "offline",
+        "test_type": "",
+        "complexity_score": "8",
+    }
+
+
+async def test_an_orchestrated_task_passes_with_what_is_stored_even_after_a_restart(own_server):
+    server = own_server
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        planned = (await generate(stub, "docs/PRD.md")).tasks
+        first = await orchestrate(stub, planned[0].id, test_type="multiple_choice")
+        decomposed = await orchestrate(stub, planned[4].id)
+    server.restart()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        again = rigger_pb2_grpc.RiggerServiceStub(channel)
+        before = await snapshot(again)
+        passed = await orchestrate(again, planned[0].id, test_type="short_answer")
+        passed_decomposed = await orchestrate(again, planned[4].id)
+        await assert_unchanged(again, before)
+    assert passed.result.routing_decision == "pass"
+    assert (passed.result.planner, passed.result.model) == ("", "")
+    assert passed.result.enhancement == first.result.enhancement
+    assert passed.result.comprehension_test == first.result.comprehension_test
+    assert passed.task == first.task
+    assert passed_decomposed.result.routing_decision == "pass"
+    assert list(passed_decomposed.result.subtasks) == list(decomposed.result.subtasks)
+
+
+async def test_enhancements_and_tests_are_stored_with_the_task(own_server):
+    server = own_server
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        task = (await generate(stub, "docs/PRD.md")).tasks[1]
+        reply = await orchestrate(stub, task.id)
+    server.stop()
+    store = SqliteStore(server.db, wire.encode_event)
+    try:
+        (enhancement,) = store.enhancements_of(task.id)
+        (test,) = store.comprehension_tests_of(task.id)
+    finally:
+        store.close()
+    assert wire.enhancement_to_pb(enhancement) == reply.result.enhancement
+    assert wire.test_to_pb(test) == reply.result.comprehension_test
+
+
+@pytest.mark.parametrize("test_type", ["essay", "SHORT_ANSWER", "multiple choice"])
+async def test_an_unknown_test_type_is_invalid_argument_listing_both_kinds(
+    stub, planned, test_type
+):
+    before = await snapshot(stub)
+    await fails(
+        orchestrate(stub, planned[0].id, test_type=test_type),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "test_type",
+        "short_answer",
+        "multiple_choice",
+    )
+    await assert_unchanged(stub, before)
+
+
+@pytest.mark.parametrize("status", [pb.TASK_STATUS_ARCHIVED, pb.TASK_STATUS_COMPLETED])
+async def test_an_archived_or_completed_task_is_failed_precondition(stub, planned, status):
+    task = planned[0]
+    await stub.UpdateTask(pb.UpdateTaskRequest(task_id=task.id, status=status))
+    before = await snapshot(stub)
+    await fails(
+        orchestrate(stub, task.id),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        task.id,
+        pb.TaskStatus.Name(status),
+    )
+    await assert_unchanged(stub, before)
+
+
+async def test_an_unknown_task_is_not_found_and_an_empty_id_invalid(stub):
+    await fails(orchestrate(stub, "no-such-task"), grpc.StatusCode.NOT_FOUND, "no-such-task")
+    await fails(orchestrate(stub, ""), grpc.StatusCode.INVALID_ARGUMENT, "task_id")
+
+
+async def test_orchestrating_at_a_version_the_task_has_left_is_aborted(stub, planned):
+    task = planned[0]
+    await stub.UpdateTask(pb.UpdateTaskRequest(task_id=task.id, assignee="Bob"))
+    before = await snapshot(stub)
+    await fails(orchestrate(stub, task.id, expected_version=1), grpc.StatusCode.ABORTED, "version")
+    await assert_unchanged(stub, before)
+    reply = await orchestrate(stub, task.id, expected_version=2)
+    assert reply.task.version == 5
+
+
+async def test_a_task_set_back_to_todo_is_orchestrated_afresh(stub, planned):
+    task = planned[0]
+    await orchestrate(stub, task.id)
+    await stub.UpdateTask(pb.UpdateTaskRequest(task_id=task.id, status=pb.TASK_STATUS_TODO))
+    events = await subscribe_live(stub)
+    reply = await orchestrate(stub, task.id)
+    logged = await read_until(events, lambda e: e.event_type == ORCHESTRATED)
+    events.cancel()
+    assert reply.result.routing_decision == "enhance"
+    assert logged[0].event_type == STATUS_CHANGED
+    assert logged[0].metadata["previous_status"] == "TASK_STATUS_TODO"
+
+
+async def test_a_task_added_by_hand_is_orchestrated_without_a_prd(stub):
+    task = (await stub.AddTask(pb.AddTaskRequest(title="Write the release notes"))).task
+    reply = await orchestrate(stub, task.id, test_type="multiple_choice")
+    assert reply.result.routing_decision == "enhance"
+    assert reply.result.complexity_score == 5
+    assert len(reply.result.comprehension_test.options) >= 2
+
+
+async def test_subtasks_are_never_counted_as_the_prds_tasks(stub, planned, prd):
+    await orchestrate(stub, planned[4].id)
+    before = await snapshot(stub)
+    await fails(generate(stub, prd), grpc.StatusCode.ALREADY_EXISTS, "5 tasks")
+    await assert_unchanged(stub, before)
+
+
+async def test_a_deleted_generation_can_be_generated_again(stub, prd):
+    prd_id = await parse(stub, prd)
+    for task in (await generate(stub, prd_id)).tasks:
+        await stub.DeleteTask(pb.DeleteTaskRequest(task_id=task.id))
+    reply = await generate(stub, prd_id)
+    assert reply.tasks_generated == 5
+    assert not reply.archived_task_ids

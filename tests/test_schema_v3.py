@@ -1,0 +1,81 @@
+"""Schema version 3 (planning): a version 2 database migrates and stays plannable."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+
+import grpc
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+from rigger_server import wire
+from rigger_server.sqlite_store import _CREATE_V1, _EVENTS_V2, SCHEMA_VERSION, SqliteStore
+from serverproc import ServerProcess
+
+OLD_PRD = "prd-00000000-0000-0000-0000-000000000002"
+
+
+def _v2_database(path: pathlib.Path) -> None:
+    """A database as schema version 2 left it: a PRD without its markdown, and a task."""
+    with sqlite3.connect(path) as conn:
+        conn.executescript(_CREATE_V1)
+        conn.execute("DROP TABLE events")
+        conn.execute(_EVENTS_V2)
+        conn.execute("ALTER TABLE events_v2 RENAME TO events")
+        conn.execute(
+            "INSERT INTO prds (id, path, title, objectives, tech_stack, constraints, parsed_at) "
+            "VALUES (?, 'docs/PRD.md', 'Shop', '[\"Take payments\", \"Send receipts\"]', "
+            "'[\"Python\"]', '[\"PCI\"]', '2026-01-01T00:00:00.000000Z')",
+            (OLD_PRD,),
+        )
+        conn.execute(
+            "INSERT INTO tasks (id, title, status, created_at, updated_at, version) "
+            "VALUES ('t1', 'Old task', 1, '2026-01-01T00:00:00.000000Z', "
+            "'2026-01-01T00:00:00.000000Z', 1)"
+        )
+        conn.execute("PRAGMA user_version=2")
+
+
+def test_a_version_2_database_is_migrated_keeping_its_prds_and_tasks(tmp_path):
+    db = tmp_path / "tasks.db"
+    _v2_database(db)
+    store = SqliteStore(db, wire.encode_event)
+    try:
+        prd = store.get_prd(OLD_PRD)
+        task = store.get_task("t1")
+        assert store.enhancements_of("t1") == []
+        assert store.comprehension_tests_of("t1") == []
+    finally:
+        store.close()
+    assert SCHEMA_VERSION == 3
+    assert prd is not None
+    assert (prd.title, prd.objectives, prd.markdown, prd.resolved_path) == (
+        "Shop",
+        ("Take payments", "Send receipts"),
+        None,
+        None,
+    )
+    assert task is not None and task.title == "Old task"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+async def test_a_prd_stored_before_its_markdown_was_kept_is_planned_from_its_sections(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    db = root / ".rigger" / "tasks.db"
+    db.parent.mkdir()
+    _v2_database(db)
+    server = ServerProcess(root).start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            reply = await stub.GenerateTasksFromPRD(pb.GenerateTasksFromPRDRequest(prd_id=OLD_PRD))
+            orchestrated = await stub.OrchestrateTask(
+                pb.OrchestrateTaskRequest(task_id=reply.tasks[0].id)
+            )
+    finally:
+        server.stop()
+    assert [t.title for t in reply.tasks] == ["Take payments", "Send receipts"]
+    assert "Constraints: PCI." in reply.tasks[0].reasoning
+    assert "PCI" in orchestrated.result.enhancement.content
