@@ -7,7 +7,7 @@ read fails the test and, as grpc.aio does, cancels the call it was reading.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
@@ -183,3 +183,33 @@ async def add_many(stub, count: int, *, start: int = 0, padded: bool = False) ->
                 for i in range(chunk, min(chunk + 25, start + count))
             )
         )
+
+
+async def all_tasks(stub: rigger_pb2_grpc.RiggerServiceStub) -> list[bytes]:
+    """Every stored task (archived included), serialized, for before/after comparisons."""
+    live = await stub.ListTasks(pb.ListTasksRequest())
+    archived = await stub.ListTasks(pb.ListTasksRequest(status=pb.TASK_STATUS_ARCHIVED))
+    return sorted(t.SerializeToString(deterministic=True) for t in (*live.tasks, *archived.tasks))
+
+
+def kinds(events: Iterable[pb.TaskEvent]) -> list[str]:
+    """Event types by name, for readable assertions."""
+    return [pb.TaskEventType.Name(e.event_type) for e in events]
+
+
+async def read_until(
+    call: Any, done: Callable[[pb.TaskEvent], bool], within: float = WAIT
+) -> list[pb.TaskEvent]:
+    """Read events up to and including the first one for which `done` is true."""
+
+    async def read() -> list[pb.TaskEvent]:
+        events: list[pb.TaskEvent] = []
+        while True:
+            event = await call.read()
+            if event is grpc.aio.EOF:
+                raise AssertionError(f"stream ended after {len(events)} events")
+            events.append(event)
+            if done(event):
+                return events
+
+    return await asyncio.wait_for(read(), within)

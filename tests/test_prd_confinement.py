@@ -114,7 +114,7 @@ def root(tmp_path) -> pathlib.Path:
 
 
 def read(root: pathlib.Path, path: str) -> str:
-    return read_confined(root, path, field="prd_file_path", max_bytes=1024)
+    return read_confined(root, path, field="prd_file_path", max_bytes=1024).text
 
 
 def test_a_file_inside_the_root_is_read(root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 
@@ -14,6 +15,7 @@ from rigger_server.domain import Task, TaskStatus, now_rfc3339
 from rigger_server.events import Broadcaster
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook
+from schemas import v2_database
 from serverproc import ServerProcess
 from streams import add
 
@@ -97,19 +99,17 @@ async def test_adding_a_subtask_costs_the_same_however_many_siblings_it_has(tmp_
 
 def test_a_version_2_database_is_migrated_with_its_subtasks_counted(tmp_path):
     db = tmp_path / "tasks.db"
-    store = SqliteStore(db, wire.encode_event)
-    parent = _task()
-    with store.atomic():
-        store.insert_task(parent, [])
-        store.insert_task(_task(parent.id), [])
-        store.insert_task(_task(parent.id), [])
-    store.close()
-    with sqlite3.connect(db) as conn:  # as version 2 left it: no counts
-        conn.execute("ALTER TABLE tasks DROP COLUMN subtask_count")
-        conn.execute("PRAGMA user_version=2")
+    with contextlib.closing(v2_database(db)) as conn, conn:  # no counts in version 2
+        for task_id, parent in (("p", None), ("c1", "p"), ("c2", "p")):
+            conn.execute(
+                "INSERT INTO tasks (id, title, status, parent_task_id, created_at, updated_at, "
+                "version) VALUES (?, ?, 1, ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 1)",
+                (task_id, task_id, parent),
+            )
     store = SqliteStore(db, wire.encode_event)
     try:
-        assert store.subtask_count(parent.id) == 2
+        assert store.subtask_count("p") == 2
+        assert store.subtask_count("c1") == 0
         assert store.subtask_count("no such task") is None
     finally:
         store.close()

@@ -29,6 +29,7 @@ absolute symlink, even one pointing inside the root, which the walk follows.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import pathlib
@@ -56,7 +57,19 @@ def _refused(field: str) -> PermissionDenied:
     )
 
 
-def read_confined(root: pathlib.Path, requested: str, *, field: str, max_bytes: int) -> str:
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfinedFile:
+    """A file read from inside the root: its text, and where the walk found it."""
+
+    text: str
+    # Relative to the root, symlinks resolved as the walk followed them: the
+    # same for every path that reached this file, whatever changed afterwards.
+    path: str
+
+
+def read_confined(
+    root: pathlib.Path, requested: str, *, field: str, max_bytes: int
+) -> ConfinedFile:
     """Read the UTF-8 text file `requested` names, refusing anything outside `root`.
 
     `requested` is relative to `root`, or absolute under it. Raises
@@ -78,9 +91,10 @@ def read_confined(root: pathlib.Path, requested: str, *, field: str, max_bytes: 
             raise _refused(field)
     else:
         parts = path.parts
-    data = _Walk(root, root_path, field, requested).read(parts, max_bytes)
+    walk = _Walk(root, root_path, field, requested)
+    data = walk.read(parts, max_bytes)
     try:
-        return data.decode("utf-8-sig")
+        return ConfinedFile(data.decode("utf-8-sig"), "/".join(walk.names))
     except UnicodeDecodeError as exc:
         raise InvalidArgument(field, f"file is not valid UTF-8 ({exc.reason})") from None
 
@@ -102,6 +116,9 @@ class _Walk:
         self.root_path = root_path
         self.field = field
         self.requested = requested
+        # The names of the directories open on the stack below the root, then
+        # the file's: the path the walk actually took.
+        self.names: list[str] = []
 
     def _missing(self) -> NotFound:
         return NotFound(f"{self.field}: no such file: {self.requested}")
@@ -125,6 +142,7 @@ class _Walk:
                 if len(stack) == 1:
                     raise _refused(self.field)
                 os.close(stack.pop())
+                self.names.pop()
                 continue
             target = self._symlink(stack[-1], name)
             if target is not None:
@@ -138,6 +156,7 @@ class _Walk:
                         raise _refused(self.field)
                     while len(stack) > 1:
                         os.close(stack.pop())
+                    self.names.clear()
                     link_parts: tuple[str, ...] = below
                 else:
                     link_parts = link.parts
@@ -145,10 +164,13 @@ class _Walk:
                 continue
             if pending:
                 stack.append(self._open_directory(stack[-1], name))
+                self.names.append(name)
                 if len(stack) > MAX_DEPTH:
                     raise _refused(self.field)
                 continue
-            return self._read_file(stack[-1], name, max_bytes)
+            data = self._read_file(stack[-1], name, max_bytes)
+            self.names.append(name)
+            return data
         # The path named a directory: the root itself, or one inside it.
         if len(stack) == 1:
             raise _refused(self.field)

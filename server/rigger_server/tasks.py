@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import os
 import pathlib
 import re
 import uuid
@@ -20,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from rigger_server import prd as prd_files
-from rigger_server.confined import read_confined
+from rigger_server.confined import ConfinedFile, read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter
@@ -338,7 +337,7 @@ class TaskBook:
         root; parsing runs off the event loop (a 1 MiB PRD takes a while).
         """
         self._check_field(requested_path, "prd_file_path")
-        text, parsed = await self._loop.run_in_executor(
+        read, parsed = await self._loop.run_in_executor(
             self._prd_worker, self._read_and_parse_prd, requested_path
         )
         prd = Prd(
@@ -349,19 +348,19 @@ class TaskBook:
             tech_stack=parsed.tech_stack,
             constraints=parsed.constraints,
             parsed_at=now_rfc3339(),
-            markdown=text,
-            resolved_path=_resolved_path(self.project_root, requested_path),
+            markdown=read.text,
+            resolved_path=read.path,
         )
         return prd, parsed
 
-    def _read_and_parse_prd(self, requested_path: str) -> tuple[str, prd_files.ParsedPrd]:
-        text = read_confined(
+    def _read_and_parse_prd(self, requested_path: str) -> tuple[ConfinedFile, prd_files.ParsedPrd]:
+        read = read_confined(
             self.project_root,
             requested_path,
             field="prd_file_path",
             max_bytes=self.limits.max_prd_bytes,
         )
-        return text, prd_files.parse_prd(text)
+        return read, prd_files.parse_prd(read.text)
 
     def _insert_prd_sync(self, prd: Prd) -> Written[None]:
         self.store.insert_prd(prd)
@@ -391,13 +390,6 @@ class TaskBook:
         await self._loop.run_in_executor(None, self._readers.shutdown, True)
         await self._loop.run_in_executor(None, self._prd_worker.shutdown, True)
         self.store.close()
-
-
-def _resolved_path(root: pathlib.Path, requested: str) -> str:
-    # Only called once the file was read inside the root, so this names it.
-    path = pathlib.Path(requested)
-    resolved = os.path.realpath(path if path.is_absolute() else root / path)
-    return os.path.relpath(resolved, os.path.realpath(root))
 
 
 def _publish_directly(broadcaster: Broadcaster) -> Publish:

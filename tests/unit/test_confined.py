@@ -21,7 +21,7 @@ MAX_PRD_BYTES = Limits().max_prd_bytes
 
 def read_prd_file(root: pathlib.Path, requested: str, max_bytes: int = MAX_PRD_BYTES) -> str:
     """Read as ParsePRD reads."""
-    return read_confined(root, requested, field="prd_file_path", max_bytes=max_bytes)
+    return read_confined(root, requested, field="prd_file_path", max_bytes=max_bytes).text
 
 
 @pytest.fixture
@@ -109,3 +109,13 @@ def test_refusing_directories_and_special_files_leaves_no_descriptor_open(root):
             read_prd_file(root, "docs")
         refusal(root, "pipe.md")
     assert [f for f in open_files() if f.startswith(str(root))] == []
+
+
+def test_the_path_read_is_the_one_the_walk_took(root):
+    (root / "docs").mkdir()
+    (root / "docs" / "PRD.md").write_text("# T\n")
+    (root / "link.md").symlink_to("docs/PRD.md")
+    (root / "alias").symlink_to("docs")
+    for requested in ("docs/PRD.md", "link.md", "alias/PRD.md", str(root / "link.md")):
+        read = read_confined(root, requested, field="prd_file_path", max_bytes=MAX_PRD_BYTES)
+        assert read.path == "docs/PRD.md", requested

@@ -1,7 +1,8 @@
-"""Schema version 3 (planning): a version 2 database migrates and stays plannable."""
+"""The planning schema (SQLite version 4): an older database migrates and stays plannable."""
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import sqlite3
 
@@ -9,7 +10,8 @@ import grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server import wire
-from rigger_server.sqlite_store import _CREATE_V1, _EVENTS_V2, SCHEMA_VERSION, SqliteStore
+from rigger_server.sqlite_store import SCHEMA_VERSION, SqliteStore
+from schemas import v2_database
 from serverproc import ServerProcess
 
 OLD_PRD = "prd-00000000-0000-0000-0000-000000000002"
@@ -17,11 +19,7 @@ OLD_PRD = "prd-00000000-0000-0000-0000-000000000002"
 
 def _v2_database(path: pathlib.Path) -> None:
     """A database as schema version 2 left it: a PRD without its markdown, and a task."""
-    with sqlite3.connect(path) as conn:
-        conn.executescript(_CREATE_V1)
-        conn.execute("DROP TABLE events")
-        conn.execute(_EVENTS_V2)
-        conn.execute("ALTER TABLE events_v2 RENAME TO events")
+    with contextlib.closing(v2_database(path)) as conn, conn:
         conn.execute(
             "INSERT INTO prds (id, path, title, objectives, tech_stack, constraints, parsed_at) "
             "VALUES (?, 'docs/PRD.md', 'Shop', '[\"Take payments\", \"Send receipts\"]', "
@@ -33,7 +31,6 @@ def _v2_database(path: pathlib.Path) -> None:
             "VALUES ('t1', 'Old task', 1, '2026-01-01T00:00:00.000000Z', "
             "'2026-01-01T00:00:00.000000Z', 1)"
         )
-        conn.execute("PRAGMA user_version=2")
 
 
 def test_a_version_2_database_is_migrated_keeping_its_prds_and_tasks(tmp_path):
@@ -47,7 +44,7 @@ def test_a_version_2_database_is_migrated_keeping_its_prds_and_tasks(tmp_path):
         assert store.comprehension_tests_of("t1") == []
     finally:
         store.close()
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert prd is not None
     assert (prd.title, prd.objectives, prd.markdown, prd.resolved_path) == (
         "Shop",
@@ -57,7 +54,7 @@ def test_a_version_2_database_is_migrated_keeping_its_prds_and_tasks(tmp_path):
     )
     assert task is not None and task.title == "Old task"
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 async def test_a_prd_stored_before_its_markdown_was_kept_is_planned_from_its_sections(tmp_path):
