@@ -6,6 +6,8 @@
     python -m conformance --self-test           # the suite must fail against every mutant server
     python -m conformance --server-args='--workers 2'   # against `rig grpc --workers 2`
     python -m conformance --check -k my_new_case        # schema and coverage only, nothing runs
+    python -m conformance --target 127.0.0.1:50051      # a server already running (shared)
+    python -m conformance --target-cmd './my-server --port {port} --data {dir}'   # one per run
 
 Exit status: 0 when everything passed (known failures allowed), 1 when
 something failed, 2 when the suite could not run (a bad case file, an
@@ -24,8 +26,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 
+from conformance import (
+    capabilities,
+    coverage,
+    known_failing,
+    mutant_server,
+    profiles,
+    report,
+    schema,
+    selftest,
+    suite,
+    target,
+)
 from conformance import cases as c
-from conformance import coverage, known_failing, mutant_server, report, schema, selftest, suite
 from conformance.executor import (
     BUILD_DIR,
     LANGUAGES,
@@ -40,6 +53,8 @@ from conformance.runner import RunResult
 SELF_TEST_WITHIN_MS = 3000
 # Where a run with -k reports by default, so it never overwrites the full report.
 PARTIAL = "partial"
+# Where runs against --target or --target-cmd report by default.
+TARGET = "target"
 FAILED_RUNS = "failed-runs"
 
 
@@ -104,11 +119,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=pathlib.Path,
         default=None,
         help="where report.json, junit.xml and the failed runs' directories go "
-        f"(default: build/conformance, or build/conformance/{PARTIAL} with -k)",
+        f"(default: build/conformance, build/conformance/{TARGET} with --target or "
+        f"--target-cmd; its {PARTIAL}/ with -k)",
+    )
+    target.add_arguments(parser)
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="only the runs where one language plays every role (no cross-language mixes)",
     )
     args = parser.parse_args(argv)
     if args.report_dir is None:
-        args.report_dir = BUILD_DIR / PARTIAL if args.patterns else BUILD_DIR
+        # Another server's report never replaces our own server's.
+        base = BUILD_DIR / TARGET if args.target or args.target_cmd else BUILD_DIR
+        args.report_dir = base / PARTIAL if args.patterns else base
     return args
 
 
@@ -188,6 +212,8 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
         errors += coverage.check(
             SERVICE, all_cases, runs, languages, coverage.load_documented(), entries
         )
+    if args.alone:
+        runs = [run for run in runs if run.alone]
     counts_line = f"{plural(len(chosen), 'case')}, {plural(len(runs), 'run')}"
     if args.list:
         for run in runs:
@@ -197,21 +223,50 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     if not runs:
         print(f"conformance: no case matches {' or '.join(args.patterns)}", file=sys.stderr)
         return 2
-    print(f"conformance: {counts_line} over {', '.join(languages)}")
-    started = time.monotonic()
-    pool = await _start_pool(languages)
+    chosen_target = target.from_args(args)
+    clients = capabilities.HEAD
     workdir = _workdir(".runs-")
+    try:
+        profile = await asyncio.to_thread(
+            profiles.learn, chosen_target, args.profile, tuple(args.server_args), workdir
+        )
+    except profiles.ProfileError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"conformance: {chosen_target.description}: {exc}", file=sys.stderr)
+        return 2
+    runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
+    jobs = 1 if chosen_target.shared else args.jobs
+    print(f"conformance: {counts_line} over {', '.join(languages)}")
+    print(f"  target: {chosen_target.description}" + (" (one run at a time)" * (jobs < args.jobs)))
+    for line in profiles.describe(profile, clients):
+        print(f"  {line}")
+    if skipped:
+        cases = {run.case.name for run in skipped}
+        print(
+            f"  {plural(len(skipped), 'run')} of {plural(len(cases), 'case')} skipped: "
+            "the target lacks what they need (see the capability table)"
+        )
+    started = time.monotonic()
+    try:
+        pool = await _start_pool(languages)
+    except ExecutorUnavailable:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     try:
         results = await suite.execute(
             runs,
             pool,
             workdir,
-            jobs=args.jobs,
+            jobs=jobs,
             server_args=tuple(args.server_args),
             progress=Progress(len(runs), entries),
+            target=chosen_target,
+            judged=capabilities.effective(profile, clients),
         )
         wall = time.monotonic() - started
-        outcomes, stale = suite.verdicts(results, entries, every_case_selected=every_case)
+        outcomes, stale = suite.verdicts(
+            results, entries, every_case_selected=every_case, skipped=skipped
+        )
         kept = _keep_failed_runs(outcomes, args.report_dir / FAILED_RUNS)
     finally:
         await pool.close()
@@ -219,10 +274,18 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     errors += stale + pool.complaints
     print()
     report.print_matrix(sys.stdout, outcomes, languages)
+    report.print_capabilities(sys.stdout, outcomes, languages)
     report.print_failures(sys.stdout, outcomes)
     for error in errors:
         print(f"\n✗ {error}")
-    report.write_json(args.report_dir / "report.json", outcomes, languages, errors, wall)
+    report.write_json(
+        args.report_dir / "report.json",
+        outcomes,
+        languages,
+        errors,
+        wall,
+        target=profiles.report(chosen_target, profile, clients),
+    )
     report.write_junit(args.report_dir / "junit.xml", outcomes, errors)
     counts = report.summary(outcomes, languages)
     if kept:
@@ -230,7 +293,8 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     partial = " (a partial run: -k)" if args.patterns else ""
     print(
         f"\n{counts[suite.PASSED]} passed, {counts[suite.FAILED]} failed, "
-        f"{counts[suite.KNOWN]} known-failing, {plural(len(errors), 'suite error')} "
+        f"{counts[suite.KNOWN]} known-failing, {counts[suite.SKIPPED]} skipped, "
+        f"{plural(len(errors), 'suite error')} "
         f"in {wall:.1f} s (wall); reports in {args.report_dir}/{partial}"
     )
     return 1 if counts[suite.FAILED] or errors else 0
@@ -264,6 +328,8 @@ def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
             print(
                 f"\n{case.name} ({case.source.name}): {plural(len(plan([case], languages)), 'run')}"
             )
+            needs = capabilities.requirements(case)
+            print(f"  requires: {', '.join(needs) if needs else 'nothing beyond the core'}")
             for line in coverage.describe(case, others):
                 print(f"  {line}")
     if problems:
@@ -282,10 +348,26 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
     mutants = args.mutant or sorted(mutant_server.MUTANTS)
     record = args.report_dir / "selftest.json"
     previous = selftest.load_catches(record)
+    chosen_target = target.from_args(args)
     workdir = _workdir(".selftest-")
     started = time.monotonic()
+    try:
+        # The mutants are our server with one promise broken: its profile is theirs.
+        profile = await asyncio.to_thread(
+            profiles.learn, target.own(), args.profile, tuple(args.server_args), workdir
+        )
+    except profiles.ProfileError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"conformance: the self-test's profile probe: {exc}", file=sys.stderr)
+        return 2
+    clients = capabilities.HEAD
+    runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
     pool = await _start_pool(languages)
-    print(f"self-test: {plural(len(mutants), 'mutant')}, up to {plural(len(runs), 'run')} each")
+    via = f" through {chosen_target.description}" if chosen_target.kind == "command" else ""
+    print(
+        f"self-test: {plural(len(mutants), 'mutant')}, up to {plural(len(runs), 'run')} each{via}"
+        + (f" ({plural(len(skipped), 'run')} skipped: the target cannot run them)" * bool(skipped))
+    )
     try:
         verdicts = []
         for mutant in mutants:
@@ -293,7 +375,20 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
             # runs of the case named to catch it: usually one catches it at once.
             designated = mutant_server.MUTANTS[mutant].caught_by
             ordered = selftest.catcher_first(runs, previous.get(mutant), designated)
-            verdict = await selftest.check_mutant(mutant, ordered, pool, workdir, jobs=args.jobs)
+            template = chosen_target.template
+            mutant_target = (
+                target.Target(
+                    "command",
+                    chosen_target.description,
+                    template=template.with_mutant(mutant),
+                    security=chosen_target.security,
+                )
+                if template is not None
+                else None
+            )
+            verdict = await selftest.check_mutant(
+                mutant, ordered, pool, workdir, jobs=args.jobs, target=mutant_target
+            )
             mark = "caught" if verdict.caught else "NOT CAUGHT"
             by = (
                 f" by {verdict.caught_by}: "
@@ -343,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except known_failing.KnownFailingError as exc:
         print(f"conformance: bad known-failing file: {exc}", file=sys.stderr)
+        return 2
+    except target.TargetError as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
         return 2
 
 
