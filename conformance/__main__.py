@@ -35,6 +35,7 @@ from conformance import (
     report,
     schema,
     selftest,
+    skew,
     suite,
     target,
 )
@@ -124,6 +125,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     target.add_arguments(parser)
     parser.add_argument(
+        "--client-gen",
+        choices=("head", *skew.OLD_SCHEMAS),
+        default="head",
+        help="build the executors against clients generated from this contract: head "
+        "(clients/*/gen) or a release (build/skew/, `python -m conformance.skew --prepare`)",
+    )
+    parser.add_argument(
         "--alone",
         action="store_true",
         help="only the runs where one language plays every role (no cross-language mixes)",
@@ -189,8 +197,13 @@ def _keep_failed_runs(outcomes: Sequence[suite.Outcome], target: pathlib.Path) -
     return f"the directories of {' and '.join(parts)} (database, server log) are in {target}/"
 
 
-async def _start_pool(languages: Sequence[str]) -> ExecutorPool:
-    pool = ExecutorPool(build_commands(tuple(languages)))
+async def _start_pool(languages: Sequence[str], client_gen: str = "head") -> ExecutorPool:
+    commands = (
+        build_commands(tuple(languages))
+        if client_gen == "head"
+        else skew.build_commands(client_gen, tuple(languages))
+    )
+    pool = ExecutorPool(commands)
     try:
         for language in languages:
             await pool.probe(language)
@@ -224,7 +237,7 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
         print(f"conformance: no case matches {' or '.join(args.patterns)}", file=sys.stderr)
         return 2
     chosen_target = target.from_args(args)
-    clients = capabilities.HEAD
+    clients = skew.client_schema(args.client_gen)
     workdir = _workdir(".runs-")
     try:
         profile = await asyncio.to_thread(
@@ -248,7 +261,7 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
         )
     started = time.monotonic()
     try:
-        pool = await _start_pool(languages)
+        pool = await _start_pool(languages, args.client_gen)
     except ExecutorUnavailable:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
@@ -360,9 +373,9 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"conformance: the self-test's profile probe: {exc}", file=sys.stderr)
         return 2
-    clients = capabilities.HEAD
+    clients = skew.client_schema(args.client_gen)
     runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
-    pool = await _start_pool(languages)
+    pool = await _start_pool(languages, args.client_gen)
     via = f" through {chosen_target.description}" if chosen_target.kind == "command" else ""
     print(
         f"self-test: {plural(len(mutants), 'mutant')}, up to {plural(len(runs), 'run')} each{via}"
