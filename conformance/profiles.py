@@ -108,7 +108,10 @@ def probe(
         try:
             grpc.channel_ready_future(channel).result(timeout=TIMEOUT_S)
         except grpc.FutureTimeoutError:
-            raise ProfileError(f"no gRPC server answers at {address}") from None
+            raise ProfileError(
+                f"no gRPC server answers at {address} within {TIMEOUT_S:.0f} s (is it running? "
+                "with TLS: do --target-ca, --target-cert and --target-key match it?)"
+            ) from None
         services: set[str] = set()
         if _health(channel, notes):
             services.add("health")

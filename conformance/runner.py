@@ -261,7 +261,8 @@ class CaseRun:
             connect.ca_file = str(theirs.ca_file or "")
             connect.cert_file = str(theirs.cert_file or "")
             connect.key_file = str(theirs.key_file or "")
-            connect.token = (theirs.token or "") if token == c.DEFAULT_TOKEN else (token or "")
+            # Connect steps need a case's `security:`, so this is always the default token.
+            connect.token = theirs.token or ""
         if security is not None:
             assert self.pki is not None
             if token == c.DEFAULT_TOKEN:

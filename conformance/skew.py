@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import os
 import pathlib
 import shlex
@@ -253,11 +254,17 @@ def resolve(ref: str) -> tuple[str | None, str]:
 
     def fetch(*args: str) -> None:
         done = _git("fetch", "--quiet", *args)
-        outcome = "ok" if done.returncode == 0 else done.stderr.strip() or f"exit {done.returncode}"
+        said = done.stderr.strip().splitlines()
+        outcome = "ok" if done.returncode == 0 else said[0] if said else f"exit {done.returncode}"
         steps.append(f"git fetch {' '.join(args)}: {outcome}")
 
-    if commit is None and _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+    def shallow() -> bool:
+        return _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+
+    if commit is None and shallow():
         fetch("--unshallow")
+        if shallow():
+            steps.append("the clone is still shallow")
         commit = lookup()
     if commit is None:
         fetch("origin", ref)
@@ -388,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nskew:")
     for half, verdict in verdicts.items():
         print(f"  {half:<12} {verdict}")
+    summary = SKEW_DIR / "reports" / "skew.json"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(json.dumps(verdicts, indent=2) + "\n", encoding="utf-8")
     failed = [v for v in verdicts.values() if not (v == "passed" or v.startswith("SKIPPED"))]
     return 1 if failed else 0
 
