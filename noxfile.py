@@ -204,7 +204,9 @@ def _rig_server(session: nox.Session, directory: pathlib.Path) -> Iterator[str]:
     rig = pathlib.Path(session.bin) / "rig"
     args = [str(rig), "grpc", "--port", "0", "--db", str(directory / "tasks.db")]
     with (directory / "server.log").open("w") as log:
-        server = subprocess.Popen([*args, "--ready-file", str(ready)], cwd=directory, stderr=log)
+        server = subprocess.Popen(
+            [*args, "--ready-file", str(ready)], cwd=directory, stdout=log, stderr=log
+        )
     try:
         deadline = time.monotonic() + 30
         while not ready.exists():  # written once it serves
