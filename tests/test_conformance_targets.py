@@ -21,10 +21,12 @@ from rigger.v1 import rigger_pb2 as pb
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from conformance import capabilities, profiles, target  # noqa: E402
+from conformance import capabilities, profiles, suite, target  # noqa: E402
 from conformance import cases as c  # noqa: E402
+from conformance.executor import ExecutorPool, build_commands  # noqa: E402
+from conformance.pki import RunSecurity  # noqa: E402
 from conformance.plan import plan  # noqa: E402
-from conformance.serverproc import RIG  # noqa: E402
+from conformance.serverproc import RIG, ServerProcess  # noqa: E402
 from conformance.transcript import Record, Transcript, normalise  # noqa: E402
 
 OWN = capabilities.Grants({})
@@ -235,3 +237,43 @@ def test_a_named_profile_replaces_what_reflection_says(tmp_path):
     assert profile.schema is capabilities.V1_0
     assert "sequence" not in profile.capabilities()
     assert profile.source == "--profile v1.0"
+
+
+# --- a running server with mTLS and a token, reached through --target's options -------
+
+
+@pytest.fixture
+def guarded_server(tmp_path):
+    pki = RunSecurity.create(tmp_path / "pki", "mutual", ("tok-a",))
+    server = ServerProcess(
+        tmp_path, extra_args=pki.server_args, credentials=pki.channel_credentials(), token="tok-a"
+    ).start()
+    yield server, pki
+    server.stop()
+
+
+async def _run_once(chosen: target.Target, workdir: pathlib.Path) -> Any:
+    pool = ExecutorPool(build_commands(("python",)))
+    try:
+        [result] = await suite.execute(
+            plan([ADDS_A_TASK], ["python"]), pool, workdir, target=chosen
+        )
+    finally:
+        await pool.close()
+    return result
+
+
+async def test_a_target_with_mtls_and_a_token_is_reached_with_the_target_options(
+    guarded_server, tmp_path
+):
+    server, pki = guarded_server
+    security = target.ClientSecurity(pki.ca.cert, pki.client.cert, pki.client.key, "tok-a")
+    result = await _run_once(target.remote(f"localhost:{server.port}", security), tmp_path / "w")
+    assert result.passed, result.problems
+
+
+async def test_a_target_refuses_clients_without_its_token(guarded_server, tmp_path):
+    server, pki = guarded_server
+    security = target.ClientSecurity(pki.ca.cert, pki.client.cert, pki.client.key, "tok-wrong")
+    result = await _run_once(target.remote(f"localhost:{server.port}", security), tmp_path / "w")
+    assert "UNAUTHENTICATED" in "\n".join(result.problems)
