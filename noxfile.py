@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import pathlib
 import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 
 import nox
 
@@ -194,6 +199,60 @@ def conformance(session: nox.Session) -> None:
             "--report-dir",
             "build/conformance/workers-2",
         )
+
+
+@contextlib.contextmanager
+def _rig_server(session: nox.Session, directory: pathlib.Path) -> Iterator[str]:
+    """`rig grpc` on a free port in `directory`, until the block ends; yields HOST:PORT."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ready = directory / "ready.json"
+    ready.unlink(missing_ok=True)
+    rig = pathlib.Path(session.bin) / "rig"
+    args = [str(rig), "grpc", "--port", "0", "--db", str(directory / "tasks.db")]
+    with (directory / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [*args, "--ready-file", str(ready)], cwd=directory, stdout=log, stderr=log
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():  # written once it serves
+            if server.poll() is not None or time.monotonic() > deadline:
+                session.error(f"rig grpc did not start; see {directory / 'server.log'}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{json.loads(ready.read_text())['port']}"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+@nox.session(default=False)
+def conformance_target(session: nox.Session) -> None:
+    """The suite through --target (a `rig grpc` this session starts) and --target-cmd (mutants)."""
+    session.install("-e", ".", *_group("conformance"))
+    scratch = ROOT / "build" / "conformance-target"
+    shutil.rmtree(scratch, ignore_errors=True)
+    # A server someone else started: every run shares it, one at a time.
+    with _rig_server(session, scratch / "server") as address:
+        session.run("python", "-m", "conformance", "--target", address, *session.posargs)
+    # A server per run from a command that writes no ready file: the self-test's
+    # mutants, each of which the suite must still catch through that path.
+    python = pathlib.Path(session.bin) / "python"
+    mutant = (
+        f"env PYTHONPATH={ROOT} {python} -m conformance.mutant_server --mutant {{mutant}} "
+        "grpc --port {port} --db {dir}/tasks.db {args}"
+    )
+    session.run("python", "-m", "conformance", "--self-test", "--target-cmd", mutant)
+
+
+@nox.session(default=False)
+def skew(session: nox.Session) -> None:
+    """Version skew: v1.0 clients against this server, these clients against the old server."""
+    session.install("-e", ".", *_group("conformance"), *_group("codegen"))
+    for name, module in GO_PLUGINS.items():
+        _go_install(session, name, module)
+    for package in (ROOT / "clients" / "ts", ROOT / "conformance" / "executors" / "ts"):
+        _npm_ci(session, package)
+    session.run("python", "-m", "conformance.skew", *session.posargs)
 
 
 @nox.session(default=False)

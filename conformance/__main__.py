@@ -7,6 +7,8 @@
     python -m conformance --server-args='--workers 2'   # against `rig grpc --workers 2`
     python -m conformance --check -k my_new_case        # schema and coverage only, nothing runs
     python -m conformance --postgres --client python    # two replicas on PostgreSQL per run
+    python -m conformance --target 127.0.0.1:50051      # a server already running (shared)
+    python -m conformance --target-cmd './my-server --port {port} --data {dir}'   # one per run
 
 Exit status: 0 when everything passed (known failures allowed), 1 when
 something failed, 2 when the suite could not run (a bad case file, an
@@ -25,17 +27,21 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from conformance import cases as c
 from conformance import (
+    capabilities,
     coverage,
     known_failing,
     mutant_server,
+    profiles,
     replicas,
     report,
     schema,
     selftest,
+    skew,
     suite,
+    target,
 )
+from conformance import cases as c
 from conformance.executor import (
     BUILD_DIR,
     LANGUAGES,
@@ -44,12 +50,14 @@ from conformance.executor import (
     build_commands,
 )
 from conformance.messages import SERVICE
-from conformance.plan import plan, select
+from conformance.plan import Run, plan, select
 from conformance.runner import RunResult
 
 SELF_TEST_WITHIN_MS = 3000
 # Where a run with -k reports by default, so it never overwrites the full report.
 PARTIAL = "partial"
+# Where runs against --target or --target-cmd report by default.
+TARGET = "target"
 FAILED_RUNS = "failed-runs"
 
 
@@ -120,11 +128,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=pathlib.Path,
         default=None,
         help="where report.json, junit.xml and the failed runs' directories go "
-        f"(default: build/conformance, or build/conformance/{PARTIAL} with -k)",
+        f"(default: build/conformance, build/conformance/{TARGET} with --target or "
+        f"--target-cmd; its {PARTIAL}/ with -k)",
+    )
+    target.add_arguments(parser)
+    parser.add_argument(
+        "--client-gen",
+        choices=("head", *skew.OLD_SCHEMAS),
+        default="head",
+        help="build the executors against clients generated from this contract: head "
+        "(clients/*/gen) or a release (build/skew/, `python -m conformance.skew --prepare`)",
+    )
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="only the runs where one language plays every role (no cross-language mixes)",
     )
     args = parser.parse_args(argv)
     if args.report_dir is None:
-        args.report_dir = BUILD_DIR / PARTIAL if args.patterns else BUILD_DIR
+        # Another server's report never replaces our own server's.
+        base = BUILD_DIR / TARGET if args.target or args.target_cmd else BUILD_DIR
+        args.report_dir = base / PARTIAL if args.patterns else base
     return args
 
 
@@ -181,8 +205,13 @@ def _keep_failed_runs(outcomes: Sequence[suite.Outcome], target: pathlib.Path) -
     return f"the directories of {' and '.join(parts)} (database, server log) are in {target}/"
 
 
-async def _start_pool(languages: Sequence[str]) -> ExecutorPool:
-    pool = ExecutorPool(build_commands(tuple(languages)))
+async def _start_pool(languages: Sequence[str], client_gen: str = "head") -> ExecutorPool:
+    commands = (
+        build_commands(tuple(languages))
+        if client_gen == "head"
+        else skew.build_commands(client_gen, tuple(languages))
+    )
+    pool = ExecutorPool(commands)
     try:
         for language in languages:
             await pool.probe(language)
@@ -204,6 +233,8 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
         errors += coverage.check(
             SERVICE, all_cases, runs, languages, coverage.load_documented(), entries
         )
+    if args.alone:
+        runs = [run for run in runs if run.alone]
     counts_line = f"{plural(len(chosen), 'case')}, {plural(len(runs), 'run')}"
     if args.list:
         for run in runs:
@@ -213,23 +244,72 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     if not runs:
         print(f"conformance: no case matches {' or '.join(args.patterns)}", file=sys.stderr)
         return 2
-    print(f"conformance: {counts_line} over {', '.join(languages)}")
-    started = time.monotonic()
-    pool = await _start_pool(languages)
+    chosen_target = target.from_args(args)
+    with replicas.servers(args.postgres) as servers:
+        if args.postgres:
+            # Each run's "server" is then two replicas on a fresh database.
+            chosen_target = chosen_target.serving_with(
+                servers, f"{replicas.REPLICAS} rig grpc replicas on PostgreSQL, started per run"
+            )
+        return await _run_against(
+            args, chosen_target, runs, entries, every_case, errors, counts_line
+        )
+
+
+async def _run_against(
+    args: argparse.Namespace,
+    chosen_target: target.Target,
+    runs: list[Run],
+    entries: list[known_failing.Entry],
+    every_case: bool,
+    errors: list[str],
+    counts_line: str,
+) -> int:
+    """Run the planned runs against `chosen_target`, judge and report them."""
+    languages = tuple(sorted(args.client or LANGUAGES))
+    clients = skew.client_schema(args.client_gen)
     workdir = _workdir(".runs-")
     try:
-        with replicas.servers(args.postgres) as servers:
-            results = await suite.execute(
-                runs,
-                pool,
-                workdir,
-                jobs=args.jobs,
-                server_args=tuple(args.server_args),
-                progress=Progress(len(runs), entries),
-                servers=servers,
-            )
+        profile = await asyncio.to_thread(
+            profiles.learn, chosen_target, args.profile, tuple(args.server_args), workdir
+        )
+    except profiles.ProfileError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"conformance: {chosen_target.description}: {exc}", file=sys.stderr)
+        return 2
+    runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
+    jobs = 1 if chosen_target.shared else args.jobs
+    print(f"conformance: {counts_line} over {', '.join(languages)}")
+    print(f"  target: {chosen_target.description}" + (" (one run at a time)" * (jobs < args.jobs)))
+    for line in profiles.describe(profile, clients):
+        print(f"  {line}")
+    if skipped:
+        cases = {run.case.name for run in skipped}
+        print(
+            f"  {plural(len(skipped), 'run')} of {plural(len(cases), 'case')} skipped: "
+            "the target lacks what they need (see the capability table)"
+        )
+    started = time.monotonic()
+    try:
+        pool = await _start_pool(languages, args.client_gen)
+    except ExecutorUnavailable:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    try:
+        results = await suite.execute(
+            runs,
+            pool,
+            workdir,
+            jobs=jobs,
+            server_args=tuple(args.server_args),
+            progress=Progress(len(runs), entries),
+            target=chosen_target,
+            judged=capabilities.effective(profile, clients),
+        )
         wall = time.monotonic() - started
-        outcomes, stale = suite.verdicts(results, entries, every_case_selected=every_case)
+        outcomes, stale = suite.verdicts(
+            results, entries, every_case_selected=every_case, skipped=skipped
+        )
         kept = _keep_failed_runs(outcomes, args.report_dir / FAILED_RUNS)
     finally:
         await pool.close()
@@ -237,10 +317,18 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     errors += stale + pool.complaints
     print()
     report.print_matrix(sys.stdout, outcomes, languages)
+    report.print_capabilities(sys.stdout, outcomes, languages)
     report.print_failures(sys.stdout, outcomes)
     for error in errors:
         print(f"\n✗ {error}")
-    report.write_json(args.report_dir / "report.json", outcomes, languages, errors, wall)
+    report.write_json(
+        args.report_dir / "report.json",
+        outcomes,
+        languages,
+        errors,
+        wall,
+        target=profiles.report(chosen_target, profile, clients),
+    )
     report.write_junit(args.report_dir / "junit.xml", outcomes, errors)
     counts = report.summary(outcomes, languages)
     if kept:
@@ -248,7 +336,8 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
     partial = " (a partial run: -k)" if args.patterns else ""
     print(
         f"\n{counts[suite.PASSED]} passed, {counts[suite.FAILED]} failed, "
-        f"{counts[suite.KNOWN]} known-failing, {plural(len(errors), 'suite error')} "
+        f"{counts[suite.KNOWN]} known-failing, {counts[suite.SKIPPED]} skipped, "
+        f"{plural(len(errors), 'suite error')} "
         f"in {wall:.1f} s (wall); reports in {args.report_dir}/{partial}"
     )
     return 1 if counts[suite.FAILED] or errors else 0
@@ -282,6 +371,8 @@ def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
             print(
                 f"\n{case.name} ({case.source.name}): {plural(len(plan([case], languages)), 'run')}"
             )
+            needs = capabilities.requirements(case)
+            print(f"  requires: {', '.join(needs) if needs else 'nothing beyond the core'}")
             for line in coverage.describe(case, others):
                 print(f"  {line}")
     if problems:
@@ -300,10 +391,26 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
     mutants = args.mutant or sorted(mutant_server.MUTANTS)
     record = args.report_dir / "selftest.json"
     previous = selftest.load_catches(record)
+    chosen_target = target.from_args(args)
     workdir = _workdir(".selftest-")
     started = time.monotonic()
-    pool = await _start_pool(languages)
-    print(f"self-test: {plural(len(mutants), 'mutant')}, up to {plural(len(runs), 'run')} each")
+    try:
+        # The mutants are our server with one promise broken: its profile is theirs.
+        profile = await asyncio.to_thread(
+            profiles.learn, target.own(), args.profile, tuple(args.server_args), workdir
+        )
+    except profiles.ProfileError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"conformance: the self-test's profile probe: {exc}", file=sys.stderr)
+        return 2
+    clients = skew.client_schema(args.client_gen)
+    runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
+    pool = await _start_pool(languages, args.client_gen)
+    via = f" through {chosen_target.description}" if chosen_target.kind == "command" else ""
+    print(
+        f"self-test: {plural(len(mutants), 'mutant')}, up to {plural(len(runs), 'run')} each{via}"
+        + (f" ({plural(len(skipped), 'run')} skipped: the target cannot run them)" * bool(skipped))
+    )
     try:
         verdicts = []
         for mutant in mutants:
@@ -311,7 +418,20 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
             # runs of the case named to catch it: usually one catches it at once.
             designated = mutant_server.MUTANTS[mutant].caught_by
             ordered = selftest.catcher_first(runs, previous.get(mutant), designated)
-            verdict = await selftest.check_mutant(mutant, ordered, pool, workdir, jobs=args.jobs)
+            template = chosen_target.template
+            mutant_target = (
+                target.Target(
+                    "command",
+                    chosen_target.description,
+                    template=template.with_mutant(mutant),
+                    security=chosen_target.security,
+                )
+                if template is not None
+                else None
+            )
+            verdict = await selftest.check_mutant(
+                mutant, ordered, pool, workdir, jobs=args.jobs, target=mutant_target
+            )
             mark = "caught" if verdict.caught else "NOT CAUGHT"
             by = (
                 f" by {verdict.caught_by}: "
@@ -364,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except known_failing.KnownFailingError as exc:
         print(f"conformance: bad known-failing file: {exc}", file=sys.stderr)
+        return 2
+    except target.TargetError as exc:
+        print(f"conformance: {exc}", file=sys.stderr)
         return 2
 
 

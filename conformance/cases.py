@@ -236,6 +236,9 @@ class Case:
     server_args: tuple[str, ...]
     steps: tuple[Step, ...]
     security: Security | None = None
+    # Capabilities written in the case (`requires:`); conformance/capabilities.py
+    # adds what it can read off the steps.
+    requires: tuple[str, ...] = ()
 
     def walk(self) -> Iterator[Step]:
         """Every step, nested ones included, in script order."""
@@ -506,6 +509,7 @@ def parse_case(
         server_args=server_args,
         steps=_steps(raw["steps"], f"{where}: steps", context),
         security=security,
+        requires=tuple(raw.get("requires", [])),
     )
     _check_streams(case)
     return case

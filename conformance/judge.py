@@ -236,14 +236,19 @@ def match_headers(expected: Mapping[str, str], actual: Mapping[str, str], path: 
 # --- event streams -----------------------------------------------------------------
 
 
-def check_stream_order(events: Sequence[pb.TaskEvent], path: str) -> list[str]:
-    """Commit order and exactly-once: sequences strictly increase and event ids never repeat."""
+def check_stream_order(
+    events: Sequence[pb.TaskEvent], path: str, *, sequences: bool = True
+) -> list[str]:
+    """Commit order and exactly-once: sequences strictly increase and event ids never repeat.
+
+    Without `sequences` (a schema without TaskEvent.sequence) only the ids are checked.
+    """
     problems: list[str] = []
     ids = Counter(e.event_id for e in events)
     repeated = sorted(i for i, n in ids.items() if n > 1)
     if repeated:
         problems.append(f"{path}: events delivered more than once: {repeated[:5]}")
-    for before, after in itertools.pairwise(events):
+    for before, after in itertools.pairwise(events if sequences else ()):
         if after.sequence <= before.sequence:
             problems.append(
                 f"{path}: sequence {after.sequence} arrived after {before.sequence} "
@@ -270,8 +275,11 @@ def check_gapless(events: Sequence[pb.TaskEvent], first: int | None, path: str) 
     return []
 
 
-def check_event_fields(event: pb.TaskEvent, path: str) -> list[str]:
-    """What every TaskEvent carries, whatever the case: id, time, type, task, sequence."""
+def check_event_fields(event: pb.TaskEvent, path: str, *, sequences: bool = True) -> list[str]:
+    """What every TaskEvent carries, whatever the case: id, time, type, task, sequence.
+
+    Without `sequences` (a schema without TaskEvent.sequence) the sequence is not asked for.
+    """
     problems = []
     if not event.event_id:
         problems.append(f"{path}: event_id is empty")
@@ -281,7 +289,7 @@ def check_event_fields(event: pb.TaskEvent, path: str) -> list[str]:
         problems.append(f"{path}: event_type is UNSPECIFIED")
     if not event.HasField("task") or not event.task.id:
         problems.append(f"{path}: the event carries no task")
-    if event.sequence == 0:
+    if sequences and event.sequence == 0:
         problems.append(f"{path}: sequence is 0")
     return problems
 

@@ -26,7 +26,8 @@ from conformance.bindings import BindingError, Bindings
 from conformance.executor import ExecutorDied, ExecutorPool, ExecutorProcess, StreamState
 from conformance.pki import RunSecurity
 from conformance.plan import Run
-from conformance.serverproc import RIG, ServerProcess
+from conformance.serverproc import RIG
+from conformance.target import Target, own
 from conformance.transcript import Record, Transcript, normalise
 
 REAL_SERVER = RIG
@@ -145,7 +146,8 @@ class CaseRun:
         server_command: tuple[str, ...] = REAL_SERVER,
         server_args: tuple[str, ...] = (),
         tag: str = "r",
-        servers: Callable[..., Any] = ServerProcess,
+        target: Target | None = None,
+        judged: frozenset[str] | None = None,
     ) -> None:
         self.run = run
         self.case = run.case
@@ -156,11 +158,12 @@ class CaseRun:
         # Flags every run's server gets before the case's own, e.g. --workers 2.
         self.server_args = server_args
         self.tag = tag
-        # What starts the run's server: ServerProcess, or replicas.Replicas
-        # (`--postgres`), which stands in for one and serves each role from a
-        # replica of its own.
-        self.servers = servers
-        self.server: ServerProcess | None = None
+        # Where the server comes from (default: our own, with server_command).
+        self.target = target or own(server_command)
+        # The schema capabilities both the server and the clients have (None:
+        # all). Without `sequence`, the per-stream checks leave sequences alone.
+        self.judged = judged
+        self.server: Any = None
         self.clients: dict[str, tuple[str, str, ExecutorProcess]] = {}  # instance → role, lang
         self.streams: dict[str, list[StreamHandle]] = {}
         self.transcript = Transcript()
@@ -191,7 +194,9 @@ class CaseRun:
         return RunResult(
             run=self.run,
             problems=self.problems,
-            transcript=normalise(self.transcript, self._replacements()),
+            transcript=normalise(
+                self.transcript, self._replacements(), relative_sequences=self.target.shared
+            ),
             duration_s=time.monotonic() - started,
             server_log=log,
             directory=self.workdir,
@@ -219,11 +224,10 @@ class CaseRun:
             security_args = self.pki.server_args
             credentials = self.pki.channel_credentials()
             token = security.tokens[0] if security.tokens else None
-        self.server = self.servers(
+        self.server = self.target.server(
             self.project,
             db=self.workdir / "db" / "tasks.db",
             extra_args=(*self.server_args, *self.case.server_args, *security_args),
-            command=self.server_command,
             credentials=credentials,
             token=token,
         )
@@ -250,6 +254,15 @@ class CaseRun:
         server = self._server_for(instance)
         connect = hp.Connect(address=server.address)
         security = self.case.security
+        theirs = self.target.security
+        if security is None and (theirs.tls or theirs.token):
+            # A target configured outside the runner: its CA, our certificate, its token.
+            connect.address = self.server.dial
+            connect.ca_file = str(theirs.ca_file or "")
+            connect.cert_file = str(theirs.cert_file or "")
+            connect.key_file = str(theirs.key_file or "")
+            # Connect steps need a case's `security:`, so this is always the default token.
+            connect.token = theirs.token or ""
         if security is not None:
             assert self.pki is not None
             if token == c.DEFAULT_TOKEN:
@@ -273,7 +286,7 @@ class CaseRun:
         if answer.WhichOneof("result") != "done":
             raise StepFailed(f"{instance}: Connect answered {answer}".strip())
 
-    def _server_for(self, instance: str) -> ServerProcess:
+    def _server_for(self, instance: str) -> Any:
         """The server a client dials: the run's one server, or its role's replica."""
         assert self.server is not None
         role = self.clients[instance][0]
@@ -752,7 +765,11 @@ class CaseRun:
     async def _discover(self, step: c.Discover, scope: _Scope) -> None:
         # The runner's own calls: reflection and health are the server's, not a client's.
         assert self.server is not None
-        credentials = self.pki.channel_credentials() if self.pki is not None else None
+        credentials = (
+            self.pki.channel_credentials()
+            if self.pki is not None
+            else self.target.security.channel_credentials()
+        )
         problems: list[str] = []
         for host in step.hosts:
             problems += await asyncio.to_thread(
@@ -789,15 +806,17 @@ class CaseRun:
         state = handle.state
         events = [r.event for r in state.received]
         problems = [f"{label}: {e}" for e in state.errors]
-        problems += judge.check_stream_order(events, label)
+        sequences = self.judged is None or "sequence" in self.judged
+        problems += judge.check_stream_order(events, label, sequences=sequences)
         for index, event in enumerate(events):
-            found = judge.check_event_fields(event, f"{label} event[{index}]")
+            found = judge.check_event_fields(event, f"{label} event[{index}]", sequences=sequences)
             if found:
                 problems += found
                 break
         subscription = handle.subscription
         if (
-            subscription is not None
+            sequences
+            and subscription is not None
             and not subscription.event_types
             and not subscription.HasField("assignee_filter")
         ):

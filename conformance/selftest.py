@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from conformance import mutant_server, suite
 from conformance.executor import ExecutorPool
 from conformance.plan import Run
+from conformance.target import Target, own
 
 
 @dataclasses.dataclass
@@ -42,13 +43,17 @@ async def check_mutant(
     workdir: pathlib.Path,
     *,
     jobs: int = 2,
+    target: Target | None = None,
 ) -> MutantVerdict:
     """Run against one mutant until some run fails, and fails only because of the mutant.
 
     A run that fails against the mutant must fail against it again and pass
     on the real server; otherwise it was flaky, proves nothing, and the
-    search goes on with the runs not tried yet.
+    search goes on with the runs not tried yet. `target` starts the mutant
+    server (a `--target-cmd` with its `{mutant}` filled); by default it is
+    started as our own server is.
     """
+    target = target or own(mutant_server.command(mutant))
     broken = mutant_server.applies(mutant)
     if broken is not None:
         return MutantVerdict(mutant, None, 0, broken)
@@ -62,14 +67,14 @@ async def check_mutant(
             pool,
             workdir / f"{mutant}-{attempt}",
             jobs=jobs,
-            server_command=mutant_server.command(mutant),
+            target=target,
             fail_fast=True,
         )
         tried += len(results)
         done = {id(r.run) for r in results}
         remaining = [run for run in remaining if id(run) not in done]
         for failed in (r for r in results if not r.passed):
-            if await _reproducible(mutant, failed.run, pool, workdir):
+            if await _reproducible(mutant, failed.run, pool, workdir, target):
                 problem = failed.problems[0].splitlines()[0]
                 return MutantVerdict(mutant, failed.run.id, tried, problem)
     return MutantVerdict(mutant, None, tried, "")
@@ -87,10 +92,10 @@ async def check_all(
     return [await check_mutant(m, runs, pool, workdir, jobs=jobs) for m in mutants]
 
 
-async def _reproducible(mutant: str, run: Run, pool: ExecutorPool, workdir: pathlib.Path) -> bool:
-    again = await suite.execute(
-        [run], pool, workdir / f"{mutant}-again", server_command=mutant_server.command(mutant)
-    )
+async def _reproducible(
+    mutant: str, run: Run, pool: ExecutorPool, workdir: pathlib.Path, target: Target
+) -> bool:
+    again = await suite.execute([run], pool, workdir / f"{mutant}-again", target=target)
     real = await suite.execute([run], pool, workdir / f"{mutant}-real")
     return bool(again) and not again[0].passed and bool(real) and real[0].passed
 

@@ -16,16 +16,16 @@ import pathlib
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from conformance import known_failing
+from conformance.capabilities import Skip
 from conformance.executor import ExecutorPool
 from conformance.plan import Run
 from conformance.runner import REAL_SERVER, CaseRun, RunResult
-from conformance.serverproc import ServerProcess
+from conformance.target import Target
 from conformance.transcript import render
 
-PASSED, FAILED, KNOWN = "passed", "failed", "known-failing"
+PASSED, FAILED, KNOWN, SKIPPED = "passed", "failed", "known-failing", "skipped"
 _TAGS = itertools.count()
 DIFF_CONTEXT = 70
 
@@ -37,6 +37,7 @@ class Outcome:
     result: RunResult
     outcome: str
     detail: str
+    skip: Skip | None = None  # SKIPPED: what the target lacks
 
     @property
     def run(self) -> Run:
@@ -58,11 +59,14 @@ async def execute(
     server_args: tuple[str, ...] = (),
     fail_fast: bool = False,
     progress: Callable[[RunResult], None] | None = None,
-    servers: Callable[..., Any] = ServerProcess,
+    target: Target | None = None,
+    judged: frozenset[str] | None = None,
 ) -> list[RunResult]:
     """Run every run, at most `jobs` at a time; with fail_fast, start none after a failure.
 
     A run's directory (project, database, server log) is kept when it fails.
+    `target` is where the server comes from (default: our own, `server_command`);
+    `judged` the schema capabilities the runs are judged by (default: all).
     """
     semaphore = asyncio.Semaphore(jobs)
     # Stream names must never repeat on a reused executor, across calls too.
@@ -83,7 +87,8 @@ async def execute(
                 server_command=server_command,
                 server_args=server_args,
                 tag=tag,
-                servers=servers,
+                target=target,
+                judged=judged,
             ).execute()
             results[index] = result
             if result.passed:
@@ -174,14 +179,21 @@ def verdicts(
     entries: Sequence[known_failing.Entry],
     *,
     every_case_selected: bool,
+    skipped: dict[Run, Skip] | None = None,
 ) -> tuple[list[Outcome], list[str]]:
-    """Outcomes for every run, and suite-level errors (stale known-failing entries)."""
+    """Outcomes for every run, and suite-level errors (stale known-failing entries).
+
+    `skipped` runs (the target lacks what they need) get a SKIPPED outcome with
+    the reason; a known-failing entry that lists only skipped runs is not stale.
+    """
+    skipped = skipped or {}
     disagreeing = disagreements(results)
     for result in results:
         if result.run in disagreeing:
             result.problems.append(disagreeing[result.run])
     passed = {r.run: r.passed for r in results}
     stale = known_failing.stale(entries, passed, every_case_selected=every_case_selected)
+    stale = {e: runs for e, runs in stale.items() if runs or not any(e.matches(r) for r in skipped)}
     errors = [
         f"known_failing/{e.language}.yaml lists {e.pattern!r}, which matches no case"
         for e, runs in stale.items()
@@ -205,4 +217,6 @@ def verdicts(
             outcomes.append(Outcome(result, KNOWN, f"known failing ({reasons})"))
         else:
             outcomes.append(Outcome(result, FAILED, "\n".join(result.problems)))
+    for run, skip in skipped.items():
+        outcomes.append(Outcome(RunResult(run, [], [], 0.0), SKIPPED, skip.text, skip))
     return outcomes, errors

@@ -143,15 +143,54 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def normalise(transcript: Transcript, replacements: dict[str, str]) -> list[dict[str, Any]]:
+# Sequence-valued keys: message fields, and metadata such as rigger-head-sequence.
+SEQUENCE_KEYS = frozenset({"sequence", "after_sequence"})
+SEQUENCE_METADATA_SUFFIX = "-sequence"
+
+
+def _sequence_values(value: Any, key: str = "") -> list[int]:
+    if isinstance(value, dict):
+        return [n for k, v in value.items() for n in _sequence_values(v, k)]
+    if isinstance(value, list):
+        return [n for v in value for n in _sequence_values(v, key)]
+    if _is_sequence_key(key) and str(value).isdigit():
+        return [int(value)]
+    return []
+
+
+def _is_sequence_key(key: str) -> bool:
+    return key in SEQUENCE_KEYS or key.endswith(SEQUENCE_METADATA_SUFFIX)
+
+
+def _shift_sequences(value: Any, base: int, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _shift_sequences(v, base, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shift_sequences(v, base, key) for v in value]
+    if _is_sequence_key(key) and str(value).isdigit():
+        return f"+{int(value) - base}"
+    return value
+
+
+def normalise(
+    transcript: Transcript, replacements: dict[str, str], *, relative_sequences: bool = False
+) -> list[dict[str, Any]]:
     """The comparable form of a transcript.
 
     `replacements` maps run-specific text (the project directory) to markers.
     Ids get aliases from ordered records only, so concurrency cannot shuffle
-    the numbering; order-free records are sorted after scrubbing.
+    the numbering; order-free records are sorted after scrubbing. With
+    `relative_sequences` (a server shared by runs, whose log does not start
+    empty) sequences count from the smallest one the run saw, as `+n`.
     """
     aliases = _Aliases(replacements)
     raw = [(_raw(r), r.unordered) for r in transcript.records]
+    if relative_sequences:
+        seen = [n for data, _ in raw for n in _sequence_values(data)]
+        if seen:
+            # A head sequence names the event before the first one the run sees.
+            base = min(seen)
+            raw = [(_shift_sequences(data, base), unordered) for data, unordered in raw]
     for data, unordered in raw:
         if not unordered:
             for text in _walk_strings(data):
