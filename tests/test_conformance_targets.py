@@ -222,11 +222,15 @@ def test_a_command_that_exits_early_is_reported_with_its_output(tmp_path):
         target.CommandProcess(template, tmp_path).start(timeout=20)
 
 
-def test_the_profile_of_our_server_has_every_capability_but_the_planner(tmp_path):
+def test_the_profile_of_our_server_has_every_capability(tmp_path):
     workdir = tmp_path / "work"
     workdir.mkdir()
     profile = profiles.learn(target.command(rig_command()), None, (), workdir)
-    assert profile.capabilities() == capabilities.HEAD.capabilities() | {"health", "reflection"}
+    assert profile.capabilities() == capabilities.HEAD.capabilities() | {
+        "health",
+        "reflection",
+        "planner",
+    }
     assert profile.source.startswith("reflection at 127.0.0.1:")
 
 
