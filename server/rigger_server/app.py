@@ -91,6 +91,12 @@ class ServerConfig:
                 int(limits.min_client_ping_seconds * 1000),
             ),
             ("grpc.http2.max_ping_strikes", 2),
+            # gRPC turns calls away once more than 1000 wait to be accepted,
+            # and the asyncio server accepts one per pass of its loop: the
+            # sidecars of a restarted server, all reconnecting at once, would
+            # be refused. Every stream the server may hold can wait its turn.
+            ("grpc.server.max_pending_requests", 2 * limits.max_subscribers),
+            ("grpc.server.max_pending_requests_hard_limit", 3 * limits.max_subscribers),
             # Idle connections cannot pile up: one that never completes its
             # handshake, or stays without a call, is closed; and connections
             # never take the descriptors the server needs for its own files.

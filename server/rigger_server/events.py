@@ -84,6 +84,12 @@ class Subscription:
         self._queue.clear()
         return batch
 
+    def take(self) -> list[Event]:
+        """Take whatever is queued now, without waiting (nothing once ended)."""
+        batch = list(self._queue)
+        self._queue.clear()
+        return batch
+
 
 class Broadcaster:
     """Fans committed events out to subscriptions. Lives on the event loop's thread."""

@@ -3,10 +3,22 @@
 The subscription is registered before the log is read, and live events that
 replay already delivered are skipped by sequence: that order makes the
 hand-over from replay to live free of gaps and duplicates.
+
+Feeds that may carry many events per message (the batched stream) take turns:
+a live batch is taken only while holding one of a few shared turns, and it is
+everything queued by then. The reason is the event loop: it runs every
+stream's sends and every call's steps from one queue, a pass at a time, and
+gRPC's asyncio server accepts one new call per pass. When a thousand streams
+all send in every pass, each pass is long, and a write waits a pass for each
+of its steps. Taking turns keeps passes short, so writes keep flowing, and
+whatever arrives while a stream waits for its turn rides in its next message:
+batches grow instead of messages multiplying. A turn is held until the
+consumer comes back for more (it has sent the batch), and turns go round-robin.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
@@ -29,11 +41,13 @@ class Feed:
         read_log: ReadLog,
         event_filter: EventFilter,
         after_sequence: int | None,
+        turns: asyncio.Semaphore | None = None,
     ) -> None:
         self._broadcaster = broadcaster
         self._read_log = read_log
         self._filter = event_filter
         self._after = after_sequence
+        self._turns = turns
         # Registered and head read in one step on the loop: every event after
         # the head is still to be published, so it reaches the new queue.
         self._subscription = broadcaster.subscribe(event_filter)
@@ -81,11 +95,20 @@ class Feed:
 
     async def _live(self, cursor: int) -> AsyncGenerator[list[Event], None]:
         """Queued live events after `cursor` (what replay delivered is skipped)."""
+        subscription = self._subscription
+        turns = self._turns
         while True:
-            batch = await self._subscription.next_batch()
-            batch = [event for event in batch if event.sequence > cursor]
-            if batch:
-                yield batch
+            batch = await subscription.next_batch()
+            if turns is None:
+                batch = [event for event in batch if event.sequence > cursor]
+                if batch:
+                    yield batch
+                continue
+            async with turns:  # held until the consumer comes back: it has sent the batch
+                batch += subscription.take()
+                batch = [event for event in batch if event.sequence > cursor]
+                if batch:
+                    yield batch
 
     def end(self, reason: type[Exception]) -> None:
         """End the feed: `batches()` raises `reason` at its next step, replaying or live."""

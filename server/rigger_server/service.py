@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -192,6 +193,8 @@ class RiggerServicer:
     ) -> None:
         self.book = book
         self.planning = planning
+        # Batched streams take turns to send (feed.py says why).
+        self._turns = asyncio.Semaphore(int(os.environ.get("RIGGER_TURNS", "2")))
         # With tokens, every stream holds its caller's token and ends when a
         # rotation revokes it.
         self._auth = token_auth
@@ -373,7 +376,8 @@ class RiggerServicer:
         first event resumes from there.
         """
         event_filter, after = await self._subscription(request)
-        feed = self.book.open_feed(event_filter, after)
+        batched = isinstance(request, pb.SubscribeToTaskEventBatchesRequest)
+        feed = self.book.open_feed(event_filter, after, self._turns if batched else None)
         try:
             await context.send_initial_metadata(((HEAD_SEQUENCE_KEY, str(feed.head)),))
         except BaseException:

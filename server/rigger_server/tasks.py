@@ -368,15 +368,21 @@ class TaskBook:
 
     # --- events --------------------------------------------------------------
 
-    def open_feed(self, event_filter: EventFilter, after_sequence: int | None) -> Feed:
+    def open_feed(
+        self,
+        event_filter: EventFilter,
+        after_sequence: int | None,
+        turns: asyncio.Semaphore | None = None,
+    ) -> Feed:
         """Register a subscription now; read its events from the returned Feed.
 
         With `after_sequence`, the feed replays every stored event after it,
         then goes live. Without, it delivers exactly the events after
         `Feed.head`, the newest event published to subscribers when the
-        subscription was registered.
+        subscription was registered. With `turns`, its live batches are taken
+        in turns with the other feeds sharing them (see feed.py).
         """
-        return Feed(self.broadcaster, self.read_log, event_filter, after_sequence)
+        return Feed(self.broadcaster, self.read_log, event_filter, after_sequence, turns)
 
     # --- lifecycle -----------------------------------------------------------
 
