@@ -56,6 +56,8 @@ class ServerConfig:
     host: str = "localhost"
     port: int = 50051
     buffer: int = 1000
+    # Batched streams sending at once; the others wait their turn (feed.py).
+    batch_turns: int = 8
     grace_seconds: float = 5.0
     limits: Limits = dataclasses.field(default_factory=Limits)
     tls: TlsFiles | None = None
@@ -204,7 +206,11 @@ class RiggerServer:
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
             servicer = service.RiggerServicer(
-                self._book, planning, token_auth=self.auth, on_store_gone=self._store_gone
+                self._book,
+                planning,
+                token_auth=self.auth,
+                on_store_gone=self._store_gone,
+                batch_turns=config.batch_turns,
             )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

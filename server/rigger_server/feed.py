@@ -18,12 +18,10 @@ consumer comes back for more (it has sent the batch), and turns go round-robin.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from rigger_server.domain import Event
-from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.events import Broadcaster, EventFilter, Turns
 
 # Reads up to `limit` committed events after a sequence, oldest first.
 ReadLog = Callable[[int, int], Awaitable[list[Event]]]
@@ -33,7 +31,11 @@ REPLAY_PAGE = 500
 
 
 class Feed:
-    """A registered subscription and, with `after_sequence`, its replay."""
+    """A registered subscription and, with `after_sequence`, its replay.
+
+    Read it with `next_batch()` (or iterate `batches()`): replayed pages
+    first, then live events, each batch the matching events in order.
+    """
 
     def __init__(
         self,
@@ -41,7 +43,7 @@ class Feed:
         read_log: ReadLog,
         event_filter: EventFilter,
         after_sequence: int | None,
-        turns: asyncio.Semaphore | None = None,
+        turns: Turns | None = None,
     ) -> None:
         self._broadcaster = broadcaster
         self._read_log = read_log
@@ -50,72 +52,72 @@ class Feed:
         self._turns = turns
         # Registered and head read in one step on the loop: every event after
         # the head is still to be published, so it reaches the new queue.
-        self._subscription = broadcaster.subscribe(event_filter)
+        self._subscription = broadcaster.subscribe(event_filter, turns)
         # The newest event published to subscribers when the feed was opened.
         # Without `after_sequence` the feed delivers exactly the events after it.
         self.head = broadcaster.head
         self._ended: type[Exception] | None = None
+        # Replay reads the log after `_cursor`; live events up to `_live_after`
+        # were delivered by replay (or precede the feed) and are skipped.
+        self._replaying = after_sequence is not None
+        self._cursor = self.head if after_sequence is None else after_sequence
+        self._live_after = self._cursor
 
-    async def batches(self) -> AsyncGenerator[list[Event], None]:
-        """Yield batches of matching events, oldest first.
+    async def next_batch(self) -> list[Event]:
+        """The next matching events, oldest first, waiting for live ones; never empty.
 
         Raises events.Lagged if the subscriber falls behind its buffer while
-        live, and events.Closed at shutdown.
+        live, events.Closed at shutdown, and what `end()` was given.
         """
-        cursor = self.head if self._after is None else self._after
-        if self._after is not None:
-            while True:
-                async with contextlib.aclosing(self._pages(cursor)) as pages:
-                    async for events in pages:
-                        cursor = events[-1].sequence
-                        matched = [e for e in events if self._filter.matches(e)]
-                        if matched:
-                            yield matched
-                if not self._subscription.overflowed:
-                    break
+        while self._replaying:
+            batch = await self._replay_page()
+            if batch:
+                return batch
+        return await self._live_batch()
+
+    async def batches(self) -> AsyncGenerator[list[Event], None]:
+        """`next_batch()` as an async iterator."""
+        while True:
+            yield await self.next_batch()
+
+    async def _replay_page(self) -> list[Event]:
+        """One page of stored events after the cursor, filtered; goes live at the log's end."""
+        if self._ended is not None:
+            raise self._ended()
+        events = await self._read_log(self._cursor, REPLAY_PAGE)
+        if events:
+            self._cursor = events[-1].sequence
+        if len(events) < REPLAY_PAGE:
+            if self._subscription.overflowed:
                 # Live events arrived faster than replay drained them. The log
                 # has them all, so register afresh and keep replaying from it.
                 self.close()
-                self._subscription = self._broadcaster.subscribe(self._filter)
-        async with contextlib.aclosing(self._live(cursor)) as live:
-            async for batch in live:
-                yield batch
+                self._subscription = self._broadcaster.subscribe(self._filter, self._turns)
+            else:
+                self._go_live(self._cursor)
+        return [event for event in events if self._filter.matches(event)]
 
-    async def _pages(self, cursor: int) -> AsyncGenerator[list[Event], None]:
-        """The stored events after `cursor`, a page at a time, to the end of the log."""
-        while True:
-            if self._ended is not None:
-                raise self._ended()
-            events = await self._read_log(cursor, REPLAY_PAGE)
-            if events:
-                yield events
-                cursor = events[-1].sequence
-            if len(events) < REPLAY_PAGE:
-                return
+    def _go_live(self, replayed_to: int) -> None:
+        """Replay delivered everything up to `replayed_to`: live events follow it."""
+        self._replaying = False
+        self._live_after = replayed_to
 
-    async def _live(self, cursor: int) -> AsyncGenerator[list[Event], None]:
-        """Queued live events after `cursor` (what replay delivered is skipped)."""
-        subscription = self._subscription
-        turns = self._turns
+    async def _live_batch(self) -> list[Event]:
         while True:
-            batch = await subscription.next_batch()
-            if turns is None:
-                batch = [event for event in batch if event.sequence > cursor]
-                if batch:
-                    yield batch
-                continue
-            async with turns:  # held until the consumer comes back: it has sent the batch
-                batch += subscription.take()
-                batch = [event for event in batch if event.sequence > cursor]
-                if batch:
-                    yield batch
+            # With turns, asking again also gives back the turn the last batch
+            # was taken with: the consumer is back, so it has sent it.
+            batch = await self._subscription.next_batch()
+            if batch[0].sequence <= self._live_after:  # only right after replay
+                batch = [event for event in batch if event.sequence > self._live_after]
+            if batch:
+                return batch
 
     def end(self, reason: type[Exception]) -> None:
-        """End the feed: `batches()` raises `reason` at its next step, replaying or live."""
+        """End the feed: `next_batch()` raises `reason` at its next step, replaying or live."""
         self._ended = reason
         self._subscription.end(reason)
         self.close()
 
     def close(self) -> None:
-        """Unregister the subscription. Safe to call twice."""
+        """Unregister the subscription (and give back any turn). Safe to call twice."""
         self._broadcaster.unsubscribe(self._subscription)

@@ -22,7 +22,7 @@ from rigger_server import prd as prd_files
 from rigger_server.confined import ConfinedFile, read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
-from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.events import Broadcaster, EventFilter, Turns
 from rigger_server.feed import Feed
 from rigger_server.limits import Limits
 from rigger_server.store import Store, TaskQuery
@@ -372,7 +372,7 @@ class TaskBook:
         self,
         event_filter: EventFilter,
         after_sequence: int | None,
-        turns: asyncio.Semaphore | None = None,
+        turns: Turns | None = None,
     ) -> Feed:
         """Register a subscription now; read its events from the returned Feed.
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from rigger_server import wire
 from rigger_server.domain import Event, EventType
-from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
 from rigger_server.feed import REPLAY_PAGE, Feed
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook, TaskChange
@@ -182,7 +182,7 @@ async def test_closing_a_feed_unregisters_it_and_may_be_done_twice(book):
 
 
 async def test_feeds_taking_turns_wait_for_a_turn_and_take_everything_queued_meanwhile(book):
-    turns = asyncio.Semaphore(1)
+    turns = Turns(1)
     first = book.open_feed(EVERYTHING, None, turns).batches()
     second = book.open_feed(EVERYTHING, None, turns).batches()
     await book.add_task(NewTask("one"))
