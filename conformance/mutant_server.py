@@ -13,7 +13,8 @@ Each patch is a few lines at a seam that outlives refactoring where one
 exists: the servicer's status mapping (`service.status_of`), `TaskBook`'s
 public methods, the store's methods (`SqliteStore`), `Broadcaster.publish`
 and `EventFilter.matches`. The two replay mutants reach the feed's two halves
-(`Feed._pages`, the stored events page by page, and `Feed._live`).
+(`Feed._replay_page`, one page of stored events, and `Feed._go_live`, the
+hand-over to live events).
 """
 
 from __future__ import annotations
@@ -330,26 +331,26 @@ def duplicate_at_handover() -> None:
     that cursor is one short, so the last replayed event comes again when it
     is also in the live queue, i.e. when it was committed while replay ran.
     """
-    original = feed.Feed._live
+    original = feed.Feed._go_live
 
-    def _live(self: feed.Feed, cursor: int) -> Any:
-        replayed = self._after is not None and cursor > self._after
-        return original(self, cursor - 1 if replayed else cursor)
+    def _go_live(self: feed.Feed, replayed_to: int) -> None:
+        original(self, replayed_to - 1 if replayed_to > 0 else replayed_to)
 
-    _patch(feed.Feed, "_live", _live)
+    _patch(feed.Feed, "_go_live", _go_live)
 
 
 @_mutant("a replay delivers the whole log after after_sequence", "replay_across_pages")
 def replay_first_page_only() -> None:
     """Replay reads only the first page of stored events (500), then goes live."""
-    original = feed.Feed._pages
+    original = feed.Feed._replay_page
 
-    async def _pages(self: feed.Feed, cursor: int) -> Any:
-        async for page in original(self, cursor):
-            yield page
-            return
+    async def _replay_page(self: feed.Feed) -> list[Event]:
+        batch = await original(self)
+        if self._replaying:
+            self._go_live(self._cursor)  # as if this page had been the last
+        return batch
 
-    _patch(feed.Feed, "_pages", _pages)
+    _patch(feed.Feed, "_replay_page", _replay_page)
 
 
 @_mutant(

@@ -56,6 +56,8 @@ class ServerConfig:
     host: str = "localhost"
     port: int = 50051
     buffer: int = 1000
+    # Batched streams sending at once; the others wait their turn (feed.py).
+    batch_turns: int = 8
     grace_seconds: float = 5.0
     limits: Limits = dataclasses.field(default_factory=Limits)
     tls: TlsFiles | None = None
@@ -91,6 +93,12 @@ class ServerConfig:
                 int(limits.min_client_ping_seconds * 1000),
             ),
             ("grpc.http2.max_ping_strikes", 2),
+            # gRPC turns calls away once more than 1000 wait to be accepted,
+            # and the asyncio server accepts one per pass of its loop: the
+            # sidecars of a restarted server, all reconnecting at once, would
+            # be refused. Every stream the server may hold can wait its turn.
+            ("grpc.server.max_pending_requests", 2 * limits.max_subscribers),
+            ("grpc.server.max_pending_requests_hard_limit", 3 * limits.max_subscribers),
             # Idle connections cannot pile up: one that never completes its
             # handshake, or stays without a call, is closed; and connections
             # never take the descriptors the server needs for its own files.
@@ -198,7 +206,11 @@ class RiggerServer:
             )
             server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
             servicer = service.RiggerServicer(
-                self._book, planning, token_auth=self.auth, on_store_gone=self._store_gone
+                self._book,
+                planning,
+                token_auth=self.auth,
+                on_store_gone=self._store_gone,
+                batch_turns=config.batch_turns,
             )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -38,15 +38,64 @@ class Closed(Exception):
     """The broadcaster is shutting down."""
 
 
+class Turns:
+    """A few turns to take and send queued events, shared by many subscriptions, in order.
+
+    The batched stream's subscriptions take turns (see feed.py for why): a
+    subscription with events queued asks for a turn, is woken only once it
+    has one, takes everything queued by then, and gives the turn back when
+    its reader comes back for more, i.e. once the batch is sent. The others
+    wait in line, their batches growing meanwhile.
+    """
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError("there must be at least one turn")
+        self.count = count
+        self._free = count
+        self._line: collections.deque[Subscription] = collections.deque()
+
+    def ask(self, subscription: Subscription) -> None:
+        """Give `subscription` a turn now if one is free, else put it in line."""
+        if self._free:
+            self._free -= 1
+            subscription.grant()
+        else:
+            self._line.append(subscription)
+
+    @property
+    def free(self) -> int:
+        """Turns nobody holds now."""
+        return self._free
+
+    def give_back(self) -> None:
+        """A turn is free again: hand it to the first in line that still wants it."""
+        while self._line:
+            subscription = self._line.popleft()
+            if subscription.waiting_for_turn:
+                subscription.grant()
+                return
+        self._free += 1
+
+
+# A subscription's part in its Turns, when it has some.
+_IDLE, _WAITING, _HOLDING = range(3)
+
+
 class Subscription:
     """One subscriber's bounded queue of committed events."""
 
-    def __init__(self, event_filter: EventFilter, buffer: int) -> None:
+    def __init__(self, event_filter: EventFilter, buffer: int, turns: Turns | None = None) -> None:
         self.filter = event_filter
         self.buffer = buffer
         self._queue: collections.deque[Event] = collections.deque()
         self._wakeup = asyncio.Event()
         self._ended: type[Exception] | None = None
+        self._turns = turns
+        self._turn = _IDLE
+        # Turns are asked for only once the reader reads live events: a turn
+        # held while it still replays from the log would idle.
+        self._reading = False
 
     def offer(self, event: Event) -> bool:
         """Queue an event if it matches. Returns False when the queue overflowed."""
@@ -56,13 +105,34 @@ class Subscription:
             self.end(Lagged)
             return False
         self._queue.append(event)
-        self._wakeup.set()
+        if self._turns is None:
+            self._wakeup.set()
+        elif self._turn == _IDLE and self._reading:
+            self._turn = _WAITING
+            self._turns.ask(self)
         return True
+
+    @property
+    def waiting_for_turn(self) -> bool:
+        """True while in line for a turn (and not ended meanwhile)."""
+        return self._turn == _WAITING and self._ended is None
+
+    def grant(self) -> None:
+        """Called by Turns: this subscription has a turn; its reader may take its events."""
+        self._turn = _HOLDING
+        self._wakeup.set()
+
+    def _give_back_turn(self) -> None:
+        if self._turn == _HOLDING:
+            assert self._turns is not None
+            self._turns.give_back()
+        self._turn = _IDLE
 
     def end(self, reason: type[Exception]) -> None:
         """End the subscription: its reader gets `reason` once the queue is empty."""
         self._ended = reason
         self._queue.clear()  # release the memory now, not when the stream ends
+        self._give_back_turn()
         self._wakeup.set()
 
     @property
@@ -73,9 +143,17 @@ class Subscription:
     async def next_batch(self) -> list[Event]:
         """Wait for queued events and take them all, oldest first.
 
-        Raises Lagged after an overflow and Closed at shutdown.
+        With turns, calling it again gives back the turn the last batch was
+        taken with, and waits for a turn before taking. Raises Lagged after an
+        overflow and Closed at shutdown.
         """
-        while not self._queue:
+        if self._turns is not None:
+            self._reading = True
+            self._give_back_turn()
+            if self._queue and self._ended is None:
+                self._turn = _WAITING  # the back of the line: others go first
+                self._turns.ask(self)
+        while not self._queue or self._turn == _WAITING:
             if self._ended is not None:
                 raise self._ended()
             self._wakeup.clear()
@@ -83,6 +161,10 @@ class Subscription:
         batch = list(self._queue)
         self._queue.clear()
         return batch
+
+    def release(self) -> None:
+        """Give back any turn: the reader is gone."""
+        self._give_back_turn()
 
 
 class Broadcaster:
@@ -101,7 +183,9 @@ class Broadcaster:
         # now receives exactly the events after it.
         self.head = head
         self.max_subscribers = max_subscribers
-        self._subscriptions: set[Subscription] = set()
+        # In subscription order (a dict keeps it), so every publish offers
+        # events in the same order and turns go first come, first served.
+        self._subscriptions: dict[Subscription, None] = {}
         self._closed = False
         self.lagged_total = 0
 
@@ -110,8 +194,11 @@ class Broadcaster:
         """How many subscriptions are live."""
         return len(self._subscriptions)
 
-    def subscribe(self, event_filter: EventFilter) -> Subscription:
-        """Register a new subscription; it receives every event published from now on."""
+    def subscribe(self, event_filter: EventFilter, turns: Turns | None = None) -> Subscription:
+        """Register a new subscription; it receives every event published from now on.
+
+        With `turns`, its reader is woken only when it holds one of them.
+        """
         if self._closed:
             raise Closed()
         if len(self._subscriptions) >= self.max_subscribers:
@@ -119,13 +206,14 @@ class Broadcaster:
                 f"too many subscriber streams: the server's limit is {self.max_subscribers} "
                 "(rig grpc --max-subscribers)"
             )
-        subscription = Subscription(event_filter, self.buffer)
-        self._subscriptions.add(subscription)
+        subscription = Subscription(event_filter, self.buffer, turns)
+        self._subscriptions[subscription] = None
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        """Forget a subscription. Safe to call twice."""
-        self._subscriptions.discard(subscription)
+        """Forget a subscription and give back any turn it holds. Safe to call twice."""
+        subscription.release()
+        self._subscriptions.pop(subscription, None)
 
     def publish(self, events: Iterable[Event]) -> None:
         """Offer committed events, in commit order, to every subscription."""
@@ -133,7 +221,7 @@ class Broadcaster:
             self.head = event.sequence
             lagged = [s for s in self._subscriptions if not s.offer(event)]
             for subscription in lagged:
-                self._subscriptions.discard(subscription)
+                self._subscriptions.pop(subscription, None)
             self.lagged_total += len(lagged)
 
     def close(self) -> None:

@@ -164,11 +164,10 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
         last = feed.head if not request.HasField("after_sequence") else request.after_sequence
         release = self._hold_token(context, lambda: feed.end(auth.Revoked))
         try:
-            async with contextlib.aclosing(feed.batches()) as batches:
-                async for batch in batches:
-                    for message, sequence in encode(batch):
-                        yield message
-                        last = sequence
+            while True:
+                for message, sequence in encode(await feed.next_batch()):
+                    yield message
+                    last = sequence
         except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
@@ -189,9 +188,12 @@ class RiggerServicer:
         *,
         token_auth: auth.TokenAuth | None = None,
         on_store_gone: Callable[[], None] | None = None,
+        batch_turns: int = 8,
     ) -> None:
         self.book = book
         self.planning = planning
+        # Batched streams take turns to send (feed.py says why).
+        self._turns = events.Turns(batch_turns)
         # With tokens, every stream holds its caller's token and ends when a
         # rotation revokes it.
         self._auth = token_auth
@@ -373,7 +375,8 @@ class RiggerServicer:
         first event resumes from there.
         """
         event_filter, after = await self._subscription(request)
-        feed = self.book.open_feed(event_filter, after)
+        batched = isinstance(request, pb.SubscribeToTaskEventBatchesRequest)
+        feed = self.book.open_feed(event_filter, after, self._turns if batched else None)
         try:
             await context.send_initial_metadata(((HEAD_SEQUENCE_KEY, str(feed.head)),))
         except BaseException:

@@ -22,7 +22,7 @@ from rigger_server import prd as prd_files
 from rigger_server.confined import ConfinedFile, read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
-from rigger_server.events import Broadcaster, EventFilter
+from rigger_server.events import Broadcaster, EventFilter, Turns
 from rigger_server.feed import Feed
 from rigger_server.limits import Limits
 from rigger_server.store import Store, TaskQuery
@@ -368,15 +368,21 @@ class TaskBook:
 
     # --- events --------------------------------------------------------------
 
-    def open_feed(self, event_filter: EventFilter, after_sequence: int | None) -> Feed:
+    def open_feed(
+        self,
+        event_filter: EventFilter,
+        after_sequence: int | None,
+        turns: Turns | None = None,
+    ) -> Feed:
         """Register a subscription now; read its events from the returned Feed.
 
         With `after_sequence`, the feed replays every stored event after it,
         then goes live. Without, it delivers exactly the events after
         `Feed.head`, the newest event published to subscribers when the
-        subscription was registered.
+        subscription was registered. With `turns`, its live batches are taken
+        in turns with the other feeds sharing them (see feed.py).
         """
-        return Feed(self.broadcaster, self.read_log, event_filter, after_sequence)
+        return Feed(self.broadcaster, self.read_log, event_filter, after_sequence, turns)
 
     # --- lifecycle -----------------------------------------------------------
 

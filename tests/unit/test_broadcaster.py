@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
-from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
 
 from unit.drafts import WAIT, sequences
 
@@ -127,3 +127,91 @@ def test_subscribers_beyond_the_limit_are_refused_naming_the_flag():
 def test_a_buffer_below_one_is_refused():
     with pytest.raises(ValueError, match="buffer"):
         Broadcaster(buffer=0)
+
+
+# --- turns (the batched stream's subscribers) -------------------------------------
+
+
+async def reading(subscription) -> asyncio.Future[list[Event]]:
+    """Its reader asking for the next batch, in the background; started before returning."""
+    asking = asyncio.ensure_future(subscription.next_batch())
+    await asyncio.sleep(0)  # one loop step: the reader is now waiting
+    return asking
+
+
+async def test_with_one_turn_a_second_reader_waits_and_then_takes_everything_queued():
+    broadcaster = Broadcaster()
+    turns = Turns(1)
+    first, second = (broadcaster.subscribe(EventFilter(), turns) for _ in range(2))
+    asking_first, asking_second = await reading(first), await reading(second)
+    broadcaster.publish([event(1)])
+    assert sequences(await asyncio.wait_for(asking_first, WAIT)) == [1]  # first holds the turn
+    broadcaster.publish([event(2)])
+    assert not asking_second.done()
+    again = await reading(first)  # first comes back for more: it has sent its batch
+    assert sequences(await asyncio.wait_for(asking_second, WAIT)) == [1, 2]
+    again.cancel()
+
+
+async def test_readers_get_turns_in_the_order_they_asked():
+    broadcaster = Broadcaster()
+    turns = Turns(1)
+    subscriptions = [broadcaster.subscribe(EventFilter(), turns) for _ in range(3)]
+    asking = [await reading(s) for s in subscriptions]
+    broadcaster.publish([event(1)])
+    served = []
+    for _ in range(3):
+        done, _ = await asyncio.wait(asking, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
+        [finished] = done
+        index = asking.index(finished)
+        served.append(index)
+        asking[index] = await reading(subscriptions[index])  # gives the turn back
+    for future in asking:
+        future.cancel()
+    assert served == [0, 1, 2]
+
+
+async def test_a_reader_that_goes_away_gives_its_turn_to_the_next():
+    broadcaster = Broadcaster()
+    turns = Turns(1)
+    leaving, staying = (broadcaster.subscribe(EventFilter(), turns) for _ in range(2))
+    holding, waiting = await reading(leaving), await reading(staying)
+    broadcaster.publish([event(1)])
+    await asyncio.wait_for(holding, WAIT)
+    broadcaster.unsubscribe(leaving)
+    assert sequences(await asyncio.wait_for(waiting, WAIT)) == [1]
+
+
+async def test_a_subscription_ended_in_line_is_passed_over():
+    broadcaster = Broadcaster(buffer=1)
+    turns = Turns(1)
+    holder, lagging, next_in_line = (broadcaster.subscribe(EventFilter(), turns) for _ in range(3))
+    holding = await reading(holder)
+    lag = await reading(lagging)
+    waiting = await reading(next_in_line)
+    broadcaster.publish([event(1)])
+    await asyncio.wait_for(holding, WAIT)
+    broadcaster.publish([event(2)])  # overflows every one-event queue still in line
+    with pytest.raises(Lagged):
+        await asyncio.wait_for(lag, WAIT)
+    with pytest.raises(Lagged):
+        await asyncio.wait_for(waiting, WAIT)
+    # The one turn is still the holder's, not lost to the ended ones: coming
+    # back, it gets it again for the event queued meanwhile.
+    again = await reading(holder)
+    assert sequences(await asyncio.wait_for(again, WAIT)) == [2]
+
+
+async def test_a_subscription_not_reading_yet_holds_no_turn():
+    # A feed replaying from the log has not asked for live events yet: a turn
+    # it held would idle.
+    broadcaster = Broadcaster()
+    turns = Turns(1)
+    replaying = broadcaster.subscribe(EventFilter(), turns)
+    live = broadcaster.subscribe(EventFilter(), turns)
+    asking = await reading(live)
+    broadcaster.publish([event(1)])
+    assert sequences(await asyncio.wait_for(asking, WAIT)) == [1]
+    later = await reading(replaying)  # replay done: now it asks, and waits its turn
+    await reading(live)  # live has sent its batch
+    assert sequences(await asyncio.wait_for(later, WAIT)) == [1]

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from rigger_server import wire
 from rigger_server.domain import Event, EventType
-from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
 from rigger_server.feed import REPLAY_PAGE, Feed
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook, TaskChange
@@ -179,3 +179,29 @@ async def test_closing_a_feed_unregisters_it_and_may_be_done_twice(book):
     feed.close()
     feed.close()
     assert book.broadcaster.subscriber_count == 0
+
+
+async def test_feeds_taking_turns_wait_for_a_turn_and_take_everything_queued_meanwhile(book):
+    turns = Turns(1)
+    first = book.open_feed(EVERYTHING, None, turns).batches()
+    second = book.open_feed(EVERYTHING, None, turns).batches()
+    await book.add_task(NewTask("one"))
+    assert sequences(await read(first, 1)) == [1]  # first holds the turn until it asks again
+    waiting = asyncio.ensure_future(anext(second))
+    await book.add_task(NewTask("two"))
+    await book.add_task(NewTask("three"))
+    assert not waiting.done()
+    asking_again = asyncio.ensure_future(anext(first))  # sent: first gives the turn back
+    try:
+        assert sequences(await asyncio.wait_for(waiting, WAIT)) == [1, 2, 3]
+    finally:
+        asking_again.cancel()
+        await asyncio.gather(asking_again, return_exceptions=True)
+
+
+async def test_a_feed_without_turns_takes_each_batch_as_it_comes(book):
+    batches = book.open_feed(EVERYTHING, None).batches()
+    await book.add_task(NewTask("one"))
+    first = await read(batches, 1)
+    await book.add_task(NewTask("two"))
+    assert (sequences(first), sequences(await read(batches, 1))) == ([1], [2])
