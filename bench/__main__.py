@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import logging
 import os
 import pathlib
@@ -21,7 +22,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench import binaries, fanout, matrix, plot, probe, profiler, report, servers
+from bench import binaries, fanout, matrix, plot, probe, profiler, report, scaling, servers
 from bench.writer import TitleIgnored
 
 log = logging.getLogger("bench")
@@ -85,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-tonic",
         action="store_true",
         help="leave the tonic ceiling out (it is left out anyway when cargo is missing)",
+    )
+    parser.add_argument(
+        "--db",
+        choices=("postgresql",),
+        help="instead of the matrix: Rigger as 1, 2 and 4 replicas on a throwaway PostgreSQL "
+        "beside one and two SQLite servers on one file (writes/s, delivered/s, and how fast "
+        "an event crosses from one server to another's subscribers); report-scaling.md",
     )
     target = parser.add_argument_group("load-testing a running server")
     target.add_argument(
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.target:
         meta["mode"] = f"target ({meta['mode'] if args.quick else 'full'})"
+    if args.db == "postgresql":
+        return _scaling(args, meta, started)
     try:
         groups, add_only = _groups(args, meta)
     except ConnectionError as exc:
@@ -219,6 +229,25 @@ def main(argv: list[str] | None = None) -> int:
     report.write(args.out, results, meta)
     plot.write(args.out / "plot.png", results)
     print(f"wrote {args.out}/report.json, report.md, plot.png in {meta['wall_seconds']:.0f} s")
+    return 0
+
+
+def _scaling(args: argparse.Namespace, meta: dict[str, Any], started: float) -> int:
+    """`--db postgresql`: the many-servers setups, into report-scaling.{md,json}."""
+    built = binaries.go_pool()
+    if built.path is None:
+        raise SystemExit(f"--db postgresql needs the Go subscriber pool: {built.missing}")
+    with tempfile.TemporaryDirectory(prefix="rigger-bench-", dir=args.db_dir) as workdir:
+        results = asyncio.run(scaling.run(pathlib.Path(workdir), built.path))
+    meta["mode"] = "scaling"
+    meta["wall_seconds"] = round(time.monotonic() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report-scaling.json").write_text(
+        json.dumps({"meta": meta, "results": results}, indent=1) + "\n"
+    )
+    (args.out / "report-scaling.md").write_text(scaling.markdown(results))
+    print(scaling.markdown(results))
+    print(f"wrote {args.out}/report-scaling.json and .md in {meta['wall_seconds']:.0f} s")
     return 0
 
 

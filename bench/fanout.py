@@ -85,12 +85,12 @@ def _cores(before: Reading | None, after: Reading | None) -> float | None:
     return round(cores_used(before, after), 2) if before and after else None
 
 
-def _channel(address: str) -> grpc.aio.Channel:
-    # A local subchannel pool: a connection of its own, not one shared by target.
+def own_channel(address: str) -> grpc.aio.Channel:
+    """A channel with a connection of its own (a local subchannel pool)."""
     return grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-async def _run_cell(
+async def run_cell(
     kind: str,
     group: matrix.Group,
     cell: matrix.Cell,
@@ -203,7 +203,7 @@ async def _repeated(
     server_meter: Meter | None,
 ) -> dict[str, Any]:
     runs = [
-        await _run_cell(kind, group, cell, writer, own, pool, server_meter)
+        await run_cell(kind, group, cell, writer, own, pool, server_meter)
         for _ in range(cell.repeats)
     ]
     # Saturation reports its median-throughput run; paced cells their median-p99 run.
@@ -244,7 +244,7 @@ async def run_group(
                 server.proc.pid, profile_dir / f"{name}.raw", subprocesses=workers > 1
             )
         if any(c.own_connections for c in group.cells):
-            own = [_channel(server.address) for _ in range(matrix.SATURATION_WRITERS)]
+            own = [own_channel(server.address) for _ in range(matrix.SATURATION_WRITERS)]
         async with grpc.aio.insecure_channel(server.address) as channel:
             writer = Writer(channel, add_only=instruments.add_only)
             await writer.prepare()  # also warms the server's code paths and caches

@@ -50,6 +50,7 @@ class GoSubscriberPool:
             self._args.append("-batched")
         self._proc: asyncio.subprocess.Process | None = None
         self.meter: Meter | None = None
+        self.pid = 0  # the pool process, once started
 
     async def start(self) -> None:
         """Start the process and wait until every stream is live on the server."""
@@ -63,7 +64,8 @@ class GoSubscriberPool:
         status, _, pid = line.partition(" ")
         if status != "ready":
             raise RuntimeError(f"Go subscriber pool failed to start: {line!r}")
-        self.meter = Meter(int(pid))
+        self.pid = int(pid)
+        self.meter = Meter(self.pid)
 
     async def _line(self, wait_s: float = _REPLY_TIMEOUT) -> str:
         assert self._proc is not None and self._proc.stdout is not None

@@ -128,7 +128,16 @@ def test_every_readme_command_works(server, grpcurl):
             assert "rigger.v1.RiggerService" in result.stdout
             assert "grpc.health.v1.Health" in result.stdout
 
+    # Events reach streams after the call that caused them has answered, so
+    # read each stream up to its last expected event before stopping it.
+    # The filtered stream's last event is its third CREATED; the replay's is 24.
+    last_events = [('"eventType": "TASK_EVENT_TYPE_CREATED"', 3), ('"sequence": "24"', 1)]
+    deadline = time.monotonic() + 20
     for i, proc in enumerate(subscribers):
+        marker, count = last_events[i]
+        while outputs[i].count(marker) < count:
+            assert time.monotonic() < deadline, outputs[i]
+            outputs[i] += proc.stdout.readline()
         proc.terminate()
         outputs[i] += proc.communicate(timeout=10)[0]
     filtered, replaying = outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import uuid
 from collections.abc import Callable
 
 
@@ -74,6 +75,11 @@ class EventDraft:
     task: Task
     actor: str | None = None
     metadata: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def new(cls, event_type: EventType, task: Task, timestamp: str, **metadata: str) -> EventDraft:
+        """A fresh event (a new UUID) about `task` as it is after the change."""
+        return cls(str(uuid.uuid4()), timestamp, event_type, task, metadata=metadata)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

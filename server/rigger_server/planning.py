@@ -88,16 +88,6 @@ class Orchestrated:
     reasons: tuple[str, ...]
 
 
-def _event(event_type: EventType, task: Task, timestamp: str, **metadata: str) -> EventDraft:
-    return EventDraft(
-        event_id=str(uuid.uuid4()),
-        timestamp=timestamp,
-        event_type=event_type,
-        task=task,
-        metadata=metadata,
-    )
-
-
 def _check_deadline(deadline: Deadline | None) -> None:
     if deadline is not None and deadline.remaining() <= 0:
         raise DeadlineExceeded(
@@ -238,7 +228,7 @@ class Planning:
             gone = dataclasses.replace(
                 old, status=TaskStatus.ARCHIVED, version=old.version + 1, updated_at=now
             )
-            draft = _event(
+            draft = EventDraft.new(
                 EventType.DELETED,
                 gone,
                 now,
@@ -267,7 +257,7 @@ class Planning:
             for task_id, planned in zip(ids, plan.tasks, strict=True)
         ]
         drafts = [
-            _event(
+            EventDraft.new(
                 EventType.CREATED, task, now, planner=plan.planner, model=plan.model, prd_id=prd.id
             )
             for task in tasks
@@ -392,7 +382,7 @@ class _Commit:
         self.task = dataclasses.replace(
             before, status=status, version=before.version + 1, updated_at=self.now
         )
-        draft = _event(
+        draft = EventDraft.new(
             EventType.STATUS_CHANGED,
             self.task,
             self.now,
@@ -416,7 +406,7 @@ class _Commit:
                 self.task, subtask_ids=(*self.task.subtask_ids, *(t.id for t in subtasks))
             )
             self.move(TaskStatus.DECOMPOSED)
-            decomposed = _event(
+            decomposed = EventDraft.new(
                 EventType.DECOMPOSED,
                 self.task,
                 self.now,
@@ -488,14 +478,16 @@ class _Commit:
             for part in self.made.decomposition.subtasks
         )
         drafts = [
-            _event(EventType.CREATED, task, self.now, planner=self.planner, model=self.model)
+            EventDraft.new(
+                EventType.CREATED, task, self.now, planner=self.planner, model=self.model
+            )
             for task in subtasks
         ]
         self.events += self.store.insert_tasks(subtasks, drafts)
         return subtasks
 
     def _orchestrated(self, test_type: str) -> EventDraft:
-        return _event(
+        return EventDraft.new(
             EventType.ORCHESTRATED,
             self.task,
             self.now,

@@ -89,16 +89,6 @@ def check_event_type(value: int, field: str = "event_types") -> EventType:
         raise InvalidArgument(field, f"unknown TaskEventType number {value}") from None
 
 
-def _draft(event_type: EventType, task: Task, timestamp: str, **metadata: str) -> EventDraft:
-    return EventDraft(
-        event_id=str(uuid.uuid4()),
-        timestamp=timestamp,
-        event_type=event_type,
-        task=task,
-        metadata=metadata,
-    )
-
-
 class TaskBook:
     """Validated task operations over a Store, broadcasting each committed event."""
 
@@ -240,7 +230,7 @@ class TaskBook:
             source_prd_id=new.source_prd_id,
             parent_task_id=new.parent_task_id,
         )
-        return task, self.store.insert_task(task, [_draft(EventType.CREATED, task, now)])
+        return task, self.store.insert_task(task, [EventDraft.new(EventType.CREATED, task, now)])
 
     async def update_task(self, change: TaskChange) -> Task:
         """Apply the fields that are set; emit UPDATED, STATUS_CHANGED and ASSIGNED as fitting."""
@@ -281,10 +271,10 @@ class TaskBook:
             for name in ("title", "status", "assignee", "due_date")
             if getattr(updated, name) != getattr(current, name)
         ]
-        drafts = [_draft(EventType.UPDATED, updated, now, changed_fields=",".join(changed))]
+        drafts = [EventDraft.new(EventType.UPDATED, updated, now, changed_fields=",".join(changed))]
         if updated.status != current.status:
             drafts.append(
-                _draft(
+                EventDraft.new(
                     EventType.STATUS_CHANGED,
                     updated,
                     now,
@@ -293,7 +283,7 @@ class TaskBook:
             )
         if updated.assignee != current.assignee:
             drafts.append(
-                _draft(
+                EventDraft.new(
                     EventType.ASSIGNED,
                     updated,
                     now,
@@ -317,7 +307,7 @@ class TaskBook:
         archived = dataclasses.replace(
             current, status=TaskStatus.ARCHIVED, version=current.version + 1, updated_at=now
         )
-        draft = _draft(
+        draft = EventDraft.new(
             EventType.DELETED, archived, now, previous_status=current.status.contract_name
         )
         return None, self.store.replace_task(archived, current.version, [draft])
