@@ -51,9 +51,11 @@ def case_named(cases: list[c.Case], name: str) -> c.Case:
 
 
 async def _against_mutants(cases: list[c.Case], workdir: pathlib.Path) -> dict[str, Any]:
-    """Each catching case on the real server, and each mutant against its case, two at a time."""
+    """Each catching case on the real server, and each mutant against its case, six at a time."""
     pool = ExecutorPool(build_commands(("python",)))
-    slots = asyncio.Semaphore(2)
+    # Most of a run is waiting (on server start, or on a window a lossy
+    # mutant must wait out), so more at once than there are cores.
+    slots = asyncio.Semaphore(6)
     catchers = sorted({m.caught_by for m in mutant_server.MUTANTS.values()})
 
     async def one(name: str, case: str, command: tuple[str, ...] | None) -> tuple[str, Any]:

@@ -17,7 +17,6 @@ from rigger_server.planner.config import (
     ollama_url,
 )
 from rigger_server.planner.offline import OfflinePlanner
-from rigger_server.planner.ollama import OllamaPlanner
 from rigger_server.planner.orchestration import Orchestration, orchestrate
 from rigger_server.planner.plans import (
     OFFLINE,
@@ -34,6 +33,16 @@ from rigger_server.planner.plans import (
     TaskPlan,
     check_test_type,
 )
+
+
+def __getattr__(name: str) -> object:
+    # OllamaPlanner loads on first use (see build_planner): most servers never need it.
+    if name == "OllamaPlanner":
+        from rigger_server.planner.ollama import OllamaPlanner
+
+        return OllamaPlanner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_OLLAMA_URL",

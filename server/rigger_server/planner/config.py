@@ -16,12 +16,6 @@ import urllib.parse
 from collections.abc import Mapping
 
 from rigger_server.planner.offline import OfflinePlanner
-from rigger_server.planner.ollama import (
-    DEFAULT_MODEL,
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT,
-    OllamaPlanner,
-)
 from rigger_server.planner.plans import (
     OFFLINE,
     ComprehensionTest,
@@ -35,6 +29,9 @@ from rigger_server.planner.plans import (
 from rigger_server.prd import ParsedPrd
 
 PLANNERS = ("offline", "ollama")
+DEFAULT_MODEL = "llama3.1"
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_RETRIES = 2
 DEFAULT_OLLAMA_URL = "http://localhost:11434"
 OLLAMA_PORT = 11434
 
@@ -181,6 +178,10 @@ def build_planner(config: PlannerConfig) -> Planner:
     """The planner `config` asks for: offline, or Ollama with `offline` as a model name."""
     if config.planner == "offline":
         return OfflinePlanner()
+    # Imported here: httpx and pydantic add a tenth of a second to every
+    # server start, and only servers that talk to Ollama need them.
+    from rigger_server.planner.ollama import OllamaPlanner
+
     models = OllamaPlanner(
         config.ollama_url,
         default_model=config.default_model,

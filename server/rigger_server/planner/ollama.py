@@ -50,6 +50,7 @@ from rigger_server.planner.answers import (
     read_answer,
     schema_of,
 )
+from rigger_server.planner.config import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from rigger_server.planner.dependencies import DependencyError, check_acyclic
 from rigger_server.planner.plans import (
     ComprehensionTest,
@@ -65,9 +66,6 @@ from rigger_server.planner.plans import (
 from rigger_server.prd import ParsedPrd
 
 NAME = "ollama"
-DEFAULT_MODEL = "llama3.1"
-DEFAULT_TIMEOUT = 300.0
-DEFAULT_RETRIES = 2
 # How much of a PRD goes into a prompt: models have small context windows.
 PROMPT_BUDGET = 24_000
 M = TypeVar("M", bound=BaseModel)
