@@ -109,7 +109,9 @@ def _replicas(
 ) -> Iterator[list[ServerProcess]]:
     """`count` replicas on a fresh database of `cluster`."""
     url = cluster.create_database(name)
-    subprocess.run([*RIG, "init", "--db", url], check=True, capture_output=True)
+    init = subprocess.run([*RIG, "init", "--db", url], capture_output=True, text=True)
+    if init.returncode != 0:
+        raise SystemExit(f"rig init --db {url} failed:\n{init.stderr}")
     servers = []
     try:
         for index in range(count):
