@@ -129,6 +129,16 @@ class Planning:
 
     # --- PRDs -----------------------------------------------------------------
 
+    async def parse_prd(self, requested_path: str) -> Prd:
+        """ParsePRD: store the PRD, and keep its parse for a generation that follows.
+
+        Without it, GenerateTasksFromPRD would parse the stored markdown again:
+        half a second or more for a 1 MiB PRD.
+        """
+        prd, parsed = await self.book.store_prd(requested_path)
+        self._remember(prd.id, parsed)
+        return prd
+
     async def _prd(self, reference: str) -> tuple[Prd, ParsedPrd, bool]:
         """The PRD a prd_id names, parsed, and whether it is stored already."""
         stored = await self.book.read(self.store.get_prd, reference)

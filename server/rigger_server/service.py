@@ -298,7 +298,7 @@ class RiggerServicer:
         self, request: pb.ParsePRDRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ParsePRDResponse:
         """Parse and store a PRD file from inside the project root."""
-        return wire.prd_to_pb(await self.book.parse_prd(request.prd_file_path))
+        return wire.prd_to_pb(await self.planning.parse_prd(request.prd_file_path))
 
     @_unary
     async def GenerateTasksFromPRD(
