@@ -87,13 +87,14 @@ class SpreadPool:
 
 
 @contextlib.contextmanager
-def _sqlite(workdir: pathlib.Path, count: int) -> Iterator[list[ServerProcess]]:
-    """`count` independent `rig grpc` on one SQLite file, each in a directory of its own."""
-    db = workdir / "shared" / "tasks.db"
+def _servers(
+    workdir: pathlib.Path, name: str, db: pathlib.Path | str, count: int
+) -> Iterator[list[ServerProcess]]:
+    """`count` servers on one database, each in a directory of its own."""
     servers = []
     try:
         for index in range(count):
-            root = workdir / f"sqlite-{index}"
+            root = workdir / f"{name}-{index}"
             root.mkdir(parents=True, exist_ok=True)
             extra = ("--buffer", str(matrix.MATRIX_BUFFER))
             servers.append(ServerProcess(root, db=db, extra_args=extra).start())
@@ -103,26 +104,22 @@ def _sqlite(workdir: pathlib.Path, count: int) -> Iterator[list[ServerProcess]]:
             server.stop()
 
 
-@contextlib.contextmanager
+def _sqlite(
+    workdir: pathlib.Path, count: int
+) -> contextlib.AbstractContextManager[list[ServerProcess]]:
+    """`count` independent `rig grpc` on one SQLite file."""
+    return _servers(workdir, "sqlite", workdir / "shared" / "tasks.db", count)
+
+
 def _replicas(
     cluster: PgCluster, workdir: pathlib.Path, name: str, count: int
-) -> Iterator[list[ServerProcess]]:
+) -> contextlib.AbstractContextManager[list[ServerProcess]]:
     """`count` replicas on a fresh database of `cluster`."""
     url = cluster.create_database(name)
     init = subprocess.run([*RIG, "init", "--db", url], capture_output=True, text=True)
     if init.returncode != 0:
         raise SystemExit(f"rig init --db {url} failed:\n{init.stderr}")
-    servers = []
-    try:
-        for index in range(count):
-            root = workdir / f"{name}-{index}"
-            root.mkdir(parents=True, exist_ok=True)
-            extra = ("--buffer", str(matrix.MATRIX_BUFFER))
-            servers.append(ServerProcess(root, db=url, extra_args=extra).start())
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
+    return _servers(workdir, name, url, count)
 
 
 async def _cell(

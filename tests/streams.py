@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
+import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 
@@ -155,6 +156,17 @@ async def replay_all(
         return await read_events(call, count, within)
     finally:
         call.cancel()
+
+
+async def fails(call: Any, code: grpc.StatusCode, *words: str) -> str:
+    """Await a call that must fail with `code`, its details naming every word; the details."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    error = caught.value
+    assert error.code() == code, f"{error.code()}: {error.details()}"
+    for word in words:
+        assert word in error.details(), error.details()
+    return error.details()
 
 
 def trailing(error: grpc.aio.AioRpcError, key: str) -> str | None:

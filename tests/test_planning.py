@@ -31,6 +31,7 @@ from streams import (
     UPDATED,
     all_tasks,
     assert_no_events_after,
+    fails,
     kinds,
     log_head,
     read_events,
@@ -99,16 +100,6 @@ async def assert_unchanged(stub, before: tuple[list[bytes], int]) -> None:
     tasks, head = before
     assert await all_tasks(stub) == tasks
     await assert_no_events_after(stub, head)
-
-
-async def fails(call, code: grpc.StatusCode, *words: str) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = caught.value
-    assert error.code() == code, f"{error.code()}: {error.details()}"
-    for word in words:
-        assert word in error.details(), error.details()
-    return error.details()
 
 
 def stored_prds(server) -> int:

@@ -25,7 +25,15 @@ from ollama_standin import OllamaStandIn, Reply, valid
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
-from streams import all_tasks, assert_no_events_after, kinds, log_head, read_events, subscribe_live
+from streams import (
+    all_tasks,
+    assert_no_events_after,
+    fails,
+    kinds,
+    log_head,
+    read_events,
+    subscribe_live,
+)
 
 PRD = (
     "# Checkout\n\nCard payments for the shop.\n\n"
@@ -116,16 +124,6 @@ async def assert_nothing_written(stub, server, before) -> None:
     assert await all_tasks(stub) == tasks
     await assert_no_events_after(stub, head)
     assert stored(server) == rows
-
-
-async def fails(call, code: grpc.StatusCode, *words: str) -> str:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    error = caught.value
-    assert error.code() == code, f"{error.code()}: {error.details()}"
-    for word in words:
-        assert word in error.details(), error.details()
-    return error.details()
 
 
 @pytest.fixture

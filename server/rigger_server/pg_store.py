@@ -420,18 +420,7 @@ class PostgresStore:
 
     def list_tasks(self, query: TaskQuery) -> tuple[list[Task], int]:
         """Return one page of matching tasks, newest first, and the total match count."""
-        where: list[str] = []
-        args: list[object] = []
-        if query.status is None:
-            where.append("t.status != %s")
-            args.append(int(TaskStatus.ARCHIVED))
-        else:
-            where.append("t.status = %s")
-            args.append(int(query.status))
-        if query.assignee is not None:
-            where.append("t.assignee = %s")
-            args.append(query.assignee)
-        clause = " AND ".join(where)
+        clause, args = query.sql_condition("%s", "t.")
         with self._reading() as conn, conn.transaction():
             if not self._in_write:
                 # One snapshot for the page and its count.

@@ -135,7 +135,7 @@ class Planning:
         Without it, GenerateTasksFromPRD would parse the stored markdown again:
         half a second or more for a 1 MiB PRD.
         """
-        prd, parsed = await self.book.store_prd(requested_path)
+        prd, parsed = await self.book.parse_prd(requested_path)
         self._remember(prd.id, parsed)
         return prd
 

@@ -488,18 +488,7 @@ class SqliteStore:
     @_translated
     def list_tasks(self, query: TaskQuery) -> tuple[list[Task], int]:
         """Return one page of matching tasks, newest first, and the total match count."""
-        where: list[str] = []
-        args: list[object] = []
-        if query.status is None:
-            where.append("status != ?")
-            args.append(int(TaskStatus.ARCHIVED))
-        else:
-            where.append("status = ?")
-            args.append(int(query.status))
-        if query.assignee is not None:
-            where.append("assignee = ?")
-            args.append(query.assignee)
-        clause = " AND ".join(where)
+        clause, args = query.sql_condition("?", "")
         conn = self._conn()
         conn.execute("BEGIN")  # one snapshot for the page and its count
         try:

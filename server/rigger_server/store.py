@@ -39,6 +39,23 @@ class TaskQuery:
     limit: int | None = None
     offset: int = 0
 
+    def sql_condition(self, placeholder: str, column_prefix: str = "") -> tuple[str, list[object]]:
+        """The filters as an SQL condition and its arguments, for either SQL backend.
+
+        `placeholder` is the driver's (`?` or `%s`); `column_prefix` qualifies
+        the columns (`t.`). Archived tasks match only when the status asks for them.
+        """
+        if self.status is None:
+            conditions = [f"{column_prefix}status != {placeholder}"]
+            args: list[object] = [int(TaskStatus.ARCHIVED)]
+        else:
+            conditions = [f"{column_prefix}status = {placeholder}"]
+            args = [int(self.status)]
+        if self.assignee is not None:
+            conditions.append(f"{column_prefix}assignee = {placeholder}")
+            args.append(self.assignee)
+        return " AND ".join(conditions), args
+
 
 class Store(Protocol):
     """What Rigger needs from storage."""

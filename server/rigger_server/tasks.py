@@ -314,13 +314,8 @@ class TaskBook:
 
     # --- PRDs ----------------------------------------------------------------
 
-    async def parse_prd(self, requested_path: str) -> Prd:
-        """Read and parse a PRD inside the project root, store it and return it."""
-        prd, _ = await self.store_prd(requested_path)
-        return prd
-
-    async def store_prd(self, requested_path: str) -> tuple[Prd, prd_files.ParsedPrd]:
-        """`parse_prd`, also giving the parse (for a planner that reads it next)."""
+    async def parse_prd(self, requested_path: str) -> tuple[Prd, prd_files.ParsedPrd]:
+        """Read and parse a PRD inside the project root, store it; it and its parse."""
         prd, parsed = await self.read_prd(requested_path)
         await self._write(self._insert_prd_sync, prd)
         return prd, parsed

@@ -306,8 +306,8 @@ async def test_deleting_an_archived_task_again_does_nothing(book):
 
 async def test_a_parsed_prd_gets_a_new_id_each_time_and_emits_nothing(book, tmp_path):
     (tmp_path / "PRD.md").write_text("# Rigger\n\n## Objectives\n- ship\n")
-    first = await book.parse_prd("PRD.md")
-    second = await book.parse_prd("PRD.md")
+    first, _ = await book.parse_prd("PRD.md")
+    second, _ = await book.parse_prd("PRD.md")
     assert (first.title, first.objectives) == ("Rigger", ("ship",))
     assert first.id.startswith("prd-") and second.id.startswith("prd-")
     assert first.id != second.id
