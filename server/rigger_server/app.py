@@ -78,6 +78,9 @@ class ServerConfig:
             # supervisor checked the port was free before starting them).
             ("grpc.so_reuseport", int(self.reuse_port)),
             ("grpc.max_receive_message_length", limits.max_message_bytes),
+            # Advertised to clients (SETTINGS_MAX_CONCURRENT_STREAMS); streams
+            # beyond it are refused before they cost anything.
+            ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
             ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
             # grpcio closes a connection over an unanswered ping only after this

@@ -68,6 +68,15 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "longest other string field in characters",
     ),
     ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
+    (
+        "--max-streams-per-connection",
+        "max_streams_per_connection",
+        _positive,
+        "most calls open at once on one connection; the server refuses streams beyond it "
+        "and gRPC clients wait for a free slot, so it must exceed what one connection "
+        "multiplexes: a sidecar holds 1 stream, the bench about 80, a reconnect storm of "
+        "3000 over 8 connections 375",
+    ),
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
