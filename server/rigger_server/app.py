@@ -9,6 +9,7 @@ import pathlib
 import resource
 import signal
 import socket
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -146,8 +147,64 @@ def loopbacks() -> list[str]:
     return ["[::1]", "127.0.0.1"]
 
 
+# `--port 0` tries this many ports: the kernel's free pick on the first
+# loopback address may be held by another process on the other.
+PORT_ATTEMPTS = 20
+
+
 class PortInUse(Exception):
-    """The address could not be bound."""
+    """The address could not be bound; `port` is the port tried there."""
+
+    def __init__(self, address: str, port: int) -> None:
+        super().__init__(address)
+        self.address = address
+        self.port = port
+
+
+async def bind(
+    make: Callable[[], grpc.aio.Server],
+    hosts: Sequence[str],
+    port: int,
+    credentials: grpc.ServerCredentials | None,
+    *,
+    first_tries: Sequence[int] = (),
+) -> tuple[grpc.aio.Server, list[str], int]:
+    """A server from `make`, bound to `port` on every one of `hosts`; its addresses and port.
+
+    gRPC binds a name to whichever of its addresses it can and only logs
+    the others, so a port taken on one loopback would go unnoticed: each
+    host is bound on its own, and any failure is PortInUse. With port 0 the
+    first host takes a free port and the others the same; when another
+    process holds it on one of them, a fresh server tries a new free port,
+    at most PORT_ATTEMPTS times (`first_tries`: ports to try before the
+    kernel's picks, for tests).
+    """
+    tries = [port] if port != 0 else [*first_tries, *[0] * PORT_ATTEMPTS][:PORT_ATTEMPTS]
+    failed: PortInUse | None = None
+    for candidate in tries:
+        server = make()
+        addresses: list[str] = []
+        try:
+            for host in hosts:
+                address = f"{host}:{candidate}"
+                try:
+                    if credentials is None:
+                        candidate = server.add_insecure_port(address)
+                    else:
+                        candidate = server.add_secure_port(address, credentials)
+                except RuntimeError as exc:
+                    raise PortInUse(address, candidate) from exc
+                addresses.append(f"{host}:{candidate}")
+        except PortInUse as exc:
+            failed = exc
+            # A server never started keeps the ports it bound until the
+            # process ends; started and stopped at once it lets them go.
+            await server.start()
+            await server.stop(None)
+            continue
+        return server, addresses, candidate
+    assert failed is not None  # `tries` is never empty
+    raise failed
 
 
 class RiggerServer:
@@ -207,7 +264,12 @@ class RiggerServer:
                 if self.auth
                 else []
             )
-            server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
+            server, self.addresses, self.port = await bind(
+                lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
+                loopbacks() if config.host == "localhost" else [config.host],
+                config.port,
+                credentials,
+            )
             servicer = service.RiggerServicer(
                 self._book,
                 planning,
@@ -225,7 +287,6 @@ class RiggerServer:
                 ),
                 server,
             )
-            self._bind(server, credentials)
             await server.start()
         except BaseException:
             await self._close_planner()
@@ -245,24 +306,6 @@ class RiggerServer:
             self.config.db_path,
         )
         self._update_health(serving=False)
-
-    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> None:
-        # gRPC binds "localhost" to whichever of its addresses it can and only
-        # logs the others, so a port taken on one loopback would go unnoticed.
-        # Binding each address ourselves makes any failure an error.
-        hosts = loopbacks() if self.config.host == "localhost" else [self.config.host]
-        port = self.config.port
-        for host in hosts:
-            address = f"{host}:{port}"
-            try:
-                if credentials is None:
-                    port = server.add_insecure_port(address)
-                else:
-                    port = server.add_secure_port(address, credentials)
-            except RuntimeError as exc:
-                raise PortInUse(address) from exc
-            self.addresses.append(f"{host}:{port}")
-        self.port = port
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, let in-flight calls finish, then close the store."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from rigger_server import __version__, database, wire
 from rigger_server.app import (
+    PORT_ATTEMPTS,
     PortInUse,
     RiggerServer,
     ServerConfig,
@@ -358,11 +359,21 @@ def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, StoreFault):
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    port = config.port
+    assert isinstance(exc, PortInUse)
+    if config.port == 0:
+        # Every free port the kernel offered was taken on another address.
+        print(
+            f"error: cannot bind {exc.address}: Address already in use.\n"
+            f"--port 0 tried {PORT_ATTEMPTS} free ports; another process held each of them "
+            f"on one of the addresses (the last: port {exc.port}). Pick a port:\n"
+            f"    rig grpc --port 50052",
+            file=sys.stderr,
+        )
+        return 1
     print(
-        f"error: cannot bind {exc}: Address already in use.\n"
-        f"Another process is using port {port}. Stop it, or pick another port:\n"
-        f"    rig grpc --port {port + 1 if port else 50052}",
+        f"error: cannot bind {exc.address}: Address already in use.\n"
+        f"Another process is using port {exc.port}. Stop it, or pick another port:\n"
+        f"    rig grpc --port {exc.port + 1 if exc.port < 65535 else 50052}",
         file=sys.stderr,
     )
     return 1
