@@ -9,6 +9,8 @@ import pathlib
 import resource
 import signal
 import socket
+import ssl
+import threading
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -29,6 +31,10 @@ from rigger_server.tasks import TaskBook
 log = logging.getLogger(__name__)
 
 
+class CertificateError(Exception):
+    """A TLS file is unreadable or not PEM, or the key does not match the certificate."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TlsFiles:
     """PEM files for TLS; with `client_ca`, clients must present a certificate it signed."""
@@ -37,14 +43,92 @@ class TlsFiles:
     key: pathlib.Path
     client_ca: pathlib.Path | None = None
 
+    def read(self) -> grpc.ServerCertificateConfiguration:
+        """The certificate, key and client CA, checked as a set; CertificateError if unusable.
+
+        gRPC checks nothing until a handshake, and then only logs: a key of
+        another certificate would fail every connection. The standard
+        library's TLS checks them first (parse, and the key matches the
+        certificate).
+        """
+        contents = self._contents()
+        try:
+            check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            # An encrypted key cannot be served: gRPC takes no password.
+            check.load_cert_chain(self.cert, self.key, password=b"")
+            if contents[2] is not None:
+                check.load_verify_locations(cadata=contents[2].decode("ascii"))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise CertificateError(f"{self._names()}: {exc}") from None
+        if self._contents() != contents:
+            raise CertificateError(f"{self._names()} changed while being read; try again")
+        cert, key, client_ca = contents
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
+
+    def _contents(self) -> tuple[bytes, bytes, bytes | None]:
+        try:
+            return (
+                self.cert.read_bytes(),
+                self.key.read_bytes(),
+                self.client_ca.read_bytes() if self.client_ca else None,
+            )
+        except OSError as exc:
+            raise CertificateError(f"{self._names()}: {exc}") from None
+
+    def _names(self) -> str:
+        ca = f", --tls-client-ca {self.client_ca}" if self.client_ca else ""
+        return f"--tls-cert {self.cert}, --tls-key {self.key}{ca}"
+
+
+class Certificates:
+    """The certificate the server presents: read from its files at start, again on `reload()`.
+
+    A reload takes effect on the next TLS handshake: new connections get the
+    new certificate, open ones keep theirs.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._current = files.read()
+        # Bumped by each successful reload; every listening address's
+        # credentials remember the generation they present.
+        self._generation = 0
+        self._lock = threading.Lock()
+
     def credentials(self) -> grpc.ServerCredentials:
-        """Server credentials from the files."""
-        ca = self.client_ca.read_bytes() if self.client_ca else None
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=ca,
-            require_client_auth=ca is not None,
+        """Credentials for one listening address, presenting the current certificate.
+
+        gRPC takes the initial certificate of dynamic credentials once, for
+        the first address they are bound to: each address needs its own.
+        It then asks them for a replacement on every new handshake, from
+        its own threads.
+        """
+        with self._lock:
+            initial, presented = self._current, self._generation
+
+        def replacement() -> grpc.ServerCertificateConfiguration | None:
+            nonlocal presented
+            with self._lock:
+                if presented == self._generation:
+                    return None  # keep the current one
+                presented = self._generation
+                return self._current
+
+        return grpc.dynamic_ssl_server_credentials(
+            initial, replacement, require_client_authentication=self.files.client_ca is not None
         )
+
+    def reload(self) -> None:
+        """Re-read the files; if they are unusable, keep the current certificate and say why."""
+        try:
+            current = self.files.read()
+        except CertificateError as exc:
+            log.error("TLS reload failed, keeping the current certificate: %s", exc)
+            return
+        with self._lock:
+            self._current = current
+            self._generation += 1
+        log.info("TLS files reloaded: new connections get the new certificate")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,11 +236,15 @@ def loopbacks() -> list[str]:
 PORT_ATTEMPTS = 20
 
 
+# What SIGHUP would re-read, when the server has none of it.
+NOTHING_TO_RELOAD = "there is no --auth-token-file or --tls-cert to re-read"
+
+
 class PortInUse(Exception):
     """The address could not be bound; `port` is the port tried there."""
 
     def __init__(self, address: str, port: int) -> None:
-        super().__init__(address)
+        super().__init__(address, port)  # both, so it survives pickling (workers.py)
         self.address = address
         self.port = port
 
@@ -165,7 +253,7 @@ async def bind(
     make: Callable[[], grpc.aio.Server],
     hosts: Sequence[str],
     port: int,
-    credentials: grpc.ServerCredentials | None,
+    credentials: Callable[[], grpc.ServerCredentials] | None,
     *,
     first_tries: Sequence[int] = (),
 ) -> tuple[grpc.aio.Server, list[str], int]:
@@ -177,7 +265,8 @@ async def bind(
     first host takes a free port and the others the same; when another
     process holds it on one of them, a fresh server tries a new free port,
     at most PORT_ATTEMPTS times (`first_tries`: ports to try before the
-    kernel's picks, for tests).
+    kernel's picks, for tests). `credentials` makes one address's TLS
+    credentials (None: plaintext).
     """
     tries = [port] if port != 0 else [*first_tries, *[0] * PORT_ATTEMPTS][:PORT_ATTEMPTS]
     failed: PortInUse | None = None
@@ -191,7 +280,7 @@ async def bind(
                     if credentials is None:
                         candidate = server.add_insecure_port(address)
                     else:
-                        candidate = server.add_secure_port(address, credentials)
+                        candidate = server.add_secure_port(address, credentials())
                 except RuntimeError as exc:
                     raise PortInUse(address, candidate) from exc
                 addresses.append(f"{host}:{candidate}")
@@ -225,11 +314,11 @@ class RiggerServer:
         self._stopping = asyncio.Event()
         self._store_lost = False
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
+        self.certificates = Certificates(config.tls) if config.tls else None
 
     async def start(self) -> None:
         """Open the store, bind the port and start serving."""
         config = self.config
-        credentials = config.tls.credentials() if config.tls else None
         store, notifier = database.open_log(config.db_path, wire.encode_event)
         self._notifier = notifier
         try:
@@ -268,7 +357,7 @@ class RiggerServer:
                 lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
                 loopbacks() if config.host == "localhost" else [config.host],
                 config.port,
-                credentials,
+                self.certificates.credentials if self.certificates else None,
             )
             servicer = service.RiggerServicer(
                 self._book,
@@ -370,9 +459,10 @@ class RiggerServer:
         return self._stopping.is_set()
 
     def handle_signals(self, *, interrupt: bool = True) -> None:
-        """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP rotates tokens.
+        """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP re-reads files.
 
-        Without a token file SIGHUP is logged and ignored.
+        SIGHUP rotates the tokens and the TLS certificate; with neither it
+        is logged and ignored.
 
         Call it before `start()`, so a Ctrl-C while starting stops cleanly too.
         Worker processes pass `interrupt=False`: Ctrl-C is their supervisor's.
@@ -383,12 +473,15 @@ class RiggerServer:
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
 
     def _hangup(self) -> None:
-        # SIGHUP means "re-read the token file"; without one there is
-        # nothing to re-read, and the signal must not end the server.
-        if self.auth is None:
-            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+        # SIGHUP means "re-read the token file and the TLS files"; without
+        # them there is nothing to re-read, and the signal must not end the server.
+        if self.auth is None and self.certificates is None:
+            log.info("SIGHUP ignored: %s", NOTHING_TO_RELOAD)
             return
-        self.auth.reload()
+        if self.auth is not None:
+            self.auth.reload()
+        if self.certificates is not None:
+            self.certificates.reload()
 
     async def wait(self) -> None:
         """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""

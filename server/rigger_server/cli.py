@@ -15,6 +15,7 @@ from typing import Any
 from rigger_server import __version__, database, wire
 from rigger_server.app import (
     PORT_ATTEMPTS,
+    CertificateError,
     PortInUse,
     RiggerServer,
     ServerConfig,
@@ -187,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     security = grpc_cmd.add_argument_group("security")
     security.add_argument(
-        "--tls-cert", type=pathlib.Path, metavar="FILE", help="PEM certificate: serve TLS"
+        "--tls-cert",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="PEM certificate: serve TLS. SIGHUP re-reads it with --tls-key and "
+        "--tls-client-ca; new connections get the new one",
     )
     security.add_argument(
         "--tls-key", type=pathlib.Path, metavar="FILE", help="PEM private key for --tls-cert"
@@ -203,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=pathlib.Path,
         metavar="FILE",
         help="require `authorization: Bearer <token>` on every call; one token per line, "
-        "re-read on SIGHUP",
+        "re-read on SIGHUP (so are the --tls-* files)",
     )
     security.add_argument(
         "--public-health",
@@ -305,10 +310,10 @@ def _grpc(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         try:
-            server = RiggerServer(config)  # reads the token file
+            server = RiggerServer(config)  # reads the token file and the TLS files
             server.handle_signals()
             await server.start()
-        except (TokenFileError, PortInUse, DatabaseUnusable, StoreFault) as exc:
+        except (TokenFileError, CertificateError, PortInUse, DatabaseUnusable, StoreFault) as exc:
             return _start_failed(exc, config)
         if not server.stop_requested:
             _print_banner(config, server.addresses, workers=1)
@@ -325,7 +330,7 @@ def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | 
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (TokenFileError, PortInUse, DatabaseUnusable, StoreFault) as exc:
+    except (TokenFileError, CertificateError, PortInUse, DatabaseUnusable, StoreFault) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
@@ -352,6 +357,9 @@ def write_ready_file(path: pathlib.Path, addresses: list[str], port: int) -> Non
 def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, TokenFileError):
         print(f"error: --auth-token-file: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, CertificateError):
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if isinstance(exc, DatabaseUnusable):
         print(f"error: --db: {exc}", file=sys.stderr)

@@ -31,7 +31,14 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from rigger_server import database, wire
-from rigger_server.app import PORT_ATTEMPTS, PortInUse, RiggerServer, ServerConfig, loopbacks
+from rigger_server.app import (
+    NOTHING_TO_RELOAD,
+    PORT_ATTEMPTS,
+    PortInUse,
+    RiggerServer,
+    ServerConfig,
+    loopbacks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +120,7 @@ def _worker(index: int, config: ServerConfig, conn: Connection, lifeline: Connec
 
     async def serve() -> None:
         try:
-            server = RiggerServer(config)  # reads the token file
+            server = RiggerServer(config)  # reads the token file and the TLS files
             server.handle_signals(interrupt=False)
             # Born with SIGHUP blocked (see Supervisor.start); one that came
             # meanwhile is handled now.
@@ -257,11 +264,11 @@ class Supervisor:
         self._signal_all(signal.SIGTERM)
 
     def _on_hangup(self, signum: int, frame: types.FrameType | None) -> None:
-        if self.config.auth_token_file is None:
-            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+        if self.config.auth_token_file is None and self.config.tls is None:
+            log.info("SIGHUP ignored: %s", NOTHING_TO_RELOAD)
             return
-        # Every worker re-reads the file and ends its own streams whose
-        # token is revoked.
+        # Every worker re-reads the files: it ends its own streams whose
+        # token is revoked, and its new connections get the new certificate.
         self._signal_all(signal.SIGHUP)
 
     def _signal_all(self, signum: int) -> None:
