@@ -106,7 +106,7 @@ class RawConnection:
             self._read_once()
 
     def finished(self, streams: Iterable[int]) -> bool:
-        """True once the server is done with every one of `streams`: refused, or answered and reset."""
+        """True once the server is done with each of `streams`: refused, or answered and reset."""
         return all(stream in self.outcomes and stream in self.reset for stream in streams)
 
     def summary(self) -> dict[str, int]:

@@ -9,7 +9,6 @@ goes on presenting the certificate it had.
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
 import shutil
 import signal
@@ -34,6 +33,7 @@ from conformance.pki import Authority, Pem
 
 RELOADED = "TLS files reloaded"
 FAILED = "TLS reload failed, keeping the current certificate"
+BROKEN_KEY = "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n"
 # Connections opened to find both workers of `--workers 2` before giving up.
 MAX_CONNECTIONS = 64
 
@@ -66,7 +66,7 @@ def install(source: Pem, files: Pem) -> None:
     for src, dst in ((source.cert, files.cert), (source.key, files.key)):
         partial = dst.with_suffix(".partial")
         shutil.copyfile(src, partial)
-        os.replace(partial, dst)
+        partial.replace(dst)
 
 
 def der(pem: Pem) -> bytes:
@@ -75,9 +75,7 @@ def der(pem: Pem) -> bytes:
 
 
 @contextlib.contextmanager
-def tls_connection(
-    port: int, ca: Authority, client: Pem | None = None
-) -> Iterator[ssl.SSLSocket]:
+def tls_connection(port: int, ca: Authority, client: Pem | None = None) -> Iterator[ssl.SSLSocket]:
     """A new TLS connection to the server, handshake done."""
     context = ssl.create_default_context(cafile=str(ca.pem.cert))
     context.set_alpn_protocols(["h2"])
@@ -129,9 +127,7 @@ def tls_server(project: pathlib.Path, files: Pem, ca: Authority, *extra: str) ->
     ).start()
 
 
-def test_sighup_serves_the_new_certificate_to_new_connections(
-    project, authority, served, old, new
-):
+def test_sighup_serves_the_new_certificate_to_new_connections(project, authority, served, old, new):
     server = tls_server(project, served, authority)
     try:
         assert presented(server.port, authority) == der(old)
@@ -163,7 +159,7 @@ def test_a_broken_rotation_keeps_the_current_certificate(
         elif breakage == "certificate-not-pem":
             served.cert.write_text("not a certificate\n")
         else:
-            served.key.write_text("-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+            served.key.write_text(BROKEN_KEY)
         server.proc.send_signal(signal.SIGHUP)
         wait_for_log(server, FAILED)
         assert presented(server.port, authority) == der(old)
@@ -255,9 +251,7 @@ def test_every_worker_serves_the_new_certificate(project, authority, served, new
         assert server.stop() == 0
 
 
-def test_a_key_that_does_not_match_its_certificate_stops_the_server_at_start(
-    project, old, new
-):
+def test_a_key_that_does_not_match_its_certificate_stops_the_server_at_start(project, old, new):
     (project / ".rigger").mkdir()
     result = rig(
         "grpc", "--port", "0", "--tls-cert", str(new.cert), "--tls-key", str(old.key), cwd=project

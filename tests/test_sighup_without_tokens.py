@@ -1,4 +1,4 @@
-"""SIGHUP re-reads the token and TLS files; a server without them logs the signal and goes on serving."""
+"""SIGHUP re-reads the token and TLS files; without them it is logged, and the server serves on."""
 
 from __future__ import annotations
 

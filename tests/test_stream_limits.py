@@ -148,7 +148,8 @@ async def test_a_client_beyond_the_limit_is_served_once_a_slot_frees(project):
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = rigger_pb2_grpc.RiggerServiceStub(channel)
-            calls = [stub.SubscribeToTaskEvents(pb.SubscribeToTaskEventsRequest()) for _ in range(3)]
+            request = pb.SubscribeToTaskEventsRequest()
+            calls = [stub.SubscribeToTaskEvents(request) for _ in range(3)]
             headers = {asyncio.ensure_future(call.initial_metadata()): call for call in calls}
             # The client starts two, in any order, and holds the third back.
             started: set[asyncio.Future[object]] = set()

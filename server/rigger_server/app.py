@@ -115,7 +115,10 @@ class Certificates:
                 return self._current
 
         return grpc.dynamic_ssl_server_credentials(
-            initial, replacement, require_client_authentication=self.files.client_ca is not None
+            initial,
+            # gRPC documents None as "no change"; types-grpcio leaves it out.
+            replacement,  # type: ignore[arg-type]
+            require_client_authentication=self.files.client_ca is not None,
         )
 
     def reload(self) -> None:
