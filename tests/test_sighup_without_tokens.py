@@ -1,4 +1,4 @@
-"""SIGHUP re-reads the token file; a server without one logs the signal and goes on serving."""
+"""SIGHUP re-reads the token and TLS files; without them it is logged, and the server serves on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
 from streams import WAIT
 
-IGNORED = "SIGHUP ignored: there is no --auth-token-file to re-read"
+IGNORED = "SIGHUP ignored: there is no --auth-token-file or --tls-cert to re-read"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -9,6 +9,9 @@ import pathlib
 import resource
 import signal
 import socket
+import ssl
+import threading
+from collections.abc import Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,6 +31,10 @@ from rigger_server.tasks import TaskBook
 log = logging.getLogger(__name__)
 
 
+class CertificateError(Exception):
+    """A TLS file is unreadable or not PEM, or the key does not match the certificate."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TlsFiles:
     """PEM files for TLS; with `client_ca`, clients must present a certificate it signed."""
@@ -36,14 +43,95 @@ class TlsFiles:
     key: pathlib.Path
     client_ca: pathlib.Path | None = None
 
+    def read(self) -> grpc.ServerCertificateConfiguration:
+        """The certificate, key and client CA, checked as a set; CertificateError if unusable.
+
+        gRPC checks nothing until a handshake, and then only logs: a key of
+        another certificate would fail every connection. The standard
+        library's TLS checks them first (parse, and the key matches the
+        certificate).
+        """
+        contents = self._contents()
+        try:
+            check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            # An encrypted key cannot be served: gRPC takes no password.
+            check.load_cert_chain(self.cert, self.key, password=b"")
+            if contents[2] is not None:
+                check.load_verify_locations(cadata=contents[2].decode("ascii"))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise CertificateError(f"{self._names()}: {exc}") from None
+        if self._contents() != contents:
+            raise CertificateError(f"{self._names()} changed while being read; try again")
+        cert, key, client_ca = contents
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=client_ca)
+
+    def _contents(self) -> tuple[bytes, bytes, bytes | None]:
+        try:
+            return (
+                self.cert.read_bytes(),
+                self.key.read_bytes(),
+                self.client_ca.read_bytes() if self.client_ca else None,
+            )
+        except OSError as exc:
+            raise CertificateError(f"{self._names()}: {exc}") from None
+
+    def _names(self) -> str:
+        ca = f", --tls-client-ca {self.client_ca}" if self.client_ca else ""
+        return f"--tls-cert {self.cert}, --tls-key {self.key}{ca}"
+
+
+class Certificates:
+    """The certificate the server presents: read from its files at start, again on `reload()`.
+
+    A reload takes effect on the next TLS handshake: new connections get the
+    new certificate, open ones keep theirs.
+    """
+
+    def __init__(self, files: TlsFiles) -> None:
+        self.files = files
+        self._current = files.read()
+        # Bumped by each successful reload; every listening address's
+        # credentials remember the generation they present.
+        self._generation = 0
+        self._lock = threading.Lock()
+
     def credentials(self) -> grpc.ServerCredentials:
-        """Server credentials from the files."""
-        ca = self.client_ca.read_bytes() if self.client_ca else None
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=ca,
-            require_client_auth=ca is not None,
+        """Credentials for one listening address, presenting the current certificate.
+
+        gRPC takes the initial certificate of dynamic credentials once, for
+        the first address they are bound to: each address needs its own.
+        It then asks them for a replacement on every new handshake, from
+        its own threads.
+        """
+        with self._lock:
+            initial, presented = self._current, self._generation
+
+        def replacement() -> grpc.ServerCertificateConfiguration | None:
+            nonlocal presented
+            with self._lock:
+                if presented == self._generation:
+                    return None  # keep the current one
+                presented = self._generation
+                return self._current
+
+        return grpc.dynamic_ssl_server_credentials(
+            initial,
+            # gRPC documents None as "no change"; types-grpcio leaves it out.
+            replacement,  # type: ignore[arg-type]
+            require_client_authentication=self.files.client_ca is not None,
         )
+
+    def reload(self) -> None:
+        """Re-read the files; if they are unusable, keep the current certificate and say why."""
+        try:
+            current = self.files.read()
+        except CertificateError as exc:
+            log.error("TLS reload failed, keeping the current certificate: %s", exc)
+            return
+        with self._lock:
+            self._current = current
+            self._generation += 1
+        log.info("TLS files reloaded: new connections get the new certificate")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -78,6 +166,9 @@ class ServerConfig:
             # supervisor checked the port was free before starting them).
             ("grpc.so_reuseport", int(self.reuse_port)),
             ("grpc.max_receive_message_length", limits.max_message_bytes),
+            # Advertised to clients (SETTINGS_MAX_CONCURRENT_STREAMS); streams
+            # beyond it are refused before they cost anything.
+            ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
             ("grpc.keepalive_time_ms", int(limits.keepalive_seconds * 1000)),
             ("grpc.keepalive_timeout_ms", int(limits.keepalive_timeout_seconds * 1000)),
             # grpcio closes a connection over an unanswered ping only after this
@@ -143,8 +234,69 @@ def loopbacks() -> list[str]:
     return ["[::1]", "127.0.0.1"]
 
 
+# `--port 0` tries this many ports: the kernel's free pick on the first
+# loopback address may be held by another process on the other.
+PORT_ATTEMPTS = 20
+
+
+# What SIGHUP would re-read, when the server has none of it.
+NOTHING_TO_RELOAD = "there is no --auth-token-file or --tls-cert to re-read"
+
+
 class PortInUse(Exception):
-    """The address could not be bound."""
+    """The address could not be bound; `port` is the port tried there."""
+
+    def __init__(self, address: str, port: int) -> None:
+        super().__init__(address, port)  # both, so it survives pickling (workers.py)
+        self.address = address
+        self.port = port
+
+
+async def bind(
+    make: Callable[[], grpc.aio.Server],
+    hosts: Sequence[str],
+    port: int,
+    credentials: Callable[[], grpc.ServerCredentials] | None,
+    *,
+    first_tries: Sequence[int] = (),
+) -> tuple[grpc.aio.Server, list[str], int]:
+    """A server from `make`, bound to `port` on every one of `hosts`; its addresses and port.
+
+    gRPC binds a name to whichever of its addresses it can and only logs
+    the others, so a port taken on one loopback would go unnoticed: each
+    host is bound on its own, and any failure is PortInUse. With port 0 the
+    first host takes a free port and the others the same; when another
+    process holds it on one of them, a fresh server tries a new free port,
+    at most PORT_ATTEMPTS times (`first_tries`: ports to try before the
+    kernel's picks, for tests). `credentials` makes one address's TLS
+    credentials (None: plaintext).
+    """
+    tries = [port] if port != 0 else [*first_tries, *[0] * PORT_ATTEMPTS][:PORT_ATTEMPTS]
+    failed: PortInUse | None = None
+    for candidate in tries:
+        server = make()
+        addresses: list[str] = []
+        try:
+            for host in hosts:
+                address = f"{host}:{candidate}"
+                try:
+                    if credentials is None:
+                        candidate = server.add_insecure_port(address)
+                    else:
+                        candidate = server.add_secure_port(address, credentials())
+                except RuntimeError as exc:
+                    raise PortInUse(address, candidate) from exc
+                addresses.append(f"{host}:{candidate}")
+        except PortInUse as exc:
+            failed = exc
+            # A server never started keeps the ports it bound until the
+            # process ends; started and stopped at once it lets them go.
+            await server.start()
+            await server.stop(None)
+            continue
+        return server, addresses, candidate
+    assert failed is not None  # `tries` is never empty
+    raise failed
 
 
 class RiggerServer:
@@ -165,11 +317,11 @@ class RiggerServer:
         self._stopping = asyncio.Event()
         self._store_lost = False
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
+        self.certificates = Certificates(config.tls) if config.tls else None
 
     async def start(self) -> None:
         """Open the store, bind the port and start serving."""
         config = self.config
-        credentials = config.tls.credentials() if config.tls else None
         store, notifier = database.open_log(config.db_path, wire.encode_event)
         self._notifier = notifier
         try:
@@ -204,7 +356,12 @@ class RiggerServer:
                 if self.auth
                 else []
             )
-            server = grpc.aio.server(options=config.grpc_options(), interceptors=interceptors)
+            server, self.addresses, self.port = await bind(
+                lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
+                loopbacks() if config.host == "localhost" else [config.host],
+                config.port,
+                self.certificates.credentials if self.certificates else None,
+            )
             servicer = service.RiggerServicer(
                 self._book,
                 planning,
@@ -222,7 +379,6 @@ class RiggerServer:
                 ),
                 server,
             )
-            self._bind(server, credentials)
             await server.start()
         except BaseException:
             await self._close_planner()
@@ -242,24 +398,6 @@ class RiggerServer:
             self.config.db_path,
         )
         self._update_health(serving=False)
-
-    def _bind(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> None:
-        # gRPC binds "localhost" to whichever of its addresses it can and only
-        # logs the others, so a port taken on one loopback would go unnoticed.
-        # Binding each address ourselves makes any failure an error.
-        hosts = loopbacks() if self.config.host == "localhost" else [self.config.host]
-        port = self.config.port
-        for host in hosts:
-            address = f"{host}:{port}"
-            try:
-                if credentials is None:
-                    port = server.add_insecure_port(address)
-                else:
-                    port = server.add_secure_port(address, credentials)
-            except RuntimeError as exc:
-                raise PortInUse(address) from exc
-            self.addresses.append(f"{host}:{port}")
-        self.port = port
 
     async def stop(self) -> None:
         """Graceful stop: NOT_SERVING, let in-flight calls finish, then close the store."""
@@ -324,9 +462,10 @@ class RiggerServer:
         return self._stopping.is_set()
 
     def handle_signals(self, *, interrupt: bool = True) -> None:
-        """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP rotates tokens.
+        """From now on SIGTERM (and SIGINT) ask for a graceful stop; SIGHUP re-reads files.
 
-        Without a token file SIGHUP is logged and ignored.
+        SIGHUP rotates the tokens and the TLS certificate; with neither it
+        is logged and ignored.
 
         Call it before `start()`, so a Ctrl-C while starting stops cleanly too.
         Worker processes pass `interrupt=False`: Ctrl-C is their supervisor's.
@@ -337,12 +476,15 @@ class RiggerServer:
         loop.add_signal_handler(signal.SIGHUP, self._hangup)
 
     def _hangup(self) -> None:
-        # SIGHUP means "re-read the token file"; without one there is
-        # nothing to re-read, and the signal must not end the server.
-        if self.auth is None:
-            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+        # SIGHUP means "re-read the token file and the TLS files"; without
+        # them there is nothing to re-read, and the signal must not end the server.
+        if self.auth is None and self.certificates is None:
+            log.info("SIGHUP ignored: %s", NOTHING_TO_RELOAD)
             return
-        self.auth.reload()
+        if self.auth is not None:
+            self.auth.reload()
+        if self.certificates is not None:
+            self.certificates.reload()
 
     async def wait(self) -> None:
         """Serve until SIGINT, SIGTERM or `request_stop()`, then stop gracefully."""

@@ -133,16 +133,20 @@ def authorization(metadata: Any) -> str | bytes | None:
 def _deny(
     handler: grpc.RpcMethodHandler[Any, Any], message: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """A handler ending the call with UNAUTHENTICATED as soon as its headers arrived.
+
+    gRPC runs a unary-request handler only once the request message arrived,
+    so a caller without a token that sends headers and never a body would
+    hold the call (and its memory) for as long as it liked. A
+    request-streaming handler runs at once and never reads the body.
+    """
+
+    async def abort(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(abort)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(abort)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(abort)
-    return grpc.unary_unary_rpc_method_handler(abort)
+        return grpc.stream_stream_rpc_method_handler(abort)
+    return grpc.stream_unary_rpc_method_handler(abort)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

@@ -14,6 +14,8 @@ from typing import Any
 
 from rigger_server import __version__, database, wire
 from rigger_server.app import (
+    PORT_ATTEMPTS,
+    CertificateError,
     PortInUse,
     RiggerServer,
     ServerConfig,
@@ -68,6 +70,15 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "longest other string field in characters",
     ),
     ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
+    (
+        "--max-streams-per-connection",
+        "max_streams_per_connection",
+        _positive,
+        "most calls open at once on one connection; the server refuses streams beyond it "
+        "and gRPC clients wait for a free slot, so it must exceed what one connection "
+        "multiplexes: a sidecar holds 1 stream, the bench about 80, a reconnect storm of "
+        "3000 over 8 connections 375",
+    ),
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
@@ -177,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     security = grpc_cmd.add_argument_group("security")
     security.add_argument(
-        "--tls-cert", type=pathlib.Path, metavar="FILE", help="PEM certificate: serve TLS"
+        "--tls-cert",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="PEM certificate: serve TLS. SIGHUP re-reads it with --tls-key and "
+        "--tls-client-ca; new connections get the new one",
     )
     security.add_argument(
         "--tls-key", type=pathlib.Path, metavar="FILE", help="PEM private key for --tls-cert"
@@ -193,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=pathlib.Path,
         metavar="FILE",
         help="require `authorization: Bearer <token>` on every call; one token per line, "
-        "re-read on SIGHUP",
+        "re-read on SIGHUP (so are the --tls-* files)",
     )
     security.add_argument(
         "--public-health",
@@ -295,10 +310,10 @@ def _grpc(args: argparse.Namespace) -> int:
 
     async def serve() -> int:
         try:
-            server = RiggerServer(config)  # reads the token file
+            server = RiggerServer(config)  # reads the token file and the TLS files
             server.handle_signals()
             await server.start()
-        except (TokenFileError, PortInUse, DatabaseUnusable, StoreFault) as exc:
+        except (TokenFileError, CertificateError, PortInUse, DatabaseUnusable, StoreFault) as exc:
             return _start_failed(exc, config)
         if not server.stop_requested:
             _print_banner(config, server.addresses, workers=1)
@@ -315,7 +330,7 @@ def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | 
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (TokenFileError, PortInUse, DatabaseUnusable, StoreFault) as exc:
+    except (TokenFileError, CertificateError, PortInUse, DatabaseUnusable, StoreFault) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
@@ -343,17 +358,30 @@ def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, TokenFileError):
         print(f"error: --auth-token-file: {exc}", file=sys.stderr)
         return 2
+    if isinstance(exc, CertificateError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if isinstance(exc, DatabaseUnusable):
         print(f"error: --db: {exc}", file=sys.stderr)
         return 1
     if isinstance(exc, StoreFault):
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    port = config.port
+    assert isinstance(exc, PortInUse)
+    if config.port == 0:
+        # Every free port the kernel offered was taken on another address.
+        print(
+            f"error: cannot bind {exc.address}: Address already in use.\n"
+            f"--port 0 tried {PORT_ATTEMPTS} free ports; another process held each of them "
+            f"on one of the addresses (the last: port {exc.port}). Pick a port:\n"
+            f"    rig grpc --port 50052",
+            file=sys.stderr,
+        )
+        return 1
     print(
-        f"error: cannot bind {exc}: Address already in use.\n"
-        f"Another process is using port {port}. Stop it, or pick another port:\n"
-        f"    rig grpc --port {port + 1 if port else 50052}",
+        f"error: cannot bind {exc.address}: Address already in use.\n"
+        f"Another process is using port {exc.port}. Stop it, or pick another port:\n"
+        f"    rig grpc --port {exc.port + 1 if exc.port < 65535 else 50052}",
         file=sys.stderr,
     )
     return 1

@@ -36,6 +36,14 @@ class Limits:
     max_event_types: int = 64
     # Most subscriber streams open at once (RESOURCE_EXHAUSTED beyond it).
     max_subscribers: int = 10_000
+    # Most calls (HTTP/2 streams) open at once on one connection; the server
+    # refuses the streams beyond it (each held ~21 KiB even before its request
+    # arrived: a million could be opened on one connection). gRPC clients wait
+    # for a free slot rather than fail, and a subscription holds its slot for
+    # as long as it is open, so this must exceed what one connection
+    # legitimately multiplexes: a sidecar holds one stream; the bench holds at
+    # most ~80 per connection (10 000 over 128), the reconnect-storm test 375.
+    max_streams_per_connection: int = 1000
     # Largest PRD file ParsePRD reads.
     max_prd_bytes: int = 1 * MIB
     # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each

@@ -31,7 +31,14 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from rigger_server import database, wire
-from rigger_server.app import PortInUse, RiggerServer, ServerConfig, loopbacks
+from rigger_server.app import (
+    NOTHING_TO_RELOAD,
+    PORT_ATTEMPTS,
+    PortInUse,
+    RiggerServer,
+    ServerConfig,
+    loopbacks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +61,10 @@ def _sockaddrs(host: str) -> list[_Address]:
 
 
 class _BindFailed(Exception):
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, port: int) -> None:
         super().__init__(address)
         self.address = address
+        self.port = port
 
 
 def _bind_all(host: str, port: int, reuse_port: bool) -> tuple[int, list[socket.socket]]:
@@ -72,7 +80,7 @@ def _bind_all(host: str, port: int, reuse_port: bool) -> tuple[int, list[socket.
         except OSError as exc:
             for opened in bound:
                 opened.close()
-            raise _BindFailed(f"{name}:{port}") from exc
+            raise _BindFailed(f"{name}:{port}", port) from exc
         port = sock.getsockname()[1]
     return port, bound
 
@@ -85,8 +93,8 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     SO_REUSEPORT and never listen: the workers can join them, nobody else can
     take the port, and no connection is ever queued on them.
     """
-    failed = f"{host}:{port}"
-    for _ in range(20):
+    failed = PortInUse(f"{host}:{port}", port)
+    for _ in range(PORT_ATTEMPTS):
         try:
             chosen, probes = _bind_all(host, port, reuse_port=False)
             for sock in probes:
@@ -94,10 +102,10 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
             return _bind_all(host, chosen, reuse_port=True)
         except _BindFailed as exc:
             if port != 0:
-                raise PortInUse(exc.address) from exc
+                raise PortInUse(exc.address, exc.port) from exc
             # The free port on one loopback was taken on the other: pick again.
-            failed = exc.address
-    raise PortInUse(failed)
+            failed = PortInUse(exc.address, exc.port)
+    raise failed
 
 
 def _worker(index: int, config: ServerConfig, conn: Connection, lifeline: Connection) -> None:
@@ -112,7 +120,7 @@ def _worker(index: int, config: ServerConfig, conn: Connection, lifeline: Connec
 
     async def serve() -> None:
         try:
-            server = RiggerServer(config)  # reads the token file
+            server = RiggerServer(config)  # reads the token file and the TLS files
             server.handle_signals(interrupt=False)
             # Born with SIGHUP blocked (see Supervisor.start); one that came
             # meanwhile is handled now.
@@ -256,11 +264,11 @@ class Supervisor:
         self._signal_all(signal.SIGTERM)
 
     def _on_hangup(self, signum: int, frame: types.FrameType | None) -> None:
-        if self.config.auth_token_file is None:
-            log.info("SIGHUP ignored: there is no --auth-token-file to re-read")
+        if self.config.auth_token_file is None and self.config.tls is None:
+            log.info("SIGHUP ignored: %s", NOTHING_TO_RELOAD)
             return
-        # Every worker re-reads the file and ends its own streams whose
-        # token is revoked.
+        # Every worker re-reads the files: it ends its own streams whose
+        # token is revoked, and its new connections get the new certificate.
         self._signal_all(signal.SIGHUP)
 
     def _signal_all(self, signum: int) -> None:

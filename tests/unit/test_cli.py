@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from rigger_server.cli import main
+from rigger_server.app import PortInUse, ServerConfig
+from rigger_server.cli import _start_failed, main
 
 
 @pytest.mark.parametrize(
@@ -29,3 +30,13 @@ def test_a_limit_below_one_is_refused_before_anything_starts(capsys):
         main(["grpc", "--max-subscribers", "0"])
     assert exited.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("asked", [0, 4711], ids=["port-0", "fixed-port"])
+def test_a_port_in_use_is_named_by_the_port_tried_never_0(capsys, tmp_path, asked):
+    config = ServerConfig(db_path=tmp_path / "tasks.db", project_root=tmp_path, port=asked)
+    tried = asked or 4711
+    assert _start_failed(PortInUse(f"127.0.0.1:{tried}", tried), config) == 1
+    err = capsys.readouterr().err
+    assert f"port {tried}" in err and "using port 0" not in err
+    assert "--port" in err
