@@ -19,6 +19,12 @@ MAX_OPEN_FILES = 1 << 20
 # is part of the contract's comment on the method.
 MAX_BATCH_MESSAGE_BYTES = 1 * MIB
 
+# A write commits only while at least this long is left before its caller's
+# deadline (guard.py): what follows the commit (publishing its events,
+# building and sending the answer) must fit in it, or the caller would hear
+# DEADLINE_EXCEEDED about a write that was made. No flag: a documented constant.
+COMMIT_MARGIN_SECONDS = 0.25
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:

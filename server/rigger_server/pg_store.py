@@ -43,7 +43,7 @@ import contextlib
 import dataclasses
 import select
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -378,8 +378,14 @@ class PostgresStore:
         return getattr(self._local, "conn", None) is not None
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[psycopg.Connection[Any]]:
-        """Writes inside commit together or not at all; nested, a savepoint."""
+    def atomic(
+        self, before_commit: Callable[[], None] | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """Writes inside commit together or not at all; nested, a savepoint.
+
+        The outermost calls `before_commit` after its last statement (the
+        head's update), right before COMMIT.
+        """
         local = self._local
         conn: psycopg.Connection[Any] | None = getattr(local, "conn", None)
         if conn is not None:
@@ -406,6 +412,8 @@ class PostgresStore:
                             "RETURNING sequence) SELECT pg_notify(%s, sequence::text) FROM head",
                             (local.head, CHANNEL),
                         )
+                    if before_commit is not None:
+                        before_commit()
             finally:
                 local.conn = None
 

@@ -13,8 +13,10 @@ in one write on the book's writer thread, or nothing:
   can win. The task moves through the PENDING_* states of its route, each
   move a STATUS_CHANGED event at its own version, in that one commit.
 
-A write that would land after the caller's deadline is refused inside the
-transaction, so a caller told DEADLINE_EXCEEDED finds nothing written.
+Each commit carries its caller's `WriteGuard` (guard.py): a write that would
+land after the caller's deadline, or after its token was revoked, is refused
+inside the transaction right before COMMIT, so a caller told
+DEADLINE_EXCEEDED or UNAUTHENTICATED finds nothing written.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from rigger_server.domain import (
 )
 from rigger_server.errors import (
     AlreadyExists,
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -45,7 +46,8 @@ from rigger_server.errors import (
     RiggerError,
     VersionConflict,
 )
-from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan
+from rigger_server.guard import UNGUARDED, WriteGuard
+from rigger_server.planner import Orchestration, Planner, TaskContext, TaskPlan
 from rigger_server.planner import check_test_type as planner_test_type
 from rigger_server.planner import orchestrate as plan_orchestration
 from rigger_server.prd import ParsedPrd
@@ -88,13 +90,6 @@ class Orchestrated:
     reasons: tuple[str, ...]
 
 
-def _check_deadline(deadline: Deadline | None) -> None:
-    if deadline is not None and deadline.remaining() <= 0:
-        raise DeadlineExceeded(
-            "the deadline passed before the result was committed; nothing was written"
-        )
-
-
 def _naming_prd_id(exc: RiggerError) -> RiggerError:
     """A ParsePRD error about the file, re-worded for the prd_id field that named it."""
     text = str(exc).removeprefix("prd_file_path:").strip()
@@ -129,13 +124,13 @@ class Planning:
 
     # --- PRDs -----------------------------------------------------------------
 
-    async def parse_prd(self, requested_path: str) -> Prd:
-        """ParsePRD: store the PRD, and keep its parse for a generation that follows.
+    async def parse_prd(self, requested_path: str, guard: WriteGuard = UNGUARDED) -> Prd:
+        """ParsePRD: store the PRD (if `guard` holds), and keep its parse for a generation.
 
         Without it, GenerateTasksFromPRD would parse the stored markdown again:
         half a second or more for a 1 MiB PRD.
         """
-        prd, parsed = await self.book.parse_prd(requested_path)
+        prd, parsed = await self.book.parse_prd(requested_path, guard)
         self._remember(prd.id, parsed)
         return prd
 
@@ -189,9 +184,13 @@ class Planning:
         *,
         model: str = "",
         replace_existing: bool = False,
-        deadline: Deadline | None = None,
+        guard: WriteGuard = UNGUARDED,
     ) -> Generated:
-        """Plan the PRD's tasks and create them all in one transaction, or none."""
+        """Plan the PRD's tasks and create them all in one transaction, or none.
+
+        The planner works to `guard`'s deadline; the transaction commits only
+        if `guard` still holds right before COMMIT.
+        """
         self._check_text(prd_id, "prd_id", required=True)
         self._check_text(model, "model")
         prd, parsed, stored = await self._prd(prd_id)
@@ -200,9 +199,9 @@ class Planning:
             existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
             if existing:
                 raise self._already_planned(prd, existing)
-        plan = await self.planner.generate_tasks(parsed, model=model, deadline=deadline)
+        plan = await self.planner.generate_tasks(parsed, model=model, deadline=guard.deadline)
         return await self.book.write(
-            self._commit_generation, prd, stored, plan, replace_existing, deadline
+            self._commit_generation, prd, stored, plan, replace_existing, guard=guard
         )
 
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
@@ -219,11 +218,9 @@ class Planning:
         stored: bool,
         plan: TaskPlan,
         replace_existing: bool,
-        deadline: Deadline | None,
     ) -> Written[Generated]:
         # On the writer thread, inside the transaction: nothing can add tasks
         # to this PRD between the check and the insert.
-        _check_deadline(deadline)
         if not stored:
             self.store.insert_prd(prd)
         existing = _top_level_live(self.store.tasks_of_prd(prd))
@@ -291,9 +288,13 @@ class Planning:
         model: str = "",
         test_type: str = "",
         expected_version: int | None = None,
-        deadline: Deadline | None = None,
+        guard: WriteGuard = UNGUARDED,
     ) -> Orchestrated:
-        """Route the task, plan its route's steps, then commit them all at the version read."""
+        """Route the task, plan its route's steps, then commit them all at the version read.
+
+        The planner works to `guard`'s deadline; the commit needs `guard` to
+        hold right before COMMIT.
+        """
         self._check_text(task_id, "task_id", required=True)
         self._check_text(model, "model")
         test_type = planner_test_type(self._check_text(test_type, "test_type"))
@@ -312,9 +313,9 @@ class Planning:
             return await self._finished_before(task)
         context = await self._context(task)
         made = await plan_orchestration(
-            self.planner, context, test_type=test_type, model=model, deadline=deadline
+            self.planner, context, test_type=test_type, model=model, deadline=guard.deadline
         )
-        return await self.book.write(self._commit_orchestration, task, made, deadline)
+        return await self.book.write(self._commit_orchestration, task, made, guard=guard)
 
     async def _context(self, task: Task) -> TaskContext:
         """The task with its PRD and the tasks around it (its PRD's, its dependencies)."""
@@ -357,10 +358,7 @@ class Planning:
             reasons=(),
         )
 
-    def _commit_orchestration(
-        self, read: Task, made: Orchestration, deadline: Deadline | None
-    ) -> Written[Orchestrated]:
-        _check_deadline(deadline)
+    def _commit_orchestration(self, read: Task, made: Orchestration) -> Written[Orchestrated]:
         current = self.store.get_task(read.id)
         if current is None:
             raise NotFound(f"task {read.id!r} not found")

@@ -393,8 +393,13 @@ class SqliteStore:
             )
 
     @contextmanager
-    def atomic(self) -> Iterator[sqlite3.Connection]:
-        """Writes inside commit together or not at all; nested, a savepoint."""
+    def atomic(
+        self, before_commit: Callable[[], None] | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """Writes inside commit together or not at all; nested, a savepoint.
+
+        The outermost calls `before_commit` right before COMMIT.
+        """
         try:
             conn = self._conn()
         except sqlite3.Error as exc:
@@ -414,6 +419,8 @@ class SqliteStore:
                     if self._local.aborted is not None:
                         raise self._local.aborted()
                     self._check_same_file()
+                    if before_commit is not None:
+                        before_commit()
                     self._execute(conn, "COMMIT")
                 except BaseException:
                     if conn.in_transaction:

@@ -15,7 +15,7 @@ was deleted or replaced under it; checked before every commit).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -97,11 +97,15 @@ class Store(Protocol):
         """
         ...
 
-    def atomic(self) -> AbstractContextManager[object]:
+    def atomic(
+        self, before_commit: Callable[[], None] | None = None
+    ) -> AbstractContextManager[object]:
         """Writes made inside commit together when it exits, or not at all if it raises.
 
         Nested inside another `atomic()`, only the inner writes are undone on
         an exception, and nothing commits before the outermost one exits.
+        The outermost one calls `before_commit` after its last statement,
+        right before COMMIT; if it raises, nothing is written.
         """
         ...
 
