@@ -71,6 +71,13 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
+        "--max-generated-tasks",
+        "max_generated_tasks",
+        _positive,
+        "most tasks one GenerateTasksFromPRD may create; its transaction holds every other "
+        "write meanwhile",
+    ),
+    (
         "--keepalive-seconds",
         "keepalive_seconds",
         _seconds,

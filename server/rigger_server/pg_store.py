@@ -480,6 +480,27 @@ class PostgresStore:
                 )
             return self._append(conn, events)
 
+    def replace_statuses(
+        self, changes: Sequence[tuple[Task, int]], events: Sequence[EventDraft]
+    ) -> list[Event]:
+        """Store many tasks' new status, version and updated_at, each at its expected version."""
+        with self.atomic() as conn:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE rigger.tasks SET status = %s, version = %s, updated_at = %s "
+                    "WHERE id = %s AND version = %s",
+                    [
+                        (int(task.status), task.version, task.updated_at, task.id, expected)
+                        for task, expected in changes
+                    ],
+                )
+                if cursor.rowcount != len(changes):
+                    raise VersionConflict(
+                        f"{len(changes) - cursor.rowcount} of {len(changes)} tasks changed "
+                        "meanwhile"
+                    )
+            return self._append(conn, events)
+
     # --- events --------------------------------------------------------------
 
     def _append(self, conn: psycopg.Connection[Any], drafts: Sequence[EventDraft]) -> list[Event]:

@@ -43,6 +43,7 @@ from rigger_server.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     RiggerError,
     VersionConflict,
 )
@@ -96,6 +97,37 @@ def _naming_prd_id(exc: RiggerError) -> RiggerError:
     if isinstance(exc, InvalidArgument):
         return InvalidArgument("prd_id", text)
     return type(exc)(f"prd_id: {text}")
+
+
+def _new_tasks(prd: Prd, plan: TaskPlan) -> tuple[list[Task], list[EventDraft]]:
+    """The plan's tasks as new rows of the PRD, and their CREATED events."""
+    now = now_rfc3339()
+    ids = [str(uuid.uuid4()) for _ in plan.tasks]
+    tasks = [
+        Task(
+            id=task_id,
+            title=planned.title,
+            status=TaskStatus.COMPLETED if planned.done else TaskStatus.TODO,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            assignee=planned.assignee,
+            due_date=planned.due_date,
+            source_prd_id=prd.id,
+            complexity=planned.complexity,
+            reasoning=planned.reasoning,
+            context_files=planned.context_files,
+            dependencies=tuple(ids[index] for index in planned.dependencies),
+        )
+        for task_id, planned in zip(ids, plan.tasks, strict=True)
+    ]
+    drafts = [
+        EventDraft.new(
+            EventType.CREATED, task, now, planner=plan.planner, model=plan.model, prd_id=prd.id
+        )
+        for task in tasks
+    ]
+    return tasks, drafts
 
 
 def _top_level_live(tasks: list[Task]) -> list[Task]:
@@ -200,8 +232,18 @@ class Planning:
             if existing:
                 raise self._already_planned(prd, existing)
         plan = await self.planner.generate_tasks(parsed, model=model, deadline=guard.deadline)
+        limit = self.book.limits.max_generated_tasks
+        if len(plan.tasks) > limit:
+            raise ResourceExhausted(
+                f"prd_id: the PRD plans {len(plan.tasks)} tasks; the server creates at most "
+                f"{limit} in one generation (rig grpc --max-generated-tasks). Split the PRD, "
+                "or raise the limit"
+            )
+        # The new rows and their events are made here, off the writer: the
+        # writer only has to store them (a large plan is tens of thousands).
+        tasks, drafts = await asyncio.to_thread(_new_tasks, prd, plan)
         return await self.book.write(
-            self._commit_generation, prd, stored, plan, replace_existing, guard=guard
+            self._commit_generation, prd, stored, plan, tasks, drafts, replace_existing, guard=guard
         )
 
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
@@ -217,6 +259,8 @@ class Planning:
         prd: Prd,
         stored: bool,
         plan: TaskPlan,
+        tasks: list[Task],
+        drafts: list[EventDraft],
         replace_existing: bool,
     ) -> Written[Generated]:
         # On the writer thread, inside the transaction: nothing can add tasks
@@ -226,54 +270,31 @@ class Planning:
         existing = _top_level_live(self.store.tasks_of_prd(prd))
         if existing and not replace_existing:
             raise self._already_planned(prd, existing)
-        now = now_rfc3339()
-        events = []
-        archived = []
+        now = tasks[0].created_at if tasks else now_rfc3339()
+        replaced = []
+        gone_drafts = []
         for old in existing:
             if old.status is not TaskStatus.TODO:
                 continue
             gone = dataclasses.replace(
                 old, status=TaskStatus.ARCHIVED, version=old.version + 1, updated_at=now
             )
-            draft = EventDraft.new(
-                EventType.DELETED,
-                gone,
-                now,
-                previous_status=old.status.contract_name,
-                replaced_by_prd_id=prd.id,
+            gone_drafts.append(
+                EventDraft.new(
+                    EventType.DELETED,
+                    gone,
+                    now,
+                    previous_status=old.status.contract_name,
+                    replaced_by_prd_id=prd.id,
+                )
             )
-            events += self.store.replace_task(gone, old.version, [draft])
-            archived.append(old.id)
-        ids = [str(uuid.uuid4()) for _ in plan.tasks]
-        tasks = [
-            Task(
-                id=task_id,
-                title=planned.title,
-                status=TaskStatus.COMPLETED if planned.done else TaskStatus.TODO,
-                created_at=now,
-                updated_at=now,
-                version=1,
-                assignee=planned.assignee,
-                due_date=planned.due_date,
-                source_prd_id=prd.id,
-                complexity=planned.complexity,
-                reasoning=planned.reasoning,
-                context_files=planned.context_files,
-                dependencies=tuple(ids[index] for index in planned.dependencies),
-            )
-            for task_id, planned in zip(ids, plan.tasks, strict=True)
-        ]
-        drafts = [
-            EventDraft.new(
-                EventType.CREATED, task, now, planner=plan.planner, model=plan.model, prd_id=prd.id
-            )
-            for task in tasks
-        ]
+            replaced.append((gone, old.version))
+        events = self.store.replace_statuses(replaced, gone_drafts)
         events += self.store.insert_tasks(tasks, drafts)
         generated = Generated(
             prd_id=prd.id,
             tasks=tuple(tasks),
-            archived_task_ids=tuple(archived),
+            archived_task_ids=tuple(gone.id for gone, _ in replaced),
             planner=plan.planner,
             model=plan.model,
         )

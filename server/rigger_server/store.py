@@ -97,6 +97,18 @@ class Store(Protocol):
         """
         ...
 
+    def replace_statuses(
+        self, changes: Sequence[tuple[Task, int]], events: Sequence[EventDraft]
+    ) -> list[Event]:
+        """Store each (task, expected_version)'s new status, version and updated_at.
+
+        Nothing else of each task may have changed: only those columns are
+        written, in a few statements for any number of tasks. If any task is
+        no longer at its expected version, raise errors.VersionConflict and
+        change nothing. The events are appended in the same transaction.
+        """
+        ...
+
     def atomic(
         self, before_commit: Callable[[], None] | None = None
     ) -> AbstractContextManager[object]:
