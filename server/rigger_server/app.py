@@ -170,7 +170,9 @@ class RiggerServer:
         """Open the store, bind the port and start serving."""
         config = self.config
         credentials = config.tls.credentials() if config.tls else None
-        store, notifier = database.open_log(config.db_path, wire.encode_event)
+        store, notifier = database.open_log(
+            config.db_path, wire.encode_event, timeout_seconds=config.limits.db_timeout_seconds
+        )
         self._notifier = notifier
         try:
             broadcaster = Broadcaster(

@@ -90,6 +90,13 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "close a connection whose ping goes unanswered this long",
     ),
     (
+        "--db-timeout-seconds",
+        "db_timeout_seconds",
+        _seconds,
+        "PostgreSQL: longest one statement may run, a wait for a lock included (then "
+        "UNAVAILABLE), and longest a health probe may go unanswered (then NOT_SERVING)",
+    ),
+    (
         "--handshake-timeout-seconds",
         "handshake_timeout_seconds",
         _seconds,

@@ -26,6 +26,13 @@ MAX_BATCH_MESSAGE_BYTES = 1 * MIB
 COMMIT_MARGIN_SECONDS = 0.25
 
 
+# A PostgreSQL connection that has not answered within --db-timeout-seconds
+# plus this is closed: the server-side timeouts had their chance to fire, so
+# the database is not answering at all (stopped, frozen, cut off without a
+# reset). No flag: a documented constant.
+DB_STALL_SLACK_SECONDS = 2.0
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds on what one client can make the server hold or do."""
@@ -52,6 +59,10 @@ class Limits:
     # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each
     # costs ~38 bytes in every event about the parent: 10000 make ~380 KB.
     max_subtasks: int = 10_000
+    # PostgreSQL: the longest one statement may run, waiting for a row lock
+    # included (statement_timeout, lock_timeout: then UNAVAILABLE), and the
+    # longest a health probe may go unanswered (then NOT_SERVING).
+    db_timeout_seconds: float = 5.0
     # Seconds between keepalive pings the server sends on an idle connection,
     # so a vanished sidecar is noticed and its subscription released.
     keepalive_seconds: float = 60.0

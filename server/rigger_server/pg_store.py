@@ -27,7 +27,11 @@ rigger_log, '<new head>'` is delivered to the listeners only if the
 transaction commits.
 
 When PostgreSQL cannot be reached, every call raises `errors.Unavailable`
-(the service answers UNAVAILABLE). A commit whose connection breaks is in
+(the service answers UNAVAILABLE). So does one that takes too long: every
+connection sets statement_timeout and lock_timeout (`--db-timeout-seconds`),
+so a write waiting for a row lock another session holds gives up, and every
+wait on a connection is bounded on this side too (`pg_stall.py`), for a
+PostgreSQL that does not answer at all. A commit whose connection breaks is in
 doubt: its events, if it did commit, reach every replica's subscribers through
 the log, never through this replica's local fast path.
 
@@ -63,6 +67,8 @@ from rigger_server.domain import (
     commit_event,
 )
 from rigger_server.errors import Unavailable, VersionConflict
+from rigger_server.limits import DB_STALL_SLACK_SECONDS, Limits
+from rigger_server.pg_stall import BoundedConnection
 from rigger_server.store import TaskQuery
 
 # The channel every write transaction notifies with the log's new head.
@@ -333,12 +339,17 @@ def migrate(url: str) -> tuple[int, int]:
 class PostgresStore:
     """A Store on one PostgreSQL database, shared with every other replica on it."""
 
-    def __init__(self, url: str, encode: EventEncoder) -> None:
+    def __init__(
+        self, url: str, encode: EventEncoder, *, timeout_seconds: float | None = None
+    ) -> None:
         self.url = url
         self._encode = encode
         self._local = threading.local()
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        self.timeout_seconds = timeout_seconds or Limits().db_timeout_seconds
+        self._pool: ConnectionPool[BoundedConnection] = ConnectionPool(
             url,
+            connection_class=BoundedConnection,
+            configure=self._configure,
             kwargs={"autocommit": True, **connection_kwargs(url)},
             min_size=POOL_MIN,
             max_size=POOL_MAX,
@@ -361,6 +372,16 @@ class PostgresStore:
             raise
 
     # --- connections and transactions ----------------------------------------
+
+    def _configure(self, conn: BoundedConnection) -> None:
+        """A new pooled connection: its statements and lock waits, and its waits here, bounded."""
+        conn.stall_seconds = self.timeout_seconds + DB_STALL_SLACK_SECONDS
+        milliseconds = str(max(1, round(self.timeout_seconds * 1000)))
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false), "
+            "set_config('lock_timeout', %s, false)",
+            (milliseconds, milliseconds),
+        )
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:
