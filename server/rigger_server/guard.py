@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable
 
 from rigger_server.errors import DeadlineExceeded, Unauthenticated
-from rigger_server.limits import COMMIT_MARGIN_SECONDS
+from rigger_server.limits import ANSWER_SECONDS_PER_TASK, COMMIT_MARGIN_SECONDS
 from rigger_server.planner.plans import Deadline
 
 
@@ -30,22 +30,28 @@ class WriteGuard:
     deadline: Deadline | None = None
     # None: the server takes no tokens.
     authorized: Callable[[], bool] | None = None
+    # Seconds that must be left before the deadline for the write to commit.
+    margin: float = COMMIT_MARGIN_SECONDS
 
     def check(self) -> None:
         """Raise Unauthenticated or DeadlineExceeded if the write must not be applied now.
 
-        A write needs COMMIT_MARGIN_SECONDS left before its deadline: its
-        commit, its events' publishing and its answer take time too, and an
-        answer arriving after the caller gave up reads as DEADLINE_EXCEEDED.
+        A write needs `margin` left before its deadline: its commit, its
+        events' publishing and its answer take time too, and an answer
+        arriving after the caller gave up reads as DEADLINE_EXCEEDED.
         """
         if self.authorized is not None and not self.authorized():
             raise Unauthenticated(
                 "the call's token was revoked before its write was applied; nothing was written"
             )
-        if self.deadline is not None and self.deadline.remaining() <= COMMIT_MARGIN_SECONDS:
+        if self.deadline is not None and self.deadline.remaining() <= self.margin:
             raise DeadlineExceeded(
                 "the deadline passed before the write was committed; nothing was written"
             )
+
+    def answering(self, tasks: int) -> WriteGuard:
+        """This guard, with room left for an answer carrying `tasks` tasks."""
+        return dataclasses.replace(self, margin=self.margin + tasks * ANSWER_SECONDS_PER_TASK)
 
 
 UNGUARDED = WriteGuard()

@@ -243,7 +243,14 @@ class Planning:
         # writer only has to store them (a large plan is tens of thousands).
         tasks, drafts = await asyncio.to_thread(_new_tasks, prd, plan)
         return await self.book.write(
-            self._commit_generation, prd, stored, plan, tasks, drafts, replace_existing, guard=guard
+            self._commit_generation,
+            prd,
+            stored,
+            plan,
+            tasks,
+            drafts,
+            replace_existing,
+            guard=guard.answering(len(tasks)),
         )
 
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
