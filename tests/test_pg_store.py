@@ -204,3 +204,21 @@ def test_a_connection_lost_mid_write_fails_unavailable_and_the_next_write_works(
     (event,) = store.insert_task(*_created("after"))
     assert event.sequence == 1
     assert [e.sequence for e in store.events_after(0, 10)] == [1]
+
+
+def test_replace_statuses_changes_nothing_when_one_task_moved_on(store: PostgresStore):
+    written = [_created(f"t{n}") for n in range(3)]
+    for task, drafts in written:
+        store.insert_task(task, drafts)
+    tasks = [task for task, _ in written]
+    store.replace_task(dataclasses.replace(tasks[1], title="moved", version=2), 1, [])
+    gone = [
+        dataclasses.replace(t, status=TaskStatus.ARCHIVED, version=2, updated_at="later")
+        for t in tasks
+    ]
+    with pytest.raises(VersionConflict), store.atomic():
+        store.replace_statuses([(t, 1) for t in gone], written[0][1])
+    assert [store.get_task(t.id).status for t in tasks] == [TaskStatus.TODO] * 3
+    events = store.replace_statuses([(gone[0], 1), (gone[2], 1)], written[0][1] + written[2][1])
+    assert [e.sequence for e in events] == [4, 5]
+    assert store.get_task(gone[0].id) == gone[0]

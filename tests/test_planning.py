@@ -255,8 +255,16 @@ async def test_a_checked_box_is_created_completed(stub, server):
     assert [t.status for t in reply.tasks] == [pb.TASK_STATUS_COMPLETED, pb.TASK_STATUS_TODO]
 
 
-async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(own_server):
-    server = own_server
+@pytest.fixture
+def server_for_1_mib(project: pathlib.Path):
+    """A server that creates the 16 000 tasks of a 1 MiB PRD in one generation."""
+    proc = ServerProcess(project, extra_args=("--max-generated-tasks", "20000")).start()
+    yield proc
+    proc.stop()
+
+
+async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(server_for_1_mib):
+    server = server_for_1_mib
     unit = "- [ ] Deliver part of the feature @ann Due: 2025-06-01 (after #1)\n"
     text = "# Big\n\n## Tasks\n\n- [ ] First part\n" + unit * (1024 * 1024 // len(unit) - 1)
     (server.root / "big.md").write_text(text)

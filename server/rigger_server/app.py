@@ -322,7 +322,9 @@ class RiggerServer:
     async def start(self) -> None:
         """Open the store, bind the port and start serving."""
         config = self.config
-        store, notifier = database.open_log(config.db_path, wire.encode_event)
+        store, notifier = database.open_log(
+            config.db_path, wire.encode_event, timeout_seconds=config.limits.db_timeout_seconds
+        )
         self._notifier = notifier
         try:
             broadcaster = Broadcaster(

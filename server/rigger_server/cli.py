@@ -82,6 +82,13 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
+        "--max-generated-tasks",
+        "max_generated_tasks",
+        _positive,
+        "most tasks one GenerateTasksFromPRD may create; its transaction holds every other "
+        "write meanwhile",
+    ),
+    (
         "--keepalive-seconds",
         "keepalive_seconds",
         _seconds,
@@ -92,6 +99,13 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "keepalive_timeout_seconds",
         _seconds,
         "close a connection whose ping goes unanswered this long",
+    ),
+    (
+        "--db-timeout-seconds",
+        "db_timeout_seconds",
+        _seconds,
+        "PostgreSQL: longest one statement may run, a wait for a lock included (then "
+        "UNAVAILABLE), and longest a health probe may go unanswered (then NOT_SERVING)",
     ),
     (
         "--handshake-timeout-seconds",

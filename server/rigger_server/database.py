@@ -92,11 +92,15 @@ def _require_postgres() -> None:
             ) from None
 
 
-def open_log(target: Target, encode: EventEncoder) -> tuple[Store, LogNotifier]:
+def open_log(
+    target: Target, encode: EventEncoder, *, timeout_seconds: float | None = None
+) -> tuple[Store, LogNotifier]:
     """Open the store at `target` and the notifier its servers share.
 
     A SQLite file is created (or migrated) as needed; a PostgreSQL database
-    must have been set up with `rig init --db URL`. Raises DatabaseUnusable.
+    must have been set up with `rig init --db URL`, and `timeout_seconds`
+    bounds its statements and health probes (`--db-timeout-seconds`).
+    Raises DatabaseUnusable.
     """
     if is_url(target):
         _require_postgres()
@@ -104,7 +108,10 @@ def open_log(target: Target, encode: EventEncoder) -> tuple[Store, LogNotifier]:
         from rigger_server.pg_store import PostgresStore
 
         url = str(target)
-        return PostgresStore(url, encode), PostgresListener(url)
+        return (
+            PostgresStore(url, encode, timeout_seconds=timeout_seconds),
+            PostgresListener(url, probe_timeout_seconds=timeout_seconds),
+        )
     from rigger_server.peers import Peers, peer_directory
     from rigger_server.sqlite_store import SqliteStore
 

@@ -27,6 +27,10 @@ class VersionConflict(RiggerError):
     """The task is no longer at the version the caller expected."""
 
 
+class Unauthenticated(RiggerError):
+    """The call's token is not accepted (e.g. revoked by a rotation while the call was open)."""
+
+
 class PermissionDenied(RiggerError):
     """The caller asked for something outside what it may touch (e.g. a path outside the root)."""
 

@@ -19,6 +19,23 @@ MAX_OPEN_FILES = 1 << 20
 # is part of the contract's comment on the method.
 MAX_BATCH_MESSAGE_BYTES = 1 * MIB
 
+# A write commits only while at least this long is left before its caller's
+# deadline (guard.py): what follows the commit (publishing its events,
+# building and sending the answer) must fit in it, or the caller would hear
+# DEADLINE_EXCEEDED about a write that was made. A generation adds
+# ANSWER_SECONDS_PER_TASK for each task it answers with (building and sending
+# a task took ~10 us on the 2-core bench machine; twice that, for a loaded
+# one). No flags: documented constants.
+COMMIT_MARGIN_SECONDS = 0.05
+ANSWER_SECONDS_PER_TASK = 20e-6
+
+
+# A PostgreSQL connection that has not answered within --db-timeout-seconds
+# plus this is closed: the server-side timeouts had their chance to fire, so
+# the database is not answering at all (stopped, frozen, cut off without a
+# reset). No flag: a documented constant.
+DB_STALL_SLACK_SECONDS = 2.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -46,9 +63,18 @@ class Limits:
     max_streams_per_connection: int = 1000
     # Largest PRD file ParsePRD reads.
     max_prd_bytes: int = 1 * MIB
+    # Most tasks one GenerateTasksFromPRD may create (RESOURCE_EXHAUSTED
+    # beyond it). Its one transaction holds the writer, and every other write
+    # waits: replacing 10 000 tasks held it 0.6-0.8 s on the 2-core bench
+    # machine, 30 000 held it 2.7-3.8 s.
+    max_generated_tasks: int = 10_000
     # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each
     # costs ~38 bytes in every event about the parent: 10000 make ~380 KB.
     max_subtasks: int = 10_000
+    # PostgreSQL: the longest one statement may run, waiting for a row lock
+    # included (statement_timeout, lock_timeout: then UNAVAILABLE), and the
+    # longest a health probe may go unanswered (then NOT_SERVING).
+    db_timeout_seconds: float = 5.0
     # Seconds between keepalive pings the server sends on an idle connection,
     # so a vanished sidecar is noticed and its subscription released.
     keepalive_seconds: float = 60.0

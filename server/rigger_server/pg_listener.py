@@ -10,8 +10,14 @@ When the connection is lost (PostgreSQL restarts, the network drops) the
 listener reconnects with exponential backoff, and on every (re)connect reads
 the current head, so whatever committed while it was away is published at
 once. The tail's own periodic check keeps working meanwhile: a lost
-notification costs latency, never events. Being connected or not is also the
-server's cheapest probe of the database: it reports both through
+notification costs latency, never events.
+
+The connection is also the server's probe of the database. Being connected
+is not enough: a PostgreSQL that is stopped or frozen keeps its connections
+open and answers nothing. So whenever a second passes without a notification
+the listener reads the head (which also publishes whatever it missed), and a
+probe unanswered within `--db-timeout-seconds` counts as the database lost:
+the connection is closed and re-opened with backoff. Reachable or not goes to
 `on_reachable`, and the server's health follows.
 """
 
@@ -27,19 +33,24 @@ from typing import Any
 import psycopg
 
 from rigger_server.database import redact
+from rigger_server.limits import Limits
+from rigger_server.pg_stall import BoundedAsyncConnection
 from rigger_server.pg_store import CHANNEL, connection_kwargs
 
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 0.1
 MAX_RETRY_SECONDS = 5.0
+# How often a quiet connection is probed.
+PROBE_INTERVAL_SECONDS = 1.0
 
 
 class PostgresListener:
     """This replica's LISTEN connection; announcing is the write transaction's NOTIFY."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, probe_timeout_seconds: float | None = None) -> None:
         self.url = url
+        self.probe_timeout_seconds = probe_timeout_seconds or Limits().db_timeout_seconds
         self._task: asyncio.Task[None] | None = None
 
     def announce(self, sequence: int) -> None:
@@ -62,25 +73,26 @@ class PostgresListener:
         reachable = True
         while True:
             try:
-                conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(
+                conn: BoundedAsyncConnection = await BoundedAsyncConnection.connect(
                     self.url, autocommit=True, **connection_kwargs(self.url)
                 )
+                conn.stall_seconds = self.probe_timeout_seconds
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     # Listening first, then the head: nothing committed in
                     # between goes unnoticed.
-                    cursor = await conn.execute("SELECT sequence FROM rigger.log_head")
-                    row = await cursor.fetchone()
+                    await _probe(conn, on_seen)
                     if not reachable:
                         log.info("listening to %s again", redact(self.url))
                     reachable = True
                     on_reachable(True)
                     delay = FIRST_RETRY_SECONDS
-                    if row is not None:
-                        on_seen(int(row[0]))
-                    async for notice in conn.notifies():
-                        with contextlib.suppress(ValueError):
-                            on_seen(int(notice.payload))
+                    while True:
+                        async for notice in conn.notifies(timeout=PROBE_INTERVAL_SECONDS):
+                            with contextlib.suppress(ValueError):
+                                on_seen(int(notice.payload))
+                        # A quiet second: does the database still answer?
+                        await _probe(conn, on_seen)
             except psycopg.Error as exc:
                 if reachable:
                     log.warning(
@@ -102,3 +114,11 @@ class PostgresListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+async def _probe(conn: psycopg.AsyncConnection[Any], on_seen: Callable[[int], None]) -> None:
+    """Read the log's head (bounded by the connection) and pass it on."""
+    cursor = await conn.execute("SELECT sequence FROM rigger.log_head")
+    row = await cursor.fetchone()
+    if row is not None:
+        on_seen(int(row[0]))

@@ -27,7 +27,11 @@ rigger_log, '<new head>'` is delivered to the listeners only if the
 transaction commits.
 
 When PostgreSQL cannot be reached, every call raises `errors.Unavailable`
-(the service answers UNAVAILABLE). A commit whose connection breaks is in
+(the service answers UNAVAILABLE). So does one that takes too long: every
+connection sets statement_timeout and lock_timeout (`--db-timeout-seconds`),
+so a write waiting for a row lock another session holds gives up, and every
+wait on a connection is bounded on this side too (`pg_stall.py`), for a
+PostgreSQL that does not answer at all. A commit whose connection breaks is in
 doubt: its events, if it did commit, reach every replica's subscribers through
 the log, never through this replica's local fast path.
 
@@ -43,7 +47,7 @@ import contextlib
 import dataclasses
 import select
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -63,6 +67,8 @@ from rigger_server.domain import (
     commit_event,
 )
 from rigger_server.errors import Unavailable, VersionConflict
+from rigger_server.limits import DB_STALL_SLACK_SECONDS, Limits
+from rigger_server.pg_stall import BoundedConnection
 from rigger_server.store import TaskQuery
 
 # The channel every write transaction notifies with the log's new head.
@@ -333,12 +339,17 @@ def migrate(url: str) -> tuple[int, int]:
 class PostgresStore:
     """A Store on one PostgreSQL database, shared with every other replica on it."""
 
-    def __init__(self, url: str, encode: EventEncoder) -> None:
+    def __init__(
+        self, url: str, encode: EventEncoder, *, timeout_seconds: float | None = None
+    ) -> None:
         self.url = url
         self._encode = encode
         self._local = threading.local()
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        self.timeout_seconds = timeout_seconds or Limits().db_timeout_seconds
+        self._pool: ConnectionPool[BoundedConnection] = ConnectionPool(
             url,
+            connection_class=BoundedConnection,
+            configure=self._configure,
             kwargs={"autocommit": True, **connection_kwargs(url)},
             min_size=POOL_MIN,
             max_size=POOL_MAX,
@@ -362,6 +373,16 @@ class PostgresStore:
 
     # --- connections and transactions ----------------------------------------
 
+    def _configure(self, conn: BoundedConnection) -> None:
+        """A new pooled connection: its statements and lock waits, and its waits here, bounded."""
+        conn.stall_seconds = self.timeout_seconds + DB_STALL_SLACK_SECONDS
+        milliseconds = str(max(1, round(self.timeout_seconds * 1000)))
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false), "
+            "set_config('lock_timeout', %s, false)",
+            (milliseconds, milliseconds),
+        )
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[psycopg.Connection[Any]]:
         """The write transaction's connection on its thread, else a pooled one."""
@@ -378,8 +399,14 @@ class PostgresStore:
         return getattr(self._local, "conn", None) is not None
 
     @contextlib.contextmanager
-    def atomic(self) -> Iterator[psycopg.Connection[Any]]:
-        """Writes inside commit together or not at all; nested, a savepoint."""
+    def atomic(
+        self, before_commit: Callable[[], None] | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """Writes inside commit together or not at all; nested, a savepoint.
+
+        The outermost calls `before_commit` after its last statement (the
+        head's update), right before COMMIT.
+        """
         local = self._local
         conn: psycopg.Connection[Any] | None = getattr(local, "conn", None)
         if conn is not None:
@@ -406,6 +433,8 @@ class PostgresStore:
                             "RETURNING sequence) SELECT pg_notify(%s, sequence::text) FROM head",
                             (local.head, CHANNEL),
                         )
+                    if before_commit is not None:
+                        before_commit()
             finally:
                 local.conn = None
 
@@ -470,6 +499,27 @@ class PostgresStore:
                 raise VersionConflict(
                     f"task {task.id!r} is no longer at version {expected_version}"
                 )
+            return self._append(conn, events)
+
+    def replace_statuses(
+        self, changes: Sequence[tuple[Task, int]], events: Sequence[EventDraft]
+    ) -> list[Event]:
+        """Store many tasks' new status, version and updated_at, each at its expected version."""
+        with self.atomic() as conn:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "UPDATE rigger.tasks SET status = %s, version = %s, updated_at = %s "
+                    "WHERE id = %s AND version = %s",
+                    [
+                        (int(task.status), task.version, task.updated_at, task.id, expected)
+                        for task, expected in changes
+                    ],
+                )
+                if cursor.rowcount != len(changes):
+                    raise VersionConflict(
+                        f"{len(changes) - cursor.rowcount} of {len(changes)} tasks changed "
+                        "meanwhile"
+                    )
             return self._append(conn, events)
 
     # --- events --------------------------------------------------------------

@@ -13,8 +13,10 @@ in one write on the book's writer thread, or nothing:
   can win. The task moves through the PENDING_* states of its route, each
   move a STATUS_CHANGED event at its own version, in that one commit.
 
-A write that would land after the caller's deadline is refused inside the
-transaction, so a caller told DEADLINE_EXCEEDED finds nothing written.
+Each commit carries its caller's `WriteGuard` (guard.py): a write that would
+land after the caller's deadline, or after its token was revoked, is refused
+inside the transaction right before COMMIT, so a caller told
+DEADLINE_EXCEEDED or UNAUTHENTICATED finds nothing written.
 """
 
 from __future__ import annotations
@@ -37,15 +39,16 @@ from rigger_server.domain import (
 )
 from rigger_server.errors import (
     AlreadyExists,
-    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     RiggerError,
     VersionConflict,
 )
-from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan
+from rigger_server.guard import UNGUARDED, WriteGuard
+from rigger_server.planner import Orchestration, Planner, TaskContext, TaskPlan
 from rigger_server.planner import check_test_type as planner_test_type
 from rigger_server.planner import orchestrate as plan_orchestration
 from rigger_server.prd import ParsedPrd
@@ -88,19 +91,43 @@ class Orchestrated:
     reasons: tuple[str, ...]
 
 
-def _check_deadline(deadline: Deadline | None) -> None:
-    if deadline is not None and deadline.remaining() <= 0:
-        raise DeadlineExceeded(
-            "the deadline passed before the result was committed; nothing was written"
-        )
-
-
 def _naming_prd_id(exc: RiggerError) -> RiggerError:
     """A ParsePRD error about the file, re-worded for the prd_id field that named it."""
     text = str(exc).removeprefix("prd_file_path:").strip()
     if isinstance(exc, InvalidArgument):
         return InvalidArgument("prd_id", text)
     return type(exc)(f"prd_id: {text}")
+
+
+def _new_tasks(prd: Prd, plan: TaskPlan) -> tuple[list[Task], list[EventDraft]]:
+    """The plan's tasks as new rows of the PRD, and their CREATED events."""
+    now = now_rfc3339()
+    ids = [str(uuid.uuid4()) for _ in plan.tasks]
+    tasks = [
+        Task(
+            id=task_id,
+            title=planned.title,
+            status=TaskStatus.COMPLETED if planned.done else TaskStatus.TODO,
+            created_at=now,
+            updated_at=now,
+            version=1,
+            assignee=planned.assignee,
+            due_date=planned.due_date,
+            source_prd_id=prd.id,
+            complexity=planned.complexity,
+            reasoning=planned.reasoning,
+            context_files=planned.context_files,
+            dependencies=tuple(ids[index] for index in planned.dependencies),
+        )
+        for task_id, planned in zip(ids, plan.tasks, strict=True)
+    ]
+    drafts = [
+        EventDraft.new(
+            EventType.CREATED, task, now, planner=plan.planner, model=plan.model, prd_id=prd.id
+        )
+        for task in tasks
+    ]
+    return tasks, drafts
 
 
 def _top_level_live(tasks: list[Task]) -> list[Task]:
@@ -129,13 +156,13 @@ class Planning:
 
     # --- PRDs -----------------------------------------------------------------
 
-    async def parse_prd(self, requested_path: str) -> Prd:
-        """ParsePRD: store the PRD, and keep its parse for a generation that follows.
+    async def parse_prd(self, requested_path: str, guard: WriteGuard = UNGUARDED) -> Prd:
+        """ParsePRD: store the PRD (if `guard` holds), and keep its parse for a generation.
 
         Without it, GenerateTasksFromPRD would parse the stored markdown again:
         half a second or more for a 1 MiB PRD.
         """
-        prd, parsed = await self.book.parse_prd(requested_path)
+        prd, parsed = await self.book.parse_prd(requested_path, guard)
         self._remember(prd.id, parsed)
         return prd
 
@@ -189,9 +216,13 @@ class Planning:
         *,
         model: str = "",
         replace_existing: bool = False,
-        deadline: Deadline | None = None,
+        guard: WriteGuard = UNGUARDED,
     ) -> Generated:
-        """Plan the PRD's tasks and create them all in one transaction, or none."""
+        """Plan the PRD's tasks and create them all in one transaction, or none.
+
+        The planner works to `guard`'s deadline; the transaction commits only
+        if `guard` still holds right before COMMIT.
+        """
         self._check_text(prd_id, "prd_id", required=True)
         self._check_text(model, "model")
         prd, parsed, stored = await self._prd(prd_id)
@@ -200,9 +231,26 @@ class Planning:
             existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
             if existing:
                 raise self._already_planned(prd, existing)
-        plan = await self.planner.generate_tasks(parsed, model=model, deadline=deadline)
+        plan = await self.planner.generate_tasks(parsed, model=model, deadline=guard.deadline)
+        limit = self.book.limits.max_generated_tasks
+        if len(plan.tasks) > limit:
+            raise ResourceExhausted(
+                f"prd_id: the PRD plans {len(plan.tasks)} tasks; the server creates at most "
+                f"{limit} in one generation (rig grpc --max-generated-tasks). Split the PRD, "
+                "or raise the limit"
+            )
+        # The new rows and their events are made here, off the writer: the
+        # writer only has to store them (a large plan is tens of thousands).
+        tasks, drafts = await asyncio.to_thread(_new_tasks, prd, plan)
         return await self.book.write(
-            self._commit_generation, prd, stored, plan, replace_existing, deadline
+            self._commit_generation,
+            prd,
+            stored,
+            plan,
+            tasks,
+            drafts,
+            replace_existing,
+            guard=guard.answering(len(tasks)),
         )
 
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
@@ -218,65 +266,42 @@ class Planning:
         prd: Prd,
         stored: bool,
         plan: TaskPlan,
+        tasks: list[Task],
+        drafts: list[EventDraft],
         replace_existing: bool,
-        deadline: Deadline | None,
     ) -> Written[Generated]:
         # On the writer thread, inside the transaction: nothing can add tasks
         # to this PRD between the check and the insert.
-        _check_deadline(deadline)
         if not stored:
             self.store.insert_prd(prd)
         existing = _top_level_live(self.store.tasks_of_prd(prd))
         if existing and not replace_existing:
             raise self._already_planned(prd, existing)
-        now = now_rfc3339()
-        events = []
-        archived = []
+        now = tasks[0].created_at if tasks else now_rfc3339()
+        replaced = []
+        gone_drafts = []
         for old in existing:
             if old.status is not TaskStatus.TODO:
                 continue
             gone = dataclasses.replace(
                 old, status=TaskStatus.ARCHIVED, version=old.version + 1, updated_at=now
             )
-            draft = EventDraft.new(
-                EventType.DELETED,
-                gone,
-                now,
-                previous_status=old.status.contract_name,
-                replaced_by_prd_id=prd.id,
+            gone_drafts.append(
+                EventDraft.new(
+                    EventType.DELETED,
+                    gone,
+                    now,
+                    previous_status=old.status.contract_name,
+                    replaced_by_prd_id=prd.id,
+                )
             )
-            events += self.store.replace_task(gone, old.version, [draft])
-            archived.append(old.id)
-        ids = [str(uuid.uuid4()) for _ in plan.tasks]
-        tasks = [
-            Task(
-                id=task_id,
-                title=planned.title,
-                status=TaskStatus.COMPLETED if planned.done else TaskStatus.TODO,
-                created_at=now,
-                updated_at=now,
-                version=1,
-                assignee=planned.assignee,
-                due_date=planned.due_date,
-                source_prd_id=prd.id,
-                complexity=planned.complexity,
-                reasoning=planned.reasoning,
-                context_files=planned.context_files,
-                dependencies=tuple(ids[index] for index in planned.dependencies),
-            )
-            for task_id, planned in zip(ids, plan.tasks, strict=True)
-        ]
-        drafts = [
-            EventDraft.new(
-                EventType.CREATED, task, now, planner=plan.planner, model=plan.model, prd_id=prd.id
-            )
-            for task in tasks
-        ]
+            replaced.append((gone, old.version))
+        events = self.store.replace_statuses(replaced, gone_drafts)
         events += self.store.insert_tasks(tasks, drafts)
         generated = Generated(
             prd_id=prd.id,
             tasks=tuple(tasks),
-            archived_task_ids=tuple(archived),
+            archived_task_ids=tuple(gone.id for gone, _ in replaced),
             planner=plan.planner,
             model=plan.model,
         )
@@ -291,9 +316,13 @@ class Planning:
         model: str = "",
         test_type: str = "",
         expected_version: int | None = None,
-        deadline: Deadline | None = None,
+        guard: WriteGuard = UNGUARDED,
     ) -> Orchestrated:
-        """Route the task, plan its route's steps, then commit them all at the version read."""
+        """Route the task, plan its route's steps, then commit them all at the version read.
+
+        The planner works to `guard`'s deadline; the commit needs `guard` to
+        hold right before COMMIT.
+        """
         self._check_text(task_id, "task_id", required=True)
         self._check_text(model, "model")
         test_type = planner_test_type(self._check_text(test_type, "test_type"))
@@ -312,9 +341,9 @@ class Planning:
             return await self._finished_before(task)
         context = await self._context(task)
         made = await plan_orchestration(
-            self.planner, context, test_type=test_type, model=model, deadline=deadline
+            self.planner, context, test_type=test_type, model=model, deadline=guard.deadline
         )
-        return await self.book.write(self._commit_orchestration, task, made, deadline)
+        return await self.book.write(self._commit_orchestration, task, made, guard=guard)
 
     async def _context(self, task: Task) -> TaskContext:
         """The task with its PRD and the tasks around it (its PRD's, its dependencies)."""
@@ -357,10 +386,7 @@ class Planning:
             reasons=(),
         )
 
-    def _commit_orchestration(
-        self, read: Task, made: Orchestration, deadline: Deadline | None
-    ) -> Written[Orchestrated]:
-        _check_deadline(deadline)
+    def _commit_orchestration(self, read: Task, made: Orchestration) -> Written[Orchestrated]:
         current = self.store.get_task(read.id)
         if current is None:
             raise NotFound(f"task {read.id!r} not found")

@@ -20,6 +20,7 @@ from rigger_server import auth, errors, events, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
+from rigger_server.guard import WriteGuard
 from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES
 from rigger_server.planner import Deadline
 from rigger_server.planning import Generated, Planning
@@ -44,6 +45,7 @@ _CODES: dict[type[errors.RiggerError], grpc.StatusCode] = {
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.VersionConflict: grpc.StatusCode.ABORTED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
@@ -215,6 +217,18 @@ class RiggerServicer:
             return lambda: None
         return self._auth.hold(auth.authorization(context.invocation_metadata()), on_revoked)
 
+    def _guard(self, context: grpc.aio.ServicerContext[Any, Any]) -> WriteGuard:
+        """What this call's writes must still satisfy when they commit: its deadline, its token.
+
+        The interceptor checked the token when the call's headers arrived;
+        the body, and the write, may come much later.
+        """
+        deadline = Deadline.after(context.time_remaining())
+        if self._auth is None:
+            return WriteGuard(deadline)
+        header = auth.authorization(context.invocation_metadata())
+        return WriteGuard(deadline, functools.partial(self._auth.accepts, header))
+
     def _report(self, where: str, exc: errors.RiggerError) -> None:
         """Log what a storage fault hides from the client; act on a vanished database."""
         if not isinstance(exc, errors.StoreFault):
@@ -256,7 +270,8 @@ class RiggerServicer:
                 due_date=_optional(request, "due_date"),
                 source_prd_id=_optional(request, "source_prd_id"),
                 parent_task_id=_optional(request, "parent_task_id"),
-            )
+            ),
+            self._guard(context),
         )
         return pb.AddTaskResponse(task=wire.task_to_pb(task))
 
@@ -273,7 +288,8 @@ class RiggerServicer:
                 due_date=_optional(request, "due_date"),
                 title=_optional(request, "title"),
                 expected_version=_optional(request, "expected_version"),
-            )
+            ),
+            self._guard(context),
         )
         return pb.UpdateTaskResponse(task=wire.task_to_pb(task))
 
@@ -290,7 +306,7 @@ class RiggerServicer:
         self, request: pb.DeleteTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteTaskResponse:
         """Archive a task."""
-        await self.book.delete_task(request.task_id)
+        await self.book.delete_task(request.task_id, self._guard(context))
         return pb.DeleteTaskResponse(success=True)
 
     @_unary
@@ -298,7 +314,8 @@ class RiggerServicer:
         self, request: pb.ParsePRDRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ParsePRDResponse:
         """Parse and store a PRD file from inside the project root."""
-        return wire.prd_to_pb(await self.planning.parse_prd(request.prd_file_path))
+        prd = await self.planning.parse_prd(request.prd_file_path, self._guard(context))
+        return wire.prd_to_pb(prd)
 
     @_unary
     async def GenerateTasksFromPRD(
@@ -309,7 +326,7 @@ class RiggerServicer:
             request.prd_id,
             model=request.model,
             replace_existing=request.replace_existing,
-            deadline=Deadline.after(context.time_remaining()),
+            guard=self._guard(context),
         )
         # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
         return await asyncio.to_thread(_generated_to_pb, generated)
@@ -324,7 +341,7 @@ class RiggerServicer:
             model=request.model,
             test_type=request.test_type,
             expected_version=_optional(request, "expected_version"),
-            deadline=Deadline.after(context.time_remaining()),
+            guard=self._guard(context),
         )
         result = pb.OrchestrationResult(
             success=True,
@@ -458,7 +475,9 @@ class RiggerServicer:
             feed.end(auth.Revoked)
 
         release = self._hold_token(context, revoke)
-        updates = asyncio.ensure_future(self._apply_updates(request_iterator, lambda: revoked))
+        updates = asyncio.ensure_future(
+            self._apply_updates(request_iterator, lambda: revoked, self._guard(context))
+        )
         try:
             async with contextlib.aclosing(feed.batches()) as batches:
                 next_batch = asyncio.ensure_future(anext(batches))
@@ -490,6 +509,7 @@ class RiggerServicer:
         self,
         request_iterator: AsyncIterator[pb.TaskEventStreamRequest],
         revoked: Callable[[], bool],
+        guard: WriteGuard,
     ) -> None:
         async for message in request_iterator:
             if revoked():
@@ -503,7 +523,8 @@ class RiggerServicer:
                     task_id=update.task_id,
                     status=_optional(update, "status"),
                     assignee=_optional(update, "assignee"),
-                )
+                ),
+                guard,
             )
 
 

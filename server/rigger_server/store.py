@@ -15,7 +15,7 @@ was deleted or replaced under it; checked before every commit).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -97,11 +97,27 @@ class Store(Protocol):
         """
         ...
 
-    def atomic(self) -> AbstractContextManager[object]:
+    def replace_statuses(
+        self, changes: Sequence[tuple[Task, int]], events: Sequence[EventDraft]
+    ) -> list[Event]:
+        """Store each (task, expected_version)'s new status, version and updated_at.
+
+        Nothing else of each task may have changed: only those columns are
+        written, in a few statements for any number of tasks. If any task is
+        no longer at its expected version, raise errors.VersionConflict and
+        change nothing. The events are appended in the same transaction.
+        """
+        ...
+
+    def atomic(
+        self, before_commit: Callable[[], None] | None = None
+    ) -> AbstractContextManager[object]:
         """Writes made inside commit together when it exits, or not at all if it raises.
 
         Nested inside another `atomic()`, only the inner writes are undone on
         an exception, and nothing commits before the outermost one exits.
+        The outermost one calls `before_commit` after its last statement,
+        right before COMMIT; if it raises, nothing is written.
         """
         ...
 

@@ -24,6 +24,7 @@ from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskSt
 from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
 from rigger_server.events import Broadcaster, EventFilter, Turns
 from rigger_server.feed import Feed
+from rigger_server.guard import UNGUARDED, WriteGuard
 from rigger_server.limits import Limits
 from rigger_server.store import Store, TaskQuery
 from rigger_server.writer import GroupWriter, Publish, Written
@@ -124,19 +125,24 @@ class TaskBook:
         # and on the reader pool would hold back replays and reads.
         self._prd_worker = ThreadPoolExecutor(1, thread_name_prefix="rigger-prd")
 
-    async def _write(self, fn: Callable[..., Written[T]], *args: object) -> T:
-        return await self._writer.submit(fn, *args)
+    async def _write(
+        self, fn: Callable[..., Written[T]], *args: object, guard: WriteGuard = UNGUARDED
+    ) -> T:
+        return await self._writer.submit(fn, *args, check=guard.check)
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         return await self._loop.run_in_executor(self._readers, fn, *args)
 
-    async def write(self, fn: Callable[..., Written[T]], *args: object) -> T:
+    async def write(
+        self, fn: Callable[..., Written[T]], *args: object, guard: WriteGuard = UNGUARDED
+    ) -> T:
         """Run `fn(*args)` on the writer thread, inside a transaction; see GroupWriter.submit.
 
         For domain operations beside this one (planning.py) that commit
-        through the same writer, so every commit is published in order.
+        through the same writer, so every commit is published in order. The
+        write commits only if `guard` still holds right before the commit.
         """
-        return await self._write(fn, *args)
+        return await self._write(fn, *args, guard=guard)
 
     async def read(self, fn: Callable[..., T], *args: object) -> T:
         """Run a store read on the reader pool, off the event loop."""
@@ -195,8 +201,8 @@ class TaskBook:
 
     # --- writes --------------------------------------------------------------
 
-    async def add_task(self, new: NewTask) -> Task:
-        """Create a task in TODO and emit CREATED."""
+    async def add_task(self, new: NewTask, guard: WriteGuard = UNGUARDED) -> Task:
+        """Create a task in TODO and emit CREATED, if `guard` holds when it commits."""
         self._check_title(new.title)
         self._check_field(new.assignee, "assignee")
         self._check_field(new.source_prd_id, "source_prd_id")
@@ -204,7 +210,7 @@ class TaskBook:
             _check_due_date(new.due_date)
         if new.parent_task_id is not None:
             self._require_id(new.parent_task_id, "parent_task_id")
-        return await self._write(self._add_sync, new)
+        return await self._write(self._add_sync, new, guard=guard)
 
     def _add_sync(self, new: NewTask) -> Written[Task]:
         if new.parent_task_id is not None:
@@ -232,8 +238,11 @@ class TaskBook:
         )
         return task, self.store.insert_task(task, [EventDraft.new(EventType.CREATED, task, now)])
 
-    async def update_task(self, change: TaskChange) -> Task:
-        """Apply the fields that are set; emit UPDATED, STATUS_CHANGED and ASSIGNED as fitting."""
+    async def update_task(self, change: TaskChange, guard: WriteGuard = UNGUARDED) -> Task:
+        """Apply the fields that are set; emit UPDATED, STATUS_CHANGED and ASSIGNED as fitting.
+
+        Only if `guard` holds when it commits.
+        """
         self._require_id(change.task_id, "task_id")
         if change.status is not None and check_status(change.status) is TaskStatus.UNSPECIFIED:
             raise InvalidArgument("status", "TASK_STATUS_UNSPECIFIED is not a status to set")
@@ -242,7 +251,7 @@ class TaskBook:
         self._check_field(change.assignee, "assignee")
         if change.due_date:
             _check_due_date(change.due_date)
-        return await self._write(self._update_sync, change)
+        return await self._write(self._update_sync, change, guard=guard)
 
     def _update_sync(self, change: TaskChange) -> Written[Task]:
         # Runs inside the write transaction: nothing can change the task
@@ -292,10 +301,13 @@ class TaskBook:
             )
         return updated, self.store.replace_task(updated, current.version, drafts)
 
-    async def delete_task(self, task_id: str) -> None:
-        """Archive a task and emit DELETED; archiving an archived task does nothing."""
+    async def delete_task(self, task_id: str, guard: WriteGuard = UNGUARDED) -> None:
+        """Archive a task and emit DELETED; archiving an archived task does nothing.
+
+        Only if `guard` holds when it commits.
+        """
         self._require_id(task_id, "task_id")
-        await self._write(self._delete_sync, task_id)
+        await self._write(self._delete_sync, task_id, guard=guard)
 
     def _delete_sync(self, task_id: str) -> Written[None]:
         current = self.store.get_task(task_id)
@@ -314,10 +326,15 @@ class TaskBook:
 
     # --- PRDs ----------------------------------------------------------------
 
-    async def parse_prd(self, requested_path: str) -> tuple[Prd, prd_files.ParsedPrd]:
-        """Read and parse a PRD inside the project root, store it; it and its parse."""
+    async def parse_prd(
+        self, requested_path: str, guard: WriteGuard = UNGUARDED
+    ) -> tuple[Prd, prd_files.ParsedPrd]:
+        """Read and parse a PRD inside the project root, store it; it and its parse.
+
+        Stored only if `guard` holds when it commits.
+        """
         prd, parsed = await self.read_prd(requested_path)
-        await self._write(self._insert_prd_sync, prd)
+        await self._write(self._insert_prd_sync, prd, guard=guard)
         return prd, parsed
 
     async def read_prd(self, requested_path: str) -> tuple[Prd, prd_files.ParsedPrd]:

@@ -9,11 +9,23 @@ durability on acknowledgement and commit-order delivery are unchanged.
 
 Write functions return their result together with the events they committed;
 the writer collects them, so nothing flows back from the domain into it.
+
+A write may carry a check (its caller's deadline and token, `guard.py`): a
+condition on applying it, which raises when it no longer holds. The writer
+runs the check before the write, after it inside its savepoint (so a write
+that outlasted its own deadline is undone alone), and for every write of the
+group once more inside the transaction right before it commits. A write
+whose check fails there cannot be undone alone — the savepoints are
+released — so the whole transaction is rolled back, the refused writes are
+answered with their check's error, and every other write of the group runs
+again in a transaction of its own. Alone, a write refused late undoes only
+itself: no write runs more than twice, however the checks fall.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
@@ -31,8 +43,26 @@ Written = tuple[T, list[Event]]
 # they are published (the writer answers the group's callers from there).
 Publish = Callable[[list[Event], Callable[[], None]], None]
 
-_Job = tuple[asyncio.Future[Any], Callable[..., Written[Any]], tuple[Any, ...]]
+# Raises when a write must not be applied now (e.g. its caller's deadline passed).
+Check = Callable[[], None]
+
 _Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Job:
+    future: asyncio.Future[Any]
+    fn: Callable[..., Written[Any]]
+    args: tuple[Any, ...]
+    check: Check | None
+
+
+class _RefusedAtCommit(Exception):
+    """Checks that failed right before the commit, by the index of their write in the group."""
+
+    def __init__(self, errors: dict[int, Exception]) -> None:
+        super().__init__(f"{len(errors)} write(s) refused at commit")
+        self.errors = errors
 
 
 class GroupWriter:
@@ -46,15 +76,19 @@ class GroupWriter:
         self._thread = threading.Thread(target=self._run, name="rigger-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[..., Written[T]], *args: Any) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[..., Written[T]], *args: Any, check: Check | None = None
+    ) -> asyncio.Future[T]:
         """Queue `fn(*args)` for the writer thread.
 
         `fn` runs inside the group's transaction and returns (result, events).
         The future resolves to the result once the group has committed and
-        its events are published.
+        its events are published. With `check`, the write commits only if
+        `check()` still passes right before the commit; otherwise the future
+        gets its error and nothing of the write is kept.
         """
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((future, fn, args))
+        self._jobs.put(_Job(future, fn, args, check))
         return future
 
     def close(self) -> None:
@@ -81,26 +115,72 @@ class GroupWriter:
             self._commit(group)
 
     def _commit(self, group: list[_Job]) -> None:
+        try:
+            events, outcomes = self._transaction(group)
+        except _RefusedAtCommit as refused:
+            # Nothing of the group was written (see the module docstring).
+            self._answer([], [(group[i].future, None, e) for i, e in refused.errors.items()])
+            for index, job in enumerate(group):
+                if index not in refused.errors:
+                    self._commit_alone(job)
+            return
+        self._answer(events, outcomes)
+
+    def _commit_alone(self, job: _Job) -> None:
+        try:
+            events, outcomes = self._transaction([job])
+        except _RefusedAtCommit as refused:
+            events, outcomes = [], [(job.future, None, refused.errors[0])]
+        self._answer(events, outcomes)
+
+    def _transaction(self, group: list[_Job]) -> tuple[list[Event], list[_Outcome]]:
         outcomes: list[_Outcome] = []
         events: list[Event] = []
+        applied: list[int] = []
+
+        def before_commit() -> None:
+            # The last thing before COMMIT: a write whose caller gave up or
+            # lost its token while the group ran is not committed.
+            refused: dict[int, Exception] = {}
+            for index in applied:
+                check = group[index].check
+                if check is None:
+                    continue
+                try:
+                    check()
+                except Exception as exc:
+                    refused[index] = exc
+            if refused:
+                raise _RefusedAtCommit(refused)
+
         try:
-            with self._store.atomic():
-                for future, fn, args in group:
+            with self._store.atomic(before_commit=before_commit):
+                for index, job in enumerate(group):
                     try:
+                        if job.check is not None:
+                            job.check()  # refused before any work
                         with self._store.atomic():
-                            result, emitted = fn(*args)
+                            result, emitted = job.fn(*job.args)
+                            if job.check is not None:
+                                job.check()  # outlasted itself: undone alone
                     except Exception as exc:
                         # Undone alone: its writes, and its events were never
                         # collected. The caller gets the error; the rest of
                         # the group goes on.
-                        outcomes.append((future, None, exc))
+                        outcomes.append((job.future, None, exc))
                         continue
+                    applied.append(index)
                     events.extend(emitted)
-                    outcomes.append((future, result, None))
+                    outcomes.append((job.future, result, None))
+        except _RefusedAtCommit:
+            raise
         except Exception as exc:
             # The commit itself failed: nothing in the group was written.
             events = []
-            outcomes = [(future, None, exc) for future, _, _ in group]
+            outcomes = [(job.future, None, exc) for job in group]
+        return events, outcomes
+
+    def _answer(self, events: list[Event], outcomes: list[_Outcome]) -> None:
         self._loop.call_soon_threadsafe(self._deliver, events, outcomes)
 
     def _deliver(self, events: list[Event], outcomes: list[_Outcome]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 from rigger_server.domain import Event
+from rigger_server.errors import Unauthenticated
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.store import TaskQuery
 from rigger_server.writer import GroupWriter
@@ -120,3 +121,131 @@ async def test_closing_finishes_the_writes_already_queued(store, published):
     futures = [writer.submit(adder(store), f"t{n}") for n in range(5)]
     await asyncio.to_thread(writer.close)
     assert len(await asyncio.gather(*futures)) == 5
+
+
+class Revocable:
+    """A write's check that passes until revoked, then raises Unauthenticated."""
+
+    def __init__(self) -> None:
+        self.revoked = False
+
+    def __call__(self) -> None:
+        if self.revoked:
+            raise Unauthenticated("revoked")
+
+
+def counting(add: Callable[[str], tuple[str, list[Event]]], runs: list[str]):
+    def run(title: str) -> tuple[str, list[Event]]:
+        runs.append(title)
+        return add(title)
+
+    return run
+
+
+async def test_a_write_whose_check_fails_before_it_runs_is_never_run(store, writer, published):
+    runs: list[str] = []
+    check = Revocable()
+    check.revoked = True
+    with pytest.raises(Unauthenticated):
+        await writer.submit(counting(adder(store), runs), "refused", check=check)
+    assert runs == []
+    assert store.list_tasks(TaskQuery())[0] == []
+    assert published.groups == []
+
+
+async def test_a_write_that_outlasts_its_own_check_is_undone_alone(store, writer, published):
+    add = adder(store)
+    check = Revocable()
+    runs: list[str] = []
+
+    def slow(title: str):
+        result = add(title)
+        check.revoked = True  # e.g. its deadline passed while it ran
+        return result
+
+    results = await asyncio.gather(
+        writer.submit(counting(add, runs), "before"),
+        writer.submit(slow, "refused", check=check),
+        writer.submit(counting(add, runs), "after"),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], Unauthenticated)
+    titles = sorted(t.title for t in store.list_tasks(TaskQuery())[0])
+    assert titles == ["after", "before"]
+    assert runs == ["before", "after"]  # nobody ran twice: the savepoint undid it alone
+    assert published.sequences == [1, 2]
+
+
+async def test_a_write_refused_right_before_the_commit_is_not_committed_and_the_rest_is(
+    store, writer, published
+):
+    add = adder(store)
+    check = Revocable()
+    runs: list[str] = []
+    running = threading.Event()
+    release = threading.Event()
+
+    def blocker(title: str):
+        running.set()
+        assert release.wait(WAIT)
+        return add(title)
+
+    def revoking(title: str):
+        # Runs after the guarded write passed its own checks, in the same group.
+        check.revoked = True
+        return counting(add, runs)(title)
+
+    first = writer.submit(blocker, "first")
+    assert await asyncio.to_thread(running.wait, WAIT)
+    queued = [
+        writer.submit(counting(add, runs), "kept 1"),
+        writer.submit(counting(add, runs), "refused", check=check),
+        writer.submit(revoking, "kept 2"),
+    ]
+    release.set()
+    await first
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert isinstance(results[1], Unauthenticated)
+    titles = sorted(t.title for t in store.list_tasks(TaskQuery())[0])
+    assert titles == ["first", "kept 1", "kept 2"]
+    # The group was rolled back whole, and each other write ran again alone.
+    assert runs == ["kept 1", "refused", "kept 2", "kept 1", "kept 2"]
+    assert published.sequences == [1, 2, 3]  # gapless: the refused write took no sequence
+    assert [e.sequence for e in store.events_after(0, 100)] == [1, 2, 3]
+
+
+async def test_a_write_refused_when_it_runs_again_alone_undoes_only_itself(
+    store, writer, published
+):
+    add = adder(store)
+    checks = [Revocable(), Revocable()]
+    running = threading.Event()
+    release = threading.Event()
+    revocations = iter(checks)
+
+    def blocker(title: str):
+        running.set()
+        assert release.wait(WAIT)
+        return add(title)
+
+    def revoker(title: str):
+        # In the group it revokes the first check; run again alone, the second.
+        next(revocations).revoked = True
+        return add(title)
+
+    first = writer.submit(blocker, "first")
+    assert await asyncio.to_thread(running.wait, WAIT)
+    queued = [
+        writer.submit(add, "refused in the group", check=checks[0]),
+        writer.submit(revoker, "revoker"),
+        writer.submit(add, "refused alone", check=checks[1]),
+        writer.submit(add, "last"),
+    ]
+    release.set()
+    await first
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert isinstance(results[0], Unauthenticated)
+    assert isinstance(results[2], Unauthenticated)
+    titles = sorted(t.title for t in store.list_tasks(TaskQuery())[0])
+    assert titles == ["first", "last", "revoker"]
+    assert published.sequences == [1, 2, 3]

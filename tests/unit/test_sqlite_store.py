@@ -226,3 +226,29 @@ def test_a_database_from_a_newer_rigger_is_refused(db):
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match="newer"):
         SqliteStore(db, wire.encode_event)
+
+
+def _archived(task: Task) -> Task:
+    return dataclasses.replace(
+        task, status=TaskStatus.ARCHIVED, version=task.version + 1, updated_at="later"
+    )
+
+
+def test_replace_statuses_moves_every_task_and_appends_the_events(store: SqliteStore):
+    tasks = [new_task(f"t{n}", assignee="ann") for n in range(3)]
+    store.insert_tasks(tasks, [d for t in tasks for d in created(t)])
+    gone = [_archived(t) for t in tasks]
+    events = store.replace_statuses([(t, 1) for t in gone], [d for t in gone for d in created(t)])
+    assert [e.sequence for e in events] == [4, 5, 6]
+    for task in gone:
+        assert store.get_task(task.id) == task  # status, version, updated_at; the rest kept
+
+
+def test_replace_statuses_changes_nothing_when_one_task_moved_on(store: SqliteStore):
+    tasks = [new_task(f"t{n}") for n in range(3)]
+    store.insert_tasks(tasks, [d for t in tasks for d in created(t)])
+    store.replace_task(dataclasses.replace(tasks[1], title="moved", version=2), 1, [])
+    with pytest.raises(VersionConflict), store.atomic():
+        store.replace_statuses([(_archived(t), 1) for t in tasks], created(tasks[0]))
+    assert [store.get_task(t.id).status for t in tasks] == [TaskStatus.TODO] * 3
+    assert store.last_sequence() == 3
