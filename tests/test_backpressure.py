@@ -13,8 +13,10 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
+from serverproc import ServerProcess
 from streams import (
     ASSIGNED,
+    HEAD_SEQUENCE,
     WAIT,
     add,
     add_many,
@@ -53,6 +55,65 @@ async def test_a_stalled_subscriber_does_not_hold_back_a_healthy_one(shared_serv
     expected = list(range(start + 1, start + 301))
     assert sequences(received) == expected
     assert sequences(held) == expected
+
+
+# As many stalled batched subscribers as the server has turns (--batch-turns,
+# default 8), each filtering on an assignee whose events are too large for the
+# client's window: every one of them takes a turn and its send never completes.
+TURNS = 8
+HOG = "hog"
+HOG_TITLE = "h" * 100_000
+
+
+async def read_batched_events(call, count: int) -> list[pb.TaskEvent]:
+    """Read batches until `count` events arrived; fail if the stream ends or stalls first."""
+
+    async def read() -> list[pb.TaskEvent]:
+        events: list[pb.TaskEvent] = []
+        while len(events) < count:
+            batch = await call.read()
+            if batch is grpc.aio.EOF:
+                raise AssertionError(f"stream ended after {len(events)} of {count} events")
+            events.extend(batch.events)
+        return events
+
+    return await asyncio.wait_for(read(), WAIT)
+
+
+@pytest.fixture
+def turns_server(project):
+    """A server of its own: stalled streams that hold turns would slow the module's others."""
+    proc = ServerProcess(project, extra_args=("--batch-turns", str(TURNS))).start()
+    yield proc
+    proc.stop()
+
+
+async def test_stalled_batched_subscribers_do_not_keep_the_turns_from_the_others(turns_server):
+    server = turns_server
+    channels = [grpc.aio.insecure_channel(server.address, options=STALLED) for _ in range(TURNS)]
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        hogs = [
+            rigger_pb2_grpc.RiggerServiceStub(c).SubscribeToTaskEventBatches(
+                pb.SubscribeToTaskEventBatchesRequest(assignee_filter=HOG)
+            )
+            for c in channels
+        ]
+        for hog in hogs:
+            await asyncio.wait_for(hog.initial_metadata(), WAIT)
+        # The first one publishes; every hog gets a turn then, and its send stalls.
+        for i in range(4):
+            await add(stub, f"{i} {HOG_TITLE}", assignee=HOG)
+        ordinary = stub.SubscribeToTaskEventBatches(pb.SubscribeToTaskEventBatchesRequest())
+        head = int(dict(await asyncio.wait_for(ordinary.initial_metadata(), WAIT))[HEAD_SEQUENCE])
+        await add_many(stub, 20)
+        received = await read_batched_events(ordinary, 20)
+        ordinary.cancel()
+        for hog in hogs:
+            hog.cancel()
+    for c in channels:
+        await c.close()
+    assert sequences(received) == list(range(head + 1, head + 21))
 
 
 async def test_a_failed_task_event_stream_update_is_reported_while_events_are_being_sent(

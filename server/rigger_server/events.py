@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
+from rigger_server.limits import BATCH_TURN_LEASE_SECONDS
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -46,20 +47,37 @@ class Turns:
     has one, takes everything queued by then, and gives the turn back when
     its reader comes back for more, i.e. once the batch is sent. The others
     wait in line, their batches growing meanwhile.
+
+    A turn is a lease of `lease_seconds`: a send that waits on a client that
+    does not read (its HTTP/2 window is full) would otherwise keep its turn
+    for as long as the client likes, and as many such clients as there are
+    turns would starve every other batched stream. A turn not given back in
+    time goes to the next in line; its holder asks again once its reader
+    comes back, and meanwhile asks for none.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, lease_seconds: float = BATCH_TURN_LEASE_SECONDS) -> None:
         if count < 1:
             raise ValueError("there must be at least one turn")
+        if not lease_seconds > 0:
+            raise ValueError("a turn's lease must be longer than 0 seconds")
         self.count = count
+        self.lease_seconds = lease_seconds
         self._free = count
         self._line: collections.deque[Subscription] = collections.deque()
+        # Who holds a turn, and when its lease ends, in the order the turns
+        # were granted: every lease is as long, so the first ends first.
+        self._holders: dict[Subscription, float] = {}
+        # One timer for the soonest lease end, not one per grant.
+        self._timer: asyncio.TimerHandle | None = None
+        # Turns taken back from holders that kept them past their lease.
+        self.reclaimed_total = 0
 
     def ask(self, subscription: Subscription) -> None:
         """Give `subscription` a turn now if one is free, else put it in line."""
         if self._free:
             self._free -= 1
-            subscription.grant()
+            self._grant(subscription)
         else:
             self._line.append(subscription)
 
@@ -68,18 +86,50 @@ class Turns:
         """Turns nobody holds now."""
         return self._free
 
-    def give_back(self) -> None:
-        """A turn is free again: hand it to the first in line that still wants it."""
+    def give_back(self, subscription: Subscription) -> None:
+        """`subscription` is done with its turn: hand it to the first in line that wants it."""
+        if self._holders.pop(subscription, None) is not None:
+            self._pass_on()
+
+    def _grant(self, subscription: Subscription) -> None:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.lease_seconds
+        self._holders[subscription] = ends
+        if self._timer is None:
+            self._timer = loop.call_at(ends, self._reclaim)
+        subscription.grant()
+
+    def _pass_on(self) -> None:
         while self._line:
             subscription = self._line.popleft()
             if subscription.waiting_for_turn:
-                subscription.grant()
+                self._grant(subscription)
                 return
         self._free += 1
 
+    def _reclaim(self) -> None:
+        """Take back every turn held past its lease and hand each to the next in line."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        lapsed = []
+        for subscription, ends in self._holders.items():
+            if ends > now:
+                break
+            lapsed.append(subscription)
+        for subscription in lapsed:
+            del self._holders[subscription]
+            self.reclaimed_total += 1
+            subscription.lease_ended()
+            self._pass_on()
+        if self._holders:
+            self._timer = loop.call_at(next(iter(self._holders.values())), self._reclaim)
 
-# A subscription's part in its Turns, when it has some.
-_IDLE, _WAITING, _HOLDING = range(3)
+
+# A subscription's part in its Turns, when it has some: none; in line; holding
+# one (its reader takes a batch and sends it); its turn taken back at the end
+# of its lease, its reader not back yet.
+_IDLE, _WAITING, _HOLDING, _LAPSED = range(4)
 
 
 class Subscription:
@@ -122,10 +172,18 @@ class Subscription:
         self._turn = _HOLDING
         self._wakeup.set()
 
+    def lease_ended(self) -> None:
+        """Called by Turns: the turn was taken back, its lease over.
+
+        No new turn is asked for until the reader comes back: a send that
+        waits on the client must not take one turn after another.
+        """
+        self._turn = _LAPSED
+
     def _give_back_turn(self) -> None:
         if self._turn == _HOLDING:
             assert self._turns is not None
-            self._turns.give_back()
+            self._turns.give_back(self)
         self._turn = _IDLE
 
     def end(self, reason: type[Exception]) -> None:

@@ -13,7 +13,9 @@ all send in every pass, each pass is long, and a write waits a pass for each
 of its steps. Taking turns keeps passes short, so writes keep flowing, and
 whatever arrives while a stream waits for its turn rides in its next message:
 batches grow instead of messages multiplying. A turn is held until the
-consumer comes back for more (it has sent the batch), and turns go round-robin.
+consumer comes back for more (it has sent the batch), and turns go round-robin;
+a turn held past its lease (limits.BATCH_TURN_LEASE_SECONDS: the send waits on
+a client that does not read) goes to the next in line.
 """
 
 from __future__ import annotations

@@ -19,6 +19,17 @@ MAX_OPEN_FILES = 1 << 20
 # is part of the contract's comment on the method.
 MAX_BATCH_MESSAGE_BYTES = 1 * MIB
 
+# Seconds a SubscribeToTaskEventBatches stream may hold one of the turns
+# (--batch-turns) before it goes to the next in line. A stream holds its turn
+# while its batch is sent; a send to a client that does not read waits on the
+# client's HTTP/2 window forever, and would keep the turn. A stream that reads
+# gives its turn back within a few passes of the event loop (milliseconds; tens
+# of them with a thousand streams at full load), so a second is far above what
+# it needs, while a stream stuck behind stalled ones waits about a second more.
+# A stream whose turn is taken back finishes its send and asks again. No flag:
+# a documented constant.
+BATCH_TURN_LEASE_SECONDS = 1.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:

@@ -12,8 +12,14 @@ from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
 from unit.drafts import WAIT, sequences
 
 
-def event(sequence: int, kind: EventType = EventType.CREATED, assignee: str | None = None) -> Event:
-    return Event(sequence, kind, f"task-{sequence}", assignee, f"bytes {sequence}".encode())
+def event(
+    sequence: int,
+    kind: EventType = EventType.CREATED,
+    assignee: str | None = None,
+    size: int | None = None,
+) -> Event:
+    payload = f"bytes {sequence}".encode() if size is None else bytes(size)
+    return Event(sequence, kind, f"task-{sequence}", assignee, payload)
 
 
 async def next_batch(subscription) -> list[Event]:
@@ -215,3 +221,40 @@ async def test_a_subscription_not_reading_yet_holds_no_turn():
     later = await reading(replaying)  # replay done: now it asks, and waits its turn
     await reading(live)  # live has sent its batch
     assert sequences(await asyncio.wait_for(later, WAIT)) == [1]
+
+
+async def test_a_turn_held_past_its_lease_goes_to_the_next_in_line():
+    # The holder took its batch and never comes back: its send waits on a
+    # client that does not read.
+    broadcaster = Broadcaster()
+    turns = Turns(1, lease_seconds=0.01)
+    stalled, other = (broadcaster.subscribe(EventFilter(), turns) for _ in range(2))
+    holding, waiting = await reading(stalled), await reading(other)
+    broadcaster.publish([event(1)])
+    await asyncio.wait_for(holding, WAIT)
+    assert sequences(await asyncio.wait_for(waiting, WAIT)) == [1]
+    assert turns.reclaimed_total == 1
+
+
+async def test_a_holder_whose_lease_ended_asks_for_no_turn_until_its_reader_is_back():
+    broadcaster = Broadcaster()
+    turns = Turns(1, lease_seconds=0.01)
+    stalled, other = (broadcaster.subscribe(EventFilter(), turns) for _ in range(2))
+    holding, waiting = await reading(stalled), await reading(other)
+    broadcaster.publish([event(1)])
+    await asyncio.wait_for(holding, WAIT)
+    await asyncio.wait_for(waiting, WAIT)  # the stalled one's turn, reclaimed
+    broadcaster.publish([event(2)])  # queued for the stalled one, still sending
+    # The turn is free for whoever asks next: the stalled one did not take it.
+    again = await reading(other)
+    assert turns.free == 0
+    assert sequences(await asyncio.wait_for(again, WAIT)) == [2]
+    back = await reading(stalled)  # its send completed at last: it asks, and gets a turn
+    following = await reading(other)
+    assert sequences(await asyncio.wait_for(back, WAIT)) == [2]
+    following.cancel()
+
+
+def test_a_lease_of_no_time_is_refused():
+    with pytest.raises(ValueError, match="lease"):
+        Turns(1, lease_seconds=0)
