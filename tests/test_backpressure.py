@@ -26,6 +26,7 @@ from streams import (
     sequences,
     subscribe,
     subscribe_live,
+    trailing,
 )
 
 # A client that stops reading: a small, fixed HTTP/2 receive window, so the
@@ -150,3 +151,50 @@ async def test_a_failed_task_event_stream_update_is_reported_while_events_are_be
         events, error = await read_to_error(call)
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert sequences(first + events) == list(range(start + 1, start + len(events) + 2))
+
+
+BUDGET = 1024 * 1024
+BIG_TITLE = "b" * 100_000
+
+
+@pytest.fixture
+def budget_server(project):
+    """One subscriber at a time, which may queue 1 MiB of events, and (far beyond that) 1000."""
+    args = ("--buffer", "1000", "--buffer-bytes", str(BUDGET), "--max-subscribers", "1")
+    proc = ServerProcess(project, extra_args=args).start()
+    yield proc
+    proc.stop()
+
+
+async def test_a_stalled_batched_subscriber_is_ended_once_its_events_outgrow_the_byte_budget(
+    budget_server,
+):
+    async with (
+        grpc.aio.insecure_channel(budget_server.address) as channel,
+        grpc.aio.insecure_channel(budget_server.address, options=STALLED) as stalled_channel,
+    ):
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        stalled = rigger_pb2_grpc.RiggerServiceStub(stalled_channel).SubscribeToTaskEventBatches(
+            pb.SubscribeToTaskEventBatchesRequest()
+        )
+        head = int(dict(await asyncio.wait_for(stalled.initial_metadata(), WAIT))[HEAD_SEQUENCE])
+        # 40 events of 100 kB: 4 MB, four times the budget, and 40 of 1000 events.
+        for i in range(40):
+            await add(stub, f"{i} {BIG_TITLE}")
+        # Ended, it has given back the server's one subscriber slot.
+        probe = await subscribe_live(stub)
+        probe.cancel()
+        received: list[pb.TaskEvent] = []
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while True:
+                batch = await asyncio.wait_for(stalled.read(), WAIT)
+                assert batch is not grpc.aio.EOF
+                received.extend(batch.events)
+    error = ended.value
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    last = head + len(received)
+    assert f"{BUDGET} bytes of events behind" in error.details()
+    assert f"after_sequence={last}" in error.details()
+    assert trailing(error, "rigger-last-sequence") == str(last)
+    assert sequences(received) == list(range(head + 1, last + 1))
+    assert len(received) < 40

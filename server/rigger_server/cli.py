@@ -68,6 +68,13 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "longest other string field in characters",
     ),
     ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
+    (
+        "--buffer-bytes",
+        "buffer_bytes",
+        _positive,
+        "bytes of events queued per subscriber (beside --buffer, the count) before a "
+        "lagging one is ended with RESOURCE_EXHAUSTED",
+    ),
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (

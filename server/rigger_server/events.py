@@ -1,8 +1,9 @@
 """The broadcaster: committed events fanned out to every subscriber's bounded queue.
 
 Publishing never waits on a subscriber. Each subscriber owns a queue of at most
-`buffer` events; a subscriber whose queue is full is cut loose and told how far
-it got, so one slow sidecar can never hold back the writers or the others.
+`buffer` events and `buffer_bytes` bytes; a subscriber whose queue is full is
+cut loose and told how far it got, so one slow sidecar can never hold back the
+writers or the others, nor hold on to more memory than that.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
-from rigger_server.limits import BATCH_TURN_LEASE_SECONDS
+from rigger_server.limits import BATCH_TURN_LEASE_SECONDS, Limits
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -33,6 +34,10 @@ class EventFilter:
 
 class Lagged(Exception):
     """The subscriber fell further behind than its buffer allows."""
+
+
+class LaggedBytes(Lagged):
+    """The subscriber's queued events outgrew its byte budget."""
 
 
 class Closed(Exception):
@@ -133,12 +138,21 @@ _IDLE, _WAITING, _HOLDING, _LAPSED = range(4)
 
 
 class Subscription:
-    """One subscriber's bounded queue of committed events."""
+    """One subscriber's bounded queue of committed events: at most `buffer` events and
+    `buffer_bytes` bytes (an event larger than that alone is still queued alone)."""
 
-    def __init__(self, event_filter: EventFilter, buffer: int, turns: Turns | None = None) -> None:
+    def __init__(
+        self,
+        event_filter: EventFilter,
+        buffer: int,
+        turns: Turns | None = None,
+        buffer_bytes: int | None = None,
+    ) -> None:
         self.filter = event_filter
         self.buffer = buffer
+        self.buffer_bytes = buffer_bytes
         self._queue: collections.deque[Event] = collections.deque()
+        self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._ended: type[Exception] | None = None
         self._turns = turns
@@ -151,16 +165,30 @@ class Subscription:
         """Queue an event if it matches. Returns False when the queue overflowed."""
         if self._ended is not None or not self.filter.matches(event):
             return True
+        size = len(event.payload)
         if len(self._queue) >= self.buffer:
             self.end(Lagged)
             return False
+        if (
+            self.buffer_bytes is not None
+            and self._queue
+            and self._queued_bytes + size > self.buffer_bytes
+        ):
+            self.end(LaggedBytes)
+            return False
         self._queue.append(event)
+        self._queued_bytes += size
         if self._turns is None:
             self._wakeup.set()
         elif self._turn == _IDLE and self._reading:
             self._turn = _WAITING
             self._turns.ask(self)
         return True
+
+    @property
+    def queued_bytes(self) -> int:
+        """The bytes of the events queued now."""
+        return self._queued_bytes
 
     @property
     def waiting_for_turn(self) -> bool:
@@ -190,13 +218,14 @@ class Subscription:
         """End the subscription: its reader gets `reason` once the queue is empty."""
         self._ended = reason
         self._queue.clear()  # release the memory now, not when the stream ends
+        self._queued_bytes = 0
         self._give_back_turn()
         self._wakeup.set()
 
     @property
     def overflowed(self) -> bool:
         """True once the queue has overflowed; queued events are gone."""
-        return self._ended is Lagged
+        return self._ended is not None and issubclass(self._ended, Lagged)
 
     async def next_batch(self) -> list[Event]:
         """Wait for queued events and take them all, oldest first.
@@ -218,6 +247,7 @@ class Subscription:
             await self._wakeup.wait()
         batch = list(self._queue)
         self._queue.clear()
+        self._queued_bytes = 0
         return batch
 
     def release(self) -> None:
@@ -233,10 +263,14 @@ class Broadcaster:
         buffer: int = 1000,
         max_subscribers: int = 10_000,
         head: int = 0,
+        buffer_bytes: int = Limits().buffer_bytes,
     ) -> None:
         if buffer < 1:
             raise ValueError("buffer must be at least 1")
+        if buffer_bytes < 1:
+            raise ValueError("buffer_bytes must be at least 1")
         self.buffer = buffer
+        self.buffer_bytes = buffer_bytes
         # The sequence of the newest event published: a subscription registered
         # now receives exactly the events after it.
         self.head = head
@@ -264,7 +298,7 @@ class Broadcaster:
                 f"too many subscriber streams: the server's limit is {self.max_subscribers} "
                 "(rig grpc --max-subscribers)"
             )
-        subscription = Subscription(event_filter, self.buffer, turns)
+        subscription = Subscription(event_filter, self.buffer, turns, self.buffer_bytes)
         self._subscriptions[subscription] = None
         return subscription
 

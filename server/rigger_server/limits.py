@@ -47,6 +47,16 @@ class Limits:
     max_event_types: int = 64
     # Most subscriber streams open at once (RESOURCE_EXHAUSTED beyond it).
     max_subscribers: int = 10_000
+    # Most bytes of events queued for one subscriber (beside --buffer, the
+    # most events) before it is ended as lagging with RESOURCE_EXHAUSTED. The
+    # events' bytes are shared by every subscriber that queued them, but a
+    # subscriber that stops reading keeps its own alive. 64 MiB is what 1000
+    # events (--buffer) of 64 KiB make: a subscriber that reads never comes
+    # near it (ordinary events are under 1 KiB; it queues only what arrives
+    # while one message of at most 1 MiB is sent); one that stalls pins at most
+    # that much, plus the batch it was sending. An event larger than the
+    # budget is still queued when the queue is empty.
+    buffer_bytes: int = 64 * MIB
     # Largest PRD file ParsePRD reads.
     max_prd_bytes: int = 1 * MIB
     # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
-from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, LaggedBytes, Turns
 
 from unit.drafts import WAIT, sequences
 
@@ -133,6 +133,58 @@ def test_subscribers_beyond_the_limit_are_refused_naming_the_flag():
 def test_a_buffer_below_one_is_refused():
     with pytest.raises(ValueError, match="buffer"):
         Broadcaster(buffer=0)
+
+
+# --- the byte budget ----------------------------------------------------------------
+
+
+async def test_a_subscriber_whose_queued_bytes_outgrow_its_budget_ends_lagged_and_is_dropped():
+    broadcaster = Broadcaster(buffer=1000, buffer_bytes=1000)
+    stalled = broadcaster.subscribe(EventFilter())
+    healthy = broadcaster.subscribe(EventFilter())
+    broadcaster.publish([event(1, size=400), event(2, size=400)])
+    assert stalled.queued_bytes == 800
+    assert sequences(await next_batch(healthy)) == [1, 2]
+    broadcaster.publish([event(3, size=400)])  # 1200 bytes: over the stalled one's budget
+    assert stalled.overflowed
+    assert stalled.queued_bytes == 0  # its events are let go at once
+    assert broadcaster.subscriber_count == 1
+    assert broadcaster.lagged_total == 1
+    with pytest.raises(LaggedBytes):
+        await next_batch(stalled)
+    assert sequences(await next_batch(healthy)) == [3]
+
+
+async def test_taking_a_batch_frees_its_bytes_from_the_budget():
+    broadcaster = Broadcaster(buffer_bytes=1000)
+    subscription = broadcaster.subscribe(EventFilter())
+    for sequence in range(1, 11):
+        broadcaster.publish([event(sequence, size=600)])
+        assert sequences(await next_batch(subscription)) == [sequence]
+    assert not subscription.overflowed
+
+
+async def test_an_event_larger_than_the_budget_is_still_queued_alone():
+    broadcaster = Broadcaster(buffer_bytes=1000)
+    subscription = broadcaster.subscribe(EventFilter())
+    broadcaster.publish([event(1, size=5000)])
+    assert sequences(await next_batch(subscription)) == [1]
+    broadcaster.publish([event(2, size=10), event(3, size=5000)])
+    with pytest.raises(LaggedBytes):
+        await next_batch(subscription)
+
+
+async def test_events_a_filter_refuses_cost_no_bytes():
+    broadcaster = Broadcaster(buffer_bytes=1000)
+    subscription = broadcaster.subscribe(EventFilter(assignee="bob"))
+    broadcaster.publish([event(n, assignee="alice", size=5000) for n in range(1, 10)])
+    broadcaster.publish([event(10, assignee="bob", size=10)])
+    assert sequences(await next_batch(subscription)) == [10]
+
+
+def test_a_byte_budget_below_one_is_refused():
+    with pytest.raises(ValueError, match="buffer_bytes"):
+        Broadcaster(buffer_bytes=0)
 
 
 # --- turns (the batched stream's subscribers) -------------------------------------

@@ -11,7 +11,10 @@ from rigger_server.cli import main
     [
         (["--help"], ["init", "grpc"]),
         (["init", "--help"], [".rigger"]),
-        (["grpc", "--help"], ["--host", "--port", "--db", "--buffer", "--grace", "--workers"]),
+        (
+            ["grpc", "--help"],
+            ["--host", "--port", "--db", "--buffer", "--buffer-bytes", "--grace", "--workers"],
+        ),
     ],
     ids=["rig", "init", "grpc"],
 )
