@@ -154,6 +154,21 @@ async def test_live_events_that_outgrow_the_byte_budget_during_replay_are_replay
     assert book.broadcaster.subscriber_count == 1
 
 
+async def test_replay_pages_hold_the_byte_budget_and_hand_over_to_live_without_gap(db):
+    async with book_with(db, buffer_bytes=1000) as book:  # some ten events a page
+        await add_many(book, 60)
+        feed = book.open_feed(EVERYTHING, 0)
+        pages = [await asyncio.wait_for(feed.next_batch(), WAIT)]
+        await add_many(book, 5, start=60)  # while replay goes on: live, after the head
+        while sum(len(page) for page in pages) < 65:
+            pages.append(await asyncio.wait_for(feed.next_batch(), WAIT))
+        feed.close()
+    assert sequences([e for page in pages for e in page]) == list(range(1, 66))
+    assert len(pages) > 6
+    for page in pages:
+        assert sum(len(e.payload) for e in page[:-1]) < 1000
+
+
 async def test_a_live_feed_whose_events_outgrow_its_byte_budget_ends_lagged(db):
     async with book_with(db, buffer_bytes=1000) as book:
         batches = book.open_feed(EVERYTHING, None).batches()
