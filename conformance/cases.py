@@ -460,6 +460,139 @@ def _check_streams(case: Case) -> None:
                 raise CaseError(f"{step.where}: stream {name!r} is not a TaskEventStream")
 
 
+# --- paths: a case is input, and every path it names stays inside its run -----------
+#
+# A run's directory holds the server's project directory (`project/`, where
+# the server starts and `files:` are written) beside the runner's own files.
+# A case may name paths in `files:` (and their symlinks) and in `server_args`;
+# each must resolve inside the run's directory, following the symlinks the
+# case itself creates. The runner creates nothing else there before the server
+# starts, so these are all the symlinks a path can meet.
+
+# `rig grpc` flags whose value is a path the server opens, reads or writes
+# (tests/test_conformance.py checks this against `rig grpc`'s parser).
+PATH_FLAGS = (
+    "--db",
+    "--ready-file",
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
+    "--auth-token-file",
+)
+# Where the server starts, inside the run's directory.
+PROJECT = ("project",)
+# As Linux gives up following symlinks (ELOOP).
+MAX_SYMLINKS = 40
+
+
+class _Loop(Exception):
+    """A path that goes round a loop of symlinks."""
+
+
+class _RunTree:
+    """The symlinks a case creates, to resolve its paths as the OS will, before anything runs.
+
+    Paths are tuples of names relative to the run's directory; None is a path
+    that leaves it.
+    """
+
+    def __init__(self) -> None:
+        self.links: dict[tuple[str, ...], str] = {}
+
+    def resolve(
+        self, base: tuple[str, ...], path: str, *, follow_last: bool = True
+    ) -> tuple[str, ...] | None:
+        """Where `path`, relative to `base`, leads; None if it leaves the run's directory."""
+        if path.startswith("/"):
+            return None
+        current = list(base)
+        todo = path.split("/")[::-1]  # the next name last
+        hops = 0
+        while todo:
+            name = todo.pop()
+            if name in ("", "."):
+                continue
+            if name == "..":
+                if not current:
+                    return None
+                current.pop()
+                continue
+            current.append(name)
+            target = self.links.get(tuple(current))
+            if target is None or not (todo or follow_last):
+                continue
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise _Loop()
+            if target.startswith("/"):
+                return None
+            current.pop()
+            todo.extend(target.split("/")[::-1])
+        return tuple(current)
+
+
+def _check_files(files: tuple[FileSpec, ...], where: str) -> _RunTree:
+    """Refuse a file or symlink that leads out of the run's directory; the case's symlinks."""
+    tree = _RunTree()
+    for spec in files:
+        try:
+            if spec.symlink is None:
+                if tree.resolve(PROJECT, spec.path) is None:
+                    raise CaseError(
+                        f"{where}: files: {spec.path!r} leads outside the run's directory"
+                    )
+                continue
+            link = tree.resolve(PROJECT, spec.path, follow_last=False)
+            if link is None:
+                raise CaseError(f"{where}: files: {spec.path!r} leads outside the run's directory")
+            if tree.resolve(link[:-1], spec.symlink) is None:
+                raise CaseError(
+                    f"{where}: files: {spec.path!r}: its symlink {spec.symlink!r} leads outside "
+                    "the run's directory"
+                )
+        except _Loop:
+            raise CaseError(
+                f"{where}: files: {spec.path!r} goes round a loop of symlinks"
+            ) from None
+        tree.links[link] = spec.symlink
+    return tree
+
+
+def _path_flag(word: str) -> str | None:
+    """The path flag `word` (`--flag` or `--flag=value`) names, as argparse reads it."""
+    name = word.partition("=")[0]
+    if not name.startswith("--") or len(name) < 3:
+        return None
+    # argparse also takes an unambiguous prefix of a flag (`--ready`).
+    matches = [flag for flag in PATH_FLAGS if flag.startswith(name)]
+    return matches[0] if matches else None
+
+
+def _check_server_args(args: tuple[str, ...], tree: _RunTree, where: str) -> None:
+    """Refuse a path flag whose value leads out of the run's directory (or is a database URL)."""
+    for index, word in enumerate(args):
+        flag = _path_flag(word)
+        if flag is None:
+            continue
+        name, equals, value = word.partition("=")
+        if not equals:
+            if index + 1 == len(args):
+                continue  # no value: the server refuses the flag itself
+            value = args[index + 1]
+        said = f"{where}: server_args: {name} {value!r}"
+        if flag == "--db" and "://" in value:
+            raise CaseError(f"{said}: the runner chooses the database; name a file, if any")
+        try:
+            inside = tree.resolve(PROJECT, value) is not None
+        except _Loop:
+            raise CaseError(f"{said} goes round a loop of symlinks") from None
+        if not inside:
+            raise CaseError(
+                f"{said} leads outside the run's directory: a case's paths are relative to "
+                "the server's project directory and stay inside the run's"
+            )
+
+
 def _file_spec(path: str, content: Any) -> FileSpec:
     if isinstance(content, str):
         return FileSpec(path=path, text=content)
@@ -497,6 +630,8 @@ def parse_case(
             raise CaseError(
                 f"{where}: with `security:`, leave the TLS and token flags to the runner"
             )
+    files = tuple(_file_spec(p, c) for p, c in (raw.get("files") or {}).items())
+    _check_server_args(server_args, _check_files(files, where), where)
     context = _Context(roles, security, within_ms)
     case = Case(
         name=raw["name"],
@@ -505,7 +640,7 @@ def parse_case(
         roles=roles,
         fanout=frozenset(fanout),
         matrix=raw.get("matrix", "full"),
-        files=tuple(_file_spec(p, c) for p, c in (raw.get("files") or {}).items()),
+        files=files,
         server_args=server_args,
         steps=_steps(raw["steps"], f"{where}: steps", context),
         security=security,

@@ -314,8 +314,10 @@ def replay_skips_first() -> None:
     """after_sequence replay starts one event late: the first stored event is lost."""
     original = sqlite_store.SqliteStore.events_after
 
-    def events_after(self: sqlite_store.SqliteStore, sequence: int, limit: int) -> list[Event]:
-        return list(original(self, sequence + 1, limit))
+    def events_after(
+        self: sqlite_store.SqliteStore, sequence: int, limit: int, max_bytes: int | None = None
+    ) -> list[Event]:
+        return list(original(self, sequence + 1, limit, max_bytes))
 
     _patch(sqlite_store.SqliteStore, "events_after", events_after)
 

@@ -104,13 +104,20 @@ def _location(step: c.Step) -> str:
 
 
 def write_files(project: pathlib.Path, files: Sequence[c.FileSpec]) -> None:
-    """Create a case's files. Paths may lead out of the project into the run's own directory."""
+    """Create a case's files. Paths may lead out of the project into the run's own directory.
+
+    Loading the case already refused anything leading further (cases.py); this
+    checks again against the files as they are.
+    """
     sandbox = project.parent.resolve()
     for spec in files:
-        target = (project / spec.path).resolve(strict=False)
-        if not target.is_relative_to(sandbox):
-            raise ValueError(f"files: {spec.path!r} leads outside the run's directory")
         target = project / spec.path
+        if spec.symlink is not None:
+            resolved = (target.parent.resolve(strict=False) / spec.symlink).resolve(strict=False)
+        else:
+            resolved = target.resolve(strict=False)
+        if not resolved.is_relative_to(sandbox):
+            raise ValueError(f"files: {spec.path!r} leads outside the run's directory")
         target.parent.mkdir(parents=True, exist_ok=True)
         if spec.directory:
             target.mkdir(exist_ok=True)

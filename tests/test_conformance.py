@@ -32,7 +32,7 @@ from conformance.executor import (  # noqa: E402
 )
 from conformance.messages import SERVICE  # noqa: E402
 from conformance.plan import plan  # noqa: E402
-from conformance.runner import RunResult  # noqa: E402
+from conformance.runner import RunResult, write_files  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -304,6 +304,137 @@ def test_an_unknown_enum_name_is_a_malformed_case_not_a_failed_run(tmp_path):
     )
     with pytest.raises(c.CaseError, match=r"case 'x': steps\[1\] \(call\)\.request\.status: "):
         c.load_cases(tmp_path)
+
+
+# --- a case's paths stay inside its run's directory ------------------------------
+#
+# The runner starts the server in <run>/project and writes the case's files
+# there; a case is input, so nothing it names may reach beyond <run>.
+
+OUTSIDE = "/tmp/rigger-conformance-outside"
+
+
+def write_case(directory: pathlib.Path, body: str) -> None:
+    (directory / "case.yaml").write_text(
+        f"cases:\n  - name: x\n    description: d\n{body}    steps:\n      - call: ListTasks\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("server_args", "complaint"),
+    [
+        (f"[--ready-file, {OUTSIDE}]", f"--ready-file {OUTSIDE!r}"),
+        (f"[--ready-file={OUTSIDE}]", f"--ready-file {OUTSIDE!r}"),
+        (f"[--ready, {OUTSIDE}]", f"--ready {OUTSIDE!r}"),  # argparse takes a prefix
+        ("[--ready-file, ../../ready.json]", "--ready-file '../../ready.json'"),
+        ("[--db, /var/tmp/tasks.db]", "--db '/var/tmp/tasks.db'"),
+        ("[--db, project/../../../tasks.db]", "--db 'project/../../../tasks.db'"),
+        ("[--tls-cert, /etc/ssl/cert.pem]", "--tls-cert '/etc/ssl/cert.pem'"),
+        ("[--tls-key, ../../key.pem]", "--tls-key '../../key.pem'"),
+        ("[--tls-client-ca, /etc/ca.pem]", "--tls-client-ca '/etc/ca.pem'"),
+        ("[--auth-token-file, /etc/tokens]", "--auth-token-file '/etc/tokens'"),
+    ],
+)
+def test_a_server_flag_naming_a_path_outside_the_run_is_a_malformed_case(
+    tmp_path, server_args, complaint
+):
+    write_case(tmp_path, f"    server_args: {server_args}\n")
+    with pytest.raises(c.CaseError) as raised:
+        c.load_cases(tmp_path)
+    message = str(raised.value)
+    assert message.startswith("case.yaml: case 'x': server_args: "), message
+    assert complaint in message
+    assert "outside the run's directory" in message
+
+
+def test_a_database_url_in_a_case_is_a_malformed_case(tmp_path):
+    write_case(tmp_path, "    server_args: [--db, 'postgresql://db.example/rigger']\n")
+    with pytest.raises(c.CaseError, match=r"case 'x': server_args: --db .*the runner"):
+        c.load_cases(tmp_path)
+
+
+def test_a_server_path_through_a_symlink_of_the_case_that_leads_out_is_a_malformed_case(
+    tmp_path,
+):
+    # `up` is <run>, so up/../../x is two levels above it, though it reads as ../x.
+    write_case(
+        tmp_path,
+        "    files: {up: {symlink: ..}}\n    server_args: [--ready-file, up/../../ready.json]\n",
+    )
+    with pytest.raises(c.CaseError, match=r"server_args: --ready-file 'up/../../ready.json'"):
+        c.load_cases(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("files", "complaint"),
+    [
+        ("{../../x.md: text}", "files: '../../x.md' leads outside the run's directory"),
+        ("{docs/../../../x.md: text}", "files: 'docs/../../../x.md' leads outside"),
+        ("{out: {symlink: /etc}}", "files: 'out': its symlink '/etc' leads outside"),
+        ("{out: {symlink: ../../x}}", "files: 'out': its symlink '../../x' leads outside"),
+        ("{up: {symlink: ..}, up/../../x.md: text}", "files: 'up/../../x.md' leads outside"),
+        (
+            "{up: {symlink: ..}, up/out: {symlink: ../x}}",
+            "files: 'up/out': its symlink '../x' leads outside",
+        ),
+        ("{loop: {symlink: loop}, loop/x: text}", "files: 'loop/x' goes round a loop of symlinks"),
+    ],
+)
+def test_a_file_or_symlink_leading_outside_the_run_is_a_malformed_case(tmp_path, files, complaint):
+    write_case(tmp_path, f"    files: {files}\n")
+    with pytest.raises(c.CaseError, match=re.escape(f"case.yaml: case 'x': {complaint}")):
+        c.load_cases(tmp_path)
+
+
+def test_paths_inside_the_run_are_accepted(tmp_path):
+    write_case(
+        tmp_path,
+        "    files: {../beside.md: text, docs/up.md: {symlink: ../../beside.md},"
+        " run: {symlink: ..}}\n"
+        "    server_args: [--ready-file, ../ready.json, --db=data/tasks.db,"
+        " --auth-token-file, run/tokens, --buffer, '1']\n",
+    )
+    [case] = c.load_cases(tmp_path)
+    assert case.server_args[:2] == ("--ready-file", "../ready.json")
+
+
+def test_the_suite_refuses_a_case_naming_a_path_outside_the_run_before_running_any(
+    tmp_path, monkeypatch, capsys
+):
+    elsewhere = tmp_path / "elsewhere.json"
+    write_case(tmp_path, f"    server_args: [--ready-file, {elsewhere}]\n")
+    load = c.load_cases
+    monkeypatch.setattr(c, "load_cases", lambda **options: load(tmp_path, **options))
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert f"case 'x': server_args: --ready-file {str(elsewhere)!r}" in err
+    assert not elsewhere.exists()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [c.FileSpec(path="../../x.md", text="x"), c.FileSpec(path="out", symlink="../../x")],
+    ids=["file", "symlink"],
+)
+def test_writing_a_case_file_that_leads_outside_the_run_is_refused_again(tmp_path, spec):
+    project = tmp_path / "run" / "project"
+    project.mkdir(parents=True)
+    with pytest.raises(ValueError, match="leads outside the run's directory"):
+        write_files(project, [spec])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["project", "run"]
+
+
+def test_every_path_flag_of_rig_grpc_is_confined():
+    from rigger_server.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    grpc_flags = commands.choices["grpc"]._actions
+    takes_path = {
+        action.option_strings[0]
+        for action in grpc_flags
+        if action.type is pathlib.Path or (action.metavar or "").startswith(("PATH", "FILE"))
+    }
+    assert takes_path == set(c.PATH_FLAGS)
 
 
 def test_the_published_messages_schema_matches_the_proto():

@@ -56,6 +56,7 @@ def test_defaults_are_generous_but_bounded():
     assert limits.max_title_chars >= 100 * 1024  # a 100 kB title is legal
     assert limits.max_subscribers == 10_000
     assert limits.max_prd_bytes == 1024 * 1024
+    assert limits.buffer_bytes == 64 * 1024 * 1024
 
 
 async def test_a_message_over_the_size_limit_is_resource_exhausted(limited_stub):

@@ -162,6 +162,18 @@ def test_a_stored_event_keeps_its_bytes_and_what_a_filter_needs(store: PostgresS
     assert read.payload == wire.encode_event(drafts[0], 1)
 
 
+def test_a_page_of_events_stops_once_their_bytes_reach_the_budget(store: PostgresStore):
+    for n in range(6):
+        store.insert_task(*_created(f"{n} " + "x" * 1000))
+    sizes = [len(e.payload) for e in store.events_after(0, 10)]
+    budget = sizes[0] + sizes[1] + 1  # reached by the third event
+    assert [e.sequence for e in store.events_after(0, 10, budget)] == [1, 2, 3]
+    assert [e.sequence for e in store.events_after(2, 10, budget)] == [3, 4, 5]
+    assert [e.sequence for e in store.events_after(0, 2, budget)] == [1, 2]
+    assert [e.sequence for e in store.events_after(0, 10, 1)] == [1]  # the first always comes
+    assert store.events_after(0, 10, budget)[0].payload == store.events_after(0, 1)[0].payload
+
+
 def test_a_closed_store_is_unavailable(store: PostgresStore):
     store.close()
     with pytest.raises(Unavailable):

@@ -329,6 +329,7 @@ class RiggerServer:
         try:
             broadcaster = Broadcaster(
                 buffer=config.buffer,
+                buffer_bytes=config.limits.buffer_bytes,
                 max_subscribers=config.limits.max_subscribers,
                 head=store.last_sequence(),
             )

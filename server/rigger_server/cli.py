@@ -79,6 +79,13 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "multiplexes: a sidecar holds 1 stream, the bench about 80, a reconnect storm of "
         "3000 over 8 connections 375",
     ),
+    (
+        "--buffer-bytes",
+        "buffer_bytes",
+        _positive,
+        "bytes of events queued per subscriber (beside --buffer, the count) before a "
+        "lagging one is ended with RESOURCE_EXHAUSTED",
+    ),
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (

@@ -1,8 +1,9 @@
 """The broadcaster: committed events fanned out to every subscriber's bounded queue.
 
 Publishing never waits on a subscriber. Each subscriber owns a queue of at most
-`buffer` events; a subscriber whose queue is full is cut loose and told how far
-it got, so one slow sidecar can never hold back the writers or the others.
+`buffer` events and `buffer_bytes` bytes; a subscriber whose queue is full is
+cut loose and told how far it got, so one slow sidecar can never hold back the
+writers or the others, nor hold on to more memory than that.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Iterable
 
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
+from rigger_server.limits import BATCH_TURN_LEASE_SECONDS, Limits
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -34,6 +36,10 @@ class Lagged(Exception):
     """The subscriber fell further behind than its buffer allows."""
 
 
+class LaggedBytes(Lagged):
+    """The subscriber's queued events outgrew its byte budget."""
+
+
 class Closed(Exception):
     """The broadcaster is shutting down."""
 
@@ -46,20 +52,37 @@ class Turns:
     has one, takes everything queued by then, and gives the turn back when
     its reader comes back for more, i.e. once the batch is sent. The others
     wait in line, their batches growing meanwhile.
+
+    A turn is a lease of `lease_seconds`: a send that waits on a client that
+    does not read (its HTTP/2 window is full) would otherwise keep its turn
+    for as long as the client likes, and as many such clients as there are
+    turns would starve every other batched stream. A turn not given back in
+    time goes to the next in line; its holder asks again once its reader
+    comes back, and meanwhile asks for none.
     """
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, lease_seconds: float = BATCH_TURN_LEASE_SECONDS) -> None:
         if count < 1:
             raise ValueError("there must be at least one turn")
+        if not lease_seconds > 0:
+            raise ValueError("a turn's lease must be longer than 0 seconds")
         self.count = count
+        self.lease_seconds = lease_seconds
         self._free = count
         self._line: collections.deque[Subscription] = collections.deque()
+        # Who holds a turn, and when its lease ends, in the order the turns
+        # were granted: every lease is as long, so the first ends first.
+        self._holders: dict[Subscription, float] = {}
+        # One timer for the soonest lease end, not one per grant.
+        self._timer: asyncio.TimerHandle | None = None
+        # Turns taken back from holders that kept them past their lease.
+        self.reclaimed_total = 0
 
     def ask(self, subscription: Subscription) -> None:
         """Give `subscription` a turn now if one is free, else put it in line."""
         if self._free:
             self._free -= 1
-            subscription.grant()
+            self._grant(subscription)
         else:
             self._line.append(subscription)
 
@@ -68,27 +91,68 @@ class Turns:
         """Turns nobody holds now."""
         return self._free
 
-    def give_back(self) -> None:
-        """A turn is free again: hand it to the first in line that still wants it."""
+    def give_back(self, subscription: Subscription) -> None:
+        """`subscription` is done with its turn: hand it to the first in line that wants it."""
+        if self._holders.pop(subscription, None) is not None:
+            self._pass_on()
+
+    def _grant(self, subscription: Subscription) -> None:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.lease_seconds
+        self._holders[subscription] = ends
+        if self._timer is None:
+            self._timer = loop.call_at(ends, self._reclaim)
+        subscription.grant()
+
+    def _pass_on(self) -> None:
         while self._line:
             subscription = self._line.popleft()
             if subscription.waiting_for_turn:
-                subscription.grant()
+                self._grant(subscription)
                 return
         self._free += 1
 
+    def _reclaim(self) -> None:
+        """Take back every turn held past its lease and hand each to the next in line."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        lapsed = []
+        for subscription, ends in self._holders.items():
+            if ends > now:
+                break
+            lapsed.append(subscription)
+        for subscription in lapsed:
+            del self._holders[subscription]
+            self.reclaimed_total += 1
+            subscription.lease_ended()
+            self._pass_on()
+        if self._holders:
+            self._timer = loop.call_at(next(iter(self._holders.values())), self._reclaim)
 
-# A subscription's part in its Turns, when it has some.
-_IDLE, _WAITING, _HOLDING = range(3)
+
+# A subscription's part in its Turns, when it has some: none; in line; holding
+# one (its reader takes a batch and sends it); its turn taken back at the end
+# of its lease, its reader not back yet.
+_IDLE, _WAITING, _HOLDING, _LAPSED = range(4)
 
 
 class Subscription:
-    """One subscriber's bounded queue of committed events."""
+    """One subscriber's bounded queue of committed events: at most `buffer` events and
+    `buffer_bytes` bytes (an event larger than that alone is still queued alone)."""
 
-    def __init__(self, event_filter: EventFilter, buffer: int, turns: Turns | None = None) -> None:
+    def __init__(
+        self,
+        event_filter: EventFilter,
+        buffer: int,
+        turns: Turns | None = None,
+        buffer_bytes: int | None = None,
+    ) -> None:
         self.filter = event_filter
         self.buffer = buffer
+        self.buffer_bytes = buffer_bytes
         self._queue: collections.deque[Event] = collections.deque()
+        self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._ended: type[Exception] | None = None
         self._turns = turns
@@ -101,16 +165,30 @@ class Subscription:
         """Queue an event if it matches. Returns False when the queue overflowed."""
         if self._ended is not None or not self.filter.matches(event):
             return True
+        size = len(event.payload)
         if len(self._queue) >= self.buffer:
             self.end(Lagged)
             return False
+        if (
+            self.buffer_bytes is not None
+            and self._queue
+            and self._queued_bytes + size > self.buffer_bytes
+        ):
+            self.end(LaggedBytes)
+            return False
         self._queue.append(event)
+        self._queued_bytes += size
         if self._turns is None:
             self._wakeup.set()
         elif self._turn == _IDLE and self._reading:
             self._turn = _WAITING
             self._turns.ask(self)
         return True
+
+    @property
+    def queued_bytes(self) -> int:
+        """The bytes of the events queued now."""
+        return self._queued_bytes
 
     @property
     def waiting_for_turn(self) -> bool:
@@ -122,23 +200,32 @@ class Subscription:
         self._turn = _HOLDING
         self._wakeup.set()
 
+    def lease_ended(self) -> None:
+        """Called by Turns: the turn was taken back, its lease over.
+
+        No new turn is asked for until the reader comes back: a send that
+        waits on the client must not take one turn after another.
+        """
+        self._turn = _LAPSED
+
     def _give_back_turn(self) -> None:
         if self._turn == _HOLDING:
             assert self._turns is not None
-            self._turns.give_back()
+            self._turns.give_back(self)
         self._turn = _IDLE
 
     def end(self, reason: type[Exception]) -> None:
         """End the subscription: its reader gets `reason` once the queue is empty."""
         self._ended = reason
         self._queue.clear()  # release the memory now, not when the stream ends
+        self._queued_bytes = 0
         self._give_back_turn()
         self._wakeup.set()
 
     @property
     def overflowed(self) -> bool:
         """True once the queue has overflowed; queued events are gone."""
-        return self._ended is Lagged
+        return self._ended is not None and issubclass(self._ended, Lagged)
 
     async def next_batch(self) -> list[Event]:
         """Wait for queued events and take them all, oldest first.
@@ -160,6 +247,7 @@ class Subscription:
             await self._wakeup.wait()
         batch = list(self._queue)
         self._queue.clear()
+        self._queued_bytes = 0
         return batch
 
     def release(self) -> None:
@@ -175,10 +263,14 @@ class Broadcaster:
         buffer: int = 1000,
         max_subscribers: int = 10_000,
         head: int = 0,
+        buffer_bytes: int = Limits().buffer_bytes,
     ) -> None:
         if buffer < 1:
             raise ValueError("buffer must be at least 1")
+        if buffer_bytes < 1:
+            raise ValueError("buffer_bytes must be at least 1")
         self.buffer = buffer
+        self.buffer_bytes = buffer_bytes
         # The sequence of the newest event published: a subscription registered
         # now receives exactly the events after it.
         self.head = head
@@ -206,7 +298,7 @@ class Broadcaster:
                 f"too many subscriber streams: the server's limit is {self.max_subscribers} "
                 "(rig grpc --max-subscribers)"
             )
-        subscription = Subscription(event_filter, self.buffer, turns)
+        subscription = Subscription(event_filter, self.buffer, turns, self.buffer_bytes)
         self._subscriptions[subscription] = None
         return subscription
 

@@ -13,7 +13,9 @@ all send in every pass, each pass is long, and a write waits a pass for each
 of its steps. Taking turns keeps passes short, so writes keep flowing, and
 whatever arrives while a stream waits for its turn rides in its next message:
 batches grow instead of messages multiplying. A turn is held until the
-consumer comes back for more (it has sent the batch), and turns go round-robin.
+consumer comes back for more (it has sent the batch), and turns go round-robin;
+a turn held past its lease (limits.BATCH_TURN_LEASE_SECONDS: the send waits on
+a client that does not read) goes to the next in line.
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from rigger_server.domain import Event
 from rigger_server.events import Broadcaster, EventFilter, Turns
 
-# Reads up to `limit` committed events after a sequence, oldest first.
-ReadLog = Callable[[int, int], Awaitable[list[Event]]]
+# Reads committed events after a sequence, oldest first: at most `limit`, and
+# none after their payloads reach `max_bytes` (the first always comes).
+ReadLog = Callable[[int, int, int], Awaitable[list[Event]]]
 
-# Events read from the log per step of a replay.
+# Events read from the log per step of a replay. A page is also held to the
+# subscriber's byte budget (--buffer-bytes), as its queue is: a subscriber
+# that stops reading while it replays holds the page it was sending.
 REPLAY_PAGE = 500
 
 
@@ -57,10 +62,13 @@ class Feed:
         # Without `after_sequence` the feed delivers exactly the events after it.
         self.head = broadcaster.head
         self._ended: type[Exception] | None = None
-        # Replay reads the log after `_cursor`; live events up to `_live_after`
-        # were delivered by replay (or precede the feed) and are skipped.
+        # Replay reads the log after `_cursor` until it has passed `_replay_to`,
+        # the head when the subscription was registered: every later event
+        # reaches its queue. Live events up to `_live_after` were delivered
+        # by replay (or precede the feed) and are skipped.
         self._replaying = after_sequence is not None
         self._cursor = self.head if after_sequence is None else after_sequence
+        self._replay_to = self.head
         self._live_after = self._cursor
 
     async def next_batch(self) -> list[Event]:
@@ -81,18 +89,25 @@ class Feed:
             yield await self.next_batch()
 
     async def _replay_page(self) -> list[Event]:
-        """One page of stored events after the cursor, filtered; goes live at the log's end."""
+        """One page of stored events after the cursor, filtered; goes live once past the head.
+
+        A page may be short of REPLAY_PAGE because of its byte budget, so the
+        head the subscription was registered at, not a short page, says
+        where replay ends.
+        """
         if self._ended is not None:
             raise self._ended()
-        events = await self._read_log(self._cursor, REPLAY_PAGE)
+        events = await self._read_log(self._cursor, REPLAY_PAGE, self._broadcaster.buffer_bytes)
         if events:
             self._cursor = events[-1].sequence
-        if len(events) < REPLAY_PAGE:
+        # An empty page short of the head: the log lost events (replaced); nothing to wait for.
+        if self._cursor >= self._replay_to or not events:
             if self._subscription.overflowed:
                 # Live events arrived faster than replay drained them. The log
                 # has them all, so register afresh and keep replaying from it.
                 self.close()
                 self._subscription = self._broadcaster.subscribe(self._filter, self._turns)
+                self._replay_to = self._broadcaster.head
             else:
                 self._go_live(self._cursor)
         return [event for event in events if self._filter.matches(event)]

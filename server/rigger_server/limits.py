@@ -36,6 +36,21 @@ ANSWER_SECONDS_PER_TASK = 20e-6
 # reset). No flag: a documented constant.
 DB_STALL_SLACK_SECONDS = 2.0
 
+# Seconds a SubscribeToTaskEventBatches stream may hold one of the turns
+# (--batch-turns) before it goes to the next in line. A stream holds its turn
+# while its batch is sent; a send to a client that does not read waits on the
+# client's HTTP/2 window forever, and would keep the turn. A stream that reads
+# gives its turn back within a pass or two of the event loop: about a
+# millisecond on average at 1000 streams on the bench (a stream's whole round,
+# waiting in line included, has p50 ~120 ms and p99 147 ms there). A quarter
+# second is far above that, so streams that read keep their turns as before;
+# and it bounds what stalled streams cost the others: H of them stalling at
+# once hold the turns for about H / turns x 0.25 s, once (a stream whose turn
+# was taken back asks again only after its send completes). Taking back a
+# turn early costs little: the stream still sends, it only stops keeping others
+# waiting. No flag: a documented constant.
+BATCH_TURN_LEASE_SECONDS = 0.25
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -61,6 +76,17 @@ class Limits:
     # legitimately multiplexes: a sidecar holds one stream; the bench holds at
     # most ~80 per connection (10 000 over 128), the reconnect-storm test 375.
     max_streams_per_connection: int = 1000
+
+    # Most bytes of events queued for one subscriber (beside --buffer, the
+    # most events) before it is ended as lagging with RESOURCE_EXHAUSTED. The
+    # events' bytes are shared by every subscriber that queued them, but a
+    # subscriber that stops reading keeps its own alive. 64 MiB is what 1000
+    # events (--buffer) of 64 KiB make: a subscriber that reads never comes
+    # near it (ordinary events are under 1 KiB; it queues only what arrives
+    # while one message of at most 1 MiB is sent); one that stalls pins at most
+    # that much, plus the batch it was sending. An event larger than the
+    # budget is still queued when the queue is empty.
+    buffer_bytes: int = 64 * MIB
     # Largest PRD file ParsePRD reads.
     max_prd_bytes: int = 1 * MIB
     # Most tasks one GenerateTasksFromPRD may create (RESOURCE_EXHAUSTED

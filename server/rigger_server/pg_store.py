@@ -552,14 +552,31 @@ class PostgresStore:
             )
         return events
 
-    def events_after(self, sequence: int, limit: int) -> list[Event]:
-        """Return up to `limit` committed events with a greater sequence, in order, with bytes."""
+    def events_after(self, sequence: int, limit: int, max_bytes: int | None = None) -> list[Event]:
+        """Return up to `limit` committed events with a greater sequence, in order, with bytes.
+
+        With `max_bytes`, no event follows once their payloads reach it.
+        """
         with self._reading() as conn, conn.cursor(binary=True) as cursor:
-            rows = cursor.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM rigger.events WHERE sequence > %s "
-                "ORDER BY sequence LIMIT %s",
-                (sequence, limit),
-            ).fetchall()
+            if max_bytes is None:
+                cursor.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM rigger.events WHERE sequence > %s "
+                    "ORDER BY sequence LIMIT %s",
+                    (sequence, limit),
+                )
+            else:
+                # The budget applies in the database: the whole page arrives
+                # at once, so rows past it must not be sent at all. The sizes
+                # come from the stored values' headers, without reading them.
+                cursor.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM ("
+                    f"SELECT {_EVENT_COLUMNS}, "
+                    "sum(octet_length(payload)) OVER (ORDER BY sequence) AS upto "
+                    "FROM rigger.events WHERE sequence > %s ORDER BY sequence LIMIT %s"
+                    ") AS page WHERE upto - octet_length(payload) < %s ORDER BY sequence",
+                    (sequence, limit, max_bytes),
+                )
+            rows = cursor.fetchall()
         return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
 
     def last_sequence(self) -> int:

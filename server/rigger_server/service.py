@@ -407,9 +407,15 @@ class RiggerServicer:
         context.set_trailing_metadata(((LAST_SEQUENCE_KEY, str(last)),))
         if isinstance(exc, events.Lagged):
             log.warning("subscriber %s lagged at sequence %d; ended it", context.peer(), last)
+            broadcaster = self.book.broadcaster
+            behind = (
+                f"{broadcaster.buffer_bytes} bytes of events"
+                if isinstance(exc, events.LaggedBytes)
+                else f"{broadcaster.buffer} events"
+            )
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"subscriber fell more than {self.book.broadcaster.buffer} events behind; "
+                f"subscriber fell more than {behind} behind; "
                 f"last sequence received: {last}. Resubscribe with after_sequence={last} "
                 "to resume without loss",
             )

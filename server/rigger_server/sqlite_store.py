@@ -627,13 +627,24 @@ class SqliteStore:
         return events
 
     @_translated
-    def events_after(self, sequence: int, limit: int) -> list[Event]:
-        """Return up to `limit` committed events with a greater sequence, in order, with bytes."""
+    def events_after(self, sequence: int, limit: int, max_bytes: int | None = None) -> list[Event]:
+        """Return up to `limit` committed events with a greater sequence, in order, with bytes.
+
+        With `max_bytes`, no event follows once their payloads reach it.
+        """
         rows = self._conn().execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?",
             (sequence, limit),
         )
-        return [Event(r[0], EventType(r[1]), r[2], r[3], r[4]) for r in rows]
+        events: list[Event] = []
+        size = 0
+        # SQLite steps row by row: the rows past the budget are never read.
+        for r in rows:
+            events.append(Event(r[0], EventType(r[1]), r[2], r[3], r[4]))
+            size += len(r[4])
+            if max_bytes is not None and size >= max_bytes:
+                break
+        return events
 
     @_translated
     def last_sequence(self) -> int:

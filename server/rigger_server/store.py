@@ -121,8 +121,12 @@ class Store(Protocol):
         """
         ...
 
-    def events_after(self, sequence: int, limit: int) -> list[Event]:
-        """Return up to `limit` committed events with a greater sequence, in order, with bytes."""
+    def events_after(self, sequence: int, limit: int, max_bytes: int | None = None) -> list[Event]:
+        """Return up to `limit` committed events with a greater sequence, in order, with bytes.
+
+        With `max_bytes`, no event follows once their payloads reach it (so
+        they hold at most `max_bytes` plus one event; the first always comes).
+        """
         ...
 
     def last_sequence(self) -> int:

@@ -134,13 +134,16 @@ class LogTail:
                     head = await loop.run_in_executor(None, store.last_sequence)
                     self._target = max(self._target, head)
                 while broadcaster.head < self._target:
+                    # At most a subscriber's byte budget at once, like a replay's page.
                     events = await loop.run_in_executor(
-                        None, store.events_after, broadcaster.head, PAGE
+                        None, store.events_after, broadcaster.head, PAGE, broadcaster.buffer_bytes
                     )
                     if not events:
                         break
                     # A local commit may have published some of these meanwhile.
                     broadcaster.publish([e for e in events if e.sequence > broadcaster.head])
+                    # Not held until the next read: the queues that want them hold them.
+                    del events
                     self._release()
                 if unavailable:
                     log.info("reading the event log again")

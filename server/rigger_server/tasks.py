@@ -195,9 +195,12 @@ class TaskBook:
             await self._reach(head)
         return head
 
-    async def read_log(self, after: int, limit: int) -> list[Event]:
-        """Up to `limit` committed events after sequence `after`, oldest first."""
-        return await self._read(self.store.events_after, after, limit)
+    async def read_log(self, after: int, limit: int, max_bytes: int | None = None) -> list[Event]:
+        """Up to `limit` committed events after sequence `after`, oldest first.
+
+        With `max_bytes`, no event follows once their payloads reach it.
+        """
+        return await self._read(self.store.events_after, after, limit, max_bytes)
 
     # --- writes --------------------------------------------------------------
 

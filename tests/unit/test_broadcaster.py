@@ -7,13 +7,19 @@ import asyncio
 import pytest
 from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
-from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, LaggedBytes, Turns
 
 from unit.drafts import WAIT, sequences
 
 
-def event(sequence: int, kind: EventType = EventType.CREATED, assignee: str | None = None) -> Event:
-    return Event(sequence, kind, f"task-{sequence}", assignee, f"bytes {sequence}".encode())
+def event(
+    sequence: int,
+    kind: EventType = EventType.CREATED,
+    assignee: str | None = None,
+    size: int | None = None,
+) -> Event:
+    payload = f"bytes {sequence}".encode() if size is None else bytes(size)
+    return Event(sequence, kind, f"task-{sequence}", assignee, payload)
 
 
 async def next_batch(subscription) -> list[Event]:
@@ -129,6 +135,58 @@ def test_a_buffer_below_one_is_refused():
         Broadcaster(buffer=0)
 
 
+# --- the byte budget ----------------------------------------------------------------
+
+
+async def test_a_subscriber_whose_queued_bytes_outgrow_its_budget_ends_lagged_and_is_dropped():
+    broadcaster = Broadcaster(buffer=1000, buffer_bytes=1000)
+    stalled = broadcaster.subscribe(EventFilter())
+    healthy = broadcaster.subscribe(EventFilter())
+    broadcaster.publish([event(1, size=400), event(2, size=400)])
+    assert stalled.queued_bytes == 800
+    assert sequences(await next_batch(healthy)) == [1, 2]
+    broadcaster.publish([event(3, size=400)])  # 1200 bytes: over the stalled one's budget
+    assert stalled.overflowed
+    assert stalled.queued_bytes == 0  # its events are let go at once
+    assert broadcaster.subscriber_count == 1
+    assert broadcaster.lagged_total == 1
+    with pytest.raises(LaggedBytes):
+        await next_batch(stalled)
+    assert sequences(await next_batch(healthy)) == [3]
+
+
+async def test_taking_a_batch_frees_its_bytes_from_the_budget():
+    broadcaster = Broadcaster(buffer_bytes=1000)
+    subscription = broadcaster.subscribe(EventFilter())
+    for sequence in range(1, 11):
+        broadcaster.publish([event(sequence, size=600)])
+        assert sequences(await next_batch(subscription)) == [sequence]
+    assert not subscription.overflowed
+
+
+async def test_an_event_larger_than_the_budget_is_still_queued_alone():
+    broadcaster = Broadcaster(buffer_bytes=1000)
+    subscription = broadcaster.subscribe(EventFilter())
+    broadcaster.publish([event(1, size=5000)])
+    assert sequences(await next_batch(subscription)) == [1]
+    broadcaster.publish([event(2, size=10), event(3, size=5000)])
+    with pytest.raises(LaggedBytes):
+        await next_batch(subscription)
+
+
+async def test_events_a_filter_refuses_cost_no_bytes():
+    broadcaster = Broadcaster(buffer_bytes=1000)
+    subscription = broadcaster.subscribe(EventFilter(assignee="bob"))
+    broadcaster.publish([event(n, assignee="alice", size=5000) for n in range(1, 10)])
+    broadcaster.publish([event(10, assignee="bob", size=10)])
+    assert sequences(await next_batch(subscription)) == [10]
+
+
+def test_a_byte_budget_below_one_is_refused():
+    with pytest.raises(ValueError, match="buffer_bytes"):
+        Broadcaster(buffer_bytes=0)
+
+
 # --- turns (the batched stream's subscribers) -------------------------------------
 
 
@@ -215,3 +273,40 @@ async def test_a_subscription_not_reading_yet_holds_no_turn():
     later = await reading(replaying)  # replay done: now it asks, and waits its turn
     await reading(live)  # live has sent its batch
     assert sequences(await asyncio.wait_for(later, WAIT)) == [1]
+
+
+async def test_a_turn_held_past_its_lease_goes_to_the_next_in_line():
+    # The holder took its batch and never comes back: its send waits on a
+    # client that does not read.
+    broadcaster = Broadcaster()
+    turns = Turns(1, lease_seconds=0.01)
+    stalled, other = (broadcaster.subscribe(EventFilter(), turns) for _ in range(2))
+    holding, waiting = await reading(stalled), await reading(other)
+    broadcaster.publish([event(1)])
+    await asyncio.wait_for(holding, WAIT)
+    assert sequences(await asyncio.wait_for(waiting, WAIT)) == [1]
+    assert turns.reclaimed_total == 1
+
+
+async def test_a_holder_whose_lease_ended_asks_for_no_turn_until_its_reader_is_back():
+    broadcaster = Broadcaster()
+    turns = Turns(1, lease_seconds=0.01)
+    stalled, other = (broadcaster.subscribe(EventFilter(), turns) for _ in range(2))
+    holding, waiting = await reading(stalled), await reading(other)
+    broadcaster.publish([event(1)])
+    await asyncio.wait_for(holding, WAIT)
+    await asyncio.wait_for(waiting, WAIT)  # the stalled one's turn, reclaimed
+    broadcaster.publish([event(2)])  # queued for the stalled one, still sending
+    # The turn is free for whoever asks next: the stalled one did not take it.
+    again = await reading(other)
+    assert turns.free == 0
+    assert sequences(await asyncio.wait_for(again, WAIT)) == [2]
+    back = await reading(stalled)  # its send completed at last: it asks, and gets a turn
+    following = await reading(other)
+    assert sequences(await asyncio.wait_for(back, WAIT)) == [2]
+    following.cancel()
+
+
+def test_a_lease_of_no_time_is_refused():
+    with pytest.raises(ValueError, match="lease"):
+        Turns(1, lease_seconds=0)

@@ -12,7 +12,10 @@ from rigger_server.cli import _start_failed, main
     [
         (["--help"], ["init", "grpc"]),
         (["init", "--help"], [".rigger"]),
-        (["grpc", "--help"], ["--host", "--port", "--db", "--buffer", "--grace", "--workers"]),
+        (
+            ["grpc", "--help"],
+            ["--host", "--port", "--db", "--buffer", "--buffer-bytes", "--grace", "--workers"],
+        ),
     ],
     ids=["rig", "init", "grpc"],
 )

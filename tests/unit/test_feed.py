@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from rigger_server import wire
 from rigger_server.domain import Event, EventType
-from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, Turns
+from rigger_server.events import Broadcaster, Closed, EventFilter, Lagged, LaggedBytes, Turns
 from rigger_server.feed import REPLAY_PAGE, Feed
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook, TaskChange
@@ -21,9 +21,12 @@ EVERYTHING = EventFilter()
 
 
 @contextlib.asynccontextmanager
-async def book_with(db: pathlib.Path, buffer: int) -> AsyncIterator[TaskBook]:
-    """A TaskBook whose subscribers may fall `buffer` events behind."""
-    book = TaskBook(SqliteStore(db, wire.encode_event), Broadcaster(buffer=buffer), db.parent)
+async def book_with(
+    db: pathlib.Path, buffer: int = 1000, buffer_bytes: int = 64 << 20
+) -> AsyncIterator[TaskBook]:
+    """A TaskBook whose subscribers may fall `buffer` events (`buffer_bytes` bytes) behind."""
+    broadcaster = Broadcaster(buffer=buffer, buffer_bytes=buffer_bytes)
+    book = TaskBook(SqliteStore(db, wire.encode_event), broadcaster, db.parent)
     try:
         yield book
     finally:
@@ -133,6 +136,45 @@ async def test_live_events_that_overflow_the_queue_during_replay_are_replayed_fr
     assert sequences(events) == list(range(1, 31))
     assert last.sequence == 31
     assert book.broadcaster.subscriber_count == 1
+
+
+async def test_live_events_that_outgrow_the_byte_budget_during_replay_are_replayed_from_the_log(
+    db,
+):
+    async with book_with(db, buffer_bytes=1000) as book:  # some ten events' worth
+        await add_many(book, 20)
+        batches = book.open_feed(EVERYTHING, 0).batches()
+        await add_many(book, 30, start=20)  # published before the replay has read anything
+        events = await read(batches, 50)
+        await book.add_task(NewTask("live"))
+        [last] = await read(batches, 1)
+    assert sequences(events) == list(range(1, 51))
+    assert last.sequence == 51
+    assert book.broadcaster.lagged_total >= 1
+    assert book.broadcaster.subscriber_count == 1
+
+
+async def test_replay_pages_hold_the_byte_budget_and_hand_over_to_live_without_gap(db):
+    async with book_with(db, buffer_bytes=1000) as book:  # some ten events a page
+        await add_many(book, 60)
+        feed = book.open_feed(EVERYTHING, 0)
+        pages = [await asyncio.wait_for(feed.next_batch(), WAIT)]
+        await add_many(book, 5, start=60)  # while replay goes on: live, after the head
+        while sum(len(page) for page in pages) < 65:
+            pages.append(await asyncio.wait_for(feed.next_batch(), WAIT))
+        feed.close()
+    assert sequences([e for page in pages for e in page]) == list(range(1, 66))
+    assert len(pages) > 6
+    for page in pages:
+        assert sum(len(e.payload) for e in page[:-1]) < 1000
+
+
+async def test_a_live_feed_whose_events_outgrow_its_byte_budget_ends_lagged(db):
+    async with book_with(db, buffer_bytes=1000) as book:
+        batches = book.open_feed(EVERYTHING, None).batches()
+        await add_many(book, 25)  # published together, while nobody reads
+        with pytest.raises(LaggedBytes):
+            await read(batches, 25)
 
 
 async def test_a_live_feed_that_falls_behind_its_buffer_ends_lagged(db):

@@ -189,6 +189,22 @@ def test_events_read_back_in_pages_with_their_bytes_and_filter_columns(store):
     assert store.last_sequence() == 5
 
 
+def test_a_page_of_events_stops_once_their_bytes_reach_the_budget(store):
+    for n in range(6):
+        _stored(store, f"{n} " + "x" * 1000)
+    sizes = [len(e.payload) for e in store.events_after(0, 10)]
+    budget = sizes[0] + sizes[1] + 1  # reached by the third event
+    assert [e.sequence for e in store.events_after(0, 10, budget)] == [1, 2, 3]
+    assert [e.sequence for e in store.events_after(2, 10, budget)] == [3, 4, 5]
+    assert [e.sequence for e in store.events_after(0, 2, budget)] == [1, 2]
+
+
+def test_a_page_holds_its_first_event_however_large(store):
+    _stored(store, "x" * 5000)
+    _stored(store)
+    assert [e.sequence for e in store.events_after(0, 10, 100)] == [1]
+
+
 def test_a_write_undone_inside_a_transaction_leaves_no_gap_in_the_log(store):
     with store.atomic():
         _stored(store, "kept")

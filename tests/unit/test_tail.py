@@ -188,11 +188,11 @@ class FailingOnce:
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
 
-    def events_after(self, sequence: int, limit: int):
+    def events_after(self, sequence: int, limit: int, max_bytes: int | None = None):
         if self.failures:
             self.failures -= 1
             raise sqlite3.OperationalError("disk I/O error")
-        return self._store.events_after(sequence, limit)
+        return self._store.events_after(sequence, limit, max_bytes)
 
 
 async def test_a_failed_read_of_the_log_is_logged_and_tried_again(
@@ -211,3 +211,38 @@ async def test_a_failed_read_of_the_log_is_logged_and_tried_again(
         await tail.close()
     assert flaky.failures == 0
     assert "reading the event log failed" in caplog.text
+
+
+class RecordingPages:
+    """A store that remembers the payload bytes of every page of the log it was asked for."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.pages: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def events_after(self, sequence: int, limit: int, max_bytes: int | None = None):
+        page = self._store.events_after(sequence, limit, max_bytes)
+        self.pages.append(sum(len(e.payload) for e in page[:-1]))
+        return page
+
+
+async def test_another_processs_events_are_read_back_in_pages_within_the_byte_budget(
+    stores, no_periodic_check
+):
+    broadcaster = Broadcaster(buffer_bytes=5000)
+    ours, theirs = stores
+    for n in range(30):
+        insert(theirs, f"{n} " + "x" * 1000)
+    recording = RecordingPages(ours)
+    tail = LogTail(broadcaster, recording)  # type: ignore[arg-type]
+    tail.start()
+    try:
+        await asyncio.wait_for(tail.reach(30), WAIT)
+    finally:
+        await tail.close()
+    assert broadcaster.head == 30
+    assert len(recording.pages) > 5
+    assert max(recording.pages) < 5000
