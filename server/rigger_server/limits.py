@@ -19,6 +19,17 @@ MAX_OPEN_FILES = 1 << 20
 # is part of the contract's comment on the method.
 MAX_BATCH_MESSAGE_BYTES = 1 * MIB
 
+# Longest status message the server sends, in bytes of the percent-encoded
+# grpc-message trailer (an "é" is 6 of them). gRPC clients refuse trailers
+# over 8 KiB by default, some at random between 8 and 16 KiB, with
+# RESOURCE_EXHAUSTED instead of the real status; half of it leaves room for
+# the other trailers. Longer messages are cut. No flag: a documented constant.
+MAX_STATUS_MESSAGE_BYTES = 4 * KIB
+
+# How many characters of a value from a request, a PRD or a model an error
+# message quotes (errors.quoted). No flag: a documented constant.
+QUOTED_CHARS = 80
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:

@@ -44,6 +44,7 @@ from rigger_server.errors import (
     PermissionDenied,
     RiggerError,
     VersionConflict,
+    quoted,
 )
 from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan
 from rigger_server.planner import check_test_type as planner_test_type
@@ -146,7 +147,7 @@ class Planning:
             return stored, await self.parsed(stored), True
         if not reference.strip().lower().endswith(PRD_SUFFIXES):
             raise NotFound(
-                f"prd_id: no PRD {reference!r}; pass a prd_id from ParsePRD, or the path "
+                f"prd_id: no PRD {quoted(reference)}; pass a prd_id from ParsePRD, or the path "
                 "of a .md file inside the project root"
             )
         try:
@@ -206,11 +207,11 @@ class Planning:
         )
 
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
-        where = f" ({prd.resolved_path})" if prd.resolved_path else ""
+        where = f" ({quoted(prd.resolved_path)})" if prd.resolved_path else ""
         return AlreadyExists(
-            f"prd_id: the PRD {prd.title!r}{where} already has {len(existing)} tasks, such as "
-            f"{existing[0].title!r} ({existing[0].id}); set replace_existing to archive those "
-            "still in TODO and generate afresh"
+            f"prd_id: the PRD {quoted(prd.title)}{where} already has {len(existing)} tasks, "
+            f"such as {quoted(existing[0].title)} ({existing[0].id}); set replace_existing to "
+            "archive those still in TODO and generate afresh"
         )
 
     def _commit_generation(
@@ -300,12 +301,12 @@ class Planning:
         task = await self.book.get_task(task_id)
         if expected_version is not None and expected_version != task.version:
             raise VersionConflict(
-                f"task {task.id!r} is at version {task.version}, not the expected "
+                f"task {quoted(task.id)} is at version {task.version}, not the expected "
                 f"{expected_version}"
             )
         if task.status in (TaskStatus.ARCHIVED, TaskStatus.COMPLETED):
             raise FailedPrecondition(
-                f"task {task.id!r} is {task.status.contract_name}: there is nothing to "
+                f"task {quoted(task.id)} is {task.status.contract_name}: there is nothing to "
                 "orchestrate; set its status to TASK_STATUS_TODO first to orchestrate it"
             )
         if task.status in (TaskStatus.ORCHESTRATION_COMPLETE, TaskStatus.DECOMPOSED):
@@ -363,10 +364,10 @@ class Planning:
         _check_deadline(deadline)
         current = self.store.get_task(read.id)
         if current is None:
-            raise NotFound(f"task {read.id!r} not found")
+            raise NotFound(f"task {quoted(read.id)} not found")
         if current.version != read.version:
             raise VersionConflict(
-                f"task {read.id!r} changed while it was being orchestrated (version "
+                f"task {quoted(read.id)} changed while it was being orchestrated (version "
                 f"{read.version} was read, it is now at {current.version}); nothing was written"
             )
         return _Commit(self, current, made).run()
