@@ -60,6 +60,10 @@ class FailedPrecondition(RiggerError):
     """The call cannot run in the present state (e.g. the model is not pulled)."""
 
 
+class EventTooLarge(FailedPrecondition):
+    """A write would store an event larger than clients accept; nothing was written."""
+
+
 class DeadlineExceeded(RiggerError):
     """The caller's deadline passed before the work was done (e.g. a model still thinking)."""
 

@@ -19,6 +19,17 @@ MAX_OPEN_FILES = 1 << 20
 # is part of the contract's comment on the method.
 MAX_BATCH_MESSAGE_BYTES = 1 * MIB
 
+# What every client accepts in one message by default (gRPC's receive limit).
+CLIENT_MESSAGE_BYTES = 4 * MIB
+# Largest event the log stores (its encoded TaskEvent). Sent alone, an event
+# is one message of its own bytes (a batch adds at most 6 bytes of framing),
+# so anything up to CLIENT_MESSAGE_BYTES would arrive; the 64 KiB kept back
+# leave room for fields a later contract adds to every event. A write that
+# would store a larger event fails with FAILED_PRECONDITION and writes
+# nothing. No flag: a documented constant (clients would have to raise their
+# limit with it).
+MAX_EVENT_BYTES = CLIENT_MESSAGE_BYTES - 64 * KIB
+
 # Longest status message the server sends, in bytes of the percent-encoded
 # grpc-message trailer (an "é" is 6 of them). gRPC clients refuse trailers
 # over 8 KiB by default, some at random between 8 and 16 KiB, with
