@@ -15,6 +15,10 @@ in one write on the book's writer thread, or nothing:
 
 A write that would land after the caller's deadline is refused inside the
 transaction, so a caller told DEADLINE_EXCEEDED finds nothing written.
+
+A decomposition is held to the parent's subtask limit, counted inside the
+commit's transaction: concurrent orchestrations and AddTask calls cannot
+take a parent past `--max-subtasks` together.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ from rigger_server.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     RiggerError,
     VersionConflict,
     quoted,
 )
-from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan
+from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan, route
 from rigger_server.planner import check_test_type as planner_test_type
 from rigger_server.planner import orchestrate as plan_orchestration
 from rigger_server.prd import ParsedPrd
@@ -54,6 +59,8 @@ from rigger_server.tasks import TaskBook
 from rigger_server.writer import Written
 
 PASS = "pass"
+# The fewest subtasks a decomposition makes (Planner.decompose: 3 to 5).
+MIN_SUBTASKS = 3
 # Parsed PRDs kept for orchestrating their tasks: parsing 1 MiB takes a while.
 PARSED_CACHE = 4
 # Suffixes that make a prd_id a path, as clients of the first release send it.
@@ -311,11 +318,24 @@ class Planning:
             )
         if task.status in (TaskStatus.ORCHESTRATION_COMPLETE, TaskStatus.DECOMPOSED):
             return await self._finished_before(task)
+        if route(task).route == "decompose":
+            # Checked again when committing; here it saves the planner's time.
+            self._check_room(task, len(task.subtask_ids), MIN_SUBTASKS)
         context = await self._context(task)
         made = await plan_orchestration(
             self.planner, context, test_type=test_type, model=model, deadline=deadline
         )
         return await self.book.write(self._commit_orchestration, task, made, deadline)
+
+    def _check_room(self, task: Task, count: int, adding: int) -> None:
+        """Refuse a decomposition that would take `task` past the subtask limit."""
+        limit = self.book.limits.max_subtasks
+        if count + adding > limit:
+            raise ResourceExhausted(
+                f"task_id: task {quoted(task.id)} has {count} subtasks; decomposing it adds "
+                f"{'at least ' if adding == MIN_SUBTASKS else ''}{adding}, beyond the "
+                f"server's limit of {limit} (rig grpc --max-subtasks); nothing was written"
+            )
 
     async def _context(self, task: Task) -> TaskContext:
         """The task with its PRD and the tasks around it (its PRD's, its dependencies)."""
@@ -377,6 +397,7 @@ class _Commit:
     """One orchestration's writes, in the order its events are published."""
 
     def __init__(self, planning: Planning, task: Task, made: Orchestration) -> None:
+        self.planning = planning
         self.store = planning.store
         self.task = task
         self.made = made
@@ -470,6 +491,10 @@ class _Commit:
     def _subtasks(self) -> tuple[Task, ...]:
         assert self.made.decomposition is not None
         parent = self.task
+        # Counted inside the transaction: whatever committed since the task
+        # was read (another orchestration, AddTask) is in the count.
+        count = self.store.subtask_count(parent.id) or 0
+        self.planning._check_room(parent, count, len(self.made.decomposition.subtasks))
         subtasks = tuple(
             Task(
                 id=str(uuid.uuid4()),
