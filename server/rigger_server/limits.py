@@ -41,6 +41,16 @@ MAX_STATUS_MESSAGE_BYTES = 4 * KIB
 # message quotes (errors.quoted). No flag: a documented constant.
 QUOTED_CHARS = 80
 
+# The most context files a planned task or subtask may name, and dependencies
+# a planned task may have. A planner's result beyond them is refused (a
+# model's answer is sent back to it). No flag: documented constants; at their
+# bounds a task's paths and ids take at most 20 * 16 KiB and 1000 * 38 bytes
+# of every event about it.
+MAX_PLANNED_CONTEXT_FILES = 20
+MAX_PLANNED_DEPENDENCIES = 1000
+# The most options a multiple-choice comprehension test may offer.
+MAX_TEST_OPTIONS = 6
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:

@@ -16,9 +16,11 @@ in one write on the book's writer thread, or nothing:
 A write that would land after the caller's deadline is refused inside the
 transaction, so a caller told DEADLINE_EXCEEDED finds nothing written.
 
-A decomposition is held to the parent's subtask limit, counted inside the
-commit's transaction: concurrent orchestrations and AddTask calls cannot
-take a parent past `--max-subtasks` together.
+Whatever the planner, its result is held to the request limits before it is
+committed (planner/bounds.py: prose and titles clipped, other values over
+their limit refused), and a decomposition to the parent's subtask limit,
+counted inside the commit's transaction: concurrent orchestrations and
+AddTask calls cannot take a parent past `--max-subtasks` together.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from rigger_server.errors import (
 from rigger_server.planner import Deadline, Orchestration, Planner, TaskContext, TaskPlan, route
 from rigger_server.planner import check_test_type as planner_test_type
 from rigger_server.planner import orchestrate as plan_orchestration
+from rigger_server.planner.bounds import OverLimit, bounded_orchestration, bounded_plan
 from rigger_server.prd import ParsedPrd
 from rigger_server.tasks import TaskBook
 from rigger_server.writer import Written
@@ -209,9 +212,23 @@ class Planning:
             if existing:
                 raise self._already_planned(prd, existing)
         plan = await self.planner.generate_tasks(parsed, model=model, deadline=deadline)
+        # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
+        plan = await asyncio.to_thread(self._bounded_plan, prd, plan)
         return await self.book.write(
             self._commit_generation, prd, stored, plan, replace_existing, deadline
         )
+
+    def _bounded_plan(self, prd: Prd, plan: TaskPlan) -> TaskPlan:
+        try:
+            return bounded_plan(plan, self.book.limits)
+        except OverLimit as exc:
+            # The plan is what the PRD says (a model's answer was checked, and
+            # sent back, by the Ollama planner already).
+            raise InvalidArgument(
+                "prd_id",
+                f"the {plan.planner} planner's plan of the PRD {quoted(prd.title)} cannot be "
+                f"stored: {exc}",
+            ) from None
 
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
         where = f" ({quoted(prd.resolved_path)})" if prd.resolved_path else ""
@@ -325,6 +342,13 @@ class Planning:
         made = await plan_orchestration(
             self.planner, context, test_type=test_type, model=model, deadline=deadline
         )
+        try:
+            made = bounded_orchestration(made, self.book.limits)
+        except OverLimit as exc:
+            raise FailedPrecondition(
+                f"the {made.planner} planner's orchestration of task {quoted(task.id)} cannot "
+                f"be stored: {exc}"
+            ) from None
         return await self.book.write(self._commit_orchestration, task, made, deadline)
 
     def _check_room(self, task: Task, count: int, adding: int) -> None:

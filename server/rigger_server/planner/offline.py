@@ -60,6 +60,7 @@ from collections.abc import Iterable, Sequence
 
 from rigger_server.domain import Task
 from rigger_server.errors import DeadlineExceeded, InvalidArgument, quoted
+from rigger_server.limits import MAX_PLANNED_CONTEXT_FILES
 from rigger_server.planner import complexity as heuristic
 from rigger_server.planner.dependencies import DependencyError, resolve
 from rigger_server.planner.plans import (
@@ -76,7 +77,7 @@ from rigger_server.planner.plans import (
 )
 from rigger_server.prd import ParsedPrd, PrdItem, PrdTask
 
-MAX_CONTEXT_FILES = 20
+MAX_CONTEXT_FILES = MAX_PLANNED_CONTEXT_FILES
 MAX_TITLE = 200
 MAX_REASONING = 4000
 # How many entries of a long list an enhancement shows before "and N more".
