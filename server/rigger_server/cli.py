@@ -71,6 +71,19 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--max-prd-bytes", "max_prd_bytes", _positive, "largest PRD file ParsePRD reads"),
     ("--max-subtasks", "max_subtasks", _positive, "most subtasks one task may have"),
     (
+        "--max-model-answer-bytes",
+        "max_model_answer_bytes",
+        _positive,
+        "largest answer read from a model (Ollama); beyond: FAILED_PRECONDITION",
+    ),
+    (
+        "--max-model-calls",
+        "max_model_calls",
+        _positive,
+        "most model calls (Ollama) in flight, at most half of them to one model; "
+        "beyond: RESOURCE_EXHAUSTED at once",
+    ),
+    (
         "--keepalive-seconds",
         "keepalive_seconds",
         _seconds,

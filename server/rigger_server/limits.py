@@ -51,6 +51,13 @@ MAX_PLANNED_DEPENDENCIES = 1000
 # The most options a multiple-choice comprehension test may offer.
 MAX_TEST_OPTIONS = 6
 
+# Largest reply the Ollama planner reads from /api/tags or /api/version, and
+# the most of an error body it reads (it quotes 200 characters of it). No
+# flag: documented constants; a model's answer has its own
+# (Limits.max_model_answer_bytes).
+MAX_OLLAMA_LISTING_BYTES = 1 * MIB
+MAX_OLLAMA_ERROR_BYTES = 64 * KIB
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -73,6 +80,16 @@ class Limits:
     # Most subtasks one task may have (RESOURCE_EXHAUSTED beyond it). Each
     # costs ~38 bytes in every event about the parent: 10000 make ~380 KB.
     max_subtasks: int = 10_000
+    # Largest reply the Ollama planner reads for one model answer (the HTTP
+    # body of /api/chat, as decoded); a larger one is refused with
+    # FAILED_PRECONDITION as soon as that much has arrived.
+    max_model_answer_bytes: int = 4 * MIB
+    # Most model calls (planner steps waiting on Ollama) in flight at once;
+    # one model may hold at most half of them (at least one), so a model that
+    # hangs leaves the other half to the others. Beyond either,
+    # RESOURCE_EXHAUSTED at once. The HTTP client's pool is this size: a
+    # call never waits for a connection.
+    max_model_calls: int = 32
     # Seconds between keepalive pings the server sends on an idle connection,
     # so a vanished sidecar is noticed and its subscription released.
     keepalive_seconds: float = 60.0

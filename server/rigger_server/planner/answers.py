@@ -24,6 +24,7 @@ from rigger_server.limits import (
 
 M = TypeVar("M", bound=BaseModel)
 ENHANCEMENT_TYPES = ("acceptance_criteria", "implementation_notes", "clarification")
+_THINK, _THOUGHT = "<think>", "</think>"
 # The bounds of what a model may answer, as its JSON Schema says them: the
 # request limits' defaults (limits.py). planner/bounds.py checks the server's
 # own limits again, and an answer beyond them is sent back too.
@@ -129,17 +130,22 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def strip_wrapping(content: str) -> str:
-    """The answer without `<think>…</think>` blocks and without a ```json fence."""
-    text = content
-    while True:
-        start = text.find("<think>")
-        if start < 0:
-            break
-        end = text.find("</think>", start)
+    """The answer without `<think>…</think>` blocks and without a ```json fence.
+
+    One pass over the answer, whatever it holds: the text between blocks is
+    collected and joined once (cutting each block out of the whole text in
+    turn took seconds for an answer of 1 MiB and 20,000 blocks).
+    """
+    kept: list[str] = []
+    position = 0
+    while (start := content.find(_THINK, position)) >= 0:
+        end = content.find(_THOUGHT, start + len(_THINK))
         if end < 0:
             raise AnswerInvalid("the answer has a <think> block that never ends")
-        text = text[:start] + text[end + len("</think>") :]
-    text = text.strip()
+        kept.append(content[position:start])
+        position = end + len(_THOUGHT)
+    kept.append(content[position:])
+    text = "".join(kept).strip()
     fenced = _FENCE.search(text) if "```" in text else None
     if fenced:
         text = fenced.group(1).strip()
