@@ -12,8 +12,9 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from rigger_server.limits import Limits
+from rigger_server.limits import MAX_EVENT_BYTES, Limits
 from serverproc import ServerProcess
+from streams import replay_all
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,24 @@ async def test_a_prd_over_the_size_limit_is_invalid_argument(limited, limited_st
     code, details = await _code(limited_stub.ParsePRD(pb.ParsePRDRequest(prd_file_path="big.md")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "64 bytes" in details
+
+
+async def test_a_write_whose_event_no_client_could_receive_is_refused_and_the_log_flows_on(
+    project,
+):
+    # Limits raised so far that a title alone makes a 4.2 MB event.
+    flags = ("--max-title-length", str(3_000_000), "--max-message-bytes", str(16 * 1024 * 1024))
+    proc = ServerProcess(project, extra_args=flags).start()
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            await stub.AddTask(pb.AddTaskRequest(title="before"))
+            code, details = await _code(stub.AddTask(pb.AddTaskRequest(title="é" * 2_100_000)))
+            assert code == grpc.StatusCode.FAILED_PRECONDITION
+            assert f"at most {MAX_EVENT_BYTES} bytes" in details
+            await stub.AddTask(pb.AddTaskRequest(title="after"))
+            events = await replay_all(stub, 2)
+    finally:
+        proc.stop()
+    assert [e.task.title for e in events] == ["before", "after"]
+    assert [e.sequence for e in events] == [1, 2]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -15,8 +18,10 @@ from rigger_server.errors import (
     FailedPrecondition,
     InvalidArgument,
     PlannerOutputInvalid,
+    ResourceExhausted,
     Unavailable,
 )
+from rigger_server.limits import MIB, Limits
 from rigger_server.planner import (
     Deadline,
     ModelSelector,
@@ -29,7 +34,7 @@ from rigger_server.planner import (
     config_from_args,
     ollama_url,
 )
-from rigger_server.planner.answers import TaskListAnswer, schema_of
+from rigger_server.planner.answers import AnswerInvalid, TaskListAnswer, schema_of, strip_wrapping
 from rigger_server.prd import parse_prd
 
 PRD = parse_prd(
@@ -73,6 +78,14 @@ async def planner(ollama: OllamaStandIn) -> AsyncIterator[OllamaPlanner]:
     planner = OllamaPlanner(ollama.url, default_model="llama3.1")
     yield planner
     await planner.aclose()
+
+
+def wait_until(condition, within: float = 30.0) -> None:
+    """Poll a condition the stand-in's threads make true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
 
 
 def unused_port() -> int:
@@ -298,6 +311,156 @@ async def test_a_deadline_already_passed_asks_nothing(planner, ollama):
 
 async def test_the_version_is_read_from_ollama(planner):
     assert await planner.version() == "0.6.2"
+
+
+# --- Ollama hostile: huge, hung, malformed -----------------------------------------
+
+HUGE = 256 * 1024
+# The issue's answer: a 256 KiB assignee and 20 context files of 256 KiB each.
+OVERSIZED = {
+    "tasks": [
+        {
+            "title": "Ship it",
+            "assignee": "a" * HUGE,
+            "context_files": [f"{i}/" + "p" * HUGE for i in range(20)],
+        }
+    ]
+}
+
+
+async def test_an_answer_with_values_over_the_request_limits_is_sent_back_to_the_model(ollama):
+    # 5.3 MB: read whole only with a cap above the default 4 MiB.
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_model_answer_bytes=16 * MIB))
+    ollama.script(valid(OVERSIZED), valid(PLAN))
+    try:
+        plan = await planner.generate_tasks(PRD)
+    finally:
+        await planner.aclose()
+    assert [t.title for t in plan.tasks] == [t["title"] for t in PLAN["tasks"]]
+    told = ollama.chats[1]["messages"][-1]["content"]
+    assert "tasks.0.assignee" in told and "4096" in told
+    assert len(told) < 2000
+
+
+async def test_the_servers_own_field_limit_holds_a_models_answer_too(ollama):
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_field_chars=100))
+    long_name = {"tasks": [{"title": "Ship it", "assignee": "b" * 150}]}
+    ollama.script(valid(long_name), valid(long_name), valid(long_name))
+    try:
+        with pytest.raises(PlannerOutputInvalid) as caught:
+            await planner.generate_tasks(PRD)
+    finally:
+        await planner.aclose()
+    assert "tasks.0 ('Ship it').assignee" in caught.value.first_error
+    assert "--max-field-length" in caught.value.first_error
+
+
+async def test_a_models_long_description_is_clipped_to_the_field_limit(ollama):
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_field_chars=100))
+    ollama.script(valid({"tasks": [{"title": "Ship it", "description": "d" * 3000}]}))
+    try:
+        plan = await planner.generate_tasks(PRD)
+    finally:
+        await planner.aclose()
+    (task,) = plan.tasks
+    assert len(task.reasoning) == 100 and task.reasoning.endswith("\u2026")
+
+
+def test_think_blocks_are_taken_off_in_one_pass_however_many():
+    answer = " " * MIB + "<think></think>" * 20_000 + '<think>a</think>{"x": 1}<think>b</think>'
+    assert strip_wrapping(answer) == '{"x": 1}'
+    with pytest.raises(AnswerInvalid, match="never ends"):
+        strip_wrapping("<think></think>" * 3 + "<think>unfinished")
+
+
+async def test_an_answer_larger_than_the_cap_is_failed_precondition_and_not_read_whole(ollama):
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_model_answer_bytes=MIB))
+    ollama.script(Reply(content=json.dumps(PLAN), padding=64 * MIB))
+    try:
+        with pytest.raises(FailedPrecondition) as caught:
+            await planner.generate_tasks(PRD)
+    finally:
+        await planner.aclose()
+    assert str(MIB) in str(caught.value)
+    assert "--max-model-answer-bytes" in str(caught.value)
+    await asyncio.to_thread(wait_until, lambda: ollama.answered == 1)
+    # The socket's buffers take some megabytes, never the whole answer.
+    assert ollama.sent < 32 * MIB
+
+
+async def test_an_answer_within_the_cap_is_read(ollama):
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_model_answer_bytes=MIB))
+    ollama.script(Reply(content=json.dumps(PLAN), padding=MIB - 2048))
+    try:
+        plan = await planner.generate_tasks(PRD)
+    finally:
+        await planner.aclose()
+    assert len(plan.tasks) == 2
+
+
+async def test_a_tags_listing_over_its_cap_is_failed_precondition(planner, ollama):
+    ollama.tags_padding = 2 * MIB
+    with pytest.raises(FailedPrecondition, match="/api/tags with more than"):
+        await planner.generate_tasks(PRD)
+    assert ollama.chats == []
+
+
+async def test_a_huge_error_body_is_quoted_in_200_characters(planner, ollama):
+    ollama.script(Reply(status=500, error="model runner crashed: " + "x" * 64 * 1024))
+    with pytest.raises(Unavailable) as caught:
+        await planner.generate_tasks(PRD)
+    assert "model runner crashed" in str(caught.value)
+    assert len(str(caught.value)) < 500
+
+
+async def test_a_body_that_is_not_ollamas_json_is_unavailable(planner, ollama):
+    ollama.script(Reply(raw=b"<html>proxy error</html>"))
+    with pytest.raises(Unavailable, match="not Ollama's JSON"):
+        await planner.generate_tasks(PRD)
+
+
+async def test_calls_beyond_a_models_share_are_resource_exhausted_at_once(ollama):
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_model_calls=4))
+    release = threading.Event()
+    ollama.script(*(Reply(content=json.dumps(PLAN), release=release) for _ in range(2)))
+    held = [asyncio.ensure_future(planner.generate_tasks(PRD)) for _ in range(2)]
+    try:
+        await asyncio.to_thread(wait_until, lambda: len(ollama.chats) == 2)
+        with pytest.raises(ResourceExhausted) as caught:
+            await planner.generate_tasks(PRD)
+        assert "'llama3.1'" in str(caught.value) and "--max-model-calls" in str(caught.value)
+        # Another model has its own half.
+        ollama.script(valid(PLAN))
+        plan = await planner.generate_tasks(PRD, model="qwen3:8b")
+        assert plan.model == "qwen3:8b"
+    finally:
+        release.set()
+        await asyncio.gather(*held)
+        await planner.aclose()
+
+
+async def test_calls_beyond_the_total_are_resource_exhausted_whatever_the_model(ollama):
+    planner = OllamaPlanner(ollama.url, limits=Limits(max_model_calls=2))
+    release = threading.Event()
+    ollama.script(*(Reply(content=json.dumps(PLAN), release=release) for _ in range(2)))
+    held = [
+        asyncio.ensure_future(planner.generate_tasks(PRD, model=model))
+        for model in ("llama3.1", "qwen3:8b")
+    ]
+    try:
+        await asyncio.to_thread(wait_until, lambda: len(ollama.chats) == 2)
+        for model in ("llama3.1", "qwen3:8b"):
+            with pytest.raises(ResourceExhausted, match="2 model calls are in flight"):
+                await planner.generate_tasks(PRD, model=model)
+        release.set()
+        await asyncio.gather(*held)
+        # The slots came back.
+        ollama.script(valid(PLAN))
+        assert len((await planner.generate_tasks(PRD)).tasks) == 2
+    finally:
+        release.set()
+        await asyncio.gather(*held, return_exceptions=True)
+        await planner.aclose()
 
 
 # --- which planner runs ----------------------------------------------------------

@@ -36,6 +36,7 @@ from streams import (
     log_head,
     read_events,
     read_until,
+    replay_all,
     subscribe_live,
 )
 
@@ -293,6 +294,40 @@ async def test_a_1_mib_prd_generates_while_health_and_a_live_stream_keep_going(s
         live.cancel()
     assert result.tasks_generated > 10_000
     assert rounds_during > 0, "no health check and live event got through during the call"
+
+
+async def test_a_planned_assignee_over_the_field_limit_is_invalid_argument_naming_the_task(
+    stub, server
+):
+    (server.root / "long-name.md").write_text(f"# Names\n\n## Tasks\n\n- Ship it @{'x' * 5000}\n")
+    before, prds = await snapshot(stub), stored_prds(server)
+    await fails(
+        generate(stub, "long-name.md"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "prd_id",
+        "tasks.0 ('Ship it').assignee: is 5000 characters long; the limit is 4096",
+        "--max-field-length",
+    )
+    await assert_unchanged(stub, before)
+    assert stored_prds(server) == prds
+
+
+async def test_planned_titles_and_reasoning_are_clipped_to_the_servers_limits(project):
+    objective = "Take card payments in every currency the shop sells in " * 4
+    (project / "shop.md").write_text(f"# Shop\n\n## Objectives\n\n- {objective}\n")
+    proc = ServerProcess(
+        project, extra_args=("--max-title-length", "60", "--max-field-length", "100")
+    ).start()
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            (task,) = (await generate(stub, "shop.md")).tasks
+            (event,) = await replay_all(stub, 1)
+    finally:
+        proc.stop()
+    assert (len(task.title), len(task.reasoning)) == (60, 100)
+    assert task.title.startswith("Take card payments") and task.title.endswith("\u2026")
+    assert event.task == task
 
 
 # --- OrchestrateTask --------------------------------------------------------------

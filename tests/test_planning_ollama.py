@@ -4,34 +4,42 @@ Every failure of the Ollama provider reaches the client with its documented
 code and a message that says what to do, and none leaves anything written:
 no task, no event, no PRD, no enhancement.
 
-The tests share one stand-in and one server; each starts with the stand-in's
-script and records empty.
+The tests share one stand-in and one server (those that need flags of their
+own start their own server); each starts with the stand-in's script and
+records empty. Hostile answers (huge, many think blocks, hung, not valid
+Unicode) reach the client with a documented code too, and leave the server
+answering.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ollama_standin import OllamaStandIn, Reply, valid
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from serverproc import ServerProcess
 from streams import (
+    WAIT,
+    add,
     all_tasks,
     assert_no_events_after,
     fails,
     kinds,
     log_head,
     read_events,
+    replay_all,
     subscribe_live,
 )
 
@@ -83,12 +91,26 @@ def ollama(shared_ollama: OllamaStandIn) -> OllamaStandIn:
     shared_ollama.replies.clear()
     shared_ollama.chats.clear()
     shared_ollama.paths.clear()
+    shared_ollama.answered = 0
     return shared_ollama
 
 
-def ollama_server(project, url: str) -> ServerProcess:
+def ollama_server(project, url: str, *flags: str) -> ServerProcess:
     (project / "prd.md").write_text(PRD)
-    return ServerProcess(project, extra_args=("--planner", "ollama", "--ollama-url", url))
+    return ServerProcess(project, extra_args=("--planner", "ollama", "--ollama-url", url, *flags))
+
+
+@contextlib.asynccontextmanager
+async def own_server(
+    project, ollama: OllamaStandIn, *flags: str
+) -> AsyncIterator[tuple[rigger_pb2_grpc.RiggerServiceStub, ServerProcess]]:
+    """A server of the test's own, started with `flags`, and a client of it."""
+    proc = ollama_server(project, ollama.url, *flags).start()
+    try:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            yield rigger_pb2_grpc.RiggerServiceStub(channel), proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +382,187 @@ async def test_an_update_while_the_model_thinks_aborts_the_orchestration(stub, o
     await fails(call, grpc.StatusCode.ABORTED, task.id, "nothing was written")
     stored = (await stub.GetTask(pb.GetTaskRequest(task_id=task.id))).task
     assert (stored.assignee, stored.version, stored.status) == ("carol", 2, pb.TASK_STATUS_TODO)
+
+
+# --- hostile answers: huge, many, hung -----------------------------------------------
+
+HUGE = 256 * 1024
+MIB = 1024 * 1024
+# The issue's answer: a 256 KiB assignee and 20 context file paths of 256 KiB each.
+OVERSIZED = {
+    "tasks": [
+        {
+            "title": "Ship it",
+            "assignee": "a" * HUGE,
+            "context_files": [f"{i}/" + "p" * HUGE for i in range(20)],
+        }
+    ]
+}
+
+
+async def assert_every_event_reaches_a_default_client(stub) -> None:
+    """Plain and batched replays from the start deliver the whole log; none is stuck."""
+    head = await log_head(stub)
+    assert len(await replay_all(stub, head)) == head
+    request = pb.SubscribeToTaskEventBatchesRequest(after_sequence=0)
+    batches = stub.SubscribeToTaskEventBatches(request)
+    seen = 0
+    try:
+        while seen < head:
+            batch = await asyncio.wait_for(batches.read(), WAIT)
+            assert batch is not grpc.aio.EOF
+            seen += len(batch.events)
+    finally:
+        batches.cancel()
+
+
+async def test_the_issues_5_mb_answer_is_refused_by_the_answer_cap_and_writes_nothing(
+    stub, server, ollama, prd
+):
+    ollama.script(valid(OVERSIZED))
+    before = await snapshot(stub, server)
+    await fails(
+        generate(stub, prd), grpc.StatusCode.FAILED_PRECONDITION, "--max-model-answer-bytes"
+    )
+    await assert_nothing_written(stub, server, before)
+    await assert_every_event_reaches_a_default_client(stub)
+
+
+async def test_an_answer_over_the_request_limits_is_sent_back_and_never_stored(project, ollama):
+    flags = ("--max-model-answer-bytes", str(16 * MIB))
+    async with own_server(project, ollama, *flags) as (stub, server):
+        ollama.script(valid(OVERSIZED), valid(OVERSIZED), valid(OVERSIZED))
+        before = await snapshot(stub, server)
+        details = await fails(
+            generate(stub, "prd.md"),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "3 attempts",
+            "tasks.0.assignee",
+            "at most 4096 characters",
+        )
+        assert len(details) < 1000
+        assert "4096" in ollama.chats[1]["messages"][-1]["content"]
+        await assert_nothing_written(stub, server, before)
+        ollama.script(valid(PLAN))
+        assert (await generate(stub, "prd.md")).tasks_generated == 2
+        await assert_every_event_reaches_a_default_client(stub)
+
+
+async def test_health_and_add_task_answer_while_hostile_answers_are_read(stub, server, ollama, prd):
+    # The issue's answer had 20 000 blocks (8.6 s of frozen loop, each
+    # attempt); 40 000 froze it 16.4 s.
+    hostile = " " * MIB + "<think></think>" * 40_000
+    release = threading.Event()
+    ollama.script(Reply(content=hostile, release=release), *[Reply(content=hostile)] * 2)
+    call = asyncio.ensure_future(generate(stub, prd))
+    await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 1)
+    release.set()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answered = 0
+        while not call.done() or answered == 0:
+            # Each within the streams' usual wait: a frozen loop takes longer.
+            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=WAIT)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            await stub.AddTask(pb.AddTaskRequest(title="meanwhile"), timeout=WAIT)
+            answered += 1
+    await fails(call, grpc.StatusCode.FAILED_PRECONDITION, "3 attempts", "empty")
+    assert len(ollama.chats) == 3
+
+
+async def test_a_64_mib_answer_is_failed_precondition_naming_the_cap_and_its_flag(
+    stub, server, ollama, prd
+):
+    ollama.script(Reply(content=json.dumps(PLAN), padding=64 * MIB))
+    before = await snapshot(stub, server)
+    await fails(
+        generate(stub, prd),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"more than {4 * MIB} bytes",
+        "rig grpc --max-model-answer-bytes",
+    )
+    await asyncio.to_thread(wait_for, lambda: ollama.answered == 1)
+    assert ollama.sent < 32 * MIB
+    await assert_nothing_written(stub, server, before)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(500, grpc.StatusCode.UNAVAILABLE), (400, grpc.StatusCode.FAILED_PRECONDITION)],
+)
+async def test_an_ollama_error_body_of_64_kib_arrives_with_its_documented_code(
+    stub, server, ollama, prd, status, code
+):
+    ollama.script(Reply(status=status, error="the runner said: " + "é" * 64 * 1024))
+    before = await snapshot(stub, server)
+    await fails(generate(stub, prd), code, "the runner said")
+    await assert_nothing_written(stub, server, before)
+
+
+async def test_a_models_200_task_dependency_cycle_arrives_as_failed_precondition(
+    stub, server, ollama, prd
+):
+    cycle = {
+        "tasks": [
+            {"title": f"Task {i} " + "é" * 180, "depends_on": [i % 200 + 1]} for i in range(1, 201)
+        ]
+    }
+    ollama.script(valid(cycle), valid(cycle), valid(cycle))
+    before = await snapshot(stub, server)
+    await fails(generate(stub, prd), grpc.StatusCode.FAILED_PRECONDITION, "cycle", "more tasks")
+    await assert_nothing_written(stub, server, before)
+
+
+async def test_hung_calls_at_a_models_bound_are_refused_at_once_and_other_models_answer(
+    project, ollama
+):
+    ollama.models.append("qwen3:8b")
+    release = threading.Event()
+    hung: list[asyncio.Future] = []
+    try:
+        async with own_server(project, ollama, "--max-model-calls", "4") as (stub, _):
+            ollama.script(*(Reply(content=json.dumps(PLAN), release=release) for _ in range(2)))
+            hung += [asyncio.ensure_future(generate(stub, "prd.md")) for _ in range(2)]
+            await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 2)
+            await fails(
+                generate(stub, "prd.md"),
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "'llama3.1'",
+                "--max-model-calls",
+            )
+            ollama.script(valid(PLAN))
+            reply = await generate(stub, "prd.md", model="qwen3:8b")
+            assert reply.model == "qwen3:8b"
+            release.set()
+            await asyncio.gather(*hung, return_exceptions=True)
+    finally:
+        release.set()
+        ollama.models.remove("qwen3:8b")
+
+
+async def test_a_decomposition_past_the_subtask_limit_by_a_subtask_added_meanwhile_writes_nothing(
+    project, ollama
+):
+    async with own_server(project, ollama, "--max-subtasks", "3") as (stub, server):
+        task = await add(stub, "Migrate the billing database to Postgres")
+        parts = {"subtasks": [{"title": "Schema"}, {"title": "Copy"}, {"title": "Switch over"}]}
+        release = threading.Event()
+        ollama.script(Reply(content=json.dumps(parts), release=release))
+        call = asyncio.ensure_future(orchestrate(stub, task.id))
+        await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 1)
+        # A child does not change its parent's version: only a count can tell.
+        await add(stub, "added by hand meanwhile", parent_task_id=task.id)
+        before = await snapshot(stub, server)
+        release.set()
+        await fails(call, grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-subtasks", "has 1 subtasks")
+        await assert_nothing_written(stub, server, before)
+        stored = (await stub.GetTask(pb.GetTaskRequest(task_id=task.id))).task
+        assert (len(stored.subtask_ids), stored.status) == (1, pb.TASK_STATUS_TODO)
+
+
+async def test_an_ollama_error_that_is_not_valid_unicode_arrives_as_unavailable(
+    stub, server, ollama, prd
+):
+    # A JSON escape can name half a surrogate pair, which no UTF-8 can carry.
+    ollama.script(Reply(status=500, error="broken \ud800 runner"))
+    await fails(generate(stub, prd), grpc.StatusCode.UNAVAILABLE, "broken ? runner")

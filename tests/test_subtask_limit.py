@@ -1,7 +1,12 @@
-"""Subtasks per parent are bounded, and adding one costs the same however many siblings it has."""
+"""Subtasks per parent are bounded, and adding one costs the same however many siblings it has.
+
+The bound holds for subtasks an orchestration makes too, whatever runs at the
+same time: the count is taken inside the commit's transaction.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import uuid
@@ -17,7 +22,7 @@ from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook
 from schemas import v2_database
 from serverproc import ServerProcess
-from streams import add
+from streams import add, all_tasks, assert_no_events_after, fails, log_head
 
 
 @pytest.fixture
@@ -42,6 +47,60 @@ async def test_a_subtask_beyond_the_limit_is_resource_exhausted(limited):
         assert (await add(stub, "its child", parent_task_id=other.id)).parent_task_id == other.id
         got = await stub.GetTask(pb.GetTaskRequest(task_id=parent.id))
         assert len(got.task.subtask_ids) == 3
+
+
+# A task the offline planner decomposes (score 7) along its three steps.
+PRD = (
+    "# Billing\n\n## Tasks\n\n- Migrate the billing database to Postgres\n"
+    "  - Dump the old tables\n  - Load them into Postgres\n  - Switch the service over\n"
+)
+
+
+async def test_concurrent_orchestrations_in_rounds_never_take_a_parent_past_the_limit(limited):
+    (limited.root / "billing.md").write_text(PRD)
+    async with grpc.aio.insecure_channel(limited.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        generated = await stub.GenerateTasksFromPRD(
+            pb.GenerateTasksFromPRDRequest(prd_id="billing.md")
+        )
+        (task,) = generated.tasks
+        codes = []
+        for _ in range(5):
+            outcomes = await asyncio.gather(
+                *(stub.OrchestrateTask(pb.OrchestrateTaskRequest(task_id=task.id)) for _ in "abc"),
+                return_exceptions=True,
+            )
+            codes += [
+                o.code() if isinstance(o, grpc.aio.AioRpcError) else grpc.StatusCode.OK
+                for o in outcomes
+            ]
+            # As the issue did: back to TODO, to be orchestrated afresh.
+            await stub.UpdateTask(pb.UpdateTaskRequest(task_id=task.id, status=pb.TASK_STATUS_TODO))
+        got = await stub.GetTask(pb.GetTaskRequest(task_id=task.id))
+    assert len(got.task.subtask_ids) == 3
+    assert codes.count(grpc.StatusCode.OK) == 1, codes
+    assert set(codes) <= {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }, codes
+
+
+async def test_a_decomposition_into_more_parts_than_the_limit_is_resource_exhausted(limited):
+    async with grpc.aio.insecure_channel(limited.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        # No PRD, no steps: the four standard phases.
+        task = await add(stub, "Migrate the billing database to Postgres")
+        tasks, head = await all_tasks(stub), await log_head(stub)
+        await fails(
+            stub.OrchestrateTask(pb.OrchestrateTaskRequest(task_id=task.id)),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "adds 4",
+            "--max-subtasks",
+            "nothing was written",
+        )
+        assert await all_tasks(stub) == tasks
+        await assert_no_events_after(stub, head)
 
 
 class CountingStore(SqliteStore):

@@ -352,7 +352,7 @@ class RiggerServer:
                 reach=self._tail.reach,
             )
             # Built on the serving loop: the Ollama planner's HTTP client belongs to it.
-            self._planner = build_planner(config.planner)
+            self._planner = build_planner(config.planner, config.limits)
             planning = Planning(self._book, self._planner)
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]

@@ -96,6 +96,19 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
         "write meanwhile",
     ),
     (
+        "--max-model-answer-bytes",
+        "max_model_answer_bytes",
+        _positive,
+        "largest answer read from a model (Ollama); beyond: FAILED_PRECONDITION",
+    ),
+    (
+        "--max-model-calls",
+        "max_model_calls",
+        _positive,
+        "most model calls (Ollama) in flight, at most half of them to one model; "
+        "beyond: RESOURCE_EXHAUSTED at once",
+    ),
+    (
         "--keepalive-seconds",
         "keepalive_seconds",
         _seconds,

@@ -35,7 +35,7 @@ import os
 import pathlib
 import stat
 
-from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied
+from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied, quoted
 
 # As Linux allows in one path resolution.
 MAX_SYMLINKS = 40
@@ -121,7 +121,7 @@ class _Walk:
         self.names: list[str] = []
 
     def _missing(self) -> NotFound:
-        return NotFound(f"{self.field}: no such file: {self.requested}")
+        return NotFound(f"{self.field}: no such file: {quoted(self.requested)}")
 
     def read(self, parts: tuple[str, ...], max_bytes: int) -> bytes:
         stack = [os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)]
@@ -174,7 +174,7 @@ class _Walk:
         # The path named a directory: the root itself, or one inside it.
         if len(stack) == 1:
             raise _refused(self.field)
-        raise InvalidArgument(self.field, f"is a directory: {self.requested}")
+        raise InvalidArgument(self.field, f"is a directory: {quoted(self.requested)}")
 
     def _symlink(self, directory: int, name: str) -> str | None:
         """The target if `name` in `directory` is a symlink now, else None."""
@@ -211,7 +211,7 @@ class _Walk:
         except OSError as exc:
             raise self._os_error(exc) from None
         if stat.S_ISDIR(seen.st_mode):
-            raise InvalidArgument(self.field, f"is a directory: {self.requested}")
+            raise InvalidArgument(self.field, f"is a directory: {quoted(self.requested)}")
         self._check_file(seen, max_bytes)
         try:
             fd = os.open(name, _FILE_FLAGS, dir_fd=directory)

@@ -8,6 +8,9 @@ import enum
 import uuid
 from collections.abc import Callable
 
+from rigger_server.errors import EventTooLarge, quoted
+from rigger_server.limits import MAX_EVENT_BYTES
+
 
 class TaskStatus(enum.IntEnum):
     """Where a task stands. Numbers match rigger.v1.TaskStatus."""
@@ -102,14 +105,30 @@ class Event:
 EventEncoder = Callable[[EventDraft, int], bytes]
 
 
-def commit_event(draft: EventDraft, sequence: int, encode: EventEncoder) -> Event:
-    """Give a draft its place in the log and its bytes."""
+def commit_event(
+    draft: EventDraft, sequence: int, encode: EventEncoder, *, bounded: bool = True
+) -> Event:
+    """Give a draft its place in the log and its bytes.
+
+    Every store makes each new event here, so this is where the log refuses
+    an event larger than MAX_EVENT_BYTES: stored, it would reach no client
+    with default settings, and every resuming stream would stop at it for
+    ever. `bounded=False` is for migrating events already in the log.
+    """
+    payload = encode(draft, sequence)
+    if bounded and len(payload) > MAX_EVENT_BYTES:
+        raise EventTooLarge(
+            f"the {draft.event_type.name} event about task {quoted(draft.task.id)} would be "
+            f"{len(payload)} bytes; clients accept at most {MAX_EVENT_BYTES} bytes in one event, "
+            "so nothing was written. Make the task smaller (title, context files, "
+            "dependencies, subtasks)"
+        )
     return Event(
         sequence=sequence,
         event_type=draft.event_type,
         task_id=draft.task.id,
         assignee=draft.task.assignee,
-        payload=encode(draft, sequence),
+        payload=payload,
     )
 
 

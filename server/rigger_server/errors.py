@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+from rigger_server.limits import QUOTED_CHARS
+
+
+def quoted(value: str, limit: int = QUOTED_CHARS) -> str:
+    """`value` quoted for an error message: whole if short, else its first `limit` characters.
+
+    Messages quote ids, titles and paths that a request, a PRD or a model
+    chose, and those may be megabytes long; a message that long would not
+    reach the client at all (see service.py). The cut is marked, with the
+    value's length.
+    """
+    if len(value) <= limit:
+        return repr(value)
+    cut = value[:limit] + "\u2026"
+    return f"{cut!r} ({len(value)} characters)"
+
 
 class RiggerError(Exception):
     """Base of every error the service answers with its own code and message; never a bug."""
@@ -48,6 +64,10 @@ class FailedPrecondition(RiggerError):
     """The call cannot run in the present state (e.g. the model is not pulled)."""
 
 
+class EventTooLarge(FailedPrecondition):
+    """A write would store an event larger than clients accept; nothing was written."""
+
+
 class DeadlineExceeded(RiggerError):
     """The caller's deadline passed before the work was done (e.g. a model still thinking)."""
 
@@ -61,7 +81,7 @@ class PlannerOutputInvalid(RiggerError):
 
     def __init__(self, model: str, attempts: int, first_error: str) -> None:
         super().__init__(
-            f"model {model!r} gave no valid answer in {attempts} attempts; "
+            f"model {quoted(model)} gave no valid answer in {attempts} attempts; "
             f"the first was invalid: {first_error}"
         )
         self.model = model

@@ -51,6 +51,45 @@ DB_STALL_SLACK_SECONDS = 2.0
 # waiting. No flag: a documented constant.
 BATCH_TURN_LEASE_SECONDS = 0.25
 
+# What every client accepts in one message by default (gRPC's receive limit).
+CLIENT_MESSAGE_BYTES = 4 * MIB
+# Largest event the log stores (its encoded TaskEvent). Sent alone, an event
+# is one message of its own bytes (a batch adds at most 6 bytes of framing),
+# so anything up to CLIENT_MESSAGE_BYTES would arrive; the 64 KiB kept back
+# leave room for fields a later contract adds to every event. A write that
+# would store a larger event fails with FAILED_PRECONDITION and writes
+# nothing. No flag: a documented constant (clients would have to raise their
+# limit with it).
+MAX_EVENT_BYTES = CLIENT_MESSAGE_BYTES - 64 * KIB
+
+# Longest status message the server sends, in bytes of the percent-encoded
+# grpc-message trailer (an "é" is 6 of them). gRPC clients refuse trailers
+# over 8 KiB by default, some at random between 8 and 16 KiB, with
+# RESOURCE_EXHAUSTED instead of the real status; half of it leaves room for
+# the other trailers. Longer messages are cut. No flag: a documented constant.
+MAX_STATUS_MESSAGE_BYTES = 4 * KIB
+
+# How many characters of a value from a request, a PRD or a model an error
+# message quotes (errors.quoted). No flag: a documented constant.
+QUOTED_CHARS = 80
+
+# The most context files a planned task or subtask may name, and dependencies
+# a planned task may have. A planner's result beyond them is refused (a
+# model's answer is sent back to it). No flag: documented constants; at their
+# bounds a task's paths and ids take at most 20 * 16 KiB and 1000 * 38 bytes
+# of every event about it.
+MAX_PLANNED_CONTEXT_FILES = 20
+MAX_PLANNED_DEPENDENCIES = 1000
+# The most options a multiple-choice comprehension test may offer.
+MAX_TEST_OPTIONS = 6
+
+# Largest reply the Ollama planner reads from /api/tags or /api/version, and
+# the most of an error body it reads (it quotes 200 characters of it). No
+# flag: documented constants; a model's answer has its own
+# (Limits.max_model_answer_bytes).
+MAX_OLLAMA_LISTING_BYTES = 1 * MIB
+MAX_OLLAMA_ERROR_BYTES = 64 * KIB
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:
@@ -101,6 +140,16 @@ class Limits:
     # included (statement_timeout, lock_timeout: then UNAVAILABLE), and the
     # longest a health probe may go unanswered (then NOT_SERVING).
     db_timeout_seconds: float = 5.0
+    # Largest reply the Ollama planner reads for one model answer (the HTTP
+    # body of /api/chat, as decoded); a larger one is refused with
+    # FAILED_PRECONDITION as soon as that much has arrived.
+    max_model_answer_bytes: int = 4 * MIB
+    # Most model calls (planner steps waiting on Ollama) in flight at once;
+    # one model may hold at most half of them (at least one), so a model that
+    # hangs leaves the other half to the others. Beyond either,
+    # RESOURCE_EXHAUSTED at once. The HTTP client's pool is this size: a
+    # call never waits for a connection.
+    max_model_calls: int = 32
     # Seconds between keepalive pings the server sends on an idle connection,
     # so a vanished sidecar is noticed and its subscription released.
     keepalive_seconds: float = 60.0

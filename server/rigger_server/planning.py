@@ -17,6 +17,12 @@ Each commit carries its caller's `WriteGuard` (guard.py): a write that would
 land after the caller's deadline, or after its token was revoked, is refused
 inside the transaction right before COMMIT, so a caller told
 DEADLINE_EXCEEDED or UNAUTHENTICATED finds nothing written.
+
+Whatever the planner, its result is held to the request limits before it is
+committed (planner/bounds.py: prose and titles clipped, other values over
+their limit refused), and a decomposition to the parent's subtask limit,
+counted inside the commit's transaction: concurrent orchestrations and
+AddTask calls cannot take a parent past `--max-subtasks` together.
 """
 
 from __future__ import annotations
@@ -46,16 +52,20 @@ from rigger_server.errors import (
     ResourceExhausted,
     RiggerError,
     VersionConflict,
+    quoted,
 )
 from rigger_server.guard import UNGUARDED, WriteGuard
-from rigger_server.planner import Orchestration, Planner, TaskContext, TaskPlan
+from rigger_server.planner import Orchestration, Planner, TaskContext, TaskPlan, route
 from rigger_server.planner import check_test_type as planner_test_type
 from rigger_server.planner import orchestrate as plan_orchestration
+from rigger_server.planner.bounds import OverLimit, bounded_orchestration, bounded_plan
 from rigger_server.prd import ParsedPrd
 from rigger_server.tasks import TaskBook
 from rigger_server.writer import Written
 
 PASS = "pass"
+# The fewest subtasks a decomposition makes (Planner.decompose: 3 to 5).
+MIN_SUBTASKS = 3
 # Parsed PRDs kept for orchestrating their tasks: parsing 1 MiB takes a while.
 PARSED_CACHE = 4
 # Suffixes that make a prd_id a path, as clients of the first release send it.
@@ -173,7 +183,7 @@ class Planning:
             return stored, await self.parsed(stored), True
         if not reference.strip().lower().endswith(PRD_SUFFIXES):
             raise NotFound(
-                f"prd_id: no PRD {reference!r}; pass a prd_id from ParsePRD, or the path "
+                f"prd_id: no PRD {quoted(reference)}; pass a prd_id from ParsePRD, or the path "
                 "of a .md file inside the project root"
             )
         try:
@@ -232,6 +242,8 @@ class Planning:
             if existing:
                 raise self._already_planned(prd, existing)
         plan = await self.planner.generate_tasks(parsed, model=model, deadline=guard.deadline)
+        # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
+        plan = await asyncio.to_thread(self._bounded_plan, prd, plan)
         limit = self.book.limits.max_generated_tasks
         if len(plan.tasks) > limit:
             raise ResourceExhausted(
@@ -253,12 +265,24 @@ class Planning:
             guard=guard.answering(len(tasks)),
         )
 
+    def _bounded_plan(self, prd: Prd, plan: TaskPlan) -> TaskPlan:
+        try:
+            return bounded_plan(plan, self.book.limits)
+        except OverLimit as exc:
+            # The plan is what the PRD says (a model's answer was checked, and
+            # sent back, by the Ollama planner already).
+            raise InvalidArgument(
+                "prd_id",
+                f"the {plan.planner} planner's plan of the PRD {quoted(prd.title)} cannot be "
+                f"stored: {exc}",
+            ) from None
+
     def _already_planned(self, prd: Prd, existing: list[Task]) -> AlreadyExists:
-        where = f" ({prd.resolved_path})" if prd.resolved_path else ""
+        where = f" ({quoted(prd.resolved_path)})" if prd.resolved_path else ""
         return AlreadyExists(
-            f"prd_id: the PRD {prd.title!r}{where} already has {len(existing)} tasks, such as "
-            f"{existing[0].title!r} ({existing[0].id}); set replace_existing to archive those "
-            "still in TODO and generate afresh"
+            f"prd_id: the PRD {quoted(prd.title)}{where} already has {len(existing)} tasks, "
+            f"such as {quoted(existing[0].title)} ({existing[0].id}); set replace_existing to "
+            "archive those still in TODO and generate afresh"
         )
 
     def _commit_generation(
@@ -329,21 +353,41 @@ class Planning:
         task = await self.book.get_task(task_id)
         if expected_version is not None and expected_version != task.version:
             raise VersionConflict(
-                f"task {task.id!r} is at version {task.version}, not the expected "
+                f"task {quoted(task.id)} is at version {task.version}, not the expected "
                 f"{expected_version}"
             )
         if task.status in (TaskStatus.ARCHIVED, TaskStatus.COMPLETED):
             raise FailedPrecondition(
-                f"task {task.id!r} is {task.status.contract_name}: there is nothing to "
+                f"task {quoted(task.id)} is {task.status.contract_name}: there is nothing to "
                 "orchestrate; set its status to TASK_STATUS_TODO first to orchestrate it"
             )
         if task.status in (TaskStatus.ORCHESTRATION_COMPLETE, TaskStatus.DECOMPOSED):
             return await self._finished_before(task)
+        if route(task).route == "decompose":
+            # Checked again when committing; here it saves the planner's time.
+            self._check_room(task, len(task.subtask_ids), MIN_SUBTASKS)
         context = await self._context(task)
         made = await plan_orchestration(
             self.planner, context, test_type=test_type, model=model, deadline=guard.deadline
         )
+        try:
+            made = bounded_orchestration(made, self.book.limits)
+        except OverLimit as exc:
+            raise FailedPrecondition(
+                f"the {made.planner} planner's orchestration of task {quoted(task.id)} cannot "
+                f"be stored: {exc}"
+            ) from None
         return await self.book.write(self._commit_orchestration, task, made, guard=guard)
+
+    def _check_room(self, task: Task, count: int, adding: int) -> None:
+        """Refuse a decomposition that would take `task` past the subtask limit."""
+        limit = self.book.limits.max_subtasks
+        if count + adding > limit:
+            raise ResourceExhausted(
+                f"task_id: task {quoted(task.id)} has {count} subtasks; decomposing it adds "
+                f"{'at least ' if adding == MIN_SUBTASKS else ''}{adding}, beyond the "
+                f"server's limit of {limit} (rig grpc --max-subtasks); nothing was written"
+            )
 
     async def _context(self, task: Task) -> TaskContext:
         """The task with its PRD and the tasks around it (its PRD's, its dependencies)."""
@@ -389,10 +433,10 @@ class Planning:
     def _commit_orchestration(self, read: Task, made: Orchestration) -> Written[Orchestrated]:
         current = self.store.get_task(read.id)
         if current is None:
-            raise NotFound(f"task {read.id!r} not found")
+            raise NotFound(f"task {quoted(read.id)} not found")
         if current.version != read.version:
             raise VersionConflict(
-                f"task {read.id!r} changed while it was being orchestrated (version "
+                f"task {quoted(read.id)} changed while it was being orchestrated (version "
                 f"{read.version} was read, it is now at {current.version}); nothing was written"
             )
         return _Commit(self, current, made).run()
@@ -402,6 +446,7 @@ class _Commit:
     """One orchestration's writes, in the order its events are published."""
 
     def __init__(self, planning: Planning, task: Task, made: Orchestration) -> None:
+        self.planning = planning
         self.store = planning.store
         self.task = task
         self.made = made
@@ -495,6 +540,10 @@ class _Commit:
     def _subtasks(self) -> tuple[Task, ...]:
         assert self.made.decomposition is not None
         parent = self.task
+        # Counted inside the transaction: whatever committed since the task
+        # was read (another orchestration, AddTask) is in the count.
+        count = self.store.subtask_count(parent.id) or 0
+        self.planning._check_room(parent, count, len(self.made.decomposition.subtasks))
         subtasks = tuple(
             Task(
                 id=str(uuid.uuid4()),

@@ -10,7 +10,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,7 +21,7 @@ from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
 from rigger_server.guard import WriteGuard
-from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES
+from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES, MAX_STATUS_MESSAGE_BYTES
 from rigger_server.planner import Deadline
 from rigger_server.planning import Generated, Planning
 from rigger_server.request_limits import check_request
@@ -95,6 +95,49 @@ def _parsed(request: Any) -> Any:
     return request
 
 
+# Marks where a status message was cut; ASCII, so it costs its length.
+_CUT = " ... (cut)"
+
+
+def _grpc_message_bytes(char: str) -> int:
+    # grpc-message is percent-encoded: printable ASCII but '%' as is, every
+    # other byte of the UTF-8 as %XX.
+    code = ord(char)
+    if 0x20 <= code <= 0x7E and code != 0x25:
+        return 1
+    return 3 * len(char.encode("utf-8", "replace"))
+
+
+def status_message(text: str, limit: int = MAX_STATUS_MESSAGE_BYTES) -> str:
+    """`text` cut to at most `limit` bytes as the grpc-message trailer carries it.
+
+    Clients refuse a longer trailer, and then report RESOURCE_EXHAUSTED
+    ("metadata size exceeds hard limit") instead of the status the server
+    sent, which they retry for ever. Messages quote at most a prefix of what
+    callers sent (errors.quoted); this is the last bound, whatever a message
+    holds.
+    """
+    if len(text) * 12 > limit and sum(map(_grpc_message_bytes, text)) > limit:
+        budget = limit - len(_CUT)
+        size = 0
+        for index, char in enumerate(text):
+            size += _grpc_message_bytes(char)
+            if size > budget:
+                text = text[:index] + _CUT
+                break
+    # Half a surrogate pair (a JSON escape from a model or Ollama can make
+    # one) has no UTF-8 at all: gRPC could not send the status.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str
+) -> NoReturn:
+    """End the call with `code` and `message`, cut to what every client accepts."""
+    await context.abort(code, status_message(message))
+    raise AssertionError("unreachable: abort raises")
+
+
 def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
     """Map domain errors to their status codes; anything else is a bug and says so."""
 
@@ -104,11 +147,10 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
             return await method(self, self._checked(request), context)
         except errors.RiggerError as exc:
             self._report(method.__name__, exc)
-            await context.abort(status_of(exc), str(exc))
+            await _abort(context, status_of(exc), str(exc))
         except Exception:
             log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
-        raise AssertionError("unreachable: abort raises")
+            await _abort(context, grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     return wrapper
 
@@ -413,36 +455,40 @@ class RiggerServicer:
                 if isinstance(exc, events.LaggedBytes)
                 else f"{broadcaster.buffer} events"
             )
-            await context.abort(
+            await _abort(
+                context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"subscriber fell more than {behind} behind; "
                 f"last sequence received: {last}. Resubscribe with after_sequence={last} "
                 "to resume without loss",
             )
         if isinstance(exc, auth.Revoked):
-            await context.abort(
+            await _abort(
+                context,
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"{auth.REVOKED_MESSAGE}; last sequence received: {last}. Reconnect with a "
                 f"valid token and resubscribe with after_sequence={last} to resume without loss",
             )
         if isinstance(exc, events.Closed):
-            await context.abort(
+            await _abort(
+                context,
                 grpc.StatusCode.UNAVAILABLE,
                 f"server is shutting down; last sequence received: {last}. "
                 f"Resubscribe with after_sequence={last} to resume without loss",
             )
         if isinstance(exc, errors.StoreFault):
             self._report("event stream", exc)
-            await context.abort(
+            await _abort(
+                context,
                 status_of(exc),
                 f"{exc}; last sequence received: {last}. "
                 f"Resubscribe with after_sequence={last} to resume without loss",
             )
         if isinstance(exc, errors.RiggerError):
-            await context.abort(status_of(exc), str(exc))
+            await _abort(context, status_of(exc), str(exc))
         # Never UNKNOWN, never an internal message: the details go to the log.
         log.error("event stream failed", exc_info=exc)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        await _abort(context, grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
     SubscribeToTaskEvents = _subscription_stream(
         "Stream matching events (pre-encoded TaskEvent bytes) until cancelled.",

@@ -327,7 +327,7 @@ class SqliteStore:
                 actor=actor,
                 metadata=json.loads(metadata),
             )
-            event = commit_event(draft, sequence, self._encode)
+            event = commit_event(draft, sequence, self._encode, bounded=False)
             conn.execute(
                 "INSERT INTO events_v2 (sequence, event_id, timestamp, event_type, task_id, "
                 "assignee, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -21,7 +21,13 @@ from typing import TypeVar
 from rigger_server import prd as prd_files
 from rigger_server.confined import ConfinedFile, read_confined
 from rigger_server.domain import Event, EventDraft, EventType, Prd, Task, TaskStatus, now_rfc3339
-from rigger_server.errors import InvalidArgument, NotFound, ResourceExhausted, VersionConflict
+from rigger_server.errors import (
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    VersionConflict,
+    quoted,
+)
 from rigger_server.events import Broadcaster, EventFilter, Turns
 from rigger_server.feed import Feed
 from rigger_server.guard import UNGUARDED, WriteGuard
@@ -69,7 +75,7 @@ def _check_due_date(value: str) -> str:
         dt.date.fromisoformat(value)
     except ValueError:
         raise InvalidArgument(
-            "due_date", f"{value!r} is not a date of the form YYYY-MM-DD"
+            "due_date", f"{quoted(value)} is not a date of the form YYYY-MM-DD"
         ) from None
     return value
 
@@ -171,7 +177,7 @@ class TaskBook:
         self._require_id(task_id, "task_id")
         task = await self._read(self.store.get_task, task_id)
         if task is None:
-            raise NotFound(f"task {task_id!r} not found")
+            raise NotFound(f"task {quoted(task_id)} not found")
         return task
 
     async def list_tasks(self, query: TaskQuery) -> tuple[list[Task], int]:
@@ -220,10 +226,10 @@ class TaskBook:
             # A count, not the siblings: the cost does not grow with them.
             siblings = self.store.subtask_count(new.parent_task_id)
             if siblings is None:
-                raise NotFound(f"parent_task_id: task {new.parent_task_id!r} not found")
+                raise NotFound(f"parent_task_id: task {quoted(new.parent_task_id)} not found")
             if siblings >= self.limits.max_subtasks:
                 raise ResourceExhausted(
-                    f"parent_task_id: task {new.parent_task_id!r} already has {siblings} "
+                    f"parent_task_id: task {quoted(new.parent_task_id)} already has {siblings} "
                     f"subtasks, the server's limit (rig grpc --max-subtasks)"
                 )
         now = now_rfc3339()
@@ -261,10 +267,10 @@ class TaskBook:
         # between this read and the compare-and-swap below.
         current = self.store.get_task(change.task_id)
         if current is None:
-            raise NotFound(f"task {change.task_id!r} not found")
+            raise NotFound(f"task {quoted(change.task_id)} not found")
         if change.expected_version is not None and change.expected_version != current.version:
             raise VersionConflict(
-                f"task {current.id!r} is at version {current.version}, "
+                f"task {quoted(current.id)} is at version {current.version}, "
                 f"not the expected {change.expected_version}"
             )
         updated = dataclasses.replace(
@@ -315,7 +321,7 @@ class TaskBook:
     def _delete_sync(self, task_id: str) -> Written[None]:
         current = self.store.get_task(task_id)
         if current is None:
-            raise NotFound(f"task {task_id!r} not found")
+            raise NotFound(f"task {quoted(task_id)} not found")
         if current.status is TaskStatus.ARCHIVED:
             return None, []
         now = now_rfc3339()

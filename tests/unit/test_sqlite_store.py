@@ -11,7 +11,8 @@ import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger_server import wire
 from rigger_server.domain import EventType, Prd, Task, TaskStatus
-from rigger_server.errors import VersionConflict
+from rigger_server.errors import EventTooLarge, VersionConflict
+from rigger_server.limits import MAX_EVENT_BYTES
 from rigger_server.sqlite_store import _CREATE_V1, SCHEMA_VERSION, SqliteStore
 from rigger_server.store import TaskQuery
 
@@ -129,6 +130,20 @@ def test_replacing_at_another_version_is_a_conflict_that_writes_nothing(store):
         store.replace_task(dataclasses.replace(task, title="stale", version=3), 2, created(task))
     assert store.get_task(task.id) == task
     assert store.last_sequence() == 1
+
+
+def test_an_event_larger_than_clients_accept_is_refused_and_nothing_is_written(store):
+    task = new_task("\u00e9" * (MAX_EVENT_BYTES // 2))  # two bytes each, plus the rest
+    with pytest.raises(EventTooLarge, match=f"at most {MAX_EVENT_BYTES} bytes"):
+        store.insert_task(task, created(task))
+    assert store.get_task(task.id) is None
+    assert store.last_sequence() == 0
+
+
+def test_an_event_within_the_bound_is_stored(store):
+    task = new_task("\u00e9" * (MAX_EVENT_BYTES // 2 - 1000))
+    [event] = store.insert_task(task, created(task))
+    assert MAX_EVENT_BYTES - 2000 < len(event.payload) <= MAX_EVENT_BYTES
 
 
 def test_list_tasks_is_newest_first_and_leaves_out_archived_tasks(store):

@@ -12,12 +12,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rigger_server.limits import (
+    MAX_PLANNED_CONTEXT_FILES,
+    MAX_TEST_OPTIONS,
+    Limits,
+)
+
 M = TypeVar("M", bound=BaseModel)
 ENHANCEMENT_TYPES = ("acceptance_criteria", "implementation_notes", "clarification")
+_THINK, _THOUGHT = "<think>", "</think>"
+# The bounds of what a model may answer, as its JSON Schema says them: the
+# request limits' defaults (limits.py). planner/bounds.py checks the server's
+# own limits again, and an answer beyond them is sent back too.
+_FIELD = Limits().max_field_chars
+MAX_TASKS = 200
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
 
@@ -36,15 +48,20 @@ class TaskAnswer(_Answer):
     description: str = Field(
         default="", max_length=4000, description="What the task is about and why, from the PRD"
     )
-    assignee: str | None = Field(default=None, description="Who does it; null when unknown")
+    assignee: str | None = Field(
+        default=None, max_length=_FIELD, description="Who does it; null when unknown"
+    )
     due_date: str | None = Field(
         default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="YYYY-MM-DD or null"
     )
-    context_files: list[str] = Field(
-        default_factory=list, max_length=20, description="Paths the PRD names that matter here"
+    context_files: list[Annotated[str, Field(max_length=_FIELD)]] = Field(
+        default_factory=list,
+        max_length=MAX_PLANNED_CONTEXT_FILES,
+        description="Paths the PRD names that matter here",
     )
     depends_on: list[int] = Field(
         default_factory=list,
+        max_length=MAX_TASKS,
         description="Numbers (1 = first) of the tasks in this list to finish first",
     )
 
@@ -59,14 +76,14 @@ class TaskAnswer(_Answer):
 class TaskListAnswer(_Answer):
     """A plan: the tasks a PRD asks for, in order."""
 
-    tasks: list[TaskAnswer] = Field(min_length=1, max_length=200)
+    tasks: list[TaskAnswer] = Field(min_length=1, max_length=MAX_TASKS)
 
 
 class EnhancementAnswer(_Answer):
     """What a task needs said before work starts."""
 
     enhancement_type: Literal["acceptance_criteria", "implementation_notes", "clarification"]
-    content: str = Field(min_length=1, max_length=8000)
+    content: str = Field(min_length=1, max_length=_FIELD)
 
 
 class ShortAnswerTest(_Answer):
@@ -80,7 +97,9 @@ class MultipleChoiceTest(_Answer):
     """A question with options, exactly one of them right."""
 
     question: str = Field(min_length=1, max_length=1000)
-    options: list[str] = Field(min_length=2, max_length=6)
+    options: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+        min_length=2, max_length=MAX_TEST_OPTIONS
+    )
     correct_answer: str = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")
@@ -111,17 +130,22 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def strip_wrapping(content: str) -> str:
-    """The answer without `<think>…</think>` blocks and without a ```json fence."""
-    text = content
-    while True:
-        start = text.find("<think>")
-        if start < 0:
-            break
-        end = text.find("</think>", start)
+    """The answer without `<think>…</think>` blocks and without a ```json fence.
+
+    One pass over the answer, whatever it holds: the text between blocks is
+    collected and joined once (cutting each block out of the whole text in
+    turn took seconds for an answer of 1 MiB and 20,000 blocks).
+    """
+    kept: list[str] = []
+    position = 0
+    while (start := content.find(_THINK, position)) >= 0:
+        end = content.find(_THOUGHT, start + len(_THINK))
         if end < 0:
             raise AnswerInvalid("the answer has a <think> block that never ends")
-        text = text[:start] + text[end + len("</think>") :]
-    text = text.strip()
+        kept.append(content[position:start])
+        position = end + len(_THOUGHT)
+    kept.append(content[position:])
+    text = "".join(kept).strip()
     fenced = _FENCE.search(text) if "```" in text else None
     if fenced:
         text = fenced.group(1).strip()

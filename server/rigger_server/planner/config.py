@@ -15,6 +15,7 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 
+from rigger_server.limits import Limits
 from rigger_server.planner.offline import OfflinePlanner
 from rigger_server.planner.plans import (
     OFFLINE,
@@ -174,8 +175,11 @@ class ModelSelector:
         await self.offline.aclose()
 
 
-def build_planner(config: PlannerConfig) -> Planner:
-    """The planner `config` asks for: offline, or Ollama with `offline` as a model name."""
+def build_planner(config: PlannerConfig, limits: Limits | None = None) -> Planner:
+    """The planner `config` asks for: offline, or Ollama with `offline` as a model name.
+
+    `limits` bound what a model may answer and how many calls wait on it.
+    """
     if config.planner == "offline":
         return OfflinePlanner()
     # Imported here: httpx and pydantic add a tenth of a second to every
@@ -188,5 +192,6 @@ def build_planner(config: PlannerConfig) -> Planner:
         timeout=config.timeout_seconds,
         retries=config.retries,
         personas=config.personas,
+        limits=limits,
     )
     return ModelSelector(models, OfflinePlanner())

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rigger_server.errors import quoted
+
+# The most tasks of a cycle its message names; a longer one shows its start
+# and how many more.
+CYCLE_SHOWN = 8
+
 
 class DependencyError(ValueError):
     """References that cannot stand; the message says which and why."""
@@ -38,13 +44,13 @@ def resolve(
             matches = by_title.get(_key(title), [])
             if not matches:
                 raise DependencyError(
-                    f"{_name(index, titles)} depends on {title!r}, which is not the title "
+                    f"{_name(index, titles)} depends on {quoted(title)}, which is not the title "
                     "of any task; refer to a task by its exact title or its number (#N)"
                 )
             if len(matches) > 1:
                 which = " and ".join(f"#{match + 1}" for match in matches)
                 raise DependencyError(
-                    f"{_name(index, titles)} depends on {title!r}, the title of {which}; "
+                    f"{_name(index, titles)} depends on {quoted(title)}, the title of {which}; "
                     "refer to one by its number"
                 )
             found.append(matches[0])
@@ -82,10 +88,7 @@ def check_acyclic(dependencies: Sequence[Sequence[int]], titles: Sequence[str]) 
                 cursors[-1] += 1
                 if state[target] == active:
                     cycle = [*path[path.index(target) :], target]
-                    raise DependencyError(
-                        "the dependencies form a cycle: "
-                        + " -> ".join(_name(i, titles) for i in cycle)
-                    )
+                    raise DependencyError("the dependencies form a cycle: " + _cycle(cycle, titles))
                 if state[target] == unseen:
                     state[target] = active
                     path.append(target)
@@ -101,4 +104,14 @@ def _key(title: str) -> str:
 
 
 def _name(index: int, titles: Sequence[str]) -> str:
-    return f"task #{index + 1} {titles[index]!r}"
+    return f"task #{index + 1} {quoted(titles[index])}"
+
+
+def _cycle(cycle: Sequence[int], titles: Sequence[str]) -> str:
+    """The tasks of a cycle, first to first again; the middle of a long one left out."""
+    names = [_name(i, titles) for i in cycle[: CYCLE_SHOWN - 1]]
+    if len(cycle) > CYCLE_SHOWN:
+        names.append(f"\u2026 {len(cycle) - CYCLE_SHOWN} more tasks \u2026")
+    if len(cycle) >= CYCLE_SHOWN:
+        names.append(_name(cycle[-1], titles))
+    return " -> ".join(names)

@@ -59,7 +59,8 @@ import zlib
 from collections.abc import Iterable, Sequence
 
 from rigger_server.domain import Task
-from rigger_server.errors import DeadlineExceeded, InvalidArgument
+from rigger_server.errors import DeadlineExceeded, InvalidArgument, quoted
+from rigger_server.limits import MAX_PLANNED_CONTEXT_FILES
 from rigger_server.planner import complexity as heuristic
 from rigger_server.planner.dependencies import DependencyError, resolve
 from rigger_server.planner.plans import (
@@ -76,7 +77,7 @@ from rigger_server.planner.plans import (
 )
 from rigger_server.prd import ParsedPrd, PrdItem, PrdTask
 
-MAX_CONTEXT_FILES = 20
+MAX_CONTEXT_FILES = MAX_PLANNED_CONTEXT_FILES
 MAX_TITLE = 200
 MAX_REASONING = 4000
 # How many entries of a long list an enhancement shows before "and N more".
@@ -149,7 +150,7 @@ def plan_tasks(prd: ParsedPrd) -> TaskPlan:
     else:
         raise InvalidArgument(
             "prd_id",
-            f"the PRD {prd.title!r} lists no tasks and no objectives to plan from: "
+            f"the PRD {quoted(prd.title)} lists no tasks and no objectives to plan from: "
             "add a '## Tasks' list, checkbox items or a '## Objectives' list",
         )
     return TaskPlan(tasks=tuple(tasks), planner=OFFLINE, model=OFFLINE)
@@ -163,7 +164,7 @@ def _explicit_tasks(prd: ParsedPrd, shared: Sequence[str]) -> list[PlannedTask]:
             titles, [task.after for task in written], [task.depends_on for task in written]
         )
     except DependencyError as exc:
-        raise InvalidArgument("prd_id", f"in the PRD {prd.title!r}: {exc}") from None
+        raise InvalidArgument("prd_id", f"in the PRD {quoted(prd.title)}: {exc}") from None
     planned = []
     for number, (task, title, needs) in enumerate(
         zip(written, titles, dependencies, strict=True), start=1
@@ -236,8 +237,9 @@ def _due_date(prd: ParsedPrd, number: int, task: PrdTask) -> str | None:
     except ValueError:
         raise InvalidArgument(
             "prd_id",
-            f"in the PRD {prd.title!r}: task #{number} {task.title!r} (line {task.line}) "
-            f"is due {task.due_date!r}, which is not a date of the form YYYY-MM-DD",
+            f"in the PRD {quoted(prd.title)}: task #{number} {quoted(task.title)} (line "
+            f"{task.line}) is due {quoted(task.due_date)}, which is not a date of the form "
+            "YYYY-MM-DD",
         ) from None
     return task.due_date
 

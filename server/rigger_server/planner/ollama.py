@@ -2,11 +2,19 @@
 
 Each step is one `POST /api/chat` with `stream: false`, `format` set to the
 JSON Schema of the expected answer (answers.py) and temperature 0. The reply
-is read whole: `<think>` blocks and a ```json fence are taken off, and it
-must validate. An invalid reply is sent back with what failed, at most
-`retries` times; after that the call fails with PlannerOutputInvalid
-carrying the first error. Nothing is returned unless the whole answer
-validates.
+is read up to `Limits.max_model_answer_bytes` (`--max-model-answer-bytes`;
+beyond it FailedPrecondition at once, nothing more read), and everything
+proportional to its size runs on a thread, off the event loop: `<think>`
+blocks and a ```json fence are taken off, and it must validate, within the
+server's limits too (planner/bounds.py). An invalid reply is sent back with
+what failed, at most `retries` times; after that the call fails with
+PlannerOutputInvalid carrying the first error. Nothing is returned unless
+the whole answer validates.
+
+At most `Limits.max_model_calls` steps wait on Ollama at once, at most half
+of them on one model (`--max-model-calls`); a step beyond either is
+ResourceExhausted at once, so hung calls neither pile up nor starve the HTTP
+client's pool, and a model that hangs leaves the others reachable.
 
 It speaks HTTP through httpx rather than the `ollama` package: the official
 client is itself a thin layer over httpx (and pydantic), while the planner
@@ -19,15 +27,20 @@ have (absent from /api/tags, or 404 from /api/chat) → FailedPrecondition
 naming the model and `ollama pull <model>`; Ollama refusing the request
 (400) → FailedPrecondition with Ollama's message; Ollama failing (5xx) →
 Unavailable with its message; the deadline (the caller's, or `timeout`
-seconds) passing → DeadlineExceeded.
+seconds) passing → DeadlineExceeded. Messages quote at most 200 characters
+of what Ollama said, and /api/tags, /api/version and error bodies are read
+up to MAX_OLLAMA_LISTING_BYTES and MAX_OLLAMA_ERROR_BYTES (limits.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -37,8 +50,11 @@ from rigger_server.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     PlannerOutputInvalid,
+    ResourceExhausted,
     Unavailable,
+    quoted,
 )
+from rigger_server.limits import MAX_OLLAMA_ERROR_BYTES, MAX_OLLAMA_LISTING_BYTES, Limits
 from rigger_server.planner import complexity as heuristic
 from rigger_server.planner.answers import (
     AnswerInvalid,
@@ -49,6 +65,13 @@ from rigger_server.planner.answers import (
     TaskListAnswer,
     read_answer,
     schema_of,
+)
+from rigger_server.planner.bounds import (
+    OverLimit,
+    bounded_decomposition,
+    bounded_enhancement,
+    bounded_plan,
+    bounded_test,
 )
 from rigger_server.planner.config import DEFAULT_MODEL, DEFAULT_RETRIES, DEFAULT_TIMEOUT
 from rigger_server.planner.dependencies import DependencyError, check_acyclic
@@ -68,13 +91,64 @@ from rigger_server.prd import ParsedPrd
 NAME = "ollama"
 # How much of a PRD goes into a prompt: models have small context windows.
 PROMPT_BUDGET = 24_000
+# How much of what Ollama says a message quotes.
+QUOTED_REPLY = 200
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 
 SYSTEM = (
     "You are the planning assistant of Rigger, a task service for software teams. "
     "Answer with one JSON object that matches the JSON schema you are given, and "
     "nothing else: no prose, no code fences."
 )
+
+
+class ModelCalls:
+    """The model calls in flight: at most `total`, at most half of them (or 1) to one model.
+
+    Used on the event loop only, so plain counters do.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.per_model = max(1, total // 2)
+        self._in_flight = 0
+        self._by_model: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def hold(self, model: str | None) -> Iterator[None]:
+        """Count one call to `model` (None: no model) while inside; ResourceExhausted if full."""
+        if self._in_flight >= self.total:
+            raise ResourceExhausted(
+                f"{self._in_flight} model calls are in flight, the server's limit "
+                "(rig grpc --max-model-calls); try again when some have finished"
+            )
+        if model is not None and self._by_model[model] >= self.per_model:
+            raise ResourceExhausted(
+                f"{self._by_model[model]} calls to model {quoted(model)} are in flight, as many "
+                f"as one model may have (half of rig grpc --max-model-calls {self.total}); try "
+                "again when some have finished, or use another model"
+            )
+        self._in_flight += 1
+        if model is not None:
+            self._by_model[model] += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if model is not None:
+                self._by_model[model] -= 1
+                if not self._by_model[model]:
+                    del self._by_model[model]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Reply:
+    """An HTTP answer from Ollama, its body read up to a cap."""
+
+    status_code: int
+    reason: str
+    body: bytes
 
 
 class OllamaPlanner:
@@ -90,6 +164,7 @@ class OllamaPlanner:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         personas: Sequence[str] = (),
+        limits: Limits | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -97,7 +172,15 @@ class OllamaPlanner:
         self.timeout = timeout
         self.retries = retries
         self.personas = tuple(personas)
-        self._client = httpx.AsyncClient(base_url=self.url, transport=transport)
+        self.limits = limits or Limits()
+        self._calls = ModelCalls(self.limits.max_model_calls)
+        # As many connections as calls may be in flight: a call never waits
+        # for one (httpx's default pool of 100 let hung calls starve the rest).
+        pool = httpx.Limits(
+            max_connections=self.limits.max_model_calls,
+            max_keepalive_connections=min(20, self.limits.max_model_calls),
+        )
+        self._client = httpx.AsyncClient(base_url=self.url, transport=transport, limits=pool)
         # Models /api/tags showed; a 404 from /api/chat forgets one again.
         self._pulled: set[str] = set()
 
@@ -128,9 +211,10 @@ class OllamaPlanner:
         if self.personas:
             task_schema = schema["$defs"]["TaskAnswer"]["properties"]
             task_schema["assignee"] = {"anyOf": [{"enum": list(self.personas)}, {"type": "null"}]}
-        answer, served = await self._ask(
-            model, prompt, TaskListAnswer, schema, self._check_plan, deadline
-        )
+        return await self._ask(model, prompt, TaskListAnswer, schema, self._plan, deadline)
+
+    def _plan(self, answer: TaskListAnswer, served: str) -> TaskPlan:
+        self._check_plan(answer)
         tasks = []
         for task in answer.tasks:
             tasks.append(
@@ -149,7 +233,8 @@ class OllamaPlanner:
                     dependencies=tuple(dict.fromkeys(n - 1 for n in task.depends_on)),
                 )
             )
-        return TaskPlan(tasks=tuple(tasks), planner=NAME, model=served)
+        plan = TaskPlan(tasks=tuple(tasks), planner=NAME, model=served)
+        return bounded_plan(plan, self.limits)
 
     async def enhance(
         self, context: TaskContext, *, model: str = "", deadline: Deadline | None = None
@@ -161,14 +246,18 @@ class OllamaPlanner:
             "checklist of acceptance criteria drawn from the PRD's constraints and the task's "
             "context, then open questions.\n\n" + _context_json(context)
         )
-        answer, served = await self._ask(
-            model, prompt, EnhancementAnswer, schema_of(EnhancementAnswer), None, deadline
-        )
-        return Enhancement(
-            enhancement_type=answer.enhancement_type,
-            content=answer.content,
-            planner=NAME,
-            model=served,
+
+        def make(answer: EnhancementAnswer, served: str) -> Enhancement:
+            enhancement = Enhancement(
+                enhancement_type=answer.enhancement_type,
+                content=answer.content,
+                planner=NAME,
+                model=served,
+            )
+            return bounded_enhancement(enhancement, self.limits)
+
+        return await self._ask(
+            model, prompt, EnhancementAnswer, schema_of(EnhancementAnswer), make, deadline
         )
 
     async def comprehension_test(
@@ -198,18 +287,20 @@ class OllamaPlanner:
         answer_type: type[ShortAnswerTest | MultipleChoiceTest] = (
             MultipleChoiceTest if test_type == "multiple_choice" else ShortAnswerTest
         )
-        answer, served = await self._ask(
-            model, prompt, answer_type, schema_of(answer_type), None, deadline
-        )
-        options = tuple(answer.options) if isinstance(answer, MultipleChoiceTest) else ()
-        return ComprehensionTest(
-            test_type=test_type,
-            question=answer.question,
-            options=options,
-            correct_answer=answer.correct_answer,
-            planner=NAME,
-            model=served,
-        )
+
+        def make(answer: ShortAnswerTest | MultipleChoiceTest, served: str) -> ComprehensionTest:
+            options = tuple(answer.options) if isinstance(answer, MultipleChoiceTest) else ()
+            test = ComprehensionTest(
+                test_type=test_type,
+                question=answer.question,
+                options=options,
+                correct_answer=answer.correct_answer,
+                planner=NAME,
+                model=served,
+            )
+            return bounded_test(test, self.limits)
+
+        return await self._ask(model, prompt, answer_type, schema_of(answer_type), make, deadline)
 
     async def decompose(
         self, context: TaskContext, *, model: str = "", deadline: Deadline | None = None
@@ -222,37 +313,38 @@ class OllamaPlanner:
             "characters) that does not repeat the task's title.\n\n" + _context_json(context)
         )
 
-        def distinct(answer: DecompositionAnswer) -> None:
+        def make(answer: DecompositionAnswer, served: str) -> Decomposition:
             titles = [s.title.lower() for s in answer.subtasks]
             if len(set(titles)) != len(titles):
                 raise AnswerInvalid("subtasks: every subtask needs its own title")
             if task.title.lower() in titles:
                 raise AnswerInvalid("subtasks: a subtask repeats the task's own title")
-
-        answer, served = await self._ask(
-            model, prompt, DecompositionAnswer, schema_of(DecompositionAnswer), distinct, deadline
-        )
-        ceiling = max(1, heuristic.task_score(task).value - 1)
-        subtasks = tuple(
-            Subtask(
-                title=part.title,
-                reasoning=part.description,
-                complexity=min(
-                    ceiling,
-                    heuristic.complexity(
-                        part.title,
-                        assignee=task.assignee,
-                        due_date=task.due_date,
-                        reasoning=part.description,
+            ceiling = max(1, heuristic.task_score(task).value - 1)
+            subtasks = tuple(
+                Subtask(
+                    title=part.title,
+                    reasoning=part.description,
+                    complexity=min(
+                        ceiling,
+                        heuristic.complexity(
+                            part.title,
+                            assignee=task.assignee,
+                            due_date=task.due_date,
+                            reasoning=part.description,
+                        ),
                     ),
-                ),
-                assignee=task.assignee,
-                due_date=task.due_date,
-                context_files=task.context_files,
+                    assignee=task.assignee,
+                    due_date=task.due_date,
+                    context_files=task.context_files,
+                )
+                for part in answer.subtasks
             )
-            for part in answer.subtasks
+            decomposition = Decomposition(subtasks=subtasks, planner=NAME, model=served)
+            return bounded_decomposition(decomposition, self.limits)
+
+        return await self._ask(
+            model, prompt, DecompositionAnswer, schema_of(DecompositionAnswer), make, deadline
         )
-        return Decomposition(subtasks=subtasks, planner=NAME, model=served)
 
     def _check_plan(self, answer: TaskListAnswer) -> None:
         titles = [task.title for task in answer.tasks]
@@ -264,7 +356,7 @@ class OllamaPlanner:
             for number, task in enumerate(answer.tasks, start=1):
                 if task.assignee and task.assignee not in self.personas:
                     raise AnswerInvalid(
-                        f"tasks.{number - 1}.assignee: {task.assignee!r} is not one of "
+                        f"tasks.{number - 1}.assignee: {quoted(task.assignee)} is not one of "
                         f"{', '.join(self.personas)}"
                     )
 
@@ -272,7 +364,8 @@ class OllamaPlanner:
 
     async def version(self, deadline: Deadline | None = None) -> str:
         """The Ollama server's version (GET /api/version)."""
-        body = await self._get("/api/version", self._deadline(deadline))
+        with self._calls.hold(None):
+            body = await self._get("/api/version", self._deadline(deadline))
         return str(body.get("version", ""))
 
     def _deadline(self, deadline: Deadline | None) -> Deadline:
@@ -285,35 +378,40 @@ class OllamaPlanner:
         prompt: str,
         answer_type: type[M],
         schema: dict[str, Any],
-        check: Callable[[M], None] | None,
+        make: Callable[[M, str], R],
         deadline: Deadline | None,
-    ) -> tuple[M, str]:
-        """Ask until an answer validates, at most 1 + retries times."""
+    ) -> R:
+        """Ask until an answer validates and `make(answer, served_model)` takes it.
+
+        At most 1 + retries times; `make` raises AnswerInvalid (or OverLimit)
+        for an answer to send back. Reading and making run on a thread: their
+        work grows with the answer.
+        """
         model = model.strip() or self.default_model
         deadline = self._deadline(deadline)
-        await self._ensure_pulled(model, deadline)
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
-        first_error: str | None = None
-        attempts = 1 + self.retries
-        for _ in range(attempts):
-            content, served = await self._chat(model, messages, schema, deadline)
-            try:
-                answer = read_answer(content, answer_type)
-                if check is not None:
-                    check(answer)
-            except AnswerInvalid as exc:
-                first_error = first_error or str(exc)
-                messages += [
-                    {"role": "assistant", "content": content[:PROMPT_BUDGET]},
-                    {
-                        "role": "user",
-                        "content": f"That answer is invalid: {exc}. Answer again with only "
-                        "the JSON object, matching the schema.",
-                    },
-                ]
-                continue
-            return answer, served
-        raise PlannerOutputInvalid(model, attempts, first_error or "")
+        with self._calls.hold(model):
+            await self._ensure_pulled(model, deadline)
+            messages = [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": prompt},
+            ]
+            first_error: str | None = None
+            attempts = 1 + self.retries
+            for _ in range(attempts):
+                content, served = await self._chat(model, messages, schema, deadline)
+                try:
+                    return await asyncio.to_thread(_take, content, answer_type, make, served)
+                except AnswerInvalid as exc:
+                    first_error = first_error or str(exc)
+                    messages += [
+                        {"role": "assistant", "content": content[:PROMPT_BUDGET]},
+                        {
+                            "role": "user",
+                            "content": f"That answer is invalid: {exc}. Answer again with "
+                            "only the JSON object, matching the schema.",
+                        },
+                    ]
+            raise PlannerOutputInvalid(model, attempts, first_error or "")
 
     async def _ensure_pulled(self, model: str, deadline: Deadline) -> None:
         if model in self._pulled:
@@ -332,11 +430,12 @@ class OllamaPlanner:
 
     def _not_pulled(self, model: str, names: Sequence[str] | None = None) -> FailedPrecondition:
         message = (
-            f"model {model!r} is not pulled on the Ollama server at {self.url}: "
-            f"run `ollama pull {model}`"
+            f"model {quoted(model)} is not pulled on the Ollama server at {self.url}: "
+            f"run `ollama pull {_clip(model)}`"
         )
         if names is not None:
-            message += f" (it has: {', '.join(names[:10])})" if names else " (it has no models)"
+            listed = ", ".join(_clip(name, 60) for name in names[:10])
+            message += f" (it has: {listed})" if names else " (it has no models)"
         return FailedPrecondition(message)
 
     async def _chat(
@@ -349,32 +448,59 @@ class OllamaPlanner:
             "format": schema,
             "options": {"temperature": 0},
         }
-        response = await self._request("POST", "/api/chat", deadline, model=model, json=body)
-        if response.status_code == 404:
+        cap = self.limits.max_model_answer_bytes
+        reply = await self._request("POST", "/api/chat", deadline, cap, model=model, json=body)
+        if reply.status_code == 404:
             self._pulled.discard(model)
             raise self._not_pulled(model)
-        reply = self._json(response, "/api/chat")
-        message = reply.get("message")
+        # Parsing grows with the answer: off the event loop.
+        return await asyncio.to_thread(self._message_of, reply, model)
+
+    def _message_of(self, reply: _Reply, model: str) -> tuple[str, str]:
+        """The assistant's content and the model that served it, from a /api/chat reply."""
+        answer = self._json(reply, "/api/chat")
+        message = answer.get("message")
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise Unavailable(
-                f"Ollama at {self.url} answered /api/chat without a message: {_clip(reply)}"
+                f"Ollama at {self.url} answered /api/chat without a message: {_clip(answer)}"
             )
-        return message["content"], str(reply.get("model") or model)
+        served = str(answer.get("model") or model)
+        if len(served) > self.limits.max_field_chars:
+            raise Unavailable(
+                f"Ollama at {self.url} answered /api/chat naming a model of {len(served)} "
+                f"characters, {quoted(served)}; the limit is {self.limits.max_field_chars}"
+            )
+        return message["content"], served
 
     async def _get(self, path: str, deadline: Deadline) -> dict[str, Any]:
-        return self._json(await self._request("GET", path, deadline), path)
+        reply = await self._request("GET", path, deadline, MAX_OLLAMA_LISTING_BYTES)
+        return await asyncio.to_thread(self._json, reply, path)
 
     async def _request(
-        self, method: str, path: str, deadline: Deadline, *, model: str = "", **kwargs: Any
-    ) -> httpx.Response:
+        self,
+        method: str,
+        path: str,
+        deadline: Deadline,
+        cap: int,
+        *,
+        model: str = "",
+        **kwargs: Any,
+    ) -> _Reply:
+        """One HTTP call; its body read up to `cap` bytes (FailedPrecondition beyond)."""
         remaining = deadline.remaining()
-        waited_for = f" with model {model!r}" if model else ""
+        waited_for = f" with model {quoted(model)}" if model else ""
         if remaining <= 0:
             raise DeadlineExceeded(f"the deadline passed before Ollama at {self.url} was asked")
         try:
             # httpx's timeout bounds each read; the asyncio timeout bounds the whole call.
-            async with asyncio.timeout(remaining):
-                response = await self._client.request(method, path, timeout=remaining, **kwargs)
+            async with (
+                asyncio.timeout(remaining),
+                self._client.stream(method, path, timeout=remaining, **kwargs) as response,
+            ):
+                failed = response.status_code >= 300
+                body = await self._read(
+                    response, path, MAX_OLLAMA_ERROR_BYTES if failed else cap, cut=failed
+                )
         except (TimeoutError, httpx.TimeoutException):
             if deadline.remaining() <= 0.05:
                 raise DeadlineExceeded(
@@ -382,51 +508,79 @@ class OllamaPlanner:
                     f"within the deadline ({remaining:.1f} s)"
                 ) from None
             raise Unavailable(f"Ollama is not reachable at {self.url}: timed out") from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise Unavailable(
-                f"Ollama is not reachable at {self.url} ({type(exc).__name__}: {exc}); "
-                "start it with `ollama serve`, or point --ollama-url or OLLAMA_HOST at it"
+                f"Ollama is not reachable at {self.url} ({type(exc).__name__}: "
+                f"{_clip(str(exc))}); start it with `ollama serve`, or point --ollama-url or "
+                "OLLAMA_HOST at it"
             ) from None
-        if response.status_code == 400:
+        reply = _Reply(response.status_code, response.reason_phrase, body)
+        if reply.status_code == 400:
             raise FailedPrecondition(
-                f"Ollama at {self.url} refused {path}{waited_for}: {_error_of(response)}"
+                f"Ollama at {self.url} refused {path}{waited_for}: {_error_of(reply)}"
             )
-        if response.status_code >= 500 or (
-            response.status_code >= 300 and response.status_code != 404
-        ):
+        if reply.status_code >= 500 or (reply.status_code >= 300 and reply.status_code != 404):
             raise Unavailable(
                 f"Ollama at {self.url} failed on {path}{waited_for} "
-                f"(HTTP {response.status_code}): {_error_of(response)}"
+                f"(HTTP {reply.status_code}): {_error_of(reply)}"
             )
-        return response
+        return reply
 
-    def _json(self, response: httpx.Response, path: str) -> dict[str, Any]:
-        if response.status_code == 404:
+    async def _read(self, response: httpx.Response, path: str, cap: int, *, cut: bool) -> bytes:
+        """The body, as decoded, up to `cap` bytes: cut there, or FailedPrecondition.
+
+        Reading stops at the cap whatever the headers say: a model answering
+        256 MiB must not make the server hold it.
+        """
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > cap:
+                if cut:
+                    return bytes(body[:cap])
+                flag = " (rig grpc --max-model-answer-bytes)" if path == "/api/chat" else ""
+                raise FailedPrecondition(
+                    f"Ollama at {self.url} answered {path} with more than {cap} bytes, the "
+                    f"most the server reads{flag}; nothing was written"
+                )
+        return bytes(body)
+
+    def _json(self, reply: _Reply, path: str) -> dict[str, Any]:
+        if reply.status_code == 404:
             raise Unavailable(f"{self.url} has no {path}: is it an Ollama server?")
         try:
-            body = response.json()
+            body = json.loads(reply.body)
         except ValueError:
             body = None
         if not isinstance(body, dict):
             raise Unavailable(
                 f"{self.url} answered {path} with something that is not Ollama's JSON: "
-                f"{_clip(response.text)}"
+                f"{_clip(reply.body.decode('utf-8', 'replace'))}"
             )
         return body
 
 
-def _clip(value: object, limit: int = 200) -> str:
+def _take(content: str, answer_type: type[M], make: Callable[[M, str], R], served: str) -> R:
+    """Read a model's reply and make the result of it; AnswerInvalid for what to send back."""
+    try:
+        return make(read_answer(content, answer_type), served)
+    except OverLimit as exc:
+        raise AnswerInvalid(str(exc)) from None
+
+
+def _clip(value: object, limit: int = QUOTED_REPLY) -> str:
+    """At most `limit` characters of what Ollama said (a JSON value as JSON)."""
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= limit else text[:limit] + "\u2026"
 
 
-def _error_of(response: httpx.Response) -> str:
+def _error_of(reply: _Reply) -> str:
     try:
-        body = response.json()
+        body = json.loads(reply.body)
     except ValueError:
-        return _clip(response.text) or response.reason_phrase
+        return _clip(reply.body.decode("utf-8", "replace")) or reply.reason
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return str(body["error"])
+        return _clip(str(body["error"]))
     return _clip(body)
 
 
