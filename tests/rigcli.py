@@ -1,0 +1,39 @@
+"""Running the `rig` client commands against a test server, as a user's shell would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+from serverproc import RIG, ServerProcess
+
+
+def env_for(server: ServerProcess, **extra: str) -> dict[str, str]:
+    """The environment a user pointing `rig` at `server` has: $RIGGER_ADDR, nothing else."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RIGGER_ADDR", "RIGGER_TOKEN")}
+    return {**env, "RIGGER_ADDR": server.address, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def rig(
+    server: ServerProcess, *args: str, timeout: float = 60.0, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """`rig ARGS` run to completion in the server's project root."""
+    return subprocess.run(
+        [*RIG, *args],
+        cwd=server.root,
+        env=env_for(server, **extra_env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        check=False,
+    )
+
+
+def rig_json(server: ServerProcess, *args: str, **extra_env: str) -> list[dict[str, Any]]:
+    """The JSON objects `rig ARGS --json` prints, one per line; the command must succeed."""
+    result = rig(server, *args, "--json", **extra_env)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
