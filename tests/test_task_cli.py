@@ -17,11 +17,10 @@ import uuid
 from collections.abc import Iterator
 from typing import get_args
 
-import grpc
 import pytest
+from rigcli import env_for, rig, rig_json
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from rigcli import env_for, rig, rig_json
 from rigger_server.console import exitcodes, prefixes
 from rigger_server.console.jsonform import to_json
 from rigger_server.console.statuses import StatusName, names
@@ -252,9 +251,7 @@ def test_update_at_a_stale_version_exits_6(shared_server, api):
 
 def test_delete_archives_the_task(shared_server, api):
     task = _add(api, "to archive")
-    assert rig_json(shared_server, "delete", task.id[:8]) == [
-        {"task_id": task.id, "success": True}
-    ]
+    assert rig_json(shared_server, "delete", task.id[:8]) == [{"task_id": task.id, "success": True}]
     assert _task_json(api, task.id)["status"] == "TASK_STATUS_ARCHIVED"
 
 
@@ -392,9 +389,7 @@ def test_the_readme_table_of_exit_statuses_is_rigs():
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])
 def test_completion_scripts_are_valid_shell(shell, tmp_path):
-    result = subprocess.run(
-        [*RIG, "completion", shell], capture_output=True, text=True, check=True
-    )
+    result = subprocess.run([*RIG, "completion", shell], capture_output=True, text=True, check=True)
     for word in ("watch", "--state-file", "--sort", "generate", "completion"):
         assert word in result.stdout
     script = tmp_path / f"rig.{shell}"

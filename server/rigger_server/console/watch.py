@@ -1,11 +1,13 @@
 """rig watch: one line per task event, resuming across disconnects and, with a state file, restarts.
 
 The watch is rigger_client's resuming watch on the batched stream. With
---state-file it writes the sequence of each event once that event is out on
-stdout (atomically: a temporary file renamed over the old one), and starts
-after that sequence when it runs again: nothing is lost. An event printed
-just before the process is killed may be printed again after its restart
-(at least once); a watch stopped with Ctrl-C or SIGTERM repeats nothing.
+--state-file it stores the sequence of the last event it printed, only once
+that line is out on stdout (atomically: a temporary file renamed over the
+old one), and starts after that sequence when it runs again: nothing is
+lost. The file is written when the stream pauses and at least every quarter
+second, so the events printed in the last moments before the process is
+killed are printed again after its restart (at least once); a watch stopped
+with Ctrl-C or SIGTERM writes the file on its way out and repeats nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import pathlib
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -40,6 +43,12 @@ if TYPE_CHECKING:
 _UINT64_MAX = 2**64 - 1
 # A sequence is at most 20 digits; a state file longer than this is not ours.
 MAX_STATE_BYTES = 64
+# Writing the state file after every event would cap a watch at a few
+# thousand events a second, so it is written once the stream pauses this
+# long, and during a steady stream at least this often, and always on exit:
+# after a crash, at most that last stretch of events is printed again.
+SAVE_WHEN_QUIET_SECONDS = 0.05
+SAVE_AT_LEAST_EVERY_SECONDS = 0.25
 
 
 def _sequence(text: str) -> int:
@@ -168,6 +177,8 @@ async def _print_events(
     args: argparse.Namespace,
     state: StateFile | None,
 ) -> int:
+    """Print every event the watch yields; runs until cancelled or the watch fails."""
+
     def subscribed(after: int | None) -> None:
         _status(f"subscribed to {args.addr} ({'live' if after is None else f'after #{after}'})")
 
@@ -175,16 +186,35 @@ async def _print_events(
         _status(f"stream ended ({code.name}: {details}); reconnecting in {delay:.2f}s")
 
     events = watch_events(stub, request, on_subscribed=subscribed, on_retry=retrying, batched=True)
-    async for event in events:
-        if args.json:
-            output.json_line(event)
-        else:
-            sys.stdout.write(format_event(event) + "\n")
-        sys.stdout.flush()
-        # Only once the line is out: a crash in between repeats it, never loses it.
-        if state is not None:
-            state.save(event.sequence)
-    return 0
+    unsaved: int | None = None  # printed, not yet in the state file
+    saved_at = time.monotonic()
+    reading = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            quiet = SAVE_WHEN_QUIET_SECONDS if unsaved is not None else None
+            done, _ = await asyncio.wait((reading,), timeout=quiet)
+            if (
+                state is not None
+                and unsaved is not None
+                and (not done or time.monotonic() - saved_at >= SAVE_AT_LEAST_EVERY_SECONDS)
+            ):
+                state.save(unsaved)
+                unsaved, saved_at = None, time.monotonic()
+            if not done:
+                continue
+            event = reading.result()
+            reading = asyncio.ensure_future(anext(events))
+            if args.json:
+                output.json_line(event)
+            else:
+                sys.stdout.write(format_event(event) + "\n")
+            sys.stdout.flush()
+            # Only once the line is out: a crash in between repeats it, never loses it.
+            unsaved = event.sequence if state is not None else None
+    finally:
+        reading.cancel()
+        if state is not None and unsaved is not None:
+            state.save(unsaved)
 
 
 async def _head(stub: RiggerServiceAsyncStub) -> int:
