@@ -255,3 +255,20 @@ def test_rig_mcp_without_a_client_ends_when_stdin_closes(shared_server):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
+
+
+def test_without_the_mcp_extra_rig_mcp_says_how_to_install_it(shared_server):
+    # As if `pip install -e .` had left the SDK out: importing it fails.
+    hide = "import sys; sys.modules['mcp'] = None; from rigger_server.cli import main; "
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            hide + f"sys.exit(main(['mcp', '--addr', {shared_server.address!r}]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == exitcodes.USAGE.code
+    assert "pip install 'rigger[mcp]'" in result.stderr

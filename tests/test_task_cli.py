@@ -21,7 +21,7 @@ import pytest
 from rigcli import env_for, rig, rig_json
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from rigger_server.console import exitcodes, prefixes
+from rigger_server.console import exitcodes, listing, prefixes
 from rigger_server.console.jsonform import to_json
 from rigger_server.console.statuses import StatusName, names
 from serverproc import RIG, ServerProcess
@@ -123,7 +123,7 @@ def test_list_filters_by_status(shared_server, api):
 
 def test_list_reads_every_page_of_a_long_listing(shared_server, api):
     who = _someone()
-    for n in range(2 * prefixes.PAGE + 3):
+    for n in range(2 * listing.PAGE + 3):
         _add(api, f"task {n}", assignee=who)
     expected = [t.id for t in api.ListTasks(pb.ListTasksRequest(assignee=who)).tasks]
     listed = [t["id"] for t in rig_json(shared_server, "list", "--assignee", who)]
@@ -197,7 +197,7 @@ def test_an_ambiguous_prefix_fails_naming_the_candidates(server):
         api = rigger_pb2_grpc.RiggerServiceStub(channel)
         by_prefix: dict[str, list[str]] = {}
         # Two random ids share their first four characters after a few hundred.
-        for _ in range(prefixes.SCAN_LIMIT):
+        for _ in range(listing.SCAN_LIMIT):
             task = _add(api, "crowd")
             by_prefix.setdefault(task.id[:4], []).append(task.id)
             if len(by_prefix[task.id[:4]]) == 2:
@@ -209,6 +209,28 @@ def test_an_ambiguous_prefix_fails_naming_the_candidates(server):
         assert task_id in result.stderr
     longer = by_prefix[prefix][0][:12]
     assert rig(server, "show", longer).returncode == 0
+
+
+@pytest.mark.slow
+def test_prefixes_and_sorts_stop_at_the_scan_limit(server):
+    # Two PRDs: one answer with all the tasks would pass a client's 4 MiB receive limit.
+    half = listing.SCAN_LIMIT // 2
+    for part in range(2):
+        tasks = "".join(f"- [ ] task {n}\n" for n in range(half))
+        (server.root / f"many{part}.md").write_text(f"# Many {part}\n\n## Tasks\n\n{tasks}")
+        assert rig(server, "generate", f"many{part}.md").returncode == 0
+    [oldest] = rig_json(server, "list", "--offset", str(listing.SCAN_LIMIT - 1))
+    assert rig_json(server, "show", oldest["id"][:8])[0]["id"] == oldest["id"]
+    assert rig(server, "list", "--sort", "title", "--limit", "1").returncode == 0
+    rig(server, "add", "one too many")
+    refused = rig(server, "show", oldest["id"][:8])
+    assert refused.returncode == exitcodes.AMBIGUOUS.code
+    assert "give the full id" in refused.stderr
+    assert rig(server, "show", oldest["id"]).returncode == 0
+    unsorted = rig(server, "list", "--sort", "title", "--limit", "1")
+    assert unsorted.returncode == exitcodes.EXHAUSTED.code
+    assert "--sort created_at" in unsorted.stderr
+    assert len(rig_json(server, "list")) == listing.SCAN_LIMIT + 1  # the server's order pages on
 
 
 # --- update, delete ------------------------------------------------------------

@@ -22,7 +22,7 @@ from rigger_client.connect import stub
 from rigger_client.eventline import STATUS_PREFIX
 
 from rigger_server import __version__
-from rigger_server.console import prefixes
+from rigger_server.console import listing
 from rigger_server.console.jsonform import to_json
 from rigger_server.console.statuses import StatusName
 from rigger_server.console.watch import announced_head
@@ -76,7 +76,7 @@ class RiggerTools:
         try:
             return await method(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
-            raise ToolError(f"{err.code().name}: {err.details()}") from None
+            raise _refusal(err) from None
 
     async def list_tasks(
         self,
@@ -142,34 +142,40 @@ class RiggerTools:
         """
         query = pb.ListTasksRequest(status=pb.TASK_STATUS_TODO)
         _set(query, assignee=assignee)
-        counted = pb.ListTasksRequest(limit=1)
-        counted.MergeFrom(query)
-        end = (await self._call(self.rigger.ListTasks, counted)).total_count
+        try:
+            task = await self._oldest_ready(query)
+        except grpc.aio.AioRpcError as err:
+            raise _refusal(err) from None
+        return {"task": None if task is None else to_json(task)}
+
+    async def _oldest_ready(self, query: pb.ListTasksRequest) -> pb.Task | None:
+        end = await listing.count(self.rigger, query, self.timeout)
         done: dict[str, bool] = {}
-        scanned = 0
-        # The server lists newest first: read its pages from the last one back.
-        while end > 0 and scanned < prefixes.SCAN_LIMIT:
-            start = max(0, end - prefixes.PAGE)
+        # The server lists newest first: read its pages from the last one
+        # back, as far as rig reads for one answer.
+        for _ in range(0, listing.SCAN_LIMIT, listing.PAGE):
+            if end <= 0:
+                break
+            start = max(0, end - listing.PAGE)
             page = pb.ListTasksRequest(offset=start, limit=end - start)
             page.MergeFrom(query)
-            for task in reversed((await self._call(self.rigger.ListTasks, page)).tasks):
+            reply = await self.rigger.ListTasks(page, timeout=self.timeout)
+            for task in reversed(reply.tasks):
                 if await self._all_done(task.dependencies, done):
-                    return {"task": to_json(task)}
-            scanned += end - start
+                    return task
             end = start
-        return {"task": None}
+        return None
 
     async def _all_done(self, task_ids: Sequence[str], done: dict[str, bool]) -> bool:
         for task_id in task_ids:
             if task_id not in done:
+                request = pb.GetTaskRequest(task_id=task_id)
                 try:
-                    reply = await self.rigger.GetTask(
-                        pb.GetTaskRequest(task_id=task_id), timeout=self.timeout
-                    )
+                    reply = await self.rigger.GetTask(request, timeout=self.timeout)
                     done[task_id] = reply.task.status == pb.TASK_STATUS_COMPLETED
                 except grpc.aio.AioRpcError as err:
                     if err.code() != grpc.StatusCode.NOT_FOUND:
-                        raise ToolError(f"{err.code().name}: {err.details()}") from None
+                        raise
                     done[task_id] = False  # a dependency that does not exist is not done
             if not done[task_id]:
                 return False
@@ -249,10 +255,15 @@ class RiggerTools:
                     if len(events) >= limit or events[-1].sequence >= head:
                         break
         except grpc.aio.AioRpcError as err:
-            raise ToolError(f"{err.code().name}: {err.details()}") from None
+            raise _refusal(err) from None
         finally:
             call.cancel()
         return {"events": [to_json(e) for e in events[:limit]], "head_sequence": head}
+
+
+def _refusal(err: grpc.aio.AioRpcError) -> ToolError:
+    """A failed call as the tool error the agent reads: the status, then the server's words."""
+    return ToolError(f"{err.code().name}: {err.details()}")
 
 
 def _set(message: Message, **fields: str | None) -> None:

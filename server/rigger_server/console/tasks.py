@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import shtab
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server.console import output, prefixes, statuses
+from rigger_server.console import listing, output, prefixes, statuses
 from rigger_server.console.connection import PLANNING_TIMEOUT_SECONDS, TASK_TIMEOUT_SECONDS, options
 from rigger_server.console.exitcodes import EXHAUSTED, USAGE, ConsoleError
 from rigger_server.console.runner import client_command
@@ -30,7 +30,7 @@ _UINT64_MAX = 2**64 - 1
 
 # `rig list --sort`: the first release's keys. created_at is the server's own
 # order (newest first); each of the others, a key and whether it sorts
-# descending, sorts every matching task here, so at most prefixes.SCAN_LIMIT.
+# descending, sorts every matching task here, so at most listing.SCAN_LIMIT.
 SERVER_ORDER = "created_at"
 SORT_KEYS: dict[str, tuple[Callable[[pb.Task], Any], bool]] = {
     "updated_at": (lambda task: task.updated_at, True),
@@ -193,7 +193,7 @@ async def _list(stub: RiggerServiceAsyncStub, args: argparse.Namespace) -> int:
     if args.assignee is not None:
         query.assignee = args.assignee
     if args.sort == SERVER_ORDER:
-        pages = _pages(stub, query, args.offset, args.limit or None, args.timeout)
+        pages = listing.pages(stub, query, args.offset, args.limit or None, args.timeout)
     else:
         pages = _sorted(stub, query, args)
     printed = 0
@@ -205,49 +205,18 @@ async def _list(stub: RiggerServiceAsyncStub, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _pages(
-    stub: RiggerServiceAsyncStub,
-    query: pb.ListTasksRequest,
-    offset: int,
-    limit: int | None,
-    call_timeout: float,
-) -> AsyncIterator[list[pb.Task]]:
-    """The matching tasks from `offset` on, a page per call, each task once."""
-    seen: set[str] = set()
-    while limit is None or limit > 0:
-        request = pb.ListTasksRequest()
-        request.CopyFrom(query)
-        request.offset = offset
-        request.limit = prefixes.PAGE if limit is None else min(limit, prefixes.PAGE)
-        reply = await stub.ListTasks(request, timeout=call_timeout)
-        # A task added meanwhile pushes the others one place on: the
-        # next page then starts with one this page already had.
-        page = [task for task in reply.tasks if task.id not in seen]
-        seen.update(task.id for task in page)
-        if page:
-            yield page
-        offset += len(reply.tasks)
-        if limit is not None:
-            limit -= len(page)
-        if len(reply.tasks) < request.limit or offset >= reply.total_count:
-            return
-
-
 async def _sorted(
     stub: RiggerServiceAsyncStub, query: pb.ListTasksRequest, args: argparse.Namespace
 ) -> AsyncIterator[list[pb.Task]]:
-    head = pb.ListTasksRequest()
-    head.CopyFrom(query)
-    head.limit = 1
-    total = (await stub.ListTasks(head, timeout=args.timeout)).total_count
-    if total > prefixes.SCAN_LIMIT:
+    total = await listing.count(stub, query, args.timeout)
+    if total > listing.SCAN_LIMIT:
         raise ConsoleError(
             EXHAUSTED,
             f"--sort {args.sort} sorts every matching task, and {total} match: more than "
-            f"the {prefixes.SCAN_LIMIT} rig sorts. Narrow them with --status or --assignee, "
+            f"the {listing.SCAN_LIMIT} rig sorts. Narrow them with --status or --assignee, "
             f"or use --sort {SERVER_ORDER} (the server's order).",
         )
-    every = [task async for page in _pages(stub, query, 0, None, args.timeout) for task in page]
+    every = [t async for page in listing.pages(stub, query, 0, None, args.timeout) for t in page]
     key, descending = SORT_KEYS[args.sort]
     every.sort(key=key, reverse=descending)
     end = args.offset + args.limit if args.limit else None
