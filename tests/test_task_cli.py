@@ -392,6 +392,25 @@ def test_tls_and_a_token_as_the_sidecars_take_them(guarded, tmp_path):
     assert half.returncode == exitcodes.USAGE.code
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\n\n", b"tok\x01en\n", b"two words\n", b"\xc0\xff\n", b"a" * 100_000, b"b" * 3_000_000],
+    ids=["empty", "blank", "control", "space", "not-utf8", "100k-line", "3mb"],
+)
+def test_a_token_file_that_holds_no_usable_token_is_refused(shared_server, tmp_path, content):
+    token_file = tmp_path / "token"
+    token_file.write_bytes(content)
+    result = rig(shared_server, "list", "--token-file", str(token_file))
+    assert result.returncode == exitcodes.USAGE.code
+    assert "token" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_token_in_the_environment_that_is_no_token_is_refused(shared_server):
+    result = rig(shared_server, "list", RIGGER_TOKEN="a\x01b")
+    assert result.returncode == exitcodes.USAGE.code
+    assert "RIGGER_TOKEN" in result.stderr
+
+
 # --- help, completion, README -------------------------------------------------
 
 

@@ -20,6 +20,8 @@ TASK_TIMEOUT_SECONDS = 60.0
 PLANNING_TIMEOUT_SECONDS = 900.0
 # A token is one line; reading more of a file that is not one is pointless.
 MAX_TOKEN_FILE_BYTES = 64 * 1024
+# Longest token sent: half of gRPC's 16 KiB hard limit on a header value.
+MAX_TOKEN_CHARS = 8 * 1024
 
 
 def _seconds(text: str) -> float:
@@ -85,7 +87,8 @@ def open_channel(args: argparse.Namespace) -> aio.Channel:
 
 def _token(path: str | None) -> str | None:
     if path is None:
-        return os.environ.get(TOKEN_ENV, "").strip() or None
+        token = os.environ.get(TOKEN_ENV, "").strip()
+        return _checked(token, f"${TOKEN_ENV}") if token else None
     try:
         with pathlib.Path(path).open("rb") as file:
             head = file.read(MAX_TOKEN_FILE_BYTES)
@@ -94,4 +97,16 @@ def _token(path: str | None) -> str | None:
         raise ConsoleError(USAGE, f"cannot read --token-file: {exc}") from None
     if not line.strip():
         raise ConsoleError(USAGE, f"--token-file {path}: the first line holds no token")
-    return line.strip()
+    return _checked(line.strip(), f"--token-file {path}")
+
+
+def _checked(token: str, where: str) -> str:
+    # A header value gRPC will send: visible ASCII, and short enough for any
+    # server's header limit. Anything else would fail inside gRPC's core.
+    if len(token) > MAX_TOKEN_CHARS or not all("!" <= c <= "~" for c in token):
+        raise ConsoleError(
+            USAGE,
+            f"{where}: not a bearer token (visible ASCII without spaces, "
+            f"at most {MAX_TOKEN_CHARS} characters)",
+        )
+    return token
