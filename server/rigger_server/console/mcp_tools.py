@@ -24,6 +24,7 @@ from rigger_client.eventline import STATUS_PREFIX
 from rigger_server import __version__
 from rigger_server.console import listing
 from rigger_server.console.jsonform import to_json
+from rigger_server.console.numbers import UINT32_MAX, UINT64_MAX
 from rigger_server.console.statuses import StatusName
 from rigger_server.console.watch import announced_head
 
@@ -36,8 +37,6 @@ Reply = TypeVar("Reply", bound=Message)
 # Most tasks or events one call returns: enough to work with, small enough
 # for a model's context.
 MAX_PAGE = 200
-_UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
 
 TaskId = Annotated[str, Field(description="a task id")]
 Model = Annotated[str, Field(description="model to plan with; empty: the server's default")]
@@ -83,7 +82,7 @@ class RiggerTools:
         status: StatusName | None = None,
         assignee: str | None = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50,
-        offset: Annotated[int, Field(ge=0, le=_UINT32_MAX)] = 0,
+        offset: Annotated[int, Field(ge=0, le=UINT32_MAX)] = 0,
     ) -> dict[str, Any]:
         """List tasks, newest first; archived ones only with status ARCHIVED.
 
@@ -123,7 +122,7 @@ class RiggerTools:
         due_date: Annotated[str | None, Field(description="YYYY-MM-DD; '' clears")] = None,
         title: str | None = None,
         expected_version: Annotated[
-            int | None, Field(ge=0, le=_UINT64_MAX, description="fail unless still this")
+            int | None, Field(ge=0, le=UINT64_MAX, description="fail unless still this")
         ] = None,
     ) -> dict[str, Any]:
         """Change the fields given; the others stay. Returns {task: Task}."""
@@ -214,7 +213,7 @@ class RiggerTools:
         task_id: TaskId,
         model: Model = "",
         test_type: Literal["short_answer", "multiple_choice"] = "short_answer",
-        expected_version: Annotated[int | None, Field(ge=0, le=_UINT64_MAX)] = None,
+        expected_version: Annotated[int | None, Field(ge=0, le=UINT64_MAX)] = None,
     ) -> dict[str, Any]:
         """Orchestrate a task: enhance it and write a comprehension test, or split it.
 
@@ -233,7 +232,7 @@ class RiggerTools:
 
     async def list_events(
         self,
-        after_sequence: Annotated[int, Field(ge=0, le=_UINT64_MAX)] = 0,
+        after_sequence: Annotated[int, Field(ge=0, le=UINT64_MAX)] = 0,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = 50,
     ) -> dict[str, Any]:
         """The task events after after_sequence, oldest first, up to the newest.

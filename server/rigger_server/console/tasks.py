@@ -18,15 +18,13 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_server.console import listing, output, prefixes, statuses
 from rigger_server.console.connection import PLANNING_TIMEOUT_SECONDS, TASK_TIMEOUT_SECONDS, options
 from rigger_server.console.exitcodes import EXHAUSTED, USAGE, ConsoleError
+from rigger_server.console.numbers import UINT32_MAX, UINT64_MAX, up_to
 from rigger_server.console.runner import client_command
 
 if TYPE_CHECKING:
     from rigger.v1.rigger_pb2_grpc import RiggerServiceAsyncStub
 
     Commands = argparse._SubParsersAction[argparse.ArgumentParser]
-
-_UINT32_MAX = 2**32 - 1
-_UINT64_MAX = 2**64 - 1
 
 # `rig list --sort`: the first release's keys. created_at is the server's own
 # order (newest first); each of the others, a key and whether it sorts
@@ -43,16 +41,6 @@ SORT_HELP = (
     "title (A to Z), status (in the order of the lifecycle), due_date (soonest first, "
     "undated last)"
 )
-
-
-def _count(maximum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not 0 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be 0 to {maximum}, got {value}")
-        return value
-
-    return parse
 
 
 def add_parsers(commands: Commands) -> None:
@@ -94,10 +82,10 @@ def add_parsers(commands: Commands) -> None:
         help=f"order: {SORT_HELP}",
     )
     listing.add_argument(
-        "--limit", type=_count(_UINT32_MAX), default=0, help="at most N tasks (default: 0, all)"
+        "--limit", type=up_to(UINT32_MAX), default=0, help="at most N tasks (default: 0, all)"
     )
     listing.add_argument(
-        "--offset", type=_count(_UINT32_MAX), default=0, help="skip the first N (default: 0)"
+        "--offset", type=up_to(UINT32_MAX), default=0, help="skip the first N (default: 0)"
     )
     listing.epilog = (
         "Archived tasks are listed only with --status archived. Statuses: "
@@ -116,7 +104,7 @@ def add_parsers(commands: Commands) -> None:
     update.add_argument("--title", help="the new title")
     update.add_argument(
         "--expected-version",
-        type=_count(_UINT64_MAX),
+        type=up_to(UINT64_MAX),
         metavar="N",
         help="change it only if it is still at version N (else exit 6)",
     )
@@ -147,8 +135,12 @@ def add_parsers(commands: Commands) -> None:
     )
     generate.set_defaults(run=client_command(_generate))
 
-    do = command("do", "orchestrate a task: enhance and test it, or decompose it", planning_call)
-    do.add_argument("task_id", metavar="TASK_ID", help="a task id, or its start")
+    do = command(
+        "do",
+        "orchestrate a task: enhance and test it, or decompose it",
+        planning_call,
+        task_id=True,
+    )
     do.add_argument("--model", default="", help="the model to plan with (server default)")
     do.add_argument(
         "--test-type",
@@ -158,11 +150,10 @@ def add_parsers(commands: Commands) -> None:
     )
     do.add_argument(
         "--expected-version",
-        type=_count(_UINT64_MAX),
+        type=up_to(UINT64_MAX),
         metavar="N",
         help="orchestrate it only if it is still at version N (else exit 6)",
     )
-    do.epilog = prefixes.HELP
     do.set_defaults(run=client_command(_do))
 
 

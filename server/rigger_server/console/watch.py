@@ -33,6 +33,7 @@ from rigger_client.watch import HEAD_SEQUENCE_KEY, RETRYABLE, watch_events
 from rigger_server.console import output
 from rigger_server.console.connection import options
 from rigger_server.console.exitcodes import USAGE, ConsoleError
+from rigger_server.console.numbers import UINT64_MAX, up_to
 from rigger_server.console.runner import client_command
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
     from rigger_server.console.tasks import Commands
 
-_UINT64_MAX = 2**64 - 1
 # A sequence is at most 20 digits; a state file longer than this is not ours.
 MAX_STATE_BYTES = 64
 # Writing the state file after every event would cap a watch at a few
@@ -49,13 +49,6 @@ MAX_STATE_BYTES = 64
 # after a crash, at most that last stretch of events is printed again.
 SAVE_WHEN_QUIET_SECONDS = 0.05
 SAVE_AT_LEAST_EVERY_SECONDS = 0.25
-
-
-def _sequence(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= _UINT64_MAX:
-        raise argparse.ArgumentTypeError(f"must be 0 to {_UINT64_MAX}, got {value}")
-    return value
 
 
 def add_parser(commands: Commands) -> None:
@@ -85,7 +78,7 @@ def add_parser(commands: Commands) -> None:
     watch.add_argument("--assignee", help="only events whose task has exactly this assignee")
     watch.add_argument(
         "--after",
-        type=_sequence,
+        type=up_to(UINT64_MAX),
         metavar="N",
         help="replay the stored events after sequence N first (0: the whole log); "
         "default: from now on",
@@ -118,7 +111,7 @@ class StateFile:
         except OSError as exc:
             raise ConsoleError(USAGE, f"--state-file: {exc}") from None
         text = data.strip()
-        if len(data) > MAX_STATE_BYTES or not text.isdigit() or int(text) > _UINT64_MAX:
+        if len(data) > MAX_STATE_BYTES or not text.isdigit() or int(text) > UINT64_MAX:
             raise ConsoleError(
                 USAGE,
                 f"--state-file {self.path} holds no sequence number (it holds "
