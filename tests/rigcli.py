@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pathlib
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 from serverproc import RIG, ServerProcess
+
+from conformance.pki import RunSecurity
+
+TOKEN = "tok-a"
 
 
 def env_for(server: ServerProcess, **extra: str) -> dict[str, str]:
@@ -37,3 +44,20 @@ def rig_json(server: ServerProcess, *args: str, **extra_env: str) -> list[dict[s
     result = rig(server, *args, "--json", **extra_env)
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@contextlib.contextmanager
+def guarded_server(
+    directory: pathlib.Path, tls: str
+) -> Iterator[tuple[ServerProcess, RunSecurity]]:
+    """A server in `directory` that wants the token TOKEN, with TLS `none`, `server` or `mutual`."""
+    pki = RunSecurity.create(directory / "pki", tls, (TOKEN,))
+    root = directory / "project"
+    root.mkdir()
+    server = ServerProcess(
+        root, extra_args=pki.server_args, credentials=pki.channel_credentials(), token=TOKEN
+    ).start()
+    try:
+        yield server, pki
+    finally:
+        server.stop()

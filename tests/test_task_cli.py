@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import get_args
 
 import pytest
-from rigcli import env_for, rig, rig_json
+from rigcli import TOKEN, env_for, guarded_server, rig, rig_json
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.console import exitcodes, listing, prefixes
@@ -364,15 +364,9 @@ def test_no_server_exits_8_and_says_where_it_looked(shared_server):
 
 @pytest.fixture
 def guarded(tmp_path) -> Iterator[tuple[ServerProcess, RunSecurity]]:
-    """A server that wants a client certificate and the token `tok-a`."""
-    pki = RunSecurity.create(tmp_path / "pki", "mutual", ("tok-a",))
-    root = tmp_path / "project"
-    root.mkdir()
-    server = ServerProcess(
-        root, extra_args=pki.server_args, credentials=pki.channel_credentials(), token="tok-a"
-    ).start()
-    yield server, pki
-    server.stop()
+    """A server that wants a client certificate and the token rigcli.TOKEN."""
+    with guarded_server(tmp_path, "mutual") as (server, pki):
+        yield server, pki
 
 
 def test_tls_and_a_token_as_the_sidecars_take_them(guarded, tmp_path):
@@ -380,9 +374,9 @@ def test_tls_and_a_token_as_the_sidecars_take_them(guarded, tmp_path):
     tls = ["--addr", f"localhost:{server.port}", "--ca", str(pki.ca.cert)]
     tls += ["--cert", str(pki.client.cert), "--key", str(pki.client.key)]
     token_file = tmp_path / "token"
-    token_file.write_text("tok-a\n")
+    token_file.write_text(f"{TOKEN}\n")
     assert rig(server, "list", *tls, "--token-file", str(token_file)).returncode == 0
-    assert rig(server, "list", *tls, RIGGER_TOKEN="tok-a").returncode == 0
+    assert rig(server, "list", *tls, RIGGER_TOKEN=TOKEN).returncode == 0
     refused = rig(server, "list", *tls, RIGGER_TOKEN="tok-b")
     assert refused.returncode == exitcodes.DENIED.code
     assert "UNAUTHENTICATED" in refused.stderr

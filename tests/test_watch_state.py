@@ -12,13 +12,11 @@ import time
 from typing import Any
 
 import pytest
-from rigcli import env_for, rig
+from rigcli import env_for, guarded_server, rig
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.console import exitcodes
 from serverproc import RIG, ServerProcess
-
-from conformance.pki import RunSecurity
 
 # Seconds any one expectation may take on a loaded machine.
 WAIT = 30.0
@@ -277,14 +275,8 @@ def test_a_closed_stdout_ends_the_watch_with_141(server):
 
 
 def test_a_refused_token_ends_the_watch_with_7(tmp_path):
-    pki = RunSecurity.create(tmp_path / "pki", "none", ("tok-a",))
-    root = tmp_path / "project"
-    root.mkdir()
-    server = ServerProcess(root, extra_args=pki.server_args, token="tok-a").start()
-    try:
+    with guarded_server(tmp_path, "none") as (server, _):
         for args in ((), ("--state-file", str(tmp_path / "seq"))):
             result = rig(server, "watch", *args, RIGGER_TOKEN="tok-b")
             assert result.returncode == exitcodes.DENIED.code
             assert "UNAUTHENTICATED" in result.stderr
-    finally:
-        server.stop()

@@ -9,7 +9,7 @@ A call the server refuses, or cannot be made, is a tool error reading
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -19,13 +19,13 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 from rigger.v1 import rigger_pb2 as pb
 from rigger_client.connect import stub
-from rigger_client.eventline import STATUS_PREFIX
 
 from rigger_server import __version__
-from rigger_server.console import listing
+from rigger_server.console import listing, statuses
 from rigger_server.console.jsonform import to_json
 from rigger_server.console.numbers import UINT32_MAX, UINT64_MAX
 from rigger_server.console.statuses import StatusName
+from rigger_server.console.tasks import TestType
 from rigger_server.console.watch import announced_head
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class RiggerTools:
         """
         request = pb.ListTasksRequest(limit=limit, offset=offset)
         if status is not None:
-            request.status = pb.TaskStatus.Value(STATUS_PREFIX + status)
+            request.status = statuses.parse(status)
         if assignee is not None:
             request.assignee = assignee
         return to_json(await self._call(self.rigger.ListTasks, request))
@@ -128,7 +128,7 @@ class RiggerTools:
         """Change the fields given; the others stay. Returns {task: Task}."""
         request = pb.UpdateTaskRequest(task_id=task_id)
         if status is not None:
-            request.status = pb.TaskStatus.Value(STATUS_PREFIX + status)
+            request.status = statuses.parse(status)
         _set(request, assignee=assignee, due_date=due_date, title=title)
         if expected_version is not None:
             request.expected_version = expected_version
@@ -212,7 +212,7 @@ class RiggerTools:
         self,
         task_id: TaskId,
         model: Model = "",
-        test_type: Literal["short_answer", "multiple_choice"] = "short_answer",
+        test_type: TestType = "short_answer",
         expected_version: Annotated[int | None, Field(ge=0, le=UINT64_MAX)] = None,
     ) -> dict[str, Any]:
         """Orchestrate a task: enhance it and write a comprehension test, or split it.

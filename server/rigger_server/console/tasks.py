@@ -10,7 +10,7 @@ import argparse
 import pathlib
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import shtab
 from rigger.v1 import rigger_pb2 as pb
@@ -36,6 +36,9 @@ SORT_KEYS: dict[str, tuple[Callable[[pb.Task], Any], bool]] = {
     "status": (lambda task: task.status, False),
     "due_date": (lambda task: (not task.HasField("due_date"), task.due_date), False),
 }
+# The kinds of comprehension test OrchestrateTask writes.
+TestType = Literal["short_answer", "multiple_choice"]
+
 SORT_HELP = (
     "created_at (newest first, the server's order), updated_at (latest change first), "
     "title (A to Z), status (in the order of the lifecycle), due_date (soonest first, "
@@ -102,12 +105,7 @@ def add_parsers(commands: Commands) -> None:
     update.add_argument("--assignee", help="the new assignee; '' unassigns")
     update.add_argument("--due-date", metavar="YYYY-MM-DD", help="the new due date; '' clears it")
     update.add_argument("--title", help="the new title")
-    update.add_argument(
-        "--expected-version",
-        type=up_to(UINT64_MAX),
-        metavar="N",
-        help="change it only if it is still at version N (else exit 6)",
-    )
+    _expected_version_flag(update, "change")
     update.set_defaults(run=client_command(_update))
 
     delete = command("delete", "archive a task", task_call, task_id=True)
@@ -127,7 +125,7 @@ def add_parsers(commands: Commands) -> None:
     generate.add_argument(
         "prd_id", metavar="PRD_ID", help="a prd_id from `rig parse`, or a PRD file as for parse"
     )
-    generate.add_argument("--model", default="", help="the model to plan with (server default)")
+    _model_flag(generate)
     generate.add_argument(
         "--replace",
         action="store_true",
@@ -141,20 +139,28 @@ def add_parsers(commands: Commands) -> None:
         planning_call,
         task_id=True,
     )
-    do.add_argument("--model", default="", help="the model to plan with (server default)")
+    _model_flag(do)
     do.add_argument(
         "--test-type",
-        choices=["short_answer", "multiple_choice"],
+        choices=get_args(TestType),
         default="short_answer",
         help="the comprehension test's kind (default: %(default)s)",
     )
-    do.add_argument(
+    _expected_version_flag(do, "orchestrate")
+    do.set_defaults(run=client_command(_do))
+
+
+def _model_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="", help="the model to plan with (server default)")
+
+
+def _expected_version_flag(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
         "--expected-version",
         type=up_to(UINT64_MAX),
         metavar="N",
-        help="orchestrate it only if it is still at version N (else exit 6)",
+        help=f"{verb} it only if it is still at version N (else exit 6)",
     )
-    do.set_defaults(run=client_command(_do))
 
 
 def _print_tasks(args: argparse.Namespace, tasks: list[pb.Task], *, header: bool = True) -> None:
