@@ -47,8 +47,8 @@ def _group(name: str) -> list[str]:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff, mypy --strict, buf lint and buf format on the project's own code and contract."""
-    # The project itself too: mypy follows its imports (grpc, markdown-it, rigger.v1).
-    session.install("-e", ".[postgres]", *_group("lint"))
+    # The project itself too: mypy follows its imports (grpc, markdown-it, rigger.v1, mcp).
+    session.install("-e", ".[postgres,mcp]", *_group("lint"))
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")  # what and how: [tool.mypy] in pyproject.toml
@@ -145,8 +145,9 @@ def generated(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The server's behaviour tests and the three sidecars, against a real server."""
-    # The PostgreSQL extra: tests/test_pg_*.py run replicas on a throwaway cluster.
-    session.install("-e", ".[postgres]", *_group("test"))
+    # The PostgreSQL extra: tests/test_pg_*.py run replicas on a throwaway cluster;
+    # the MCP extra: tests/test_mcp.py drives `rig mcp` through the SDK's client.
+    session.install("-e", ".[postgres,mcp]", *_group("test"))
     if shutil.which("go") is None or shutil.which("npm") is None:
         session.error("the sidecar tests need go and npm on PATH; see .ci/run")
     _go_install(session, "grpcurl", GRPCURL)  # the README walk-through test runs it

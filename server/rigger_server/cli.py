@@ -1,4 +1,4 @@
-"""The `rig` command: `rig init` and `rig grpc`."""
+"""The `rig` command: `rig init`, `rig grpc`, and the client commands (console/)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rigger_server import __version__, database, wire
+from rigger_server import __version__, console, database, wire
 from rigger_server.app import (
     PORT_ATTEMPTS,
     CertificateError,
@@ -262,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     add_planner_flags(grpc_cmd)
     grpc_cmd.set_defaults(run=_grpc)
+    console.add_commands(parser, commands)
     return parser
 
 

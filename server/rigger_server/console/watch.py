@@ -1,0 +1,250 @@
+"""rig watch: one line per task event, resuming across disconnects and, with a state file, restarts.
+
+The watch is rigger_client's resuming watch on the batched stream. With
+--state-file it stores the sequence of the last event it printed, only once
+that line is out on stdout (atomically: a temporary file renamed over the
+old one), and starts after that sequence when it runs again: nothing is
+lost. The file is written when the stream pauses and at least every quarter
+second, so the events printed in the last moments before the process is
+killed are printed again after its restart (at least once); a watch stopped
+with Ctrl-C or SIGTERM writes the file on its way out and repeats nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import shtab
+from rigger.v1 import rigger_pb2 as pb
+from rigger_client.backoff import Backoff
+from rigger_client.eventline import format_event
+from rigger_client.sidecar import event_type
+from rigger_client.watch import HEAD_SEQUENCE_KEY, RETRYABLE, watch_events
+
+from rigger_server.console import output
+from rigger_server.console.connection import options
+from rigger_server.console.exitcodes import USAGE, ConsoleError
+from rigger_server.console.numbers import UINT64_MAX, up_to
+from rigger_server.console.runner import client_command
+
+if TYPE_CHECKING:
+    from rigger.v1.rigger_pb2_grpc import RiggerServiceAsyncStub
+
+    from rigger_server.console.tasks import Commands
+
+# A sequence is at most 20 digits; a state file longer than this is not ours.
+MAX_STATE_BYTES = 64
+# Writing the state file after every event would cap a watch at a few
+# thousand events a second, so it is written once the stream pauses this
+# long, and during a steady stream at least this often, and always on exit:
+# after a crash, at most that last stretch of events is printed again.
+SAVE_WHEN_QUIET_SECONDS = 0.05
+SAVE_AT_LEAST_EVERY_SECONDS = 0.25
+
+
+def add_parser(commands: Commands) -> None:
+    """Register `rig watch`."""
+    watch = commands.add_parser(
+        "watch",
+        help="print task events as they happen, resuming after disconnects",
+        description="Print one line per task event (with --json, one JSON object per "
+        "line), resuming without gap or duplicate when the connection drops. Runs until "
+        "Ctrl-C or SIGTERM, which exit 0.",
+        parents=[options(timeout=None)],
+        epilog="With --state-file, a watch restarted with the same file continues after "
+        "the last event it printed; an event printed just before the process was killed "
+        "may be printed again (its sequence tells). One watch per state file.",
+    )
+    watch.add_argument("--json", action="store_true", help="print JSON, one event a line")
+    watch.add_argument(
+        "--event-type",
+        dest="event_types",
+        action="append",
+        type=event_type,
+        default=[],
+        metavar="TYPE",
+        help="only this event type: CREATED, TASK_EVENT_TYPE_CREATED or a number; "
+        "repeat for several (default: all)",
+    )
+    watch.add_argument("--assignee", help="only events whose task has exactly this assignee")
+    watch.add_argument(
+        "--after",
+        type=up_to(UINT64_MAX),
+        metavar="N",
+        help="replay the stored events after sequence N first (0: the whole log); "
+        "default: from now on",
+    )
+    state = watch.add_argument(
+        "--state-file",
+        type=pathlib.Path,
+        metavar="FILE",
+        help="keep the last printed sequence in FILE and, when FILE exists, continue after "
+        "it (before --after). A new FILE starts at --after, else at the server's newest event",
+    )
+    state.complete = shtab.FILE  # type: ignore[attr-defined]
+    watch.set_defaults(run=client_command(_watch))
+
+
+class StateFile:
+    """The last sequence printed, kept in a file of its own as decimal digits."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self._partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def load(self) -> int | None:
+        """The sequence stored, or None when there is no file yet."""
+        try:
+            with self.path.open("rb") as file:
+                data = file.read(MAX_STATE_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConsoleError(USAGE, f"--state-file: {exc}") from None
+        text = data.strip()
+        if len(data) > MAX_STATE_BYTES or not text.isdigit() or int(text) > UINT64_MAX:
+            raise ConsoleError(
+                USAGE,
+                f"--state-file {self.path} holds no sequence number (it holds "
+                f"{data[:20]!r}); remove it to start afresh",
+            )
+        return int(text)
+
+    def save(self, sequence: int) -> None:
+        """Store `sequence`: the file holds the old number or the new one, never less."""
+        try:
+            # O_NOFOLLOW: a link planted under the temporary name is not followed.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+            with os.fdopen(os.open(self._partial, flags, 0o644), "w") as file:
+                file.write(f"{sequence}\n")
+            self._partial.replace(self.path)
+        except OSError as exc:
+            raise ConsoleError(USAGE, f"--state-file: cannot write {self.path}: {exc}") from None
+
+
+async def _watch(stub: RiggerServiceAsyncStub, args: argparse.Namespace) -> int:
+    request = pb.SubscribeToTaskEventsRequest(event_types=args.event_types)
+    if args.assignee is not None:
+        request.assignee_filter = args.assignee
+    state = StateFile(args.state_file) if args.state_file is not None else None
+    after = args.after
+    if state is not None:
+        stored = state.load()
+        if stored is not None and after is not None:
+            _status(f"--state-file {state.path} holds #{stored}: continuing after it, not --after")
+        after = stored if stored is not None else after
+        if after is None:
+            after = await _head(stub)
+        state.save(after)
+    if after is not None:
+        request.after_sequence = after
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    printer = asyncio.create_task(_print_events(stub, request, args, state))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait((printer, stopper), return_when=asyncio.FIRST_COMPLETED)
+    if printer.done():
+        stopper.cancel()
+        return printer.result()
+    printer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await printer
+    return 0
+
+
+async def _print_events(
+    stub: RiggerServiceAsyncStub,
+    request: pb.SubscribeToTaskEventsRequest,
+    args: argparse.Namespace,
+    state: StateFile | None,
+) -> int:
+    """Print every event the watch yields; runs until cancelled or the watch fails."""
+
+    def subscribed(after: int | None) -> None:
+        _status(f"subscribed to {args.addr} ({'live' if after is None else f'after #{after}'})")
+
+    def retrying(code: grpc.StatusCode, details: str, delay: float) -> None:
+        _status(f"stream ended ({code.name}: {details}); reconnecting in {delay:.2f}s")
+
+    events = watch_events(stub, request, on_subscribed=subscribed, on_retry=retrying, batched=True)
+    unsaved: int | None = None  # printed, not yet in the state file
+    saved_at = time.monotonic()
+    reading = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            quiet = SAVE_WHEN_QUIET_SECONDS if unsaved is not None else None
+            done, _ = await asyncio.wait((reading,), timeout=quiet)
+            if (
+                state is not None
+                and unsaved is not None
+                and (not done or time.monotonic() - saved_at >= SAVE_AT_LEAST_EVERY_SECONDS)
+            ):
+                state.save(unsaved)
+                unsaved, saved_at = None, time.monotonic()
+            if not done:
+                continue
+            event = reading.result()
+            reading = asyncio.ensure_future(anext(events))
+            if args.json:
+                output.json_line(event)
+            else:
+                sys.stdout.write(format_event(event) + "\n")
+            sys.stdout.flush()
+            # Only once the line is out: a crash in between repeats it, never loses it.
+            unsaved = event.sequence if state is not None else None
+    finally:
+        reading.cancel()
+        if state is not None and unsaved is not None:
+            state.save(unsaved)
+
+
+async def _head(stub: RiggerServiceAsyncStub) -> int:
+    """The sequence of the server's newest event, waiting for the server as the watch would."""
+    backoff = Backoff()
+    while True:
+        call = stub.SubscribeToTaskEventBatches(pb.SubscribeToTaskEventBatchesRequest())
+        try:
+            head = await announced_head(call)
+            if head is None:
+                raise ConsoleError(
+                    USAGE, "the server announces no head sequence; start with --after N"
+                )
+            return head
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in RETRYABLE:
+                raise
+            _status(f"cannot subscribe yet ({err.code().name}: {err.details()}); retrying")
+        finally:
+            call.cancel()
+        await asyncio.sleep(backoff.next_delay())
+
+
+async def announced_head(call: grpc.aio.UnaryStreamCall[Any, Any]) -> int | None:
+    """The newest sequence a subscription's headers announce (None: none announced).
+
+    A call the server refused raises its status as grpc.aio.AioRpcError.
+    """
+    head = dict(await call.initial_metadata() or ()).get(HEAD_SEQUENCE_KEY)
+    if head is None and call.done():
+        async for _ in call:  # raises the status the call ended with
+            break
+    try:
+        return None if head is None else int(head)
+    except ValueError:
+        return None
+
+
+def _status(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
