@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
 import pathlib
 import signal
@@ -24,7 +23,7 @@ import grpc
 from rigger.v1 import rigger_pb2 as pb
 
 from rigger_client.connect import DEFAULT_ADDRESS, connect, stub
-from rigger_client.eventline import EVENT_TYPE_PREFIX, event_type_label, format_event
+from rigger_client.eventline import EVENT_TYPE_PREFIX, event_type_label, format_event, quote
 from rigger_client.watch import watch_events
 
 PROG = "rigger-sidecar"
@@ -127,7 +126,7 @@ def _describe(request: pb.SubscribeToTaskEventsRequest, after: int | None) -> st
         types = ",".join(event_type_label(t) for t in request.event_types)
         parts.append(f"types {types}")
     if request.HasField("assignee_filter"):
-        parts.append(f"assignee {json.dumps(request.assignee_filter, ensure_ascii=False)}")
+        parts.append(f"assignee {quote(request.assignee_filter)}")
     return "; ".join(parts)
 
 

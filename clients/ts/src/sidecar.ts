@@ -17,7 +17,7 @@ import { watchEvents, type RetryInfo, type SubscribedInfo } from "./watch.js";
 const USAGE = `usage: rigger-sidecar [options]
 
 Print every Rigger task event as one line on stdout:
-  #<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
+  #<sequence> <TYPE> task=<id> title=<quoted> status=<STATUS> assignee=<quoted or ->
 Status and reconnect notices go to stderr. Reconnects resume after the last
 event printed, so nothing is lost or repeated. Ctrl-C stops.
 

@@ -4,7 +4,9 @@
 //
 // Each stdout line reads
 //
-//	#<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
+//	#<sequence> <TYPE> task=<id> title=<quoted> status=<STATUS> assignee=<quoted or ->
+//
+// as rigger.FormatEvent writes it (clients/README.md, "The event line").
 //
 // Status messages go to stderr; a line containing "subscribed" marks each
 // subscription that opens. SIGINT and SIGTERM exit 0; an error that retrying
@@ -14,9 +16,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -108,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		// One unbuffered write per line, so each event reaches a pipe at once
 		// and whole.
-		if _, err := io.WriteString(stdout, formatEvent(event)); err != nil {
+		if _, err := io.WriteString(stdout, rigger.FormatEvent(event)+"\n"); err != nil {
 			logger.Printf("error: writing stdout: %v", err)
 			return 1
 		}
@@ -197,37 +197,6 @@ func (l *eventTypeList) Set(s string) error {
 	return nil
 }
 
-// formatEvent renders the stdout line shared by every language's sidecar.
-func formatEvent(e *riggerv1.TaskEvent) string {
-	task := e.GetTask()
-	id := task.GetId()
-	if id == "" {
-		id = "-" // keep the field non-empty so the line stays parseable
-	}
-	assignee := "-"
-	if task != nil && task.Assignee != nil {
-		assignee = jsonString(task.GetAssignee())
-	}
-	return fmt.Sprintf("#%d %s task=%s title=%s status=%s assignee=%s\n",
-		e.GetSequence(),
-		rigger.EventTypeName(e.GetEventType()),
-		id,
-		jsonString(task.GetTitle()),
-		rigger.StatusName(task.GetStatus()),
-		assignee,
-	)
-}
-
-// jsonString quotes s as JSON, leaving non-ASCII and HTML characters as they
-// are so that titles stay readable.
-func jsonString(s string) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s) // a string always encodes
-	return strings.TrimSuffix(b.String(), "\n")
-}
-
 // describe summarizes a subscription for the "subscribed" status line.
 func describe(req *riggerv1.SubscribeToTaskEventsRequest, after *uint64) string {
 	parts := []string{"live"}
@@ -239,7 +208,7 @@ func describe(req *riggerv1.SubscribeToTaskEventsRequest, after *uint64) string 
 		parts = append(parts, "types "+types.String())
 	}
 	if req.AssigneeFilter != nil {
-		parts = append(parts, "assignee "+jsonString(*req.AssigneeFilter))
+		parts = append(parts, "assignee "+rigger.Quote(*req.AssigneeFilter))
 	}
 	return strings.Join(parts, ", ")
 }
