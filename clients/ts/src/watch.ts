@@ -1,10 +1,11 @@
-import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 
+// Only what the first release's generated code has too: the version-skew
+// check (conformance/skew.py) runs this module over that code.
 import {
   RiggerService,
-  SubscribeToTaskEventBatchesRequestSchema,
   SubscribeToTaskEventsRequestSchema,
   type SubscribeToTaskEventsRequest,
   type TaskEvent,
@@ -149,7 +150,8 @@ export async function* watchEvents(
   let head: bigint | undefined;
   // Attempts since the last event: the delay grows with them.
   let retries = 0;
-  let batched = options.batched ?? true;
+  // Generated code from before the batched stream has no method for it.
+  let batched = (options.batched ?? true) && typeof client.subscribeToTaskEventBatches === "function";
   for (let attempt = 0; !signal?.aborted; attempt++) {
     const afterSequence = last ?? originalAfter ?? head;
     const subscription = create(SubscribeToTaskEventsRequestSchema, {
@@ -253,11 +255,12 @@ async function* events(
     yield* client.subscribeToTaskEvents(subscription, options);
     return;
   }
-  // The batched request has the same fields under the same numbers.
-  const request = fromBinary(
-    SubscribeToTaskEventBatchesRequestSchema,
-    toBinary(SubscribeToTaskEventsRequestSchema, subscription),
-  );
+  // The batched request has the same fields, meaning the same.
+  const request = {
+    eventTypes: subscription.eventTypes,
+    ...(subscription.assigneeFilter !== undefined && { assigneeFilter: subscription.assigneeFilter }),
+    ...(subscription.afterSequence !== undefined && { afterSequence: subscription.afterSequence }),
+  };
   for await (const batch of client.subscribeToTaskEventBatches(request, options)) {
     yield* batch.events;
   }
