@@ -53,7 +53,7 @@ class StateFile:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StateFileError(f"cannot be read: {exc.strerror}") from None
+            raise StateFileError(f"cannot be read: {_reason(exc)}") from None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise StateFileError("is not a regular file")
@@ -61,7 +61,7 @@ class StateFile:
             while len(data) <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - len(data))):
                 data += chunk
         except OSError as exc:
-            raise StateFileError(f"cannot be read: {exc.strerror}") from None
+            raise StateFileError(f"cannot be read: {_reason(exc)}") from None
         finally:
             os.close(fd)
         if len(data) > MAX_BYTES:
@@ -80,7 +80,7 @@ class StateFile:
         try:
             fd, temporary = self._temporary()
         except OSError as exc:
-            raise StateFileError(f"its directory cannot be written: {exc.strerror}") from None
+            raise StateFileError(f"its directory cannot be written: {_reason(exc)}") from None
         os.close(fd)
         temporary.unlink()
 
@@ -89,14 +89,14 @@ class StateFile:
         try:
             fd, temporary = self._temporary()
         except OSError as exc:
-            raise StateFileError(f"cannot record #{sequence}: {exc.strerror}") from None
+            raise StateFileError(f"cannot record #{sequence}: {_reason(exc)}") from None
         try:
             with os.fdopen(fd, "w", encoding="ascii") as file:
                 file.write(f"{sequence}\n")
             temporary.replace(self.path)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
-            raise StateFileError(f"cannot record #{sequence}: {exc.strerror}") from None
+            raise StateFileError(f"cannot record #{sequence}: {_reason(exc)}") from None
 
     def _temporary(self) -> tuple[int, pathlib.Path]:
         # A fresh name, created exclusively (never through a planted
@@ -105,3 +105,9 @@ class StateFile:
             prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
         )
         return fd, pathlib.Path(name)
+
+
+def _reason(exc: OSError) -> str:
+    # "no such file or directory", as the Go and TypeScript sidecars say it.
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
