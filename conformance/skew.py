@@ -1,9 +1,9 @@
 """Version skew: sidecars built for the first release against today's server, and
-today's clients against the server users ran before this release cycle.
+today's clients and sidecars against servers users ran before this release cycle.
 
-    python -m conformance.skew              # both halves (what `nox -s skew` runs)
+    python -m conformance.skew              # all three halves (what `nox -s skew` runs)
     python -m conformance.skew --prepare    # only generate the old clients and build
-    python -m conformance.skew --half old-clients   # or old-server
+    python -m conformance.skew --half old-clients   # or old-server, or sidecars
 
 **Old clients, HEAD server.** The three clients are generated from the
 released contract image (proto/released/rigger-v1.0.0.binpb) into
@@ -37,6 +37,16 @@ loudly, and the other half still runs.
 
 Both halves run each language alone (`--alone`): the cross-language mixes
 test the clients against each other, not against another version.
+
+**The sidecars, old servers.** The three sidecars of this checkout read
+SubscribeToTaskEventBatches and fall back to SubscribeToTaskEvents on a
+server that answers UNIMPLEMENTED. This half proves both against real
+servers built the same way: the old server above (which has the batched
+stream: no fallback expected) and the server of the last commit before the
+contract gained SubscribeToTaskEventBatches (found with `git log -S`; the
+fallback expected, and said on stderr). Each sidecar replays the tasks added
+before it started and prints those added after, every line byte for byte as
+expected, in order, once.
 """
 
 from __future__ import annotations
@@ -47,12 +57,18 @@ import io
 import json
 import os
 import pathlib
+import queue
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from collections.abc import Sequence
+
+import grpc
 
 from conformance.capabilities import HEAD, RELEASED_IMAGE, Schema
 from conformance.executor import (
@@ -63,6 +79,7 @@ from conformance.executor import (
     REPO,
     ExecutorUnavailable,
 )
+from conformance.target import CommandProcess, CommandTemplate
 
 SKEW_DIR = BUILD_DIR.parent / "skew"
 TEMPLATE = REPO / "conformance" / "skew.buf.gen.yaml"
@@ -313,6 +330,140 @@ def build_server(commit: str) -> pathlib.Path:
     return rig
 
 
+# --- the sidecars against old servers -----------------------------------------------
+
+BATCHES_RPC = "rpc SubscribeToTaskEventBatches"
+CONTRACT = "proto/rigger/v1/rigger.proto"
+FALLBACK_NOTICE = "reading SubscribeToTaskEvents"
+# Tasks added before each sidecar starts (replayed) and after (live).
+SIDECAR_TASKS = 6
+SIDECAR_WAIT_S = 60.0
+
+
+def pre_batches_ref() -> tuple[str | None, str]:
+    """(the parent of the commit that added the batched stream, how) or (None, why not)."""
+    if _git("rev-parse", "--is-shallow-repository").stdout.strip() == "true":
+        _git("fetch", "--quiet", "--unshallow")
+    found = _git("log", "--reverse", "--format=%H", "-S", BATCHES_RPC, "--", CONTRACT)
+    commits = found.stdout.split()
+    if not commits:
+        return None, f"no commit in this clone adds {BATCHES_RPC!r} to {CONTRACT}"
+    return f"{commits[0]}^", f"the parent of {commits[0][:12]}, which added the batched stream"
+
+
+def _sidecar_commands() -> dict[str, list[str]]:
+    """This checkout's three sidecars, built."""
+    go = shutil.which("go")
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if go is None or node is None or npm is None:
+        raise SkewError("the sidecars need go, node and npm on PATH")
+    binary = SKEW_DIR / "bin" / "rigger-sidecar"
+    _run([go, "build", "-o", str(binary), "./cmd/rigger-sidecar"], REPO / "clients" / "go", "go")
+    _run([npm, "run", "--silent", "build"], REPO / "clients" / "ts", "building the TS client")
+    return {
+        "python": [sys.executable, "-m", "rigger_client.sidecar"],
+        "go": [str(binary)],
+        "ts": [node, str(REPO / "clients" / "ts" / "dist" / "src" / "sidecar.js")],
+    }
+
+
+def _add_tasks(address: str, titles: Sequence[str]) -> list[str]:
+    from rigger.v1 import rigger_pb2 as pb
+    from rigger.v1 import rigger_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        return [stub.AddTask(pb.AddTaskRequest(title=t), timeout=30).task.id for t in titles]
+
+
+def _pump(stream: io.BufferedReader, sink: queue.Queue[bytes | None]) -> None:
+    for line in stream:
+        sink.put(line)
+    sink.put(None)
+
+
+def _take(lines: queue.Queue[bytes | None], count: int, deadline: float) -> list[bytes]:
+    """Up to `count` lines: fewer when stdout closed or the deadline passed."""
+    got: list[bytes] = []
+    while len(got) < count:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        got.append(line)
+    return got
+
+
+def sidecar_run(
+    rig: pathlib.Path, label: str, language: str, command: list[str]
+) -> tuple[str, bool]:
+    """One sidecar against a fresh server: (what went wrong or '', whether it fell back)."""
+    root = SKEW_DIR / "sidecars" / f"{label}-{language}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    server = CommandProcess(CommandTemplate.parse(SERVER_COMMAND.format(rig=rig)), root).start()
+    sidecar: subprocess.Popen[bytes] | None = None
+    try:
+        titles = [f"{label} {language} {i}" for i in range(2 * SIDECAR_TASKS)]
+        ids = _add_tasks(server.address, titles[:SIDECAR_TASKS])
+        with (root / "sidecar.err").open("wb") as err:
+            sidecar = subprocess.Popen(
+                [*command, "--addr", server.address, "--after-sequence", "0"],
+                stdout=subprocess.PIPE,
+                stderr=err,
+            )
+        assert sidecar.stdout is not None
+        lines: queue.Queue[bytes | None] = queue.Queue()
+        threading.Thread(target=_pump, args=(sidecar.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + SIDECAR_WAIT_S
+        got = _take(lines, SIDECAR_TASKS, deadline)  # replayed
+        ids += _add_tasks(server.address, titles[SIDECAR_TASKS:])
+        got += _take(lines, SIDECAR_TASKS, deadline)  # live
+        sidecar.send_signal(signal.SIGINT)
+        code = sidecar.wait(30)
+    finally:
+        if sidecar is not None and sidecar.poll() is None:
+            sidecar.kill()
+            sidecar.wait()
+        server.stop()
+    said = (root / "sidecar.err").read_text(encoding="utf-8", errors="replace")
+    expected = [
+        f'#{n} CREATED task={i} title="{t}" status=TODO assignee=-\n'.encode()
+        for n, (i, t) in enumerate(zip(ids, titles, strict=True), start=1)
+    ]
+    problems = []
+    if got != expected:
+        problems.append(f"printed {got!r}, expected {expected!r}")
+    if code != 0:
+        problems.append(f"exited {code} on SIGINT")
+    if problems:
+        problems.append(f"stderr: {said.strip()}")
+    return "; ".join(problems), FALLBACK_NOTICE in said
+
+
+def sidecars(servers: Sequence[tuple[str, pathlib.Path, bool]], languages: Sequence[str]) -> int:
+    """Each sidecar against each (label, rig, has batches) server; 0 when all printed all."""
+    commands = _sidecar_commands()
+    failed = 0
+    for label, rig, batched in servers:
+        for language in languages:
+            problem, fell_back = sidecar_run(rig, label, language, commands[language])
+            if not problem and fell_back == batched:
+                problem = (
+                    "fell back to SubscribeToTaskEvents on a server that has the batched stream"
+                    if batched
+                    else "never said it fell back to SubscribeToTaskEvents"
+                )
+            stream = "the plain stream after falling back" if fell_back else "batches"
+            verdict = f"FAILED: {problem}" if problem else "passed"
+            print(f"skew: sidecar {language:<6} vs {label:<11} read {stream}: {verdict}")
+            failed += bool(problem)
+    return 1 if failed else 0
+
+
 # --- the two halves ---------------------------------------------------------------------
 
 
@@ -361,14 +512,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m conformance.skew", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--prepare", action="store_true", help="only generate and build")
-    parser.add_argument("--half", choices=("old-clients", "old-server"), action="append")
+    parser.add_argument(
+        "--half", choices=("old-clients", "old-server", "sidecars"), action="append"
+    )
     parser.add_argument("--release", choices=sorted(OLD_SCHEMAS), default="v1.0")
     parser.add_argument(
         "--client", action="append", choices=LANGUAGES, help="only these clients (repeatable)"
     )
     parser.add_argument("-k", dest="patterns", action="append", default=[], metavar="PATTERN")
     args = parser.parse_args(argv)
-    halves = args.half or ["old-clients", "old-server"]
+    halves = args.half or ["old-clients", "old-server", "sidecars"]
     extra = [f"--client={c}" for c in args.client or ()] + [f"-k{p}" for p in args.patterns]
     verdicts: dict[str, str] = {}
     try:
@@ -376,16 +529,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             generate(args.release)
             print(f"skew: generated the {args.release} clients into {gen_dir(args.release)}")
         rig = None
-        if "old-server" in halves:
+        if "old-server" in halves or "sidecars" in halves:
             ref, origin = server_ref()
             commit, how = resolve(ref)
             if commit is None:
-                verdicts["old-server"] = f"SKIPPED: {how}"
+                for half in {"old-server", "sidecars"} & set(halves):
+                    verdicts[half] = f"SKIPPED: {how}"
                 print(f"\n!!! skew: the old server cannot be built: {how}", file=sys.stderr)
             else:
                 rig = build_server(commit)
                 fetched = f"; {how}" if how else ""
                 print(f"skew: the old server is {commit[:12]} ({origin}){fetched}")
+        pre_batches = None
+        if "sidecars" in halves and rig is not None:
+            ref, origin = pre_batches_ref()
+            commit, how = resolve(ref) if ref is not None else (None, origin)
+            if commit is None:
+                verdicts["sidecars"] = f"SKIPPED: {how}"
+                print(f"\n!!! skew: no server without the batched stream: {how}", file=sys.stderr)
+            else:
+                pre_batches = build_server(commit)
+                print(f"skew: the server without the batched stream is {commit[:12]} ({origin})")
     except SkewError as exc:
         print(f"skew: {exc}", file=sys.stderr)
         return 2
@@ -394,9 +558,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "old-clients" in halves:
         code = old_clients(args.release, extra)
         verdicts["old-clients"] = {0: "passed", 1: "FAILED"}.get(code, f"could not run ({code})")
-    if rig is not None:
+    if rig is not None and "old-server" in halves:
         code = old_server(rig, extra)
         verdicts["old-server"] = {0: "passed", 1: "FAILED"}.get(code, f"could not run ({code})")
+    if rig is not None and pre_batches is not None:
+        servers = [("old-server", rig, True), ("pre-batches", pre_batches, False)]
+        try:
+            code = sidecars(servers, args.client or LANGUAGES)
+        except SkewError as exc:
+            print(f"skew: {exc}", file=sys.stderr)
+            code = 2
+        verdicts["sidecars"] = {0: "passed", 1: "FAILED"}.get(code, f"could not run ({code})")
     print("\nskew:")
     for half, verdict in verdicts.items():
         print(f"  {half:<12} {verdict}")

@@ -1,9 +1,16 @@
-"""Each language's sidecar prints every event once, in order, across a server restart."""
+"""Each language's sidecar prints every event once, in order, across a server restart.
+
+Each prints the same bytes (clients/testdata/event-lines.txt); with --state-file
+each survives its own SIGKILL and restart, repeating at most one line.
+"""
 
 from __future__ import annotations
 
+import array
+import fcntl
 import functools
 import json
+import os
 import pathlib
 import queue
 import re
@@ -11,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +33,7 @@ from serverproc import ServerProcess
 pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+GOLDEN = REPO / "clients" / "testdata"
 LINE = re.compile(
     r"^#(?P<seq>\d+) (?P<type>[A-Z_0-9]+) task=(?P<task>\S+) title=(?P<title>\".*\") "
     r"status=(?P<status>[A-Z_0-9]+) assignee=(?P<assignee>-|\".*\")$"
@@ -70,43 +79,67 @@ def _build_ts() -> list[str]:
 
 
 class Sidecar:
-    """A sidecar process whose stdout lines are parsed as they arrive."""
+    """A sidecar process whose stdout lines are kept, as bytes, as they arrive."""
 
     def __init__(self, command: list[str], address: str, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [*command, "--addr", address, *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
         )
-        self.lines: queue.Queue[str] = queue.Queue()
+        # Each stdout line with its newline, exactly as written; None at EOF.
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
         self.stderr: list[str] = []
-        threading.Thread(
-            target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True
-        ).start()
-        threading.Thread(
-            target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True
-        ).start()
+        self.stderr_closed = threading.Event()
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
 
-    @staticmethod
-    def _pump(stream, sink) -> None:
-        for line in stream:
-            sink(line.rstrip("\n"))
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
 
-    def take(self, count: int, timeout: float = 20.0) -> list[re.Match[str]]:
-        """The next `count` event lines, parsed."""
-        found = []
+    def _pump_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.decode("utf-8", errors="replace").rstrip("\n"))
+        self.stderr_closed.set()
+
+    def take_bytes(self, count: int, timeout: float = 20.0) -> list[bytes]:
+        """The next `count` stdout lines, each with its newline, as written."""
+        found: list[bytes] = []
         deadline = time.monotonic() + timeout
         while len(found) < count:
             try:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                line = None
+            if line is None:
                 pytest.fail(
                     f"got {len(found)} of {count} lines; stderr:\n" + "\n".join(self.stderr)
                 )
-            match = LINE.match(line)
+            found.append(line)
+        return found
+
+    def take(self, count: int, timeout: float = 20.0) -> list[re.Match[str]]:
+        """The next `count` event lines, parsed."""
+        found = []
+        for raw in self.take_bytes(count, timeout):
+            line = raw.decode("utf-8")
+            assert line.endswith("\n"), f"an unfinished line: {line!r}"
+            match = LINE.match(line[:-1])
             assert match, f"not an event line: {line!r}"
+            found.append(match)
+        return found
+
+    def rest(self, timeout: float = 20.0) -> list[re.Match[str]]:
+        """Every event line until stdout closes (the process ended)."""
+        found = []
+        deadline = time.monotonic() + timeout
+        while (raw := self.lines.get(timeout=max(0.0, deadline - time.monotonic()))) is not None:
+            match = LINE.match(raw.decode("utf-8").rstrip("\n"))
+            assert match, f"not an event line: {raw!r}"
             found.append(match)
         return found
 
@@ -117,6 +150,12 @@ class Sidecar:
         except queue.Empty:
             return True
         pytest.fail(f"unexpected extra line: {line!r}")
+
+    def exit_code(self, timeout: float = 20.0) -> int:
+        """Wait for the process to end by itself, and all it said on stderr; its exit code."""
+        code = self.proc.wait(timeout)
+        assert self.stderr_closed.wait(timeout), "stderr still open"
+        return code
 
     def interrupt(self) -> int:
         """Ctrl-C, then the exit code."""
@@ -222,3 +261,227 @@ def test_sidecar_exits_cleanly_on_ctrl_c(language, server, run_sidecar):
     sidecar = run_sidecar(language, server.address)
     _wait_subscribed(server, sidecar)
     assert sidecar.interrupt() == 0
+
+
+def _golden_creations() -> list[tuple[str, str | None, bytes]]:
+    """The golden cases a real server can reproduce, as (title, assignee, line after the id).
+
+    Those are CREATED events of a TODO task whose id the server could have
+    made (printed bare) and whose title it accepts (not blank). The rest of
+    each line — title, status and assignee — is compared byte for byte.
+    """
+    cases = json.loads((GOLDEN / "event-lines.json").read_text(encoding="utf-8"))["cases"]
+    lines = (GOLDEN / "event-lines.txt").read_bytes().split(b"\n")
+    found = []
+    for case, line in zip(cases, lines, strict=False):
+        event = case["event"]
+        task = event.get("task", {})
+        prefix = f"#{event.get('sequence')} CREATED task={task.get('id')} ".encode()
+        if (
+            event.get("eventType") == "TASK_EVENT_TYPE_CREATED"
+            and task.get("status") == "TASK_STATUS_TODO"
+            and task.get("title", "").strip()
+            and line.startswith(prefix)
+        ):
+            found.append((task["title"], task.get("assignee"), line[len(prefix) :] + b"\n"))
+    return found
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sidecar_prints_the_golden_lines_byte_for_byte(language, server, run_sidecar):
+    creations = _golden_creations()
+    assert len(creations) >= 10, "the golden file should give a real server ten cases or more"
+    expected = []
+    for sequence, (title, assignee, rest) in enumerate(creations, start=1):
+        task = _add(server.address, title, assignee)
+        expected.append(f"#{sequence} CREATED task={task.id} ".encode() + rest)
+    sidecar = run_sidecar(language, server.address, "--after-sequence", "0")
+    assert sidecar.take_bytes(len(expected)) == expected
+
+
+def _unread(fd: int) -> int:
+    """How many bytes wait in the pipe `fd` reads from."""
+    count = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return count[0]
+
+
+def _recorded(path: pathlib.Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None  # not written yet
+
+
+def _wait_recorded(path: pathlib.Path, sequence: int) -> None:
+    deadline = time.monotonic() + 20
+    while _recorded(path) != sequence:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{path} holds {_recorded(path)}, never {sequence}")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sidecar_killed_and_restarted_with_its_state_file_loses_nothing(
+    language, server, run_sidecar, tmp_path
+):
+    state = tmp_path / "state"
+    for i in range(5):
+        _add(server.address, f"before {i}")
+    flags = ("--state-file", str(state), "--after-sequence", "0")
+    first = run_sidecar(language, server.address, *flags)
+    assert [int(m["seq"]) for m in first.take(5)] == [1, 2, 3, 4, 5]
+    _wait_recorded(state, 5)
+
+    # Kill it with SIGKILL while events keep coming, then take what it had
+    # printed into the pipe and what it had recorded.
+    total = 40
+    writer = threading.Thread(
+        target=lambda: [_add(server.address, f"during {i}") for i in range(total - 5)]
+    )
+    writer.start()
+    printed = list(range(1, 6)) + [int(m["seq"]) for m in first.take(5)]
+    first.proc.kill()
+    printed += [int(m["seq"]) for m in first.rest()]
+    assert printed == list(range(1, len(printed) + 1))
+    recorded = _recorded(state)
+    writer.join(60)
+    assert recorded is not None
+    # Recorded after printing: at most the last line printed is unrecorded.
+    assert printed[-1] - 1 <= recorded <= printed[-1]
+
+    # The same command again: the state file wins over --after-sequence.
+    second = run_sidecar(language, server.address, *flags)
+    again = [int(m["seq"]) for m in second.take(total - recorded)]
+    assert again == list(range(recorded + 1, total + 1))
+    assert sorted(set(printed) | set(again)) == list(range(1, total + 1))
+    repeated = sorted(set(printed) & set(again))
+    assert repeated == list(range(recorded + 1, printed[-1] + 1))
+    _wait_recorded(state, total)
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="needs Linux pipes")
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sidecar_killed_in_the_middle_of_a_line_prints_that_line_again_in_full(
+    language, server, sidecar_commands, tmp_path
+):
+    # Lines longer than twice the pipe: once the reader stops after line 2,
+    # the sidecar is stuck writing line 3, which it must not have recorded.
+    # A sidecar that recorded before printing would resume after line 3 and
+    # lose it.
+    state = tmp_path / "state"
+    for i in range(5):
+        _add(server.address, f"{i}" * (16 * 1024))
+    flags = ["--addr", server.address, "--after-sequence", "0", "--state-file", str(state)]
+    proc = subprocess.Popen(
+        [*sidecar_commands(language), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        fcntl.fcntl(proc.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+        out = b""
+        while out.count(b"\n") < 2:
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, "stdout closed early"
+            out += chunk
+        # Once part of line 3 is out, the sidecar is inside that line for good.
+        deadline = time.monotonic() + 20
+        while out.endswith(b"\n") and _unread(proc.stdout.fileno()) == 0:
+            assert time.monotonic() < deadline, "line 3 never started"
+            time.sleep(0.02)
+        _wait_recorded(state, 2)
+        proc.kill()
+        proc.wait()
+        out += proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert _recorded(state) == 2
+    first_lines = out.split(b"\n")
+    assert [line.split(b" ", 1)[0] for line in first_lines[:2]] == [b"#1", b"#2"]
+    assert first_lines[2].startswith(b"#3 CREATED ")  # cut short by the kill
+    assert len(first_lines) == 3
+
+    again = Sidecar(sidecar_commands(language), server.address, "--state-file", str(state))
+    try:
+        assert [int(m["seq"]) for m in again.take(3)] == [3, 4, 5]
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_live_sidecar_records_where_it_started_before_any_event(
+    language, server, run_sidecar, tmp_path
+):
+    state = tmp_path / "state"
+    for i in range(3):
+        _add(server.address, f"before {i}")
+    first = run_sidecar(language, server.address, "--state-file", str(state))
+    _wait_subscribed(server, first)
+    _wait_recorded(state, 3)  # the head it resumes after: nothing printed yet
+    first.proc.kill()
+    first.proc.wait()
+    for i in range(2):
+        _add(server.address, f"while down {i}")
+    second = run_sidecar(language, server.address, "--state-file", str(state))
+    assert [int(m["seq"]) for m in second.take(2)] == [4, 5]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "is empty"),
+        (b"twelve\n", 'holds "twelve", not a sequence'),
+        (b"-3\n", 'holds "-3", not a sequence'),
+        (b"18446744073709551616\n", 'holds "18446744073709551616", not a sequence'),
+        (b"\x1b[2J\x85" * 30, "holds more than a sequence (over 64 bytes)"),
+        (b"\x1b[2J\x85", 'holds "\\u001b[2J\ufffd", not a sequence'),
+        (None, "is not a regular file"),  # a directory
+    ],
+    ids=["empty", "text", "negative", "over-uint64", "oversized", "escape", "directory"],
+)
+def test_a_state_file_that_holds_no_sequence_stops_the_sidecar_with_status_2(
+    language, content, reason, run_sidecar, tmp_path
+):
+    state = tmp_path / "state"
+    if content is None:
+        state.mkdir()
+    else:
+        state.write_bytes(content)
+    # No server: the sidecar must stop before it connects.
+    sidecar = run_sidecar(language, "127.0.0.1:1", "--state-file", str(state))
+    assert sidecar.exit_code() == 2
+    said = "\n".join(sidecar.stderr)
+    assert f"--state-file {state}: {reason}" in said
+    assert "\x1b" not in said
+    assert sidecar.rest() == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_state_file_in_a_missing_directory_stops_the_sidecar_with_status_2(
+    language, run_sidecar, tmp_path
+):
+    state = tmp_path / "gone" / "state"
+    sidecar = run_sidecar(language, "127.0.0.1:1", "--state-file", str(state))
+    assert sidecar.exit_code() == 2
+    said = "\n".join(sidecar.stderr)
+    assert f"--state-file {state}: its directory cannot be written: no such file" in said
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_state_file_beyond_the_servers_log_is_refused_by_the_server(
+    language, server, run_sidecar, tmp_path
+):
+    # E.g. the database was replaced: the server says so and the sidecar stops.
+    state = tmp_path / "state"
+    state.write_text("99\n")
+    sidecar = run_sidecar(language, server.address, "--state-file", str(state))
+    assert sidecar.exit_code() == 1
+    said = "\n".join(sidecar.stderr)
+    assert "INVALID_ARGUMENT" in said
+    assert "was the database replaced?" in said
+    assert state.read_text() == "99\n"

@@ -46,12 +46,29 @@ type WatchOptions struct {
 	// ConnectTimeout bounds opening one subscription; 0 means
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// CallOptions are passed to every SubscribeToTaskEvents call.
+	// CallOptions are passed to every subscription call.
 	CallOptions []grpc.CallOption
+	// Plain makes Watch read SubscribeToTaskEvents only. By default it reads
+	// SubscribeToTaskEventBatches, which carries every event queued for the
+	// subscriber in one message, and falls back to SubscribeToTaskEvents
+	// for the rest of the watch when the server answers UNIMPLEMENTED (a
+	// server from before the batched stream).
+	Plain bool
+	// OnFallback is called with the server's UNIMPLEMENTED answer when
+	// Watch switches to SubscribeToTaskEvents; it resubscribes at once,
+	// resuming as after any other ending.
+	OnFallback func(err error)
+	// OnHead is called when a live-only watch learns the head sequence its
+	// subscription was registered at: until an event arrives, Watch resumes
+	// after it, so a caller that records its position records that one.
+	OnHead func(head uint64)
 }
 
 // Watch subscribes to task events and yields them in sequence order, each
-// once, resubscribing across disconnects and server restarts.
+// once, resubscribing across disconnects and server restarts. It reads the
+// batched stream, SubscribeToTaskEventBatches, unless opts.Plain is set or
+// the server lacks it (see WatchOptions.Plain), and yields its events one by
+// one.
 //
 // Watch remembers the sequence of the last event it yielded and resubscribes
 // with after_sequence set to it, so the server replays exactly what was
@@ -123,11 +140,12 @@ var retryableCodes = map[codes.Code]bool{
 const headSequenceKey = "rigger-head-sequence"
 
 type watcher struct {
-	client riggerv1.RiggerServiceClient
-	opts   WatchOptions
-	req    *riggerv1.SubscribeToTaskEventsRequest
-	seen   bool   // whether last holds a sequence to resume after
-	last   uint64 // sequence of the last event yielded (or req's after_sequence)
+	client       riggerv1.RiggerServiceClient
+	opts         WatchOptions
+	req          *riggerv1.SubscribeToTaskEventsRequest
+	seen         bool   // whether last holds a sequence to resume after
+	last         uint64 // sequence of the last event yielded (or req's after_sequence)
+	headReported bool   // whether OnHead was called
 }
 
 func (w *watcher) run(ctx context.Context, yield func(*riggerv1.TaskEvent, error) bool) {
@@ -136,6 +154,14 @@ func (w *watcher) run(ctx context.Context, yield func(*riggerv1.TaskEvent, error
 		received, err := w.subscribe(ctx, yield)
 		if ctx.Err() != nil || errors.Is(err, errStopped) {
 			return
+		}
+		if !w.opts.Plain && status.Code(err) == codes.Unimplemented {
+			// Not a failure: this server predates the batched stream.
+			w.opts.Plain = true
+			if w.opts.OnFallback != nil {
+				w.opts.OnFallback(err)
+			}
+			continue
 		}
 		if !Retryable(err) {
 			yield(nil, err)
@@ -168,7 +194,7 @@ func (w *watcher) subscribe(ctx context.Context, yield func(*riggerv1.TaskEvent,
 	attemptCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	timer := time.AfterFunc(w.opts.ConnectTimeout, cancel)
-	stream, err := w.client.SubscribeToTaskEvents(attemptCtx, req, w.opts.CallOptions...)
+	stream, err := w.open(attemptCtx, req)
 	if !timer.Stop() && ctx.Err() == nil {
 		msg := "rigger: subscription not open after " + w.opts.ConnectTimeout.String()
 		if err != nil {
@@ -180,11 +206,16 @@ func (w *watcher) subscribe(ctx context.Context, yield func(*riggerv1.TaskEvent,
 		return false, err
 	}
 	headers := readHeaders(stream)
-	if headers.await(registrationWait) && w.opts.OnSubscribed != nil {
-		w.opts.OnSubscribed(req.AfterSequence)
+	if headers.await(registrationWait) {
+		if headers.done {
+			w.reportHead(headers.md)
+		}
+		if w.opts.OnSubscribed != nil {
+			w.opts.OnSubscribed(req.AfterSequence)
+		}
 	}
 	for {
-		event, err := stream.Recv()
+		events, err := stream.next()
 		if err != nil {
 			if !w.seen {
 				// Still live-only and nothing received: resume after the
@@ -198,14 +229,72 @@ func (w *watcher) subscribe(ctx context.Context, yield func(*riggerv1.TaskEvent,
 			}
 			return received, err
 		}
-		if w.seen && event.GetSequence() <= w.last {
-			continue
-		}
-		w.seen, w.last, received = true, event.GetSequence(), true
-		if !yield(event, nil) {
-			return received, errStopped
+		for _, event := range events {
+			if w.seen && event.GetSequence() <= w.last {
+				continue
+			}
+			w.seen, w.last, received = true, event.GetSequence(), true
+			if !yield(event, nil) {
+				return received, errStopped
+			}
 		}
 	}
+}
+
+// eventStream is one open subscription, plain or batched, read a message at
+// a time.
+type eventStream interface {
+	grpc.ClientStream
+	next() ([]*riggerv1.TaskEvent, error)
+}
+
+type plainStream struct {
+	grpc.ServerStreamingClient[riggerv1.TaskEvent]
+}
+
+func (s plainStream) next() ([]*riggerv1.TaskEvent, error) {
+	event, err := s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return []*riggerv1.TaskEvent{event}, nil
+}
+
+type batchStream struct {
+	grpc.ServerStreamingClient[riggerv1.SubscribeToTaskEventBatchesResponse]
+}
+
+func (s batchStream) next() ([]*riggerv1.TaskEvent, error) {
+	batch, err := s.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return batch.GetEvents(), nil
+}
+
+// open starts one subscription on the stream the watch reads.
+func (w *watcher) open(ctx context.Context, req *riggerv1.SubscribeToTaskEventsRequest) (eventStream, error) {
+	if w.opts.Plain {
+		stream, err := w.client.SubscribeToTaskEvents(ctx, req, w.opts.CallOptions...)
+		if err != nil {
+			return nil, err
+		}
+		return plainStream{stream}, nil
+	}
+	// The batched request has the same fields under the same numbers.
+	wire, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	batched := &riggerv1.SubscribeToTaskEventBatchesRequest{}
+	if err := proto.Unmarshal(wire, batched); err != nil {
+		return nil, err
+	}
+	stream, err := w.client.SubscribeToTaskEventBatches(ctx, batched, w.opts.CallOptions...)
+	if err != nil {
+		return nil, err
+	}
+	return batchStream{stream}, nil
 }
 
 // registrationWait bounds the wait for a subscription's response headers.
@@ -218,15 +307,33 @@ var registrationWait = time.Second // a variable for tests
 // resumeAfterHead makes the next subscription replay everything after the
 // head sequence in md, if the server sent one.
 func (w *watcher) resumeAfterHead(md metadata.MD) {
+	if head, ok := headSequence(md); ok {
+		w.reportHead(md)
+		w.seen, w.last = true, head
+	}
+}
+
+// reportHead tells OnHead, once, the head sequence in md that a live-only
+// watch resumes after until its first event.
+func (w *watcher) reportHead(md metadata.MD) {
+	if w.seen || w.headReported || w.opts.OnHead == nil {
+		return
+	}
+	if head, ok := headSequence(md); ok {
+		w.headReported = true
+		w.opts.OnHead(head)
+	}
+}
+
+// headSequence reads the rigger-head-sequence header; ok is false when it
+// is absent or no uint64.
+func headSequence(md metadata.MD) (head uint64, ok bool) {
 	values := md.Get(headSequenceKey)
 	if len(values) == 0 {
-		return
+		return 0, false
 	}
 	head, err := strconv.ParseUint(values[0], 10, 64)
-	if err != nil {
-		return
-	}
-	w.seen, w.last = true, head
+	return head, err == nil
 }
 
 // streamHeaders are a stream's response headers, read in the background

@@ -135,22 +135,47 @@ type step struct {
 	head      string   // the rigger-head-sequence header, if not empty
 }
 
+// fakeClient plays steps on the stream the watch should read: the batched
+// one (each message carrying up to two events), or with plain the plain one.
 type fakeClient struct {
-	riggerv1.RiggerServiceClient // only SubscribeToTaskEvents is used
+	riggerv1.RiggerServiceClient // only the two subscriptions are used
 	t                            *testing.T
+	plain                        bool
 	steps                        []step
 	calls                        int
 	lastCtx                      context.Context
 }
 
 func (c *fakeClient) SubscribeToTaskEvents(ctx context.Context, req *riggerv1.SubscribeToTaskEventsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[riggerv1.TaskEvent], error) {
+	if !c.plain {
+		c.t.Errorf("subscription #%d: a batched watch called SubscribeToTaskEvents", c.calls+1)
+	}
+	stream, err := c.open(ctx, req.AfterSequence)
+	if err != nil {
+		return nil, err
+	}
+	return stream, nil
+}
+
+func (c *fakeClient) SubscribeToTaskEventBatches(ctx context.Context, req *riggerv1.SubscribeToTaskEventBatchesRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[riggerv1.SubscribeToTaskEventBatchesResponse], error) {
+	if c.plain {
+		c.t.Errorf("subscription #%d: a plain watch called SubscribeToTaskEventBatches", c.calls+1)
+	}
+	stream, err := c.open(ctx, req.AfterSequence)
+	if err != nil {
+		return nil, err
+	}
+	return &fakeBatchStream{stream}, nil
+}
+
+func (c *fakeClient) open(ctx context.Context, after *uint64) (*fakeStream, error) {
 	if c.calls >= len(c.steps) {
 		c.t.Fatalf("unexpected subscription #%d", c.calls+1)
 	}
 	s := c.steps[c.calls]
 	c.calls++
 	c.lastCtx = ctx
-	if got, want := fmtAfter(req.AfterSequence), fmtAfter(s.wantAfter); got != want {
+	if got, want := fmtAfter(after), fmtAfter(s.wantAfter); got != want {
 		c.t.Errorf("subscription #%d: after_sequence = %s, want %s", c.calls, got, want)
 	}
 	if s.block {
@@ -200,6 +225,23 @@ func (s *fakeStream) Recv() (*riggerv1.TaskEvent, error) {
 	return nil, status.FromContextError(s.ctx.Err()).Err()
 }
 
+type fakeBatchStream struct {
+	*fakeStream
+}
+
+func (s *fakeBatchStream) Recv() (*riggerv1.SubscribeToTaskEventBatchesResponse, error) {
+	batch := &riggerv1.SubscribeToTaskEventBatchesResponse{}
+	for len(batch.Events) < 2 && len(s.events) > 0 {
+		event, _ := s.fakeStream.Recv()
+		batch.Events = append(batch.Events, event)
+	}
+	if len(batch.Events) > 0 {
+		return batch, nil
+	}
+	_, err := s.fakeStream.Recv()
+	return nil, err
+}
+
 func fmtAfter(after *uint64) string {
 	if after == nil {
 		return "absent"
@@ -211,8 +253,24 @@ func ptr(n uint64) *uint64 { return &n }
 
 var fastBackoff = Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond}
 
+// bothStreams runs a test once per stream: Watch resumes and retries the
+// same way on each.
+func bothStreams(t *testing.T, test func(t *testing.T, plain bool)) {
+	for _, plain := range []bool{false, true} {
+		name := "batched"
+		if plain {
+			name = "plain"
+		}
+		t.Run(name, func(t *testing.T) { test(t, plain) })
+	}
+}
+
 // collect ranges over Watch and returns the sequences and the final error.
+// A fakeClient's stream decides which stream the watch reads.
 func collect(ctx context.Context, client riggerv1.RiggerServiceClient, req *riggerv1.SubscribeToTaskEventsRequest, opts WatchOptions) ([]uint64, error) {
+	if fake, ok := client.(*fakeClient); ok {
+		opts.Plain = fake.plain
+	}
 	var seqs []uint64
 	for event, err := range Watch(ctx, client, req, opts) {
 		if err != nil {
@@ -224,144 +282,162 @@ func collect(ctx context.Context, client riggerv1.RiggerServiceClient, req *rigg
 }
 
 func TestWatchResumesAfterLastEventAndDedupes(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{
-		{wantAfter: nil, events: []uint64{1, 2}, recvErr: status.Error(codes.Unavailable, "server is shutting down")},
-		{wantAfter: ptr(2), openErr: status.Error(codes.Unavailable, "connection refused")},
-		{wantAfter: ptr(2), events: []uint64{2, 1, 3}, recvErr: io.EOF},
-		{wantAfter: ptr(3), events: []uint64{4}, recvErr: status.Error(codes.ResourceExhausted, "lagged")},
-		{wantAfter: ptr(4), recvErr: status.Error(codes.InvalidArgument, "bad filter"), noHeaders: true},
-	}}
-	var subscribed []string
-	var reconnects []error
-	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
-		Backoff:      fastBackoff,
-		OnSubscribed: func(after *uint64) { subscribed = append(subscribed, fmtAfter(after)) },
-		OnReconnect:  func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{
+			{wantAfter: nil, events: []uint64{1, 2}, recvErr: status.Error(codes.Unavailable, "server is shutting down")},
+			{wantAfter: ptr(2), openErr: status.Error(codes.Unavailable, "connection refused")},
+			{wantAfter: ptr(2), events: []uint64{2, 1, 3}, recvErr: io.EOF},
+			{wantAfter: ptr(3), events: []uint64{4}, recvErr: status.Error(codes.ResourceExhausted, "lagged")},
+			{wantAfter: ptr(4), recvErr: status.Error(codes.InvalidArgument, "bad filter"), noHeaders: true},
+		}}
+		var subscribed []string
+		var reconnects []error
+		seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{
+			Backoff:      fastBackoff,
+			OnSubscribed: func(after *uint64) { subscribed = append(subscribed, fmtAfter(after)) },
+			OnReconnect:  func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
+		})
+		if fmt.Sprint(seqs) != "[1 2 3 4]" {
+			t.Errorf("events = %v, want [1 2 3 4]", seqs)
+		}
+		if status.Code(err) != codes.InvalidArgument {
+			t.Errorf("final error = %v, want INVALID_ARGUMENT", err)
+		}
+		if fmt.Sprint(subscribed) != "[absent 2 3]" {
+			t.Errorf("OnSubscribed saw %v", subscribed)
+		}
+		if len(reconnects) != 4 || !errors.Is(reconnects[2], ErrStreamEnded) {
+			t.Errorf("OnReconnect saw %v", reconnects)
+		}
 	})
-	if fmt.Sprint(seqs) != "[1 2 3 4]" {
-		t.Errorf("events = %v, want [1 2 3 4]", seqs)
-	}
-	if status.Code(err) != codes.InvalidArgument {
-		t.Errorf("final error = %v, want INVALID_ARGUMENT", err)
-	}
-	if fmt.Sprint(subscribed) != "[absent 2 3]" {
-		t.Errorf("OnSubscribed saw %v", subscribed)
-	}
-	if len(reconnects) != 4 || !errors.Is(reconnects[2], ErrStreamEnded) {
-		t.Errorf("OnReconnect saw %v", reconnects)
-	}
 }
 
 func TestWatchKeepsCallersAfterSequenceUntilFirstEvent(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{
-		{wantAfter: ptr(5), openErr: status.Error(codes.Unavailable, "down")},
-		{wantAfter: ptr(5), events: []uint64{5, 6}, recvErr: status.Error(codes.Internal, "RST_STREAM")},
-		{wantAfter: ptr(6), openErr: status.Error(codes.Unauthenticated, "no token")},
-	}}
-	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
-	if fmt.Sprint(seqs) != "[6]" || status.Code(err) != codes.Unauthenticated {
-		t.Errorf("got %v, %v; want [6], UNAUTHENTICATED", seqs, err)
-	}
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{
+			{wantAfter: ptr(5), openErr: status.Error(codes.Unavailable, "down")},
+			{wantAfter: ptr(5), events: []uint64{5, 6}, recvErr: status.Error(codes.Internal, "RST_STREAM")},
+			{wantAfter: ptr(6), openErr: status.Error(codes.Unauthenticated, "no token")},
+		}}
+		seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{AfterSequence: ptr(5)}, WatchOptions{Backoff: fastBackoff})
+		if fmt.Sprint(seqs) != "[6]" || status.Code(err) != codes.Unauthenticated {
+			t.Errorf("got %v, %v; want [6], UNAUTHENTICATED", seqs, err)
+		}
+	})
 }
 
 func TestWatchStopsPromptlyOnCancel(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{{events: []uint64{1}}}}
-	ctx, cancel := context.WithCancel(testContext(t))
-	time.AfterFunc(20*time.Millisecond, cancel)
-	start := time.Now()
-	seqs, err := collect(ctx, client, nil, WatchOptions{})
-	if err != nil || fmt.Sprint(seqs) != "[1]" {
-		t.Errorf("got %v, %v; want [1] and no error", seqs, err)
-	}
-	if elapsed := time.Since(start); elapsed > time.Second {
-		t.Errorf("took %v to stop", elapsed)
-	}
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{{events: []uint64{1}}}}
+		ctx, cancel := context.WithCancel(testContext(t))
+		time.AfterFunc(20*time.Millisecond, cancel)
+		start := time.Now()
+		seqs, err := collect(ctx, client, nil, WatchOptions{})
+		if err != nil || fmt.Sprint(seqs) != "[1]" {
+			t.Errorf("got %v, %v; want [1] and no error", seqs, err)
+		}
+		if elapsed := time.Since(start); elapsed > time.Second {
+			t.Errorf("took %v to stop", elapsed)
+		}
+	})
 }
 
 func TestWatchCancelDuringBackoff(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{{openErr: status.Error(codes.Unavailable, "down")}}}
-	ctx, cancel := context.WithCancel(testContext(t))
-	start := time.Now()
-	_, err := collect(ctx, client, nil, WatchOptions{
-		Backoff:     Backoff{Initial: time.Hour, Max: time.Hour},
-		OnReconnect: func(error, time.Duration) { cancel() },
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{{openErr: status.Error(codes.Unavailable, "down")}}}
+		ctx, cancel := context.WithCancel(testContext(t))
+		start := time.Now()
+		_, err := collect(ctx, client, nil, WatchOptions{
+			Backoff:     Backoff{Initial: time.Hour, Max: time.Hour},
+			OnReconnect: func(error, time.Duration) { cancel() },
+		})
+		if err != nil || time.Since(start) > time.Second {
+			t.Errorf("got %v after %v; want a prompt stop without error", err, time.Since(start))
+		}
 	})
-	if err != nil || time.Since(start) > time.Second {
-		t.Errorf("got %v after %v; want a prompt stop without error", err, time.Since(start))
-	}
 }
 
 func TestWatchConnectTimeoutIsRetried(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{
-		{block: true},
-		{openErr: status.Error(codes.PermissionDenied, "no")},
-	}}
-	var reconnects []error
-	_, err := collect(testContext(t), client, nil, WatchOptions{
-		Backoff:        fastBackoff,
-		ConnectTimeout: 10 * time.Millisecond,
-		OnReconnect:    func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{
+			{block: true},
+			{openErr: status.Error(codes.PermissionDenied, "no")},
+		}}
+		var reconnects []error
+		_, err := collect(testContext(t), client, nil, WatchOptions{
+			Backoff:        fastBackoff,
+			ConnectTimeout: 10 * time.Millisecond,
+			OnReconnect:    func(err error, _ time.Duration) { reconnects = append(reconnects, err) },
+		})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("final error = %v, want PERMISSION_DENIED", err)
+		}
+		if len(reconnects) != 1 || status.Code(reconnects[0]) != codes.DeadlineExceeded {
+			t.Errorf("OnReconnect saw %v, want one DEADLINE_EXCEEDED", reconnects)
+		}
 	})
-	if status.Code(err) != codes.PermissionDenied {
-		t.Errorf("final error = %v, want PERMISSION_DENIED", err)
-	}
-	if len(reconnects) != 1 || status.Code(reconnects[0]) != codes.DeadlineExceeded {
-		t.Errorf("OnReconnect saw %v, want one DEADLINE_EXCEEDED", reconnects)
-	}
 }
 
 func TestWatchBreakCancelsStream(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{{events: []uint64{1, 2, 3}}}}
-	for range Watch(testContext(t), client, nil, WatchOptions{}) {
-		break
-	}
-	if client.lastCtx.Err() == nil {
-		t.Error("the stream's context is still live after break")
-	}
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{{events: []uint64{1, 2, 3}}}}
+		for range Watch(testContext(t), client, nil, WatchOptions{Plain: plain}) {
+			break
+		}
+		if client.lastCtx.Err() == nil {
+			t.Error("the stream's context is still live after break")
+		}
+	})
 }
 
 func TestWatchAssumesSubscribedWithoutEarlyHeaders(t *testing.T) {
-	defer func(wait time.Duration) { registrationWait = wait }(registrationWait)
-	registrationWait = 10 * time.Millisecond
-	client := &fakeClient{t: t, steps: []step{{lateHead: true}}}
-	ctx, cancel := context.WithCancel(testContext(t))
-	subscribed := 0
-	_, err := collect(ctx, client, nil, WatchOptions{
-		OnSubscribed: func(*uint64) { subscribed++; cancel() },
+	bothStreams(t, func(t *testing.T, plain bool) {
+		defer func(wait time.Duration) { registrationWait = wait }(registrationWait)
+		registrationWait = 10 * time.Millisecond
+		client := &fakeClient{t: t, plain: plain, steps: []step{{lateHead: true}}}
+		ctx, cancel := context.WithCancel(testContext(t))
+		subscribed := 0
+		_, err := collect(ctx, client, nil, WatchOptions{
+			OnSubscribed: func(*uint64) { subscribed++; cancel() },
+		})
+		if err != nil || subscribed != 1 {
+			t.Errorf("got %v and %d OnSubscribed calls; want no error and 1", err, subscribed)
+		}
 	})
-	if err != nil || subscribed != 1 {
-		t.Errorf("got %v and %d OnSubscribed calls; want no error and 1", err, subscribed)
-	}
 }
 
 func TestWatchLiveOnlyResumesAfterRegisteredHead(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{
-		// Registered at head 7, then cut off before any event.
-		{wantAfter: nil, head: "7", recvErr: status.Error(codes.Unavailable, "server is shutting down")},
-		// Refused before registering: no headers, so the head stays 7.
-		{wantAfter: ptr(7), openErr: status.Error(codes.Unavailable, "connection refused")},
-		// A replayed duplicate at the head is dropped.
-		{wantAfter: ptr(7), head: "9", events: []uint64{7, 8, 9}, recvErr: io.EOF},
-		// Once events arrived, the last one wins over any later head.
-		{wantAfter: ptr(9), head: "12", recvErr: status.Error(codes.InvalidArgument, "stop")},
-	}}
-	seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
-	if fmt.Sprint(seqs) != "[8 9]" || status.Code(err) != codes.InvalidArgument {
-		t.Errorf("got %v, %v; want [8 9], INVALID_ARGUMENT", seqs, err)
-	}
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{
+			// Registered at head 7, then cut off before any event.
+			{wantAfter: nil, head: "7", recvErr: status.Error(codes.Unavailable, "server is shutting down")},
+			// Refused before registering: no headers, so the head stays 7.
+			{wantAfter: ptr(7), openErr: status.Error(codes.Unavailable, "connection refused")},
+			// A replayed duplicate at the head is dropped.
+			{wantAfter: ptr(7), head: "9", events: []uint64{7, 8, 9}, recvErr: io.EOF},
+			// Once events arrived, the last one wins over any later head.
+			{wantAfter: ptr(9), head: "12", recvErr: status.Error(codes.InvalidArgument, "stop")},
+		}}
+		seqs, err := collect(testContext(t), client, &riggerv1.SubscribeToTaskEventsRequest{}, WatchOptions{Backoff: fastBackoff})
+		if fmt.Sprint(seqs) != "[8 9]" || status.Code(err) != codes.InvalidArgument {
+			t.Errorf("got %v, %v; want [8 9], INVALID_ARGUMENT", seqs, err)
+		}
+	})
 }
 
 func TestWatchLiveOnlyWithoutHeadStaysLiveOnly(t *testing.T) {
-	client := &fakeClient{t: t, steps: []step{
-		// A server without the header, or with a value that is no sequence.
-		{wantAfter: nil, recvErr: status.Error(codes.Unavailable, "down")},
-		{wantAfter: nil, head: "soon", recvErr: status.Error(codes.Unavailable, "down")},
-		{wantAfter: nil, recvErr: status.Error(codes.PermissionDenied, "no")},
-	}}
-	_, err := collect(testContext(t), client, nil, WatchOptions{Backoff: fastBackoff})
-	if status.Code(err) != codes.PermissionDenied {
-		t.Errorf("final error = %v, want PERMISSION_DENIED", err)
-	}
+	bothStreams(t, func(t *testing.T, plain bool) {
+		client := &fakeClient{t: t, plain: plain, steps: []step{
+			// A server without the header, or with a value that is no sequence.
+			{wantAfter: nil, recvErr: status.Error(codes.Unavailable, "down")},
+			{wantAfter: nil, head: "soon", recvErr: status.Error(codes.Unavailable, "down")},
+			{wantAfter: nil, recvErr: status.Error(codes.PermissionDenied, "no")},
+		}}
+		_, err := collect(testContext(t), client, nil, WatchOptions{Backoff: fastBackoff})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("final error = %v, want PERMISSION_DENIED", err)
+		}
+	})
 }
 
 // testContext is cancelled when the test ends, like t.Context, which needs

@@ -2,9 +2,12 @@
 
 stdout carries only event lines (see rigger_client.eventline), flushed one by
 one; stderr carries status for humans, including a line with `subscribed`
-each time a subscription is established. Ctrl-C or SIGTERM exits 0; a
-non-retryable error exits 1; bad usage exits 2. The flags are shared with the
-Go and TypeScript sidecars.
+each time a subscription is established. It reads the batched stream, or the
+plain one from a server without it (rigger_client.watch). With --state-file it
+records each printed event's sequence and resumes after it when restarted
+(rigger_client.statefile). Ctrl-C or SIGTERM exits 0; a non-retryable error
+exits 1; bad usage, or a state file it cannot use, exits 2. The flags are
+shared with the Go and TypeScript sidecars.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import io
-import json
 import os
 import pathlib
 import signal
@@ -24,7 +26,8 @@ import grpc
 from rigger.v1 import rigger_pb2 as pb
 
 from rigger_client.connect import DEFAULT_ADDRESS, connect, stub
-from rigger_client.eventline import EVENT_TYPE_PREFIX, event_type_label, format_event
+from rigger_client.eventline import EVENT_TYPE_PREFIX, event_type_label, format_event, quote
+from rigger_client.statefile import StateFile, StateFileError
 from rigger_client.watch import watch_events
 
 PROG = "rigger-sidecar"
@@ -89,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay the stored events after sequence N first (0: the whole log); "
         "default: live events only",
     )
+    parser.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="record the sequence of each printed event in PATH (replaced atomically) and, "
+        "when PATH exists at start, resume after it instead of --after-sequence; "
+        "after a kill at most the last line printed is printed again (default: no state file)",
+    )
     parser.add_argument("--ca-file", help="PEM CA bundle to verify the server; enables TLS")
     parser.add_argument("--cert-file", help="PEM client certificate for mutual TLS")
     parser.add_argument("--key-file", help="PEM client private key for mutual TLS")
@@ -112,12 +122,27 @@ def _token(parser: argparse.ArgumentParser, path: str | None) -> str | None:
     return token
 
 
-def _request(args: argparse.Namespace) -> pb.SubscribeToTaskEventsRequest:
+def _state(path: str | None) -> tuple[StateFile | None, int | None]:
+    """The state file and the sequence it holds; exits 2 when it cannot be used."""
+    if path is None:
+        return None, None
+    state = StateFile(path)
+    try:
+        recorded = state.load()
+        state.check_writable()
+    except StateFileError as exc:
+        _status(f"{PROG}: --state-file {path}: {exc}; fix it, or delete it to start afresh")
+        sys.exit(2)
+    return state, recorded
+
+
+def _request(args: argparse.Namespace, recorded: int | None) -> pb.SubscribeToTaskEventsRequest:
     request = pb.SubscribeToTaskEventsRequest(event_types=args.event_types)
     if args.assignee is not None:
         request.assignee_filter = args.assignee
-    if args.after_sequence is not None:
-        request.after_sequence = args.after_sequence
+    after = recorded if recorded is not None else args.after_sequence
+    if after is not None:
+        request.after_sequence = after
     return request
 
 
@@ -127,7 +152,7 @@ def _describe(request: pb.SubscribeToTaskEventsRequest, after: int | None) -> st
         types = ",".join(event_type_label(t) for t in request.event_types)
         parts.append(f"types {types}")
     if request.HasField("assignee_filter"):
-        parts.append(f"assignee {json.dumps(request.assignee_filter, ensure_ascii=False)}")
+        parts.append(f"assignee {quote(request.assignee_filter)}")
     return "; ".join(parts)
 
 
@@ -135,14 +160,26 @@ def _status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-async def _print_events(args: argparse.Namespace, token: str | None) -> int:
-    request = _request(args)
+async def _print_events(
+    args: argparse.Namespace, token: str | None, state: StateFile | None, recorded: int | None
+) -> int:
+    request = _request(args, recorded)
 
     def subscribed(after: int | None) -> None:
         _status(f"subscribed to {args.addr} ({_describe(request, after)})")
 
     def retrying(code: grpc.StatusCode, details: str, delay: float) -> None:
         _status(f"stream ended ({code.name}: {details}); reconnecting in {delay:.2f}s")
+
+    def fell_back(details: str) -> None:
+        _status(
+            f"the server has no SubscribeToTaskEventBatches (UNIMPLEMENTED: {details}); "
+            "reading SubscribeToTaskEvents"
+        )
+
+    def record(sequence: int) -> None:
+        if state is not None:
+            state.save(sequence)
 
     try:
         channel = connect(
@@ -158,12 +195,25 @@ async def _print_events(args: argparse.Namespace, token: str | None) -> int:
     async with channel:
         try:
             async for event in watch_events(
-                stub(channel), request, on_subscribed=subscribed, on_retry=retrying
+                stub(channel),
+                request,
+                on_subscribed=subscribed,
+                on_retry=retrying,
+                on_fallback=fell_back,
+                # A live start records the head it resumes after, so a
+                # restart before the first event misses nothing either.
+                on_head=record,
             ):
                 sys.stdout.write(format_event(event) + "\n")
                 sys.stdout.flush()
+                # Recorded only once printed: a kill in between repeats
+                # this line after a restart, never loses it.
+                record(event.sequence)
         except grpc.aio.AioRpcError as err:
             _status(f"{PROG}: {err.code().name}: {err.details()}")
+            return 1
+        except StateFileError as exc:
+            _status(f"{PROG}: --state-file {args.state_file}: {exc}")
             return 1
         except BrokenPipeError:
             # Whoever read stdout is gone. Point stdout at /dev/null so the
@@ -174,12 +224,14 @@ async def _print_events(args: argparse.Namespace, token: str | None) -> int:
     return 0
 
 
-async def _run(args: argparse.Namespace, token: str | None) -> int:
+async def _run(
+    args: argparse.Namespace, token: str | None, state: StateFile | None, recorded: int | None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(_print_events(args, token))
+    watcher = asyncio.create_task(_print_events(args, token, state, recorded))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait((watcher, stopper), return_when=asyncio.FIRST_COMPLETED)
     if watcher.done():
@@ -211,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         token = _token(parser, args.token_file)
-        return asyncio.run(_run(args, token))
+        state, recorded = _state(args.state_file)
+        return asyncio.run(_run(args, token, state, recorded))
     except KeyboardInterrupt:
         return 0
 

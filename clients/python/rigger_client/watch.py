@@ -1,13 +1,15 @@
-"""A resuming watch on SubscribeToTaskEvents: every event once, in order, across reconnects.
+"""A resuming watch on Rigger's event streams: every event once, in order, across reconnects.
 
-With `batched=True` it reads SubscribeToTaskEventBatches instead, which sends
-every queued event in one message; it still yields events one by one.
+It reads SubscribeToTaskEventBatches, which sends every queued event in one
+message, and yields the events one by one; from a server without that method
+(UNIMPLEMENTED) it reads SubscribeToTaskEvents instead. `batched=False` reads
+only SubscribeToTaskEvents.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -48,6 +50,12 @@ OnSubscribed = Callable[[int | None], None]
 OnRetry = Callable[[grpc.StatusCode, str, float], None]
 """Called with the status code (OK for a stream the server ended), its details, and the delay."""
 
+OnFallback = Callable[[str], None]
+"""Called with the server's details when it answered UNIMPLEMENTED for the batched stream."""
+
+OnHead = Callable[[int], None]
+"""Called with the head sequence a live-only watch resumes after until its first event."""
+
 
 async def watch_events(
     stub: RiggerServiceAsyncStub,
@@ -59,8 +67,10 @@ async def watch_events(
     max_backoff: float = 5.0,
     backoff_multiplier: float = 2.0,
     jitter: float = 0.2,
-    batched: bool = False,
-) -> AsyncIterator[pb.TaskEvent]:
+    batched: bool = True,
+    on_fallback: OnFallback | None = None,
+    on_head: OnHead | None = None,
+) -> AsyncGenerator[pb.TaskEvent, None]:
     """Yield the events `request` selects, resubscribing whenever the stream ends.
 
     Each resubscription asks for the events after the last sequence received,
@@ -72,9 +82,18 @@ async def watch_events(
     runs until the caller is cancelled or closes the iterator (wrap it in
     contextlib.aclosing to end the stream as soon as a loop over it breaks).
 
-    `batched=True` subscribes with SubscribeToTaskEventBatches (same request
-    fields, same guarantees), which costs fewer messages when events arrive
-    faster than they could be sent one per message.
+    By default (`batched=True`) it subscribes with SubscribeToTaskEventBatches
+    (same request fields, same guarantees), which costs fewer messages when
+    events arrive faster than they could be sent one per message. A server
+    that answers that method UNIMPLEMENTED (one from before it) is read
+    through SubscribeToTaskEvents for the rest of the watch, at once and
+    resuming as after any other ending; `on_fallback` hears of it. With
+    `batched=False` it reads SubscribeToTaskEvents only.
+
+    `on_head` is called when a live-only watch learns the head sequence its
+    subscription was registered at: from then on it resumes after that
+    sequence, so a caller that records its position (a state file) records
+    that one until an event arrives.
     """
     backoff = Backoff(initial_backoff, max_backoff, backoff_multiplier, jitter)
     last: int | None = request.after_sequence if request.HasField("after_sequence") else None
@@ -94,12 +113,14 @@ async def watch_events(
             headers = await call.initial_metadata()
             if on_subscribed is not None and not call.done():
                 on_subscribed(last)
-            head = dict(headers or ()).get(HEAD_SEQUENCE_KEY)
+            head = _sequence(dict(headers or ()).get(HEAD_SEQUENCE_KEY))
             if last is None and head is not None:
                 # A live stream delivers exactly the events after the head it
                 # announces; resuming from there loses nothing committed while
                 # a reconnect is under way, even before the first event.
-                last = int(head)
+                last = head
+                if on_head is not None:
+                    on_head(last)
             async for event in _events(call, batched=batched):
                 if last is not None and event.sequence <= last:
                     continue
@@ -108,6 +129,12 @@ async def watch_events(
                 yield event
             code, details = grpc.StatusCode.OK, "the server ended the stream"
         except grpc.aio.AioRpcError as err:
+            if batched and err.code() == grpc.StatusCode.UNIMPLEMENTED:
+                # Not a failure: this server predates the batched stream.
+                batched = False
+                if on_fallback is not None:
+                    on_fallback(err.details() or "")
+                continue
             if err.code() not in RETRYABLE:
                 raise
             code, details = err.code(), err.details() or ""
@@ -117,6 +144,15 @@ async def watch_events(
         if on_retry is not None:
             on_retry(code, details, delay)
         await asyncio.sleep(delay)
+
+
+def _sequence(text: str | bytes | None) -> int | None:
+    # A header that is no uint64 (a server's bug) leaves the watch live-only,
+    # as in the Go and TypeScript clients, rather than ending it.
+    if not isinstance(text, str) or not (text.isascii() and text.isdigit()) or len(text) > 20:
+        return None
+    value = int(text)
+    return value if value < 2**64 else None
 
 
 def _open(

@@ -4,7 +4,7 @@
 // separate program (the rigger-sidecar bin), not part of this entry point.
 export * from "../gen/rigger/v1/rigger_pb.js";
 export { connect, createRiggerTransport, type ConnectOptions } from "./client.js";
-export { eventTypeName, formatEvent, parseEventType, statusName } from "./names.js";
+export { eventTypeName, formatEvent, parseEventType, quote, statusName } from "./names.js";
 export {
   HEAD_SEQUENCE_HEADER,
   isRetryable,

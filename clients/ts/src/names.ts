@@ -52,18 +52,56 @@ export function statusName(status: TaskStatus): string {
 
 /**
  * The event as one line, without the newline:
- * `#<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->`.
+ * `#<sequence> <TYPE> task=<id> title=<quoted> status=<STATUS> assignee=<quoted or ->`.
+ * The rules are in clients/README.md ("The event line"); the Python and Go
+ * clients print exactly the same bytes, which clients/testdata/event-lines.txt
+ * holds for each client's tests.
  */
 export function formatEvent(event: TaskEvent): string {
   const task = event.task;
-  const assignee = task?.assignee === undefined ? "-" : JSON.stringify(task.assignee);
+  const assignee = task?.assignee === undefined ? "-" : quote(task.assignee);
   return (
     `#${event.sequence} ${eventTypeName(event.eventType)}` +
-    ` task=${task?.id || "-"}` +
-    ` title=${JSON.stringify(task?.title ?? "")}` +
+    ` task=${taskId(task?.id ?? "")}` +
+    ` title=${quote(task?.title ?? "")}` +
     ` status=${statusName(task?.status ?? 0)}` +
     ` assignee=${assignee}`
   );
+}
+
+// A task id is printed bare when it is one plain token, as every id the
+// Rigger server makes is: printable ASCII with no space, quote or backslash.
+const BARE_ID = /^[!#-[\]-~]+$/;
+
+function taskId(id: string): string {
+  if (id === "") {
+    return "-";
+  }
+  return id !== "-" && BARE_ID.test(id) ? id : quote(id);
+}
+
+// What quote escapes beyond the quote and the backslash: every control
+// character, so a field never ends the line or drives a terminal, and the
+// characters that break or reorder a displayed line (the line and paragraph
+// separators, the bidirectional controls).
+const ESCAPED = /["\\\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const SHORT: Readonly<Record<string, string>> = {
+  '"': '\\"',
+  "\\": "\\\\",
+  "\b": "\\b",
+  "\t": "\\t",
+  "\n": "\\n",
+  "\f": "\\f",
+  "\r": "\\r",
+};
+
+/** `text` as a JSON string that stays on one line and displays as what it holds. */
+export function quote(text: string): string {
+  const escaped = text.replace(
+    ESCAPED,
+    (c) => SHORT[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+  return `"${escaped}"`;
 }
 
 // protobuf-es reports the shared prefix in lower case ("task_event_type_").

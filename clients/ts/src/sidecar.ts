@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // rigger sidecar: prints every task event as one line on stdout, resuming
-// across disconnects and server restarts without gaps or duplicates.
+// across disconnects and server restarts without gaps or duplicates. It reads
+// the batched stream, or the plain one from a server without it
+// (watchEvents). With --state-file it records each printed event's sequence
+// and resumes after it when restarted (statefile.ts).
 //
 // The flags and the stdout format are shared with the Python and Go sidecars;
 // change them only together.
@@ -12,14 +15,17 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import type { TaskEventType } from "../gen/rigger/v1/rigger_pb.js";
 import { connect } from "./client.js";
 import { formatEvent, parseEventType } from "./names.js";
+import { StateFile, StateFileError } from "./statefile.js";
 import { watchEvents, type RetryInfo, type SubscribedInfo } from "./watch.js";
 
 const USAGE = `usage: rigger-sidecar [options]
 
 Print every Rigger task event as one line on stdout:
-  #<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
+  #<sequence> <TYPE> task=<id> title=<quoted> status=<STATUS> assignee=<quoted or ->
 Status and reconnect notices go to stderr. Reconnects resume after the last
-event printed, so nothing is lost or repeated. Ctrl-C stops.
+event printed, so nothing is lost or repeated. Ctrl-C stops. Exit status: 0
+when stopped, 1 on an error retrying cannot fix, 2 on bad usage or a state
+file that cannot be used.
 
 options:
   --addr HOST:PORT        server address (default: localhost:50051)
@@ -27,6 +33,11 @@ options:
                           TASK_EVENT_TYPE_CREATED or a number; any case
   --assignee NAME         only events whose task has exactly this assignee
   --after-sequence N      first replay every stored event after N (0: all)
+  --state-file PATH       record the sequence of each printed event in PATH
+                          (replaced atomically) and, when PATH exists at
+                          start, resume after it instead of --after-sequence;
+                          after a kill at most the last line printed is
+                          printed again (default: no state file)
   --ca-file PATH          PEM CA bundle; enables TLS
   --cert-file PATH        PEM client certificate for mutual TLS (with --key-file)
   --key-file PATH         PEM private key for --cert-file
@@ -48,6 +59,7 @@ interface Settings {
   certFile: string | undefined;
   keyFile: string | undefined;
   token: string | undefined;
+  stateFile: string | undefined;
 }
 
 function parseSettings(argv: string[]): Settings | "help" {
@@ -66,6 +78,7 @@ function parseSettings(argv: string[]): Settings | "help" {
         "cert-file": { type: "string" },
         "key-file": { type: "string" },
         "token-file": { type: "string" },
+        "state-file": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -91,6 +104,7 @@ function parseSettings(argv: string[]): Settings | "help" {
     certFile: v["cert-file"],
     keyFile: v["key-file"],
     token: readToken(v["token-file"]),
+    stateFile: v["state-file"],
   };
 }
 
@@ -138,6 +152,12 @@ function codeName(code: Code): string {
   return name === undefined ? String(code) : name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 }
 
+function written(line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(line, (error) => (error ? reject(error) : resolve()));
+  });
+}
+
 function status(line: string): void {
   process.stderr.write(`${line}\n`);
 }
@@ -156,6 +176,21 @@ async function main(): Promise<number> {
   if (settings === "help") {
     process.stdout.write(USAGE);
     return 0;
+  }
+  let state: StateFile | undefined;
+  let afterSequence = settings.afterSequence;
+  if (settings.stateFile !== undefined) {
+    state = new StateFile(settings.stateFile);
+    try {
+      afterSequence = state.load() ?? afterSequence;
+      state.checkWritable();
+    } catch (e) {
+      if (e instanceof StateFileError) {
+        status(`error: --state-file ${settings.stateFile}: ${e.message}; fix it, or delete it to start afresh`);
+        return 2;
+      }
+      throw e;
+    }
   }
 
   const stop = new AbortController();
@@ -193,13 +228,24 @@ async function main(): Promise<number> {
     {
       eventTypes: settings.eventTypes,
       ...(settings.assignee !== undefined && { assigneeFilter: settings.assignee }),
-      ...(settings.afterSequence !== undefined && { afterSequence: settings.afterSequence }),
+      ...(afterSequence !== undefined && { afterSequence }),
     },
     {
       signal: stop.signal,
-      onSubscribed: ({ afterSequence }: SubscribedInfo) => {
+      onSubscribed: ({ afterSequence, headSequence }: SubscribedInfo) => {
         const from = afterSequence === undefined ? "live" : `resuming after #${afterSequence}`;
         status(`subscribed to ${address} (${from})`);
+        // A live start records the head it resumes after, so a restart
+        // before the first event misses nothing either.
+        if (afterSequence === undefined && headSequence !== undefined) {
+          state?.save(headSequence);
+        }
+      },
+      onFallback: (error: ConnectError) => {
+        status(
+          `the server has no SubscribeToTaskEventBatches (UNIMPLEMENTED: ${error.rawMessage}); ` +
+            "reading SubscribeToTaskEvents",
+        );
       },
       onRetry: ({ error, delayMs }: RetryInfo) => {
         const why =
@@ -213,9 +259,22 @@ async function main(): Promise<number> {
 
   try {
     for await (const event of events) {
-      process.stdout.write(`${formatEvent(event)}\n`);
+      const line = `${formatEvent(event)}\n`;
+      if (state === undefined) {
+        process.stdout.write(line);
+        continue;
+      }
+      // Recorded only once handed to the OS (a pipe is written
+      // asynchronously): a kill in between repeats this line after a
+      // restart, never loses it.
+      await written(line);
+      state.save(event.sequence);
     }
   } catch (e) {
+    if (e instanceof StateFileError) {
+      status(`error: --state-file ${settings.stateFile}: ${e.message}`);
+      return 1;
+    }
     const error = ConnectError.from(e);
     status(`error: ${codeName(error.code)}: ${error.rawMessage}`);
     return 1;

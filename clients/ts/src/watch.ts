@@ -2,9 +2,12 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type CallOptions, type Client } from "@connectrpc/connect";
 import { setTimeout as sleep } from "node:timers/promises";
 
+// Only what the first release's generated code has too: the version-skew
+// check (conformance/skew.py) runs this module over that code.
 import {
   RiggerService,
   SubscribeToTaskEventsRequestSchema,
+  type SubscribeToTaskEventsRequest,
   type TaskEvent,
 } from "../gen/rigger/v1/rigger_pb.js";
 import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from "./backoff.js";
@@ -66,6 +69,20 @@ export interface WatchOptions {
   maxBackoffMs?: number | undefined;
   /** Extra request headers for every subscription. */
   headers?: CallOptions["headers"] | undefined;
+  /**
+   * Read SubscribeToTaskEventBatches, which carries every event queued for
+   * the subscriber in one message (default true). A server that answers it
+   * UNIMPLEMENTED (one from before the batched stream) is read through
+   * SubscribeToTaskEvents for the rest of the watch. false reads
+   * SubscribeToTaskEvents only.
+   */
+  batched?: boolean | undefined;
+  /**
+   * Called with the server's UNIMPLEMENTED answer when the watch switches to
+   * SubscribeToTaskEvents; it resubscribes at once, resuming as after any
+   * other ending.
+   */
+  onFallback?: ((error: ConnectError) => void) | undefined;
 }
 
 // Codes that describe a broken or ended stream rather than a bad request: the
@@ -97,7 +114,9 @@ export function isRetryable(code: Code): boolean {
 
 /**
  * Subscribes to task events and yields each one exactly once, reconnecting
- * with exponential backoff and jitter whenever the stream breaks.
+ * with exponential backoff and jitter whenever the stream breaks. It reads
+ * the batched stream unless `options.batched` is false or the server lacks
+ * it (see WatchOptions.batched), and yields its events one by one.
  *
  * Every resubscription sends after_sequence = the last sequence yielded (or
  * the caller's own after_sequence while nothing has been yielded yet), so the
@@ -131,6 +150,8 @@ export async function* watchEvents(
   let head: bigint | undefined;
   // Attempts since the last event: the delay grows with them.
   let retries = 0;
+  // Generated code from before the batched stream has no method for it.
+  let batched = (options.batched ?? true) && typeof client.subscribeToTaskEventBatches === "function";
   for (let attempt = 0; !signal?.aborted; attempt++) {
     const afterSequence = last ?? originalAfter ?? head;
     const subscription = create(SubscribeToTaskEventsRequestSchema, {
@@ -163,7 +184,7 @@ export async function* watchEvents(
 
     let error: ConnectError | undefined;
     try {
-      const stream = client.subscribeToTaskEvents(subscription, {
+      const stream = events(client, subscription, batched, {
         signal: callSignal,
         onHeader: announce,
         ...(options.headers !== undefined && { headers: options.headers }),
@@ -190,6 +211,12 @@ export async function* watchEvents(
         return;
       }
       error = ConnectError.from(e);
+      if (batched && error.code === Code.Unimplemented) {
+        // Not a failure: this server predates the batched stream.
+        batched = false;
+        options.onFallback?.(error);
+        continue;
+      }
       if (!isRetryable(error.code)) {
         throw error;
       }
@@ -214,6 +241,28 @@ export async function* watchEvents(
     } catch {
       return; // aborted while waiting
     }
+  }
+}
+
+// One subscription's events, from either stream.
+async function* events(
+  client: Client<typeof RiggerService>,
+  subscription: SubscribeToTaskEventsRequest,
+  batched: boolean,
+  options: CallOptions,
+): AsyncGenerator<TaskEvent, void, undefined> {
+  if (!batched) {
+    yield* client.subscribeToTaskEvents(subscription, options);
+    return;
+  }
+  // The batched request has the same fields, meaning the same.
+  const request = {
+    eventTypes: subscription.eventTypes,
+    ...(subscription.assigneeFilter !== undefined && { assigneeFilter: subscription.assigneeFilter }),
+    ...(subscription.afterSequence !== undefined && { afterSequence: subscription.afterSequence }),
+  };
+  for await (const batch of client.subscribeToTaskEventBatches(request, options)) {
+    yield* batch.events;
   }
 }
 

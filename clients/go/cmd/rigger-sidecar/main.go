@@ -4,19 +4,23 @@
 //
 // Each stdout line reads
 //
-//	#<sequence> <TYPE> task=<id> title=<JSON string> status=<STATUS> assignee=<JSON string or ->
+//	#<sequence> <TYPE> task=<id> title=<quoted> status=<STATUS> assignee=<quoted or ->
+//
+// as rigger.FormatEvent writes it (clients/README.md, "The event line").
+//
+// It reads the batched stream, or the plain one from a server without it
+// (rigger.Watch). With --state-file it records each printed event's sequence
+// and resumes after it when restarted (see stateFile).
 //
 // Status messages go to stderr; a line containing "subscribed" marks each
 // subscription that opens. SIGINT and SIGTERM exit 0; an error that retrying
-// cannot fix exits 1. Its flags are shared with the Python and TypeScript
-// sidecars.
+// cannot fix exits 1; bad usage, or a state file it cannot use, exits 2. Its
+// flags are shared with the Python and TypeScript sidecars.
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,6 +54,7 @@ type config struct {
 	certFile   string
 	keyFile    string
 	tokenFile  string
+	stateFile  string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -65,6 +70,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		logger.Printf("error: %v", err)
 		return 1
+	}
+	var state *stateFile
+	if cfg.stateFile != "" {
+		state = &stateFile{path: cfg.stateFile}
+		recorded, ok, err := state.load()
+		if err == nil {
+			err = state.checkWritable()
+		}
+		if err != nil {
+			logger.Printf("error: --state-file %s: %v; fix it, or delete it to start afresh", cfg.stateFile, err)
+			return 2
+		}
+		if ok {
+			cfg.after = &recorded
+		}
 	}
 	plaintext := cfg.caFile == "" && cfg.certFile == "" && cfg.keyFile == ""
 	if token != "" && plaintext && !rigger.IsLoopback(cfg.addr) {
@@ -93,6 +113,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		AssigneeFilter: cfg.assignee,
 		AfterSequence:  cfg.after,
 	}
+	// A state file that cannot be written ends the watch from inside a hook.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	var stateErr error
+	record := func(sequence uint64) bool {
+		if state == nil {
+			return true
+		}
+		if err := state.save(sequence); err != nil {
+			stateErr = err
+			stopWatch()
+			return false
+		}
+		return true
+	}
 	opts := rigger.WatchOptions{
 		OnSubscribed: func(after *uint64) {
 			logger.Printf("subscribed to %s (%s)", cfg.addr, describe(req, after))
@@ -100,18 +135,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		OnReconnect: func(err error, delay time.Duration) {
 			logger.Printf("%s; reconnecting in %d ms", describeFailure(err), delay.Milliseconds())
 		},
+		OnFallback: func(err error) {
+			logger.Printf("the server has no SubscribeToTaskEventBatches (UNIMPLEMENTED: %s); reading SubscribeToTaskEvents", status.Convert(err).Message())
+		},
+		// A live start records the head it resumes after, so a restart
+		// before the first event misses nothing either.
+		OnHead: func(head uint64) { record(head) },
 	}
-	for event, err := range rigger.Watch(ctx, riggerv1.NewRiggerServiceClient(conn), req, opts) {
+	for event, err := range rigger.Watch(watchCtx, riggerv1.NewRiggerServiceClient(conn), req, opts) {
 		if err != nil {
 			logger.Print("error: " + describeError(err))
 			return 1
 		}
 		// One unbuffered write per line, so each event reaches a pipe at once
 		// and whole.
-		if _, err := io.WriteString(stdout, formatEvent(event)); err != nil {
+		if _, err := io.WriteString(stdout, rigger.FormatEvent(event)+"\n"); err != nil {
 			logger.Printf("error: writing stdout: %v", err)
 			return 1
 		}
+		// Recorded only once printed: a kill in between repeats this line
+		// after a restart, never loses it.
+		if !record(event.GetSequence()) {
+			break
+		}
+	}
+	if stateErr != nil {
+		logger.Printf("error: --state-file %s: %v", cfg.stateFile, stateErr)
+		return 1
 	}
 	if ctx.Err() == nil {
 		logger.Print("error: event stream ended unexpectedly")
@@ -143,6 +193,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.certFile, "cert-file", "", "PEM client certificate for mutual TLS; enables TLS")
 	fs.StringVar(&cfg.keyFile, "key-file", "", "PEM client key for mutual TLS")
 	fs.StringVar(&cfg.tokenFile, "token-file", "", "file whose first line is the bearer token (default: $RIGGER_TOKEN)")
+	fs.StringVar(&cfg.stateFile, "state-file", "", "record the sequence of each printed event in `PATH` (replaced atomically) and, when PATH exists at start, resume after it instead of --after-sequence; after a kill at most the last line printed is printed again (default: no state file)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -197,37 +248,6 @@ func (l *eventTypeList) Set(s string) error {
 	return nil
 }
 
-// formatEvent renders the stdout line shared by every language's sidecar.
-func formatEvent(e *riggerv1.TaskEvent) string {
-	task := e.GetTask()
-	id := task.GetId()
-	if id == "" {
-		id = "-" // keep the field non-empty so the line stays parseable
-	}
-	assignee := "-"
-	if task != nil && task.Assignee != nil {
-		assignee = jsonString(task.GetAssignee())
-	}
-	return fmt.Sprintf("#%d %s task=%s title=%s status=%s assignee=%s\n",
-		e.GetSequence(),
-		rigger.EventTypeName(e.GetEventType()),
-		id,
-		jsonString(task.GetTitle()),
-		rigger.StatusName(task.GetStatus()),
-		assignee,
-	)
-}
-
-// jsonString quotes s as JSON, leaving non-ASCII and HTML characters as they
-// are so that titles stay readable.
-func jsonString(s string) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s) // a string always encodes
-	return strings.TrimSuffix(b.String(), "\n")
-}
-
 // describe summarizes a subscription for the "subscribed" status line.
 func describe(req *riggerv1.SubscribeToTaskEventsRequest, after *uint64) string {
 	parts := []string{"live"}
@@ -239,7 +259,7 @@ func describe(req *riggerv1.SubscribeToTaskEventsRequest, after *uint64) string 
 		parts = append(parts, "types "+types.String())
 	}
 	if req.AssigneeFilter != nil {
-		parts = append(parts, "assignee "+jsonString(*req.AssigneeFilter))
+		parts = append(parts, "assignee "+rigger.Quote(*req.AssigneeFilter))
 	}
 	return strings.Join(parts, ", ")
 }

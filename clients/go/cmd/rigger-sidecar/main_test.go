@@ -5,48 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"google.golang.org/protobuf/proto"
-
-	riggerv1 "github.com/rigger-dev/rigger/clients/go/gen/rigger/v1"
 )
-
-func TestFormatEvent(t *testing.T) {
-	for _, c := range []struct {
-		event *riggerv1.TaskEvent
-		want  string
-	}{
-		{
-			&riggerv1.TaskEvent{
-				Sequence:  3,
-				EventType: riggerv1.TaskEventType_TASK_EVENT_TYPE_STATUS_CHANGED,
-				Task: &riggerv1.Task{
-					Id:       "5b1c",
-					Title:    `Ship "v1" ✓ <b>&`,
-					Status:   riggerv1.TaskStatus_TASK_STATUS_IN_PROGRESS,
-					Assignee: proto.String("Ålice"),
-				},
-			},
-			`#3 STATUS_CHANGED task=5b1c title="Ship \"v1\" ✓ <b>&" status=IN_PROGRESS assignee="Ålice"` + "\n",
-		},
-		{
-			&riggerv1.TaskEvent{Sequence: 9, EventType: 77, Task: &riggerv1.Task{Id: "x", Title: "a\tb", Status: 42}},
-			`#9 77 task=x title="a\tb" status=42 assignee=-` + "\n",
-		},
-		{
-			&riggerv1.TaskEvent{Sequence: 1, Task: &riggerv1.Task{Id: "y", Assignee: proto.String("")}},
-			`#1 UNSPECIFIED task=y title="" status=UNSPECIFIED assignee=""` + "\n",
-		},
-		{
-			&riggerv1.TaskEvent{Sequence: 2, EventType: riggerv1.TaskEventType_TASK_EVENT_TYPE_DELETED},
-			`#2 DELETED task=- title="" status=UNSPECIFIED assignee=-` + "\n",
-		},
-	} {
-		if got := formatEvent(c.event); got != c.want {
-			t.Errorf("formatEvent:\n got %q\nwant %q", got, c.want)
-		}
-	}
-}
 
 func TestParseFlags(t *testing.T) {
 	cfg, err := parseFlags([]string{
