@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import pathlib
 import signal
 import sys
@@ -28,6 +27,7 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_client.backoff import Backoff
 from rigger_client.eventline import format_event
 from rigger_client.sidecar import event_type
+from rigger_client.statefile import StateFile, StateFileError
 from rigger_client.watch import HEAD_SEQUENCE_KEY, RETRYABLE, watch_events
 
 from rigger_server.console import output
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 
     from rigger_server.console.tasks import Commands
 
-# A sequence is at most 20 digits; a state file longer than this is not ours.
-MAX_STATE_BYTES = 64
 # Writing the state file after every event would cap a watch at a few
 # thousand events a second, so it is written once the stream pauses this
 # long, and during a steady stream at least this often, and always on exit:
@@ -94,48 +92,37 @@ def add_parser(commands: Commands) -> None:
     watch.set_defaults(run=client_command(_watch))
 
 
-class StateFile:
-    """The last sequence printed, kept in a file of its own as decimal digits."""
+class _State:
+    """rigger_client's state file, its errors as usage errors naming --state-file."""
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
-        self._partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self._file = StateFile(path)
 
     def load(self) -> int | None:
-        """The sequence stored, or None when there is no file yet."""
+        """The sequence stored, or None when there is no file yet; refuses anything else."""
         try:
-            with self.path.open("rb") as file:
-                data = file.read(MAX_STATE_BYTES + 1)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ConsoleError(USAGE, f"--state-file: {exc}") from None
-        text = data.strip()
-        if len(data) > MAX_STATE_BYTES or not text.isdigit() or int(text) > UINT64_MAX:
+            stored = self._file.load()
+            self._file.check_writable()
+        except StateFileError as exc:
             raise ConsoleError(
-                USAGE,
-                f"--state-file {self.path} holds no sequence number (it holds "
-                f"{data[:20]!r}); remove it to start afresh",
-            )
-        return int(text)
+                USAGE, f"--state-file {self.path} {exc}; remove it to start afresh"
+            ) from None
+        return stored
 
     def save(self, sequence: int) -> None:
-        """Store `sequence`: the file holds the old number or the new one, never less."""
+        """Record `sequence`: the file holds the old number or the new one, never less."""
         try:
-            # O_NOFOLLOW: a link planted under the temporary name is not followed.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
-            with os.fdopen(os.open(self._partial, flags, 0o644), "w") as file:
-                file.write(f"{sequence}\n")
-            self._partial.replace(self.path)
-        except OSError as exc:
-            raise ConsoleError(USAGE, f"--state-file: cannot write {self.path}: {exc}") from None
+            self._file.save(sequence)
+        except StateFileError as exc:
+            raise ConsoleError(USAGE, f"--state-file {self.path}: {exc}") from None
 
 
 async def _watch(stub: RiggerServiceAsyncStub, args: argparse.Namespace) -> int:
     request = pb.SubscribeToTaskEventsRequest(event_types=args.event_types)
     if args.assignee is not None:
         request.assignee_filter = args.assignee
-    state = StateFile(args.state_file) if args.state_file is not None else None
+    state = _State(args.state_file) if args.state_file is not None else None
     after = args.after
     if state is not None:
         stored = state.load()
@@ -168,7 +155,7 @@ async def _print_events(
     stub: RiggerServiceAsyncStub,
     request: pb.SubscribeToTaskEventsRequest,
     args: argparse.Namespace,
-    state: StateFile | None,
+    state: _State | None,
 ) -> int:
     """Print every event the watch yields; runs until cancelled or the watch fails."""
 
