@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from rigger_server.app import PortInUse, ServerConfig
-from rigger_server.cli import _start_failed, main
+from rigger_server.cli import LIMIT_FLAGS, _start_failed, main
+from rigger_server.limits import WITHOUT_FLAG, Limits
 
 
 @pytest.mark.parametrize(
@@ -43,3 +46,10 @@ def test_a_port_in_use_is_named_by_the_port_tried_never_0(capsys, tmp_path, aske
     err = capsys.readouterr().err
     assert f"port {tried}" in err and "using port 0" not in err
     assert "--port" in err
+
+
+def test_every_limit_has_a_flag_or_is_a_documented_constant():
+    flagged = [field for _, field, _, _ in LIMIT_FLAGS]
+    assert len(flagged) == len(set(flagged))
+    assert not set(flagged) & WITHOUT_FLAG
+    assert set(flagged) | WITHOUT_FLAG == {f.name for f in dataclasses.fields(Limits)}
