@@ -232,9 +232,9 @@ class RiggerServicer:
         book: TaskBook,
         planning: Planning,
         *,
+        batch_turns: int,
         token_auth: auth.TokenAuth | None = None,
         on_store_gone: Callable[[], None] | None = None,
-        batch_turns: int = 8,
     ) -> None:
         self.book = book
         self.planning = planning
