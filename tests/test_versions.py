@@ -36,7 +36,7 @@ def test_the_typescript_package_and_its_lock_are_at_the_servers_version():
 
 
 def test_the_python_client_dials_the_servers_default_port():
-    assert DEFAULT_ADDRESS == f"localhost:{DEFAULT_PORT}"
+    assert f"localhost:{DEFAULT_PORT}" == DEFAULT_ADDRESS
 
 
 @pytest.mark.parametrize(

@@ -175,8 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     grpc_cmd.add_argument(
         "--host",
         default=_default("host"),
-        help="interface to bind (default: %(default)s; localhost binds both [::1] and "
-        "127.0.0.1)",
+        help="interface to bind (default: %(default)s; localhost binds both [::1] and 127.0.0.1)",
     )
     grpc_cmd.add_argument(
         "--port",

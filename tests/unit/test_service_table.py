@@ -56,7 +56,10 @@ def test_a_servicer_missing_a_method_of_the_service_is_refused_at_once():
 
 @pytest.mark.parametrize(
     ("domain", "wire", "prefix"),
-    [(TaskStatus, pb.TaskStatus, "TASK_STATUS_"), (EventType, pb.TaskEventType, "TASK_EVENT_TYPE_")],
+    [
+        (TaskStatus, pb.TaskStatus, "TASK_STATUS_"),
+        (EventType, pb.TaskEventType, "TASK_EVENT_TYPE_"),
+    ],
     ids=["TaskStatus", "TaskEventType"],
 )
 def test_every_domain_enum_value_has_the_name_and_number_of_the_proto(domain, wire, prefix):

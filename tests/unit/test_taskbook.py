@@ -15,7 +15,7 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_server.domain import TaskStatus
 from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied, VersionConflict
 from rigger_server.events import Subscription
-from rigger_server.tasks import NewTask, TaskBook, TaskChange
+from rigger_server.tasks import NewTask, TaskChange
 
 from unit.drafts import published
 
