@@ -5,7 +5,7 @@
 patches one behaviour of the real server's classes at run time, then hands
 the rest of the command line to `rig` (rigger_server.cli.main). Each mutant
 breaks one promise of the contract's "Behaviour that clients rely on"
-(/work/shared/contract/rigger-v1.md) or of the additions this project makes,
+(proto/rigger/v1/CONTRACT.md) or of the additions this project makes,
 and names the case that must catch it; the self-test requires the suite to
 notice, and conformance/README.md lists them.
 

@@ -21,7 +21,7 @@ from rigger.v1 import rigger_pb2
 from rigger_server import database, service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.database import LogNotifier
-from rigger_server.events import Broadcaster
+from rigger_server.events import DEFAULT_BUFFER, Broadcaster
 from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
 from rigger_server.planner import Planner, PlannerConfig, build_planner
 from rigger_server.planning import Planning
@@ -136,14 +136,15 @@ class Certificates:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Everything `rig grpc` can set."""
+    """Everything `rig grpc` can set; its flags' defaults are these (and Limits')."""
 
     # A SQLite file, or a postgresql:// URL (database.Target).
     db_path: database.Target
     project_root: pathlib.Path
     host: str = "localhost"
     port: int = 50051
-    buffer: int = 1000
+    # Events queued per subscriber before a lagging one is ended.
+    buffer: int = DEFAULT_BUFFER
     # Batched streams sending at once; the others wait their turn (feed.py).
     batch_turns: int = 8
     grace_seconds: float = 5.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from rigger_server.auth import TokenFileError
 from rigger_server.database import DatabaseUnusable
 from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
-from rigger_server.planner import add_planner_flags, config_from_args
+from rigger_server.planner import PlannerConfig, add_planner_flags, config_from_args
 from rigger_server.workers import Supervisor
 
 RIGGER_DIR = ".rigger"
@@ -45,6 +46,12 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
     return value
+
+
+def _default(name: str) -> Any:
+    """ServerConfig's default for a field: where every `rig grpc` default is written."""
+    [field] = [f for f in dataclasses.fields(ServerConfig) if f.name == name]
+    return field.default
 
 
 def _port(text: str) -> int:
@@ -161,20 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     grpc_cmd = commands.add_parser(
         "grpc",
-        help="serve the rigger.v1 gRPC API (default localhost:50051)",
+        help=f"serve the rigger.v1 gRPC API (default {_default('host')}:{_default('port')})",
         description="Serve rigger.v1.RiggerService with server reflection and "
         "grpc.health.v1. Stops gracefully on Ctrl-C or SIGTERM.",
     )
     grpc_cmd.add_argument(
         "--host",
-        default="localhost",
-        help="interface to bind (default: localhost, which binds both [::1] and 127.0.0.1)",
+        default=_default("host"),
+        help="interface to bind (default: %(default)s; localhost binds both [::1] and 127.0.0.1)",
     )
     grpc_cmd.add_argument(
         "--port",
         type=_port,
-        default=50051,
-        help="port to bind; 0 picks a free one (default: 50051)",
+        default=_default("port"),
+        help="port to bind; 0 picks a free one (default: %(default)s)",
     )
     grpc_cmd.add_argument(
         "--db",
@@ -185,18 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     grpc_cmd.add_argument(
         "--buffer",
         type=_positive,
-        default=1000,
+        default=_default("buffer"),
         help="events queued per subscriber before a lagging one is ended "
-        "with RESOURCE_EXHAUSTED (default: 1000)",
+        "with RESOURCE_EXHAUSTED (default: %(default)s)",
     )
     grpc_cmd.add_argument(
         "--batch-turns",
         type=_positive,
-        default=8,
+        default=_default("batch_turns"),
         metavar="N",
         help="SubscribeToTaskEventBatches streams that send at once; the others wait their "
         "turn and take everything queued meanwhile. Fewer: more writes and events per "
-        "second under load, larger batches, later delivery at light load (default: 8)",
+        "second under load, larger batches, later delivery at light load (default: %(default)s)",
     )
     grpc_cmd.add_argument(
         "--workers",
@@ -217,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     grpc_cmd.add_argument(
         "--grace",
         type=float,
-        default=5.0,
-        help="seconds in-flight calls get to finish on shutdown (default: 5)",
+        default=_default("grace_seconds"),
+        help="seconds in-flight calls get to finish on shutdown (default: %(default)s)",
     )
     security = grpc_cmd.add_argument_group("security")
     security.add_argument(
@@ -325,20 +332,7 @@ def _grpc(args: argparse.Namespace) -> int:
         return 2
     # Before anything opens a file; worker processes inherit it.
     logging.getLogger(__name__).info("open-file limit: %d", raise_open_file_limit())
-    config = ServerConfig(
-        db_path=db_path,
-        project_root=root,
-        host=args.host,
-        port=args.port,
-        buffer=args.buffer,
-        batch_turns=args.batch_turns,
-        grace_seconds=args.grace,
-        limits=Limits(**{field: getattr(args, field) for _, field, _, _ in LIMIT_FLAGS}),
-        tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
-        auth_token_file=args.auth_token_file,
-        public_health=args.public_health,
-        planner=planner,
-    )
+    config = server_config(args, db_path, root, planner)
 
     if args.workers > 1:
         return _serve_workers(config, args.workers, args.ready_file)
@@ -359,6 +353,26 @@ def _grpc(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(serve())
+
+
+def server_config(
+    args: argparse.Namespace, db_path: database.Target, root: pathlib.Path, planner: PlannerConfig
+) -> ServerConfig:
+    """What the `rig grpc` flags in `args` ask for, serving `db_path` from `root`."""
+    return ServerConfig(
+        db_path=db_path,
+        project_root=root,
+        host=args.host,
+        port=args.port,
+        buffer=args.buffer,
+        batch_turns=args.batch_turns,
+        grace_seconds=args.grace,
+        limits=Limits(**{field: getattr(args, field) for _, field, _, _ in LIMIT_FLAGS}),
+        tls=TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None,
+        auth_token_file=args.auth_token_file,
+        public_health=args.public_health,
+        planner=planner,
+    )
 
 
 def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | None) -> int:

@@ -17,6 +17,10 @@ from rigger_server.domain import Event, EventType
 from rigger_server.errors import ResourceExhausted
 from rigger_server.limits import BATCH_TURN_LEASE_SECONDS, Limits
 
+# Events queued per subscriber before a lagging one is ended: the default of
+# `rig grpc --buffer` (app.ServerConfig.buffer).
+DEFAULT_BUFFER = 1000
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EventFilter:
@@ -260,8 +264,8 @@ class Broadcaster:
 
     def __init__(
         self,
-        buffer: int = 1000,
-        max_subscribers: int = 10_000,
+        buffer: int = DEFAULT_BUFFER,
+        max_subscribers: int = Limits().max_subscribers,
         head: int = 0,
         buffer_bytes: int = Limits().buffer_bytes,
     ) -> None:

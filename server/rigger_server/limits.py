@@ -1,4 +1,10 @@
-"""The server's limits: every one has a flag on `rig grpc` and a default here."""
+"""The server's limits, each written once, here.
+
+Every field of `Limits` has a `rig grpc` flag (cli.LIMIT_FLAGS names it),
+except those in WITHOUT_FLAG: documented constants kept in `Limits` so that
+tests can lower them. The module's constants have no flag either; each one's
+comment says why.
+"""
 
 from __future__ import annotations
 
@@ -156,7 +162,7 @@ class Limits:
     # Seconds to wait for a ping's answer before closing the connection.
     keepalive_timeout_seconds: float = 20.0
     # Shortest interval at which the server accepts client pings; the client
-    # helpers ping every 30 s.
+    # helpers ping every 30 s. No flag: a documented constant.
     min_client_ping_seconds: float = 10.0
     # Seconds a new connection gets to complete its TLS and HTTP/2 handshake;
     # an idle TCP connection that never speaks is closed after this.
@@ -165,3 +171,9 @@ class Limits:
     # server closes it (GOAWAY; clients reconnect on their next call). A
     # sidecar's open stream is a call in flight. No flag: a documented constant.
     max_idle_connection_seconds: float = 300.0
+
+
+# The fields of `Limits` that no `rig grpc` flag sets (see each one's comment).
+WITHOUT_FLAG = frozenset(
+    {"max_event_types", "min_client_ping_seconds", "max_idle_connection_seconds"}
+)

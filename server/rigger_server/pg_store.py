@@ -44,7 +44,6 @@ newer) so that replicas of different releases never migrate under each other.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import select
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -60,15 +59,29 @@ from rigger_server.domain import (
     Event,
     EventDraft,
     EventEncoder,
-    EventType,
     Prd,
     Task,
-    TaskStatus,
     commit_event,
 )
 from rigger_server.errors import Unavailable, VersionConflict
 from rigger_server.limits import DB_STALL_SLACK_SECONDS, Limits
 from rigger_server.pg_stall import BoundedConnection
+from rigger_server.schema import (
+    COMPREHENSION_TESTS,
+    ENHANCEMENTS,
+    EVENT_COLUMNS,
+    EVENT_INSERT_COLUMNS,
+    FIRST_SCHEMA,
+    PLANNING,
+    PRDS,
+    SUBTASK_COUNT,
+    TASKS,
+    Migration,
+    Table,
+    event_from_row,
+    event_row,
+    migrations,
+)
 from rigger_server.store import TaskQuery
 
 # The channel every write transaction notifies with the log's new head.
@@ -91,22 +104,10 @@ _CONNECT_DEFAULTS = {
 }
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of the schema: applied once, in order, recorded in rigger.schema_migrations."""
-
-    version: int
-    description: str
-    ddl: str
-
-
-# Append new steps; never edit an applied one. Every object lives in the
-# `rigger` schema, so a database shared with other applications stays tidy.
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "tasks, the event log and its head, PRDs",
-        """
+# Each schema step's DDL, kept as it was (schema.LEDGER numbers them).
+# schema.FIRST_SCHEMA. Every object lives in the `rigger` schema, so a database
+# shared with other applications stays tidy.
+_FIRST_SCHEMA = """
         CREATE TABLE rigger.tasks (
             seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- "newest first"
             id text NOT NULL UNIQUE,
@@ -153,22 +154,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             constraints text[] NOT NULL,
             parsed_at text NOT NULL
         );
-        """,
-    ),
-    Migration(
-        2,
-        "each task counts its subtasks, so adding one never reads its siblings",
         """
+# schema.SUBTASK_COUNT.
+_SUBTASK_COUNT = """
         ALTER TABLE rigger.tasks ADD COLUMN subtask_count integer NOT NULL DEFAULT 0;
         UPDATE rigger.tasks SET subtask_count = (
             SELECT COUNT(*) FROM rigger.tasks AS child WHERE child.parent_task_id = tasks.id
         );
-        """,
-    ),
-    Migration(
-        3,
-        "planning: PRDs keep their markdown and file, enhancements and comprehension tests",
         """
+# schema.PLANNING.
+_PLANNING = """
         ALTER TABLE rigger.prds ADD COLUMN markdown text;
         ALTER TABLE rigger.prds ADD COLUMN resolved_path text;
         CREATE INDEX prds_resolved_path ON rigger.prds (resolved_path);
@@ -197,8 +192,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             model text NOT NULL
         );
         CREATE INDEX comprehension_tests_task ON rigger.comprehension_tests (task_id, seq);
-        """,
-    ),
+        """
+
+# Each step of schema.LEDGER that PostgreSQL records in rigger.schema_migrations.
+MIGRATIONS: tuple[Migration[str], ...] = migrations(
+    "postgres",
+    {FIRST_SCHEMA: _FIRST_SCHEMA, SUBTASK_COUNT: _SUBTASK_COUNT, PLANNING: _PLANNING},
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -212,37 +211,31 @@ CREATE TABLE IF NOT EXISTS rigger.schema_migrations (
 # Any constant: rig init runs hold it while migrating, so two at once take turns.
 _MIGRATION_LOCK = 0x72696767  # "rigg"
 
-# Task fields stored as columns of the same name; subtask_ids is derived from
-# the children's parent_task_id when read, so adding a subtask never rewrites
-# its parent.
-_STORED_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "subtask_ids")
-_LIST_FIELDS = frozenset(f.name for f in dataclasses.fields(Task) if f.default == ())
-_TASK_COLUMNS = ", ".join(f"t.{name}" for name in _STORED_FIELDS)
+
+# Lists are text[] columns: psycopg sends a Python list as an array, and
+# reads one back as a list.
+def _insert(table: Table[Any], name: str) -> str:
+    return (
+        f"INSERT INTO rigger.{name} ({', '.join(table.columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(table.columns))})"
+    )
+
+
+def _row(table: Table[Any], record: Any) -> tuple[object, ...]:
+    return table.row(record, list)
+
+
+# A task's columns, then its subtasks' ids (the last value of each row).
 _SELECT_TASKS = (
-    f"SELECT {_TASK_COLUMNS}, "
+    f"SELECT {', '.join(f't.{name}' for name in TASKS.columns)}, "
     "ARRAY(SELECT c.id FROM rigger.tasks c WHERE c.parent_task_id = t.id ORDER BY c.seq) "
     "FROM rigger.tasks t"
 )
-_EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
-_PRD_FIELDS = tuple(f.name for f in dataclasses.fields(Prd))
-_ENHANCEMENT_FIELDS = tuple(f.name for f in dataclasses.fields(EnhancementRecord))
-_TEST_FIELDS = tuple(f.name for f in dataclasses.fields(ComprehensionTestRecord))
-
-
-def _task_values(task: Task) -> list[object]:
-    return [
-        list(getattr(task, name)) if name in _LIST_FIELDS else getattr(task, name)
-        for name in _STORED_FIELDS
-    ]
+_EVENT_COLUMNS = ", ".join(EVENT_COLUMNS)
 
 
 def _task_from_row(row: Sequence[Any]) -> Task:
-    values = dict(zip(_STORED_FIELDS, row, strict=False))
-    for name in _LIST_FIELDS - {"subtask_ids"}:
-        values[name] = tuple(values[name])
-    values["subtask_ids"] = tuple(row[len(_STORED_FIELDS)])
-    values["status"] = TaskStatus(values["status"])
-    return Task(**values)
+    return TASKS.record_from(row[:-1], tuple, subtask_ids=tuple(row[-1]))
 
 
 @contextlib.contextmanager
@@ -325,7 +318,7 @@ def migrate(url: str) -> tuple[int, int]:
                     _check_version(before, url)
                 for step in MIGRATIONS:
                     if step.version > before:
-                        conn.execute(step.ddl.encode())
+                        conn.execute(step.change.encode())
                         conn.execute(
                             "INSERT INTO rigger.schema_migrations (version, description) "
                             "VALUES (%s, %s)",
@@ -465,11 +458,7 @@ class PostgresStore:
     def insert_task(self, task: Task, events: Sequence[EventDraft]) -> list[Event]:
         """Insert a new task and append its events, atomically."""
         with self.atomic() as conn:
-            conn.execute(
-                f"INSERT INTO rigger.tasks ({', '.join(_STORED_FIELDS)}) "
-                f"VALUES ({', '.join(['%s'] * len(_STORED_FIELDS))})",
-                _task_values(task),
-            )
+            conn.execute(_insert(TASKS, "tasks"), _row(TASKS, task))
             if task.parent_task_id is not None:
                 conn.execute(
                     "UPDATE rigger.tasks SET subtask_count = subtask_count + 1 WHERE id = %s",
@@ -490,10 +479,10 @@ class PostgresStore:
     ) -> list[Event]:
         """Replace a task only if its stored version is `expected_version`."""
         with self.atomic() as conn:
-            assignments = ", ".join(f"{name} = %s" for name in _STORED_FIELDS[1:])
+            assignments = ", ".join(f"{name} = %s" for name in TASKS.columns[1:])
             cursor = conn.execute(
                 f"UPDATE rigger.tasks SET {assignments} WHERE id = %s AND version = %s",
-                [*_task_values(task)[1:], task.id, expected_version],
+                [*_row(TASKS, task)[1:], task.id, expected_version],
             )
             if cursor.rowcount != 1:
                 raise VersionConflict(
@@ -535,20 +524,9 @@ class PostgresStore:
         self._local.head += len(drafts)
         with conn.cursor() as cursor:
             cursor.executemany(
-                "INSERT INTO rigger.events (sequence, event_id, timestamp, event_type, task_id, "
-                "assignee, payload) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        e.sequence,
-                        d.event_id,
-                        d.timestamp,
-                        int(e.event_type),
-                        e.task_id,
-                        e.assignee,
-                        e.payload,
-                    )
-                    for d, e in zip(drafts, events, strict=True)
-                ],
+                f"INSERT INTO rigger.events ({', '.join(EVENT_INSERT_COLUMNS)}) "
+                f"VALUES ({', '.join(['%s'] * len(EVENT_INSERT_COLUMNS))})",
+                [event_row(d, e) for d, e in zip(drafts, events, strict=True)],
             )
         return events
 
@@ -577,7 +555,7 @@ class PostgresStore:
                     (sequence, limit, max_bytes),
                 )
             rows = cursor.fetchall()
-        return [Event(r[0], EventType(r[1]), r[2], r[3], bytes(r[4])) for r in rows]
+        return [event_from_row(row) for row in rows]
 
     def last_sequence(self) -> int:
         """Return the sequence of the newest committed event, 0 when the log is empty."""
@@ -590,37 +568,21 @@ class PostgresStore:
     def insert_prd(self, prd: Prd) -> None:
         """Store a parsed PRD, with its markdown and resolved path when it has them."""
         with self.atomic() as conn:
-            conn.execute(
-                f"INSERT INTO rigger.prds ({', '.join(_PRD_FIELDS)}) "
-                f"VALUES ({', '.join(['%s'] * len(_PRD_FIELDS))})",
-                [
-                    list(value) if isinstance(value, tuple) else value
-                    for value in dataclasses.astuple(prd)
-                ],
-            )
+            conn.execute(_insert(PRDS, "prds"), _row(PRDS, prd))
 
     def get_prd(self, prd_id: str) -> Prd | None:
         """Return the stored PRD (markdown included), or None if there is no such id."""
         with self._reading() as conn:
             row = conn.execute(
-                f"SELECT {', '.join(_PRD_FIELDS)} FROM rigger.prds WHERE id = %s", (prd_id,)
+                f"SELECT {', '.join(PRDS.columns)} FROM rigger.prds WHERE id = %s", (prd_id,)
             ).fetchone()
-        if row is None:
-            return None
-        values = dict(zip(_PRD_FIELDS, row, strict=True))
-        for name in ("objectives", "tech_stack", "constraints"):
-            values[name] = tuple(values[name])
-        return Prd(**values)
+        return None if row is None else PRDS.record_from(row, tuple)
 
     def insert_tasks(self, tasks: Sequence[Task], events: Sequence[EventDraft]) -> list[Event]:
         """Insert new tasks, in order, and append the events, all in one transaction."""
         with self.atomic() as conn:
             with conn.cursor() as cursor:
-                cursor.executemany(
-                    f"INSERT INTO rigger.tasks ({', '.join(_STORED_FIELDS)}) "
-                    f"VALUES ({', '.join(['%s'] * len(_STORED_FIELDS))})",
-                    [_task_values(task) for task in tasks],
-                )
+                cursor.executemany(_insert(TASKS, "tasks"), [_row(TASKS, task) for task in tasks])
                 children = [(t.parent_task_id,) for t in tasks if t.parent_task_id is not None]
                 if children:
                     cursor.executemany(
@@ -645,47 +607,34 @@ class PostgresStore:
     def insert_enhancement(self, enhancement: EnhancementRecord) -> None:
         """Store an enhancement of an existing task."""
         with self.atomic() as conn:
-            conn.execute(
-                f"INSERT INTO rigger.enhancements ({', '.join(_ENHANCEMENT_FIELDS)}) "
-                f"VALUES ({', '.join(['%s'] * len(_ENHANCEMENT_FIELDS))})",
-                dataclasses.astuple(enhancement),
-            )
+            conn.execute(_insert(ENHANCEMENTS, "enhancements"), _row(ENHANCEMENTS, enhancement))
 
     def enhancements_of(self, task_id: str) -> list[EnhancementRecord]:
         """The task's stored enhancements, oldest first."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(_ENHANCEMENT_FIELDS)} FROM rigger.enhancements "
+                f"SELECT {', '.join(ENHANCEMENTS.columns)} FROM rigger.enhancements "
                 "WHERE task_id = %s ORDER BY seq",
                 (task_id,),
             ).fetchall()
-        return [EnhancementRecord(*row) for row in rows]
+        return [ENHANCEMENTS.record_from(row, tuple) for row in rows]
 
     def insert_comprehension_test(self, test: ComprehensionTestRecord) -> None:
         """Store a comprehension test of an existing task."""
-        values = dataclasses.asdict(test)
-        values["options"] = list(test.options)
         with self.atomic() as conn:
             conn.execute(
-                f"INSERT INTO rigger.comprehension_tests ({', '.join(_TEST_FIELDS)}) "
-                f"VALUES ({', '.join(['%s'] * len(_TEST_FIELDS))})",
-                [values[name] for name in _TEST_FIELDS],
+                _insert(COMPREHENSION_TESTS, "comprehension_tests"), _row(COMPREHENSION_TESTS, test)
             )
 
     def comprehension_tests_of(self, task_id: str) -> list[ComprehensionTestRecord]:
         """The task's stored comprehension tests, oldest first."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(_TEST_FIELDS)} FROM rigger.comprehension_tests "
+                f"SELECT {', '.join(COMPREHENSION_TESTS.columns)} FROM rigger.comprehension_tests "
                 "WHERE task_id = %s ORDER BY seq",
                 (task_id,),
             ).fetchall()
-        tests = []
-        for row in rows:
-            values = dict(zip(_TEST_FIELDS, row, strict=True))
-            values["options"] = tuple(values["options"])
-            tests.append(ComprehensionTestRecord(**values))
-        return tests
+        return [COMPREHENSION_TESTS.record_from(row, tuple) for row in rows]
 
     def close(self) -> None:
         """Close every connection; the store is unusable afterwards."""

@@ -2,10 +2,13 @@
 
 One table, keyed by the field's full name in the rigger.v1 contract, names
 the `Limits` setting that bounds it: characters for a string, entries for a
-repeated field. The servicer checks every request against it before the
-domain sees it, so a method implemented later is covered by parsing its
-request the same way. tests/test_request_limits.py walks the contract's
-descriptor: a string or repeated field added without an entry here fails it.
+repeated field. This is the one place request lengths are checked: the
+servicer checks every request against it before the domain sees it (the
+domain, tasks.py, checks only what a value means), so a method implemented
+later is covered by parsing its request the same way.
+tests/test_request_limits.py walks the contract's descriptor: a string or
+repeated field added without an entry here fails it, and so does an entry
+whose limit is not the one the docs and `rig grpc --help` promise.
 """
 
 from __future__ import annotations
@@ -74,5 +77,5 @@ def check_request(message: Message, limits: Limits, prefix: str = "") -> None:
         # strictest general bound rather than none.
         limit = getattr(limits, FIELD_LIMITS.get(field.full_name, _FIELD))
         if len(value) > limit:
-            unit = "entries" if repeated else "characters long"
-            raise InvalidArgument(name, f"has {len(value)} {unit}; the limit is {limit}")
+            size = f"has {len(value)} entries" if repeated else f"is {len(value)} characters long"
+            raise InvalidArgument(name, f"{size}; the limit is {limit}")

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from rigger.v1 import rigger_pb2 as pb
 
 from rigger_server import auth, errors, events, wire
@@ -34,7 +35,8 @@ from rigger_server.tasks import (
     check_status,
 )
 
-SERVICE_NAME = "rigger.v1.RiggerService"
+SERVICE = pb.DESCRIPTOR.services_by_name["RiggerService"]
+SERVICE_NAME = SERVICE.full_name
 LAST_SEQUENCE_KEY = "rigger-last-sequence"
 HEAD_SEQUENCE_KEY = "rigger-head-sequence"
 
@@ -230,9 +232,9 @@ class RiggerServicer:
         book: TaskBook,
         planning: Planning,
         *,
+        batch_turns: int,
         token_auth: auth.TokenAuth | None = None,
         on_store_gone: Callable[[], None] | None = None,
-        batch_turns: int = 8,
     ) -> None:
         self.book = book
         self.planning = planning
@@ -580,44 +582,29 @@ class RiggerServicer:
             )
 
 
+# One handler per method shape: (client streams, server streams).
+_HANDLERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
 def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
-    """Register the servicer. Streams send pre-encoded bytes, so they have no serializer."""
+    """Register the servicer's method of the same name for every method of the service.
 
-    def unary(method: Any, request: Any, response: Any) -> grpc.RpcMethodHandler[Any, Any]:
-        return grpc.unary_unary_rpc_method_handler(
-            method,
-            request_deserializer=_lenient(request),
-            response_serializer=response.SerializeToString,
+    The table is read off the rigger.v1 descriptor: names, request types and
+    shapes are the contract's, never copied here. Streams send pre-encoded
+    bytes, so they have no response serializer.
+    """
+    handlers = {}
+    for method in SERVICE.methods:
+        shape = (method.client_streaming, method.server_streaming)
+        response = None if method.server_streaming else GetMessageClass(method.output_type)
+        handlers[method.name] = _HANDLERS[shape](
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(GetMessageClass(method.input_type)),
+            response_serializer=None if response is None else response.SerializeToString,
         )
-
-    return grpc.method_handlers_generic_handler(
-        SERVICE_NAME,
-        {
-            "ListTasks": unary(servicer.ListTasks, pb.ListTasksRequest, pb.ListTasksResponse),
-            "AddTask": unary(servicer.AddTask, pb.AddTaskRequest, pb.AddTaskResponse),
-            "UpdateTask": unary(servicer.UpdateTask, pb.UpdateTaskRequest, pb.UpdateTaskResponse),
-            "GetTask": unary(servicer.GetTask, pb.GetTaskRequest, pb.GetTaskResponse),
-            "DeleteTask": unary(servicer.DeleteTask, pb.DeleteTaskRequest, pb.DeleteTaskResponse),
-            "ParsePRD": unary(servicer.ParsePRD, pb.ParsePRDRequest, pb.ParsePRDResponse),
-            "GenerateTasksFromPRD": unary(
-                servicer.GenerateTasksFromPRD,
-                pb.GenerateTasksFromPRDRequest,
-                pb.GenerateTasksFromPRDResponse,
-            ),
-            "OrchestrateTask": unary(
-                servicer.OrchestrateTask, pb.OrchestrateTaskRequest, pb.OrchestrateTaskResponse
-            ),
-            "SubscribeToTaskEvents": grpc.unary_stream_rpc_method_handler(
-                servicer.SubscribeToTaskEvents,
-                request_deserializer=_lenient(pb.SubscribeToTaskEventsRequest),
-            ),
-            "SubscribeToTaskEventBatches": grpc.unary_stream_rpc_method_handler(
-                servicer.SubscribeToTaskEventBatches,
-                request_deserializer=_lenient(pb.SubscribeToTaskEventBatchesRequest),
-            ),
-            "TaskEventStream": grpc.stream_stream_rpc_method_handler(
-                servicer.TaskEventStream,
-                request_deserializer=_lenient(pb.TaskEventStreamRequest),
-            ),
-        },
-    )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

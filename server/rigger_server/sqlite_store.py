@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import fcntl
 import functools
@@ -27,7 +26,6 @@ from rigger_server.domain import (
     EventType,
     Prd,
     Task,
-    TaskStatus,
     commit_event,
 )
 from rigger_server.errors import (
@@ -37,14 +35,30 @@ from rigger_server.errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from rigger_server.schema import (
+    COMPREHENSION_TESTS,
+    ENHANCEMENTS,
+    EVENT_COLUMNS,
+    EVENT_INSERT_COLUMNS,
+    EVENT_PAYLOADS,
+    FIRST_SCHEMA,
+    PLANNING,
+    PRDS,
+    SUBTASK_COUNT,
+    TASKS,
+    Migration,
+    Table,
+    event_from_row,
+    event_row,
+    migrations,
+)
 from rigger_server.store import TaskQuery
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
-
-# Each schema version's DDL, kept as it was: a database at version N is
-# brought up to date by running the steps after N in order, in one transaction.
+# Each schema step's DDL, kept as it was (schema.LEDGER numbers them): a
+# database at version N is brought up to date by running the steps after N in
+# order, in one transaction.
 _CREATE_V1 = """
 CREATE TABLE tasks (
     seq INTEGER PRIMARY KEY,          -- insertion order, for "newest first"
@@ -88,9 +102,8 @@ CREATE TABLE prds (
 );
 """
 
-# Version 2: the log keeps each event's encoded bytes (what every publisher and
-# replay sends) and just what a subscription filter needs, instead of a JSON
-# copy of the task that had to be decoded and re-encoded on every read.
+# schema.EVENT_PAYLOADS: the events table anew; _events_to_v2 (below)
+# re-encodes the old one's events into it.
 _EVENTS_V2 = """
 CREATE TABLE events_v2 (
     sequence INTEGER PRIMARY KEY,
@@ -103,7 +116,7 @@ CREATE TABLE events_v2 (
 )
 """
 
-# Version 4: planning. A PRD keeps its markdown (planning re-parses exactly
+# schema.PLANNING. A PRD keeps its markdown (planning re-parses exactly
 # what was parsed) and the file it came from, resolved, so that PRDs parsed
 # from one file are known as one; tasks are found by their PRD; an
 # orchestration's enhancements and comprehension tests are kept with the task.
@@ -138,25 +151,86 @@ CREATE TABLE comprehension_tests (
 CREATE INDEX comprehension_tests_task ON comprehension_tests(task_id, seq)
 """
 
-# Task fields stored as columns of the same name. subtask_ids is derived from
-# the children's parent_task_id when read, so adding a subtask never rewrites
-# (or re-versions) its parent; tuple fields are stored as JSON lists.
-_STORED_FIELDS = tuple(f.name for f in dataclasses.fields(Task) if f.name != "subtask_ids")
-_LIST_FIELDS = frozenset(f.name for f in dataclasses.fields(Task) if f.default == ())
-_TASK_COLUMNS = ", ".join(_STORED_FIELDS)
-_EVENT_COLUMNS = "sequence, event_type, task_id, assignee, payload"
-_PRD_COLUMNS = (
-    "id, path, title, objectives, tech_stack, constraints, parsed_at, markdown, resolved_path"
-)
-_ENHANCEMENT_FIELDS = tuple(f.name for f in dataclasses.fields(EnhancementRecord))
-_TEST_FIELDS = tuple(f.name for f in dataclasses.fields(ComprehensionTestRecord))
-
-# Version 3: each task counts its subtasks, so adding one (and checking the
-# limit on them) costs the same however many its parent already has.
+# schema.SUBTASK_COUNT: adding a subtask (and checking the limit on them)
+# costs the same however many its parent already has.
 _SUBTASK_COUNT_V3 = (
     "ALTER TABLE tasks ADD COLUMN subtask_count INTEGER NOT NULL DEFAULT 0",
     "UPDATE tasks SET subtask_count = "
     "(SELECT COUNT(*) FROM tasks AS child WHERE child.parent_task_id = tasks.id)",
+)
+
+
+def _script(statements: str | Sequence[str]) -> Callable[[SqliteStore, sqlite3.Connection], None]:
+    """A migration running DDL statements (a string of them separated by ";") in order."""
+    if isinstance(statements, str):
+        statements = [s for s in statements.split(";") if s.strip()]
+
+    def run(_: SqliteStore, conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return run
+
+
+def _events_to_v2(store: SqliteStore, conn: sqlite3.Connection) -> None:
+    conn.execute(_EVENTS_V2)
+    rows = conn.execute(
+        "SELECT sequence, event_id, timestamp, event_type, task, actor, metadata "
+        "FROM events ORDER BY sequence"
+    )
+    for sequence, event_id, timestamp, event_type, task, actor, metadata in rows:
+        draft = EventDraft(
+            event_id=event_id,
+            timestamp=timestamp,
+            event_type=EventType(event_type),
+            task=TASKS.record_from_values(json.loads(task)),
+            actor=actor,
+            metadata=json.loads(metadata),
+        )
+        event = commit_event(draft, sequence, store._encode, bounded=False)
+        conn.execute(
+            "INSERT INTO events_v2 (sequence, event_id, timestamp, event_type, task_id, "
+            "assignee, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                sequence,
+                event_id,
+                timestamp,
+                event_type,
+                event.task_id,
+                event.assignee,
+                event.payload,
+            ),
+        )
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_v2 RENAME TO events")
+
+
+# Each step of schema.LEDGER that SQLite records in PRAGMA user_version.
+MIGRATIONS: tuple[Migration[Callable[[SqliteStore, sqlite3.Connection], None]], ...] = migrations(
+    "sqlite",
+    {
+        FIRST_SCHEMA: _script(_CREATE_V1),
+        EVENT_PAYLOADS: _events_to_v2,
+        SUBTASK_COUNT: _script(_SUBTASK_COUNT_V3),
+        PLANNING: _script(_PLANNING_V4),
+    },
+)
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def _columns(table: Table[Any]) -> str:
+    return ", ".join(table.columns)
+
+
+def _marks(table: Table[Any]) -> str:
+    return ", ".join("?" * len(table.columns))
+
+
+_TASK_COLUMNS = _columns(TASKS)
+_EVENT_COLUMNS = ", ".join(EVENT_COLUMNS)
+_INSERT_EVENTS = (
+    f"INSERT INTO events ({', '.join(EVENT_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(EVENT_INSERT_COLUMNS))})"
 )
 
 
@@ -206,23 +280,13 @@ def _translated(
 
 
 def _json_list(values: tuple[str, ...]) -> str:
-    # Most lists are empty, and json.dumps costs microseconds even then: a
-    # generation writes thousands of rows in one transaction.
+    # Lists are JSON text. Most are empty, and json.dumps costs microseconds
+    # even then: a generation writes thousands of rows in one transaction.
     return json.dumps(list(values), ensure_ascii=False) if values else "[]"
 
 
 def _task_row(task: Task) -> tuple[object, ...]:
-    return tuple(
-        _json_list(getattr(task, name)) if name in _LIST_FIELDS else getattr(task, name)
-        for name in _STORED_FIELDS
-    )
-
-
-def _task_from_values(values: dict[str, Any]) -> Task:
-    for name in _LIST_FIELDS:
-        values[name] = tuple(values[name])
-    values["status"] = TaskStatus(values["status"])
-    return Task(**values)
+    return TASKS.row(task, _json_list)
 
 
 class SqliteStore:
@@ -297,52 +361,10 @@ class SqliteStore:
                     f"{self.path}: database schema version {version} is newer than this "
                     f"Rigger's ({SCHEMA_VERSION}); upgrade Rigger"
                 )
-            if version < 1:
-                for statement in _CREATE_V1.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            if version < 2:
-                self._events_to_v2(conn)
-            if version < 3:
-                for statement in _SUBTASK_COUNT_V3:
-                    conn.execute(statement)
-            if version < 4:
-                for statement in _PLANNING_V4.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            for step in MIGRATIONS:
+                if step.version > version:
+                    step.change(self, conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-
-    def _events_to_v2(self, conn: sqlite3.Connection) -> None:
-        conn.execute(_EVENTS_V2)
-        rows = conn.execute(
-            "SELECT sequence, event_id, timestamp, event_type, task, actor, metadata "
-            "FROM events ORDER BY sequence"
-        )
-        for sequence, event_id, timestamp, event_type, task, actor, metadata in rows:
-            draft = EventDraft(
-                event_id=event_id,
-                timestamp=timestamp,
-                event_type=EventType(event_type),
-                task=_task_from_values(json.loads(task)),
-                actor=actor,
-                metadata=json.loads(metadata),
-            )
-            event = commit_event(draft, sequence, self._encode, bounded=False)
-            conn.execute(
-                "INSERT INTO events_v2 (sequence, event_id, timestamp, event_type, task_id, "
-                "assignee, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    sequence,
-                    event_id,
-                    timestamp,
-                    event_type,
-                    event.task_id,
-                    event.assignee,
-                    event.payload,
-                ),
-            )
-        conn.execute("DROP TABLE events")
-        conn.execute("ALTER TABLE events_v2 RENAME TO events")
 
     def _conn(self, *, create: bool = False) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -471,16 +493,12 @@ class SqliteStore:
         return found
 
     def _rows_to_tasks(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Task]:
-        # Rows hold _STORED_FIELDS in order; id comes first.
+        # Rows hold TASKS.columns in order; id comes first.
         subtasks = self._subtasks(conn, [r[0] for r in rows])
-        tasks = []
-        for row in rows:
-            values = dict(zip(_STORED_FIELDS, row, strict=True))
-            for name in _LIST_FIELDS - {"subtask_ids"}:
-                values[name] = json.loads(values[name])
-            values["subtask_ids"] = subtasks.get(row[0], ())
-            tasks.append(_task_from_values(values))
-        return tasks
+        return [
+            TASKS.record_from(row, json.loads, subtask_ids=tuple(subtasks.get(row[0], ())))
+            for row in rows
+        ]
 
     @_translated
     def get_task(self, task_id: str) -> Task | None:
@@ -515,9 +533,7 @@ class SqliteStore:
         """Insert a new task and append its events, atomically."""
         with self.atomic() as conn:
             conn.execute(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-                f"({', '.join('?' * len(_STORED_FIELDS))})",
-                _task_row(task),
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_marks(TASKS)})", _task_row(task)
             )
             if task.parent_task_id is not None:
                 conn.execute(
@@ -541,8 +557,7 @@ class SqliteStore:
         """Insert new tasks, in order, and append the events, all in one transaction."""
         with self.atomic() as conn:
             conn.executemany(
-                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES "
-                f"({', '.join('?' * len(_STORED_FIELDS))})",
+                f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ({_marks(TASKS)})",
                 [_task_row(task) for task in tasks],
             )
             conn.executemany(
@@ -570,7 +585,7 @@ class SqliteStore:
         """Replace a task only if its stored version is `expected_version`."""
         with self.atomic() as conn:
             cursor = conn.execute(
-                f"UPDATE tasks SET {', '.join(f'{name}=?' for name in _STORED_FIELDS[1:])} "
+                f"UPDATE tasks SET {', '.join(f'{name}=?' for name in TASKS.columns[1:])} "
                 "WHERE id=? AND version=?",
                 (*_task_row(task)[1:], task.id, expected_version),
             )
@@ -609,20 +624,7 @@ class SqliteStore:
         last = conn.execute("SELECT COALESCE(MAX(sequence), 0) FROM events").fetchone()[0]
         events = [commit_event(d, last + i, self._encode) for i, d in enumerate(drafts, start=1)]
         conn.executemany(
-            "INSERT INTO events (sequence, event_id, timestamp, event_type, task_id, assignee, "
-            "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    e.sequence,
-                    d.event_id,
-                    d.timestamp,
-                    int(e.event_type),
-                    e.task_id,
-                    e.assignee,
-                    e.payload,
-                )
-                for d, e in zip(drafts, events, strict=True)
-            ],
+            _INSERT_EVENTS, [event_row(d, e) for d, e in zip(drafts, events, strict=True)]
         )
         return events
 
@@ -639,9 +641,9 @@ class SqliteStore:
         events: list[Event] = []
         size = 0
         # SQLite steps row by row: the rows past the budget are never read.
-        for r in rows:
-            events.append(Event(r[0], EventType(r[1]), r[2], r[3], r[4]))
-            size += len(r[4])
+        for row in rows:
+            events.append(event_from_row(row))
+            size += len(row[4])
             if max_bytes is not None and size >= max_bytes:
                 break
         return events
@@ -659,18 +661,8 @@ class SqliteStore:
         """Store a parsed PRD, with its markdown and resolved path when it has them."""
         with self.atomic() as conn:
             conn.execute(
-                f"INSERT INTO prds ({_PRD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    prd.id,
-                    prd.path,
-                    prd.title,
-                    json.dumps(list(prd.objectives), ensure_ascii=False),
-                    json.dumps(list(prd.tech_stack), ensure_ascii=False),
-                    json.dumps(list(prd.constraints), ensure_ascii=False),
-                    prd.parsed_at,
-                    prd.markdown,
-                    prd.resolved_path,
-                ),
+                f"INSERT INTO prds ({_columns(PRDS)}) VALUES ({_marks(PRDS)})",
+                PRDS.row(prd, _json_list),
             )
 
     @_translated
@@ -678,15 +670,10 @@ class SqliteStore:
         """Return the stored PRD (markdown included), or None if there is no such id."""
         row = (
             self._conn()
-            .execute(f"SELECT {_PRD_COLUMNS} FROM prds WHERE id = ?", (prd_id,))
+            .execute(f"SELECT {_columns(PRDS)} FROM prds WHERE id = ?", (prd_id,))
             .fetchone()
         )
-        if row is None:
-            return None
-        values = dict(zip(_PRD_COLUMNS.split(", "), row, strict=True))
-        for name in ("objectives", "tech_stack", "constraints"):
-            values[name] = tuple(json.loads(values[name]))
-        return Prd(**values)
+        return None if row is None else PRDS.record_from(row, json.loads)
 
     # --- orchestration results -----------------------------------------------
 
@@ -695,47 +682,39 @@ class SqliteStore:
         """Store an enhancement of an existing task."""
         with self.atomic() as conn:
             conn.execute(
-                f"INSERT INTO enhancements ({', '.join(_ENHANCEMENT_FIELDS)}) "
-                f"VALUES ({', '.join('?' * len(_ENHANCEMENT_FIELDS))})",
-                dataclasses.astuple(enhancement),
+                f"INSERT INTO enhancements ({_columns(ENHANCEMENTS)}) "
+                f"VALUES ({_marks(ENHANCEMENTS)})",
+                ENHANCEMENTS.row(enhancement, _json_list),
             )
 
     @_translated
     def enhancements_of(self, task_id: str) -> list[EnhancementRecord]:
         """The task's stored enhancements, oldest first."""
         rows = self._conn().execute(
-            f"SELECT {', '.join(_ENHANCEMENT_FIELDS)} FROM enhancements WHERE task_id = ? "
-            "ORDER BY seq",
+            f"SELECT {_columns(ENHANCEMENTS)} FROM enhancements WHERE task_id = ? ORDER BY seq",
             (task_id,),
         )
-        return [EnhancementRecord(*row) for row in rows]
+        return [ENHANCEMENTS.record_from(row, json.loads) for row in rows]
 
     @_translated
     def insert_comprehension_test(self, test: ComprehensionTestRecord) -> None:
         """Store a comprehension test of an existing task."""
-        values = dataclasses.asdict(test)
-        values["options"] = json.dumps(list(test.options), ensure_ascii=False)
         with self.atomic() as conn:
             conn.execute(
-                f"INSERT INTO comprehension_tests ({', '.join(_TEST_FIELDS)}) "
-                f"VALUES ({', '.join('?' * len(_TEST_FIELDS))})",
-                [values[name] for name in _TEST_FIELDS],
+                f"INSERT INTO comprehension_tests ({_columns(COMPREHENSION_TESTS)}) "
+                f"VALUES ({_marks(COMPREHENSION_TESTS)})",
+                COMPREHENSION_TESTS.row(test, _json_list),
             )
 
     @_translated
     def comprehension_tests_of(self, task_id: str) -> list[ComprehensionTestRecord]:
         """The task's stored comprehension tests, oldest first."""
         rows = self._conn().execute(
-            f"SELECT {', '.join(_TEST_FIELDS)} FROM comprehension_tests WHERE task_id = ? "
+            f"SELECT {_columns(COMPREHENSION_TESTS)} FROM comprehension_tests WHERE task_id = ? "
             "ORDER BY seq",
             (task_id,),
         )
-        tests = []
-        for row in rows:
-            values = dict(zip(_TEST_FIELDS, row, strict=True))
-            values["options"] = tuple(json.loads(values["options"]))
-            tests.append(ComprehensionTestRecord(**values))
-        return tests
+        return [COMPREHENSION_TESTS.record_from(row, json.loads) for row in rows]
 
     def close(self) -> None:
         """Checkpoint the WAL into the main file and close every connection.

@@ -62,12 +62,6 @@ class TaskChange:
     expected_version: int | None = None
 
 
-def _check_length(value: str, field: str, limit: int) -> str:
-    if len(value) > limit:
-        raise InvalidArgument(field, f"is {len(value)} characters long; the limit is {limit}")
-    return value
-
-
 def _check_due_date(value: str) -> str:
     try:
         if not _DATE.fullmatch(value):
@@ -155,20 +149,21 @@ class TaskBook:
         return await self._read(fn, *args)
 
     # --- validation ----------------------------------------------------------
+    # What a value means. How long it may be is checked once, before a
+    # request reaches the domain: service.py holds every request to
+    # request_limits.FIELD_LIMITS.
 
-    def _require_id(self, value: str, field: str) -> str:
+    @staticmethod
+    def _require_id(value: str, field: str) -> str:
         if not value.strip():
             raise InvalidArgument(field, "is required")
-        return _check_length(value, field, self.limits.max_field_chars)
+        return value
 
-    def _check_title(self, value: str) -> str:
+    @staticmethod
+    def _check_title(value: str) -> str:
         if not value.strip():
             raise InvalidArgument("title", "must not be empty or whitespace")
-        return _check_length(value, "title", self.limits.max_title_chars)
-
-    def _check_field(self, value: str | None, field: str) -> None:
-        if value is not None:
-            _check_length(value, field, self.limits.max_field_chars)
+        return value
 
     # --- reads ---------------------------------------------------------------
 
@@ -213,8 +208,6 @@ class TaskBook:
     async def add_task(self, new: NewTask, guard: WriteGuard = UNGUARDED) -> Task:
         """Create a task in TODO and emit CREATED, if `guard` holds when it commits."""
         self._check_title(new.title)
-        self._check_field(new.assignee, "assignee")
-        self._check_field(new.source_prd_id, "source_prd_id")
         if new.due_date is not None:
             _check_due_date(new.due_date)
         if new.parent_task_id is not None:
@@ -257,7 +250,6 @@ class TaskBook:
             raise InvalidArgument("status", "TASK_STATUS_UNSPECIFIED is not a status to set")
         if change.title is not None:
             self._check_title(change.title)
-        self._check_field(change.assignee, "assignee")
         if change.due_date:
             _check_due_date(change.due_date)
         return await self._write(self._update_sync, change, guard=guard)
@@ -352,7 +344,6 @@ class TaskBook:
         The Prd keeps the markdown and the file's path resolved against the
         root; parsing runs off the event loop (a 1 MiB PRD takes a while).
         """
-        self._check_field(requested_path, "prd_file_path")
         read, parsed = await self._loop.run_in_executor(
             self._prd_worker, self._read_and_parse_prd, requested_path
         )

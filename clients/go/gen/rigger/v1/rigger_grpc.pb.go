@@ -46,17 +46,28 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+//
+// Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+// OrchestrateTask, an update on TaskEventStream) commits only if, right before
+// it commits, the call's deadline has not passed and its bearer token (with
+// `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+// with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
 type RiggerServiceClient interface {
 	// ListTasks returns tasks, newest first. Archived tasks are left out unless
 	// `status` asks for TASK_STATUS_ARCHIVED.
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+	// A task whose event would be larger than clients accept by default (4 MiB
+	// less 64 KiB; possible only on a server started with raised
+	// `--max-title-length` and `--max-message-bytes`) is refused with
+	// FAILED_PRECONDITION, and nothing is written.
 	AddTask(ctx context.Context, in *AddTaskRequest, opts ...grpc.CallOption) (*AddTaskResponse, error)
 	// UpdateTask changes the fields that are set. When anything changed it emits
 	// TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
 	// changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
 	// that changes nothing succeeds, writes nothing, keeps the version and emits
-	// nothing.
+	// nothing. An update whose events would be larger than clients accept is
+	// refused with FAILED_PRECONDITION, as for AddTask.
 	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*UpdateTaskResponse, error)
 	// GetTask returns one task by id, archived or not.
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
@@ -87,6 +98,12 @@ type RiggerServiceClient interface {
 	// model's answers never validate (three attempts; the message carries the
 	// first validation error: try another model); DEADLINE_EXCEEDED when the
 	// call's deadline passes first. A failed call writes nothing.
+	//
+	// Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+	// generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+	// at once when `--max-model-calls` model calls are in flight already (or
+	// half of them for one model); FAILED_PRECONDITION when a model's answer is
+	// larger than `--max-model-answer-bytes`.
 	GenerateTasksFromPRD(ctx context.Context, in *GenerateTasksFromPRDRequest, opts ...grpc.CallOption) (*GenerateTasksFromPRDResponse, error)
 	// OrchestrateTask runs a task through the orchestration flow. The task is
 	// routed by its complexity score (base 3; +1 title longer than 50
@@ -118,6 +135,13 @@ type RiggerServiceClient interface {
 	// other than "short_answer" and "multiple_choice"; NOT_FOUND for an
 	// unknown task; FAILED_PRECONDITION for an archived or completed task;
 	// ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+	//
+	// Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+	// subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+	// model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+	// the planner's result cannot be stored within the request limits (a value
+	// that cannot be clipped, such as two multiple-choice options alike in
+	// their first `--max-field-length` characters). Nothing is written.
 	OrchestrateTask(ctx context.Context, in *OrchestrateTaskRequest, opts ...grpc.CallOption) (*OrchestrateTaskResponse, error)
 	// SubscribeToTaskEvents streams task events in commit order, each exactly
 	// once, until the client cancels. A subscriber that falls behind its buffer is
@@ -287,17 +311,28 @@ type RiggerService_SubscribeToTaskEventBatchesClient = grpc.ServerStreamingClien
 // for forward compatibility.
 //
 // RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+//
+// Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+// OrchestrateTask, an update on TaskEventStream) commits only if, right before
+// it commits, the call's deadline has not passed and its bearer token (with
+// `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+// with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
 type RiggerServiceServer interface {
 	// ListTasks returns tasks, newest first. Archived tasks are left out unless
 	// `status` asks for TASK_STATUS_ARCHIVED.
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
 	// AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+	// A task whose event would be larger than clients accept by default (4 MiB
+	// less 64 KiB; possible only on a server started with raised
+	// `--max-title-length` and `--max-message-bytes`) is refused with
+	// FAILED_PRECONDITION, and nothing is written.
 	AddTask(context.Context, *AddTaskRequest) (*AddTaskResponse, error)
 	// UpdateTask changes the fields that are set. When anything changed it emits
 	// TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
 	// changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
 	// that changes nothing succeeds, writes nothing, keeps the version and emits
-	// nothing.
+	// nothing. An update whose events would be larger than clients accept is
+	// refused with FAILED_PRECONDITION, as for AddTask.
 	UpdateTask(context.Context, *UpdateTaskRequest) (*UpdateTaskResponse, error)
 	// GetTask returns one task by id, archived or not.
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
@@ -328,6 +363,12 @@ type RiggerServiceServer interface {
 	// model's answers never validate (three attempts; the message carries the
 	// first validation error: try another model); DEADLINE_EXCEEDED when the
 	// call's deadline passes first. A failed call writes nothing.
+	//
+	// Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+	// generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+	// at once when `--max-model-calls` model calls are in flight already (or
+	// half of them for one model); FAILED_PRECONDITION when a model's answer is
+	// larger than `--max-model-answer-bytes`.
 	GenerateTasksFromPRD(context.Context, *GenerateTasksFromPRDRequest) (*GenerateTasksFromPRDResponse, error)
 	// OrchestrateTask runs a task through the orchestration flow. The task is
 	// routed by its complexity score (base 3; +1 title longer than 50
@@ -359,6 +400,13 @@ type RiggerServiceServer interface {
 	// other than "short_answer" and "multiple_choice"; NOT_FOUND for an
 	// unknown task; FAILED_PRECONDITION for an archived or completed task;
 	// ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+	//
+	// Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+	// subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+	// model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+	// the planner's result cannot be stored within the request limits (a value
+	// that cannot be clipped, such as two multiple-choice options alike in
+	// their first `--max-field-length` characters). Nothing is written.
 	OrchestrateTask(context.Context, *OrchestrateTaskRequest) (*OrchestrateTaskResponse, error)
 	// SubscribeToTaskEvents streams task events in commit order, each exactly
 	// once, until the client cancels. A subscriber that falls behind its buffer is

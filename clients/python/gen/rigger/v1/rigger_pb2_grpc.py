@@ -27,6 +27,12 @@ if _version_not_supported:
 
 class RiggerServiceStub:
     """RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+
+    Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+    OrchestrateTask, an update on TaskEventStream) commits only if, right before
+    it commits, the call's deadline has not passed and its bearer token (with
+    `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+    with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
     """
 
     def __init__(self, channel):
@@ -94,6 +100,12 @@ class RiggerServiceStub:
 
 class RiggerServiceServicer:
     """RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+
+    Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+    OrchestrateTask, an update on TaskEventStream) commits only if, right before
+    it commits, the call's deadline has not passed and its bearer token (with
+    `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+    with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
     """
 
     def ListTasks(self, request, context):
@@ -106,6 +118,10 @@ class RiggerServiceServicer:
 
     def AddTask(self, request, context):
         """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+        A task whose event would be larger than clients accept by default (4 MiB
+        less 64 KiB; possible only on a server started with raised
+        `--max-title-length` and `--max-message-bytes`) is refused with
+        FAILED_PRECONDITION, and nothing is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,7 +132,8 @@ class RiggerServiceServicer:
         TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
         changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
         that changes nothing succeeds, writes nothing, keeps the version and emits
-        nothing.
+        nothing. An update whose events would be larger than clients accept is
+        refused with FAILED_PRECONDITION, as for AddTask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +184,12 @@ class RiggerServiceServicer:
         model's answers never validate (three attempts; the message carries the
         first validation error: try another model); DEADLINE_EXCEEDED when the
         call's deadline passes first. A failed call writes nothing.
+
+        Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+        generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+        at once when `--max-model-calls` model calls are in flight already (or
+        half of them for one model); FAILED_PRECONDITION when a model's answer is
+        larger than `--max-model-answer-bytes`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +226,13 @@ class RiggerServiceServicer:
         other than "short_answer" and "multiple_choice"; NOT_FOUND for an
         unknown task; FAILED_PRECONDITION for an archived or completed task;
         ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+
+        Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+        subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+        model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+        the planner's result cannot be stored within the request limits (a value
+        that cannot be clipped, such as two multiple-choice options alike in
+        their first `--max-field-length` characters). Nothing is written.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -313,6 +343,12 @@ def add_RiggerServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RiggerService:
     """RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+
+    Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+    OrchestrateTask, an update on TaskEventStream) commits only if, right before
+    it commits, the call's deadline has not passed and its bearer token (with
+    `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+    with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
     """
 
     @staticmethod

@@ -35,7 +35,14 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RiggerServiceStub:
-    """RiggerService manages tasks and broadcasts every task change as a TaskEvent."""
+    """RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+
+    Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+    OrchestrateTask, an update on TaskEventStream) commits only if, right before
+    it commits, the call's deadline has not passed and its bearer token (with
+    `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+    with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -46,13 +53,19 @@ class RiggerServiceStub:
     `status` asks for TASK_STATUS_ARCHIVED.
     """
     AddTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.AddTaskRequest, _rigger_pb2.AddTaskResponse]
-    """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED."""
+    """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+    A task whose event would be larger than clients accept by default (4 MiB
+    less 64 KiB; possible only on a server started with raised
+    `--max-title-length` and `--max-message-bytes`) is refused with
+    FAILED_PRECONDITION, and nothing is written.
+    """
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.UpdateTaskRequest, _rigger_pb2.UpdateTaskResponse]
     """UpdateTask changes the fields that are set. When anything changed it emits
     TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
     changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
     that changes nothing succeeds, writes nothing, keeps the version and emits
-    nothing.
+    nothing. An update whose events would be larger than clients accept is
+    refused with FAILED_PRECONDITION, as for AddTask.
     """
     GetTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.GetTaskRequest, _rigger_pb2.GetTaskResponse]
     """GetTask returns one task by id, archived or not."""
@@ -86,6 +99,12 @@ class RiggerServiceStub:
     model's answers never validate (three attempts; the message carries the
     first validation error: try another model); DEADLINE_EXCEEDED when the
     call's deadline passes first. A failed call writes nothing.
+
+    Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+    generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+    at once when `--max-model-calls` model calls are in flight already (or
+    half of them for one model); FAILED_PRECONDITION when a model's answer is
+    larger than `--max-model-answer-bytes`.
     """
     OrchestrateTask: _grpc.UnaryUnaryMultiCallable[_rigger_pb2.OrchestrateTaskRequest, _rigger_pb2.OrchestrateTaskResponse]
     """OrchestrateTask runs a task through the orchestration flow. The task is
@@ -118,6 +137,13 @@ class RiggerServiceStub:
     other than "short_answer" and "multiple_choice"; NOT_FOUND for an
     unknown task; FAILED_PRECONDITION for an archived or completed task;
     ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+
+    Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+    subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+    model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+    the planner's result cannot be stored within the request limits (a value
+    that cannot be clipped, such as two multiple-choice options alike in
+    their first `--max-field-length` characters). Nothing is written.
     """
     SubscribeToTaskEvents: _grpc.UnaryStreamMultiCallable[_rigger_pb2.SubscribeToTaskEventsRequest, _rigger_pb2.TaskEvent]
     """SubscribeToTaskEvents streams task events in commit order, each exactly
@@ -147,7 +173,14 @@ class RiggerServiceStub:
 
 @_typing.type_check_only
 class RiggerServiceAsyncStub(RiggerServiceStub):
-    """RiggerService manages tasks and broadcasts every task change as a TaskEvent."""
+    """RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+
+    Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+    OrchestrateTask, an update on TaskEventStream) commits only if, right before
+    it commits, the call's deadline has not passed and its bearer token (with
+    `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+    with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListTasks: _aio.UnaryUnaryMultiCallable[_rigger_pb2.ListTasksRequest, _rigger_pb2.ListTasksResponse]  # type: ignore[assignment]
@@ -155,13 +188,19 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     `status` asks for TASK_STATUS_ARCHIVED.
     """
     AddTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.AddTaskRequest, _rigger_pb2.AddTaskResponse]  # type: ignore[assignment]
-    """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED."""
+    """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+    A task whose event would be larger than clients accept by default (4 MiB
+    less 64 KiB; possible only on a server started with raised
+    `--max-title-length` and `--max-message-bytes`) is refused with
+    FAILED_PRECONDITION, and nothing is written.
+    """
     UpdateTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.UpdateTaskRequest, _rigger_pb2.UpdateTaskResponse]  # type: ignore[assignment]
     """UpdateTask changes the fields that are set. When anything changed it emits
     TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
     changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
     that changes nothing succeeds, writes nothing, keeps the version and emits
-    nothing.
+    nothing. An update whose events would be larger than clients accept is
+    refused with FAILED_PRECONDITION, as for AddTask.
     """
     GetTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.GetTaskRequest, _rigger_pb2.GetTaskResponse]  # type: ignore[assignment]
     """GetTask returns one task by id, archived or not."""
@@ -195,6 +234,12 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     model's answers never validate (three attempts; the message carries the
     first validation error: try another model); DEADLINE_EXCEEDED when the
     call's deadline passes first. A failed call writes nothing.
+
+    Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+    generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+    at once when `--max-model-calls` model calls are in flight already (or
+    half of them for one model); FAILED_PRECONDITION when a model's answer is
+    larger than `--max-model-answer-bytes`.
     """
     OrchestrateTask: _aio.UnaryUnaryMultiCallable[_rigger_pb2.OrchestrateTaskRequest, _rigger_pb2.OrchestrateTaskResponse]  # type: ignore[assignment]
     """OrchestrateTask runs a task through the orchestration flow. The task is
@@ -227,6 +272,13 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     other than "short_answer" and "multiple_choice"; NOT_FOUND for an
     unknown task; FAILED_PRECONDITION for an archived or completed task;
     ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+
+    Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+    subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+    model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+    the planner's result cannot be stored within the request limits (a value
+    that cannot be clipped, such as two multiple-choice options alike in
+    their first `--max-field-length` characters). Nothing is written.
     """
     SubscribeToTaskEvents: _aio.UnaryStreamMultiCallable[_rigger_pb2.SubscribeToTaskEventsRequest, _rigger_pb2.TaskEvent]  # type: ignore[assignment]
     """SubscribeToTaskEvents streams task events in commit order, each exactly
@@ -255,7 +307,14 @@ class RiggerServiceAsyncStub(RiggerServiceStub):
     """
 
 class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RiggerService manages tasks and broadcasts every task change as a TaskEvent."""
+    """RiggerService manages tasks and broadcasts every task change as a TaskEvent.
+
+    Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+    OrchestrateTask, an update on TaskEventStream) commits only if, right before
+    it commits, the call's deadline has not passed and its bearer token (with
+    `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+    with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
+    """
 
     @_abc_1.abstractmethod
     def ListTasks(
@@ -273,7 +332,12 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _rigger_pb2.AddTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_rigger_pb2.AddTaskResponse, _abc.Awaitable[_rigger_pb2.AddTaskResponse]]:
-        """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED."""
+        """AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+        A task whose event would be larger than clients accept by default (4 MiB
+        less 64 KiB; possible only on a server started with raised
+        `--max-title-length` and `--max-message-bytes`) is refused with
+        FAILED_PRECONDITION, and nothing is written.
+        """
 
     @_abc_1.abstractmethod
     def UpdateTask(
@@ -285,7 +349,8 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
         changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
         that changes nothing succeeds, writes nothing, keeps the version and emits
-        nothing.
+        nothing. An update whose events would be larger than clients accept is
+        refused with FAILED_PRECONDITION, as for AddTask.
         """
 
     @_abc_1.abstractmethod
@@ -343,6 +408,12 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         model's answers never validate (three attempts; the message carries the
         first validation error: try another model); DEADLINE_EXCEEDED when the
         call's deadline passes first. A failed call writes nothing.
+
+        Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+        generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+        at once when `--max-model-calls` model calls are in flight already (or
+        half of them for one model); FAILED_PRECONDITION when a model's answer is
+        larger than `--max-model-answer-bytes`.
         """
 
     @_abc_1.abstractmethod
@@ -381,6 +452,13 @@ class RiggerServiceServicer(metaclass=_abc_1.ABCMeta):
         other than "short_answer" and "multiple_choice"; NOT_FOUND for an
         unknown task; FAILED_PRECONDITION for an archived or completed task;
         ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+
+        Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+        subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+        model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+        the planner's result cannot be stored within the request limits (a value
+        that cannot be clipped, such as two multiple-choice options alike in
+        their first `--max-field-length` characters). Nothing is written.
         """
 
     @_abc_1.abstractmethod

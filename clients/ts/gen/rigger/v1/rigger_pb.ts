@@ -1336,6 +1336,12 @@ export const TaskEventTypeSchema: GenEnum<TaskEventType> = /*@__PURE__*/
 /**
  * RiggerService manages tasks and broadcasts every task change as a TaskEvent.
  *
+ * Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
+ * OrchestrateTask, an update on TaskEventStream) commits only if, right before
+ * it commits, the call's deadline has not passed and its bearer token (with
+ * `rig grpc --auth-token-file`) is still accepted. Otherwise the call fails
+ * with DEADLINE_EXCEEDED or UNAUTHENTICATED and nothing is written.
+ *
  * @generated from service rigger.v1.RiggerService
  */
 export const RiggerService: GenService<{
@@ -1352,6 +1358,10 @@ export const RiggerService: GenService<{
   },
   /**
    * AddTask creates a task in TASK_STATUS_TODO and emits TASK_EVENT_TYPE_CREATED.
+   * A task whose event would be larger than clients accept by default (4 MiB
+   * less 64 KiB; possible only on a server started with raised
+   * `--max-title-length` and `--max-message-bytes`) is refused with
+   * FAILED_PRECONDITION, and nothing is written.
    *
    * @generated from rpc rigger.v1.RiggerService.AddTask
    */
@@ -1365,7 +1375,8 @@ export const RiggerService: GenService<{
    * TASK_EVENT_TYPE_UPDATED, plus TASK_EVENT_TYPE_STATUS_CHANGED when the status
    * changed and TASK_EVENT_TYPE_ASSIGNED when the assignee changed. An update
    * that changes nothing succeeds, writes nothing, keeps the version and emits
-   * nothing.
+   * nothing. An update whose events would be larger than clients accept is
+   * refused with FAILED_PRECONDITION, as for AddTask.
    *
    * @generated from rpc rigger.v1.RiggerService.UpdateTask
    */
@@ -1429,6 +1440,12 @@ export const RiggerService: GenService<{
    * first validation error: try another model); DEADLINE_EXCEEDED when the
    * call's deadline passes first. A failed call writes nothing.
    *
+   * Limits: RESOURCE_EXHAUSTED when the plan has more tasks than one
+   * generation may create (`rig grpc --max-generated-tasks`), or, with Ollama,
+   * at once when `--max-model-calls` model calls are in flight already (or
+   * half of them for one model); FAILED_PRECONDITION when a model's answer is
+   * larger than `--max-model-answer-bytes`.
+   *
    * @generated from rpc rigger.v1.RiggerService.GenerateTasksFromPRD
    */
   generateTasksFromPRD: {
@@ -1467,6 +1484,13 @@ export const RiggerService: GenService<{
    * other than "short_answer" and "multiple_choice"; NOT_FOUND for an
    * unknown task; FAILED_PRECONDITION for an archived or completed task;
    * ABORTED as above; and the planner's errors as for GenerateTasksFromPRD.
+   *
+   * Limits: RESOURCE_EXHAUSTED when decomposing would give the task more
+   * subtasks than `rig grpc --max-subtasks`, or, with Ollama, at the
+   * model-call bound as for GenerateTasksFromPRD; FAILED_PRECONDITION when
+   * the planner's result cannot be stored within the request limits (a value
+   * that cannot be clipped, such as two multiple-choice options alike in
+   * their first `--max-field-length` characters). Nothing is written.
    *
    * @generated from rpc rigger.v1.RiggerService.OrchestrateTask
    */
