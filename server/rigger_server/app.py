@@ -403,7 +403,9 @@ class RiggerServer:
                     reflection_v1.SERVICE_NAME,
                 )
             )
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, server)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+                reflector, server
+            )
             reflection_v1.add_to_server(reflector, server)
             await server.start()
         except BaseException:
@@ -438,8 +440,11 @@ class RiggerServer:
         metrics.PLANNER_READY.labels(planner).set(1 if state.ready else 0)
         if state.ready:
             if planner != "offline":
-                log.info("planner ready: Ollama at %s has the default model %s",
-                         self.config.planner.ollama_url, self.config.planner.default_model)
+                log.info(
+                    "planner ready: Ollama at %s has the default model %s",
+                    self.config.planner.ollama_url,
+                    self.config.planner.default_model,
+                )
         else:
             log.warning("planner not ready: %s", state.problem)
         if not self._closing:

@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -129,7 +129,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
         log_calls = self.log_calls
         wrapped: Callable[..., Any]
         if inspect.isasyncgenfunction(behavior):
-            streaming: Callable[..., AsyncIterator[Any]] = behavior
+            streaming: Callable[..., AsyncGenerator[Any, None]] = behavior
 
             async def responses(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -162,7 +162,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
             wrapped = answer
         else:
             return handler  # a synchronous handler: this server registers none
-        return make(  # type: ignore[no-any-return]
+        return make(
             wrapped,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,

@@ -33,7 +33,5 @@ def configure(log_format: str = "text", *, worker: int | None = None) -> None:
         logging.captureWarnings(True)
     else:
         where = "" if worker is None else f"worker {worker} "
-        handler.setFormatter(
-            logging.Formatter(TEXT.replace("%(name)s", f"{where}%(name)s"))
-        )
+        handler.setFormatter(logging.Formatter(TEXT.replace("%(name)s", f"{where}%(name)s")))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)

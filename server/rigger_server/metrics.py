@@ -53,7 +53,7 @@ UNKNOWN = "unknown"
 
 # No `_created` series beside every counter and histogram: Prometheus's text
 # format has no use for them, and they double the series.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # The streams the service holds, by kind: SubscribeToTaskEvents (one event a
 # message), SubscribeToTaskEventBatches, TaskEventStream (with updates).
@@ -162,8 +162,7 @@ MESSAGES_DELIVERED = Counter(
 )
 SUBSCRIBERS_ENDED = Counter(
     "rigger_subscribers_ended",
-    "Subscriber streams the server ended, by reason: lagging (queue overflow) or "
-    "token_revoked",
+    "Subscriber streams the server ended, by reason: lagging (queue overflow) or token_revoked",
     ["reason"],
 )
 COMMIT_SECONDS = Histogram(
@@ -304,10 +303,10 @@ def registry(directory: pathlib.Path | None) -> CollectorRegistry:
     if directory is None:
         return REGISTRY
     combined = CollectorRegistry()
-    multiprocess.MultiProcessCollector(combined, path=str(directory))
+    multiprocess.MultiProcessCollector(combined, path=str(directory))  # type: ignore[no-untyped-call]
     return combined
 
 
 def worker_gone(directory: pathlib.Path, pid: int) -> None:
     """Drop a stopped worker's live gauges from the sum."""
-    multiprocess.mark_process_dead(pid, str(directory))
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]

@@ -49,7 +49,7 @@ class MetricsBindError(Exception):
 
 
 class _Handler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+    def log_message(self, format: str, *args: Any) -> None:
         """Scrapes come every few seconds: no line for each."""
 
 
@@ -117,7 +117,9 @@ def _guarded(app: App, auth: TokenAuth | None) -> App:
 class MetricsServer:
     """A running metrics endpoint; `port` is the port it bound."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, auth: TokenAuth | None):
+    def __init__(
+        self, host: str, port: int, registry: CollectorRegistry, auth: TokenAuth | None
+    ) -> None:
         try:
             family, _, _, _, sockaddr = socket.getaddrinfo(
                 host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

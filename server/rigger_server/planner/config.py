@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from rigger_server.limits import Limits
+from rigger_server.planner.observed import StepObserver, observed
 from rigger_server.planner.offline import OfflinePlanner
 from rigger_server.planner.plans import (
     OFFLINE,
@@ -28,7 +29,6 @@ from rigger_server.planner.plans import (
     TaskContext,
     TaskPlan,
 )
-from rigger_server.planner.observed import StepObserver, observed
 from rigger_server.prd import ParsedPrd
 
 if TYPE_CHECKING:

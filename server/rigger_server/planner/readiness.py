@@ -45,9 +45,7 @@ class Readiness:
 READY = Readiness(True)
 
 
-async def probe_ollama(
-    planner: OllamaPlanner, seconds: float = PLANNER_PROBE_SECONDS
-) -> Readiness:
+async def probe_ollama(planner: OllamaPlanner, seconds: float = PLANNER_PROBE_SECONDS) -> Readiness:
     """Ask Ollama whether it answers and has the planner's default model."""
     model = planner.default_model
     try:
