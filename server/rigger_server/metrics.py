@@ -243,6 +243,11 @@ def planner_step(planner: str, step: str, outcome: str) -> None:
     ).inc()
 
 
+# Known before anything happens, so each series is there (at 0) from the start.
+for _reason in ENDED_REASONS:
+    SUBSCRIBERS_ENDED.labels(_reason)
+
+
 def subscriber_ended(reason: str) -> None:
     """A subscriber's stream was ended for `reason` (one of ENDED_REASONS)."""
     SUBSCRIBERS_ENDED.labels(reason).inc()
