@@ -183,6 +183,14 @@ def consumers(session: nox.Session) -> None:
     session.run("python", "tests/consumers/check.py", *session.posargs)
 
 
+@nox.session(default=False)
+def metrics(session: nox.Session) -> None:
+    """A real Prometheus scrapes `rig grpc --metrics-port` under load; every listed series moves."""
+    # Prometheus itself is Debian's `prometheus` package (.ci/run installs it).
+    session.install("-e", ".")
+    session.run("python", "tests/prometheus/check.py", *session.posargs)
+
+
 @nox.session
 def conformance(session: nox.Session) -> None:
     """The shared conformance suite through the Python, Go and TypeScript clients."""

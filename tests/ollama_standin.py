@@ -61,7 +61,7 @@ class _Server(ThreadingHTTPServer):
 class OllamaStandIn:
     """Start with `with OllamaStandIn(models=[...]) as ollama:`; `ollama.url` is its address."""
 
-    def __init__(self, models: tuple[str, ...] = ("llama3.1:latest",)) -> None:
+    def __init__(self, models: tuple[str, ...] = ("llama3.1:latest",), port: int = 0) -> None:
         self.models = list(models)
         self.replies: deque[Reply] = deque()
         # The JSON bodies of the /api/chat requests, in order.
@@ -74,7 +74,7 @@ class OllamaStandIn:
         # Chats that have been answered (or abandoned by the client).
         self.answered = 0
         self._stopping = threading.Event()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         # A short poll interval: shutdown() waits for the serving loop's next poll.
         self._thread = threading.Thread(

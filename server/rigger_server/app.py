@@ -11,24 +11,34 @@ import signal
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from rigger.v1 import rigger_pb2
 
-from rigger_server import database, service, wire
+from rigger_server import database, metrics, metrics_http, reflection_v1, service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
+from rigger_server.calls import CallObserver
 from rigger_server.database import LogNotifier
 from rigger_server.events import DEFAULT_BUFFER, Broadcaster
 from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
 from rigger_server.planner import Planner, PlannerConfig, build_planner
+from rigger_server.planner.readiness import READY, Readiness, probe_for, watch
 from rigger_server.planning import Planning
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
 log = logging.getLogger(__name__)
+
+# The health service name whose status follows the planner: SERVING while it
+# can plan (always, offline; with Ollama, while Ollama answers and has the
+# default model), NOT_SERVING otherwise. The server's own ("" and
+# rigger.v1.RiggerService) does not depend on it: everything else works
+# without a model.
+PLANNER_HEALTH_NAME = "rigger.v1.RiggerService/planner"
 
 
 class CertificateError(Exception):
@@ -157,6 +167,11 @@ class ServerConfig:
     # True in each worker process of `rig grpc --workers N`: the workers share
     # the port the supervisor checked was free.
     reuse_port: bool = False
+    # `--metrics-port`: serve Prometheus metrics there (0: a free port); None: none.
+    metrics_port: int | None = None
+    metrics_host: str = metrics_http.DEFAULT_HOST
+    # `--log-format`: text, or json (which also logs every call).
+    log_format: str = "text"
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """Channel arguments for the server."""
@@ -317,6 +332,8 @@ class RiggerServer:
         self._tail: LogTail | None = None
         self._stopping = asyncio.Event()
         self._store_lost = False
+        # The metrics sampler and the planner's readiness watch.
+        self._background: list[asyncio.Task[None]] = []
         self.auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
         self.certificates = Certificates(config.tls) if config.tls else None
 
@@ -351,15 +368,19 @@ class RiggerServer:
                 limits=config.limits,
                 publish=self._tail.committed,
                 reach=self._tail.reach,
+                observe_commit=metrics.commit_observed,
             )
             # Built on the serving loop: the Ollama planner's HTTP client belongs to it.
-            self._planner = build_planner(config.planner, config.limits)
-            planning = Planning(self._book, self._planner)
-            interceptors = (
-                [AuthInterceptor(self.auth, public_health=config.public_health)]
-                if self.auth
-                else []
+            self._planner = build_planner(
+                config.planner, config.limits, observe=metrics.planner_step
             )
+            planning = Planning(self._book, self._planner)
+            # Outermost, so it sees every call's end, the auth refusals too.
+            interceptors: list[grpc.aio.ServerInterceptor] = [
+                CallObserver(log_calls=config.log_format == "json")
+            ]
+            if self.auth:
+                interceptors.append(AuthInterceptor(self.auth, public_health=config.public_health))
             server, self.addresses, self.port = await bind(
                 lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
                 loopbacks() if config.host == "localhost" else [config.host],
@@ -375,14 +396,18 @@ class RiggerServer:
             )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            reflection.enable_server_reflection(
+            reflector = reflection.aio.ReflectionServicer(
                 (
                     rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"].full_name,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                     reflection.SERVICE_NAME,
-                ),
-                server,
+                    reflection_v1.SERVICE_NAME,
+                )
             )
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+                reflector, server
+            )
+            reflection_v1.add_to_server(reflector, server)
             await server.start()
         except BaseException:
             await self._close_planner()
@@ -391,6 +416,47 @@ class RiggerServer:
             raise
         self._server = server
         await self._set_health(serving=True)
+        await self._start_background(broadcaster, servicer)
+
+    async def _start_background(
+        self, broadcaster: Broadcaster, servicer: service.RiggerServicer
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        if self.config.metrics_port is not None:
+            sampler = metrics.sample_every(broadcaster, servicer.turns)
+            self._background.append(loop.create_task(sampler))
+        planner = self.config.planner.planner
+        probe = probe_for(self._planner)
+        if probe is None:
+            self._planner_state(READY)
+            return
+        # Not ready until Ollama says so; asked in the background, so an
+        # Ollama that hangs or is absent never delays serving.
+        await self._health.set(PLANNER_HEALTH_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        metrics.PLANNER_READY.labels(planner).set(0)
+        self._background.append(loop.create_task(watch(probe, self._planner_state)))
+
+    def _planner_state(self, state: Readiness) -> None:
+        planner = self.config.planner.planner
+        metrics.PLANNER_READY.labels(planner).set(1 if state.ready else 0)
+        if state.ready:
+            if planner != "offline":
+                log.info(
+                    "planner ready: Ollama at %s has the default model %s",
+                    self.config.planner.ollama_url,
+                    self.config.planner.default_model,
+                )
+        else:
+            log.warning("planner not ready: %s", state.problem)
+        if not self._closing:
+            self._track(
+                self._health.set(
+                    PLANNER_HEALTH_NAME,
+                    health_pb2.HealthCheckResponse.SERVING
+                    if state.ready
+                    else health_pb2.HealthCheckResponse.NOT_SERVING,
+                )
+            )
 
     def _store_gone(self) -> None:
         if self._store_lost:
@@ -408,7 +474,10 @@ class RiggerServer:
         if self._server is None or self._book is None:
             return
         self._closing = True
-        for name in ("", service.SERVICE_NAME):
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for name in ("", service.SERVICE_NAME, PLANNER_HEALTH_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         # Subscribers get UNAVAILABLE with their last sequence at once, rather
         # than being cut off when the grace period runs out.
@@ -439,7 +508,10 @@ class RiggerServer:
         self._update_health(serving=reachable)
 
     def _update_health(self, *, serving: bool) -> None:
-        task = asyncio.get_running_loop().create_task(self._set_health(serving=serving))
+        self._track(self._set_health(serving=serving))
+
+    def _track(self, update: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(update)
         self._health_updates.add(task)
         task.add_done_callback(self._health_updates.discard)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rigger_server import __version__, console, database, wire
+from rigger_server import __version__, console, database, logs, metrics, wire
 from rigger_server.app import (
     PORT_ATTEMPTS,
     CertificateError,
@@ -27,6 +28,7 @@ from rigger_server.auth import TokenFileError
 from rigger_server.database import DatabaseUnusable
 from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
+from rigger_server.metrics_http import DEFAULT_HOST, MetricsBindError, MetricsServer
 from rigger_server.planner import PlannerConfig, add_planner_flags, config_from_args
 from rigger_server.workers import Supervisor
 
@@ -268,6 +270,33 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{help_text} (default: %(default)s)",
         )
     add_planner_flags(grpc_cmd)
+    observing = grpc_cmd.add_argument_group("metrics and logs")
+    observing.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="N",
+        help="serve Prometheus metrics at http://HOST:N/metrics (0 picks a free port, "
+        "written to --ready-file as metrics_port); with --auth-token-file it asks for "
+        "the same token; with --workers one port serves the sum of every worker's "
+        "(default: no metrics endpoint)",
+    )
+    observing.add_argument(
+        "--metrics-host",
+        default=DEFAULT_HOST,
+        metavar="HOST",
+        help="interface the metrics endpoint binds; anything but loopback shows the "
+        "metrics to whoever reaches it, so use --auth-token-file then "
+        f"(default: {DEFAULT_HOST})",
+    )
+    observing.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        default="text",
+        help="text lines, or one JSON object per line for every log record, with a "
+        "record for every call (method, code, duration_ms, peer, committed sequences) "
+        "(default: text)",
+    )
     grpc_cmd.set_defaults(run=_grpc)
     console.add_commands(parser, commands)
     return parser
@@ -333,22 +362,46 @@ def _grpc(args: argparse.Namespace) -> int:
     # Before anything opens a file; worker processes inherit it.
     logging.getLogger(__name__).info("open-file limit: %d", raise_open_file_limit())
     config = server_config(args, db_path, root, planner)
+    _warn_exposed_metrics(config)
 
     if args.workers > 1:
         return _serve_workers(config, args.workers, args.ready_file)
 
     async def serve() -> int:
+        exposed: MetricsServer | None = None
         try:
             server = RiggerServer(config)  # reads the token file and the TLS files
             server.handle_signals()
+            if config.metrics_port is not None:
+                exposed = MetricsServer(
+                    config.metrics_host, config.metrics_port, metrics.registry(None), server.auth
+                )
             await server.start()
-        except (TokenFileError, CertificateError, PortInUse, DatabaseUnusable, StoreFault) as exc:
+        except (
+            TokenFileError,
+            CertificateError,
+            PortInUse,
+            DatabaseUnusable,
+            StoreFault,
+            MetricsBindError,
+        ) as exc:
+            if exposed is not None:
+                exposed.close()
             return _start_failed(exc, config)
-        if not server.stop_requested:
-            _print_banner(config, server.addresses, workers=1)
-            if args.ready_file is not None:
-                write_ready_file(args.ready_file, server.addresses, server.port)
-        await server.wait()
+        try:
+            if not server.stop_requested:
+                _print_banner(config, server.addresses, workers=1, metrics_server=exposed)
+                if args.ready_file is not None:
+                    write_ready_file(
+                        args.ready_file,
+                        server.addresses,
+                        server.port,
+                        exposed.port if exposed else None,
+                    )
+            await server.wait()
+        finally:
+            if exposed is not None:
+                exposed.close()
         print("Rigger gRPC Server stopped.", flush=True)
         return 0
 
@@ -372,34 +425,68 @@ def server_config(
         auth_token_file=args.auth_token_file,
         public_health=args.public_health,
         planner=planner,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        log_format=args.log_format,
     )
+
+
+def _warn_exposed_metrics(config: ServerConfig) -> None:
+    if config.metrics_port is None or config.auth_token_file is not None:
+        return
+    host = config.metrics_host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        logging.getLogger(__name__).warning(
+            "--metrics-host %s: the metrics are open to anyone who reaches %s:%s; bind "
+            "127.0.0.1 (the default), or pass --auth-token-file to ask for a token",
+            host,
+            host,
+            config.metrics_port,
+        )
 
 
 def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | None) -> int:
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (TokenFileError, CertificateError, PortInUse, DatabaseUnusable, StoreFault) as exc:
+    except (
+        TokenFileError,
+        CertificateError,
+        PortInUse,
+        DatabaseUnusable,
+        StoreFault,
+        MetricsBindError,
+    ) as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if started:
-        _print_banner(config, supervisor.addresses, workers=count)
+        _print_banner(
+            config, supervisor.addresses, workers=count, metrics_server=supervisor.metrics_server
+        )
         if ready_file is not None:
-            write_ready_file(ready_file, supervisor.addresses, supervisor.port)
+            write_ready_file(
+                ready_file, supervisor.addresses, supervisor.port, supervisor.metrics_port
+            )
     code = supervisor.wait()
     print("Rigger gRPC Server stopped.", flush=True)
     return code
 
 
-def write_ready_file(path: pathlib.Path, addresses: list[str], port: int) -> None:
+def write_ready_file(
+    path: pathlib.Path, addresses: list[str], port: int, metrics_port: int | None = None
+) -> None:
     """Say, machine-readably, where the server listens; written whole or not at all."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    partial.write_text(
-        json.dumps({"addresses": addresses, "port": port, "pid": os.getpid()}) + "\n",
-        encoding="utf-8",
-    )
+    ready: dict[str, Any] = {"addresses": addresses, "port": port, "pid": os.getpid()}
+    if metrics_port is not None:
+        ready["metrics_port"] = metrics_port
+    partial.write_text(json.dumps(ready) + "\n", encoding="utf-8")
     partial.replace(path)
 
 
@@ -416,6 +503,13 @@ def _start_failed(exc: Exception, config: ServerConfig) -> int:
     if isinstance(exc, StoreFault):
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if isinstance(exc, MetricsBindError):
+        print(
+            f"error: --metrics-port: cannot bind {exc.address}: {exc.reason}.\n"
+            "Stop whatever holds it, or pick another port (0 picks a free one).",
+            file=sys.stderr,
+        )
+        return 1
     assert isinstance(exc, PortInUse)
     if config.port == 0:
         # Every free port the kernel offered was taken on another address.
@@ -436,17 +530,23 @@ def _start_failed(exc: Exception, config: ServerConfig) -> int:
     return 1
 
 
-def _print_banner(config: ServerConfig, addresses: list[str], workers: int) -> None:
+def _print_banner(
+    config: ServerConfig,
+    addresses: list[str],
+    workers: int,
+    metrics_server: MetricsServer | None = None,
+) -> None:
     first, *others = addresses
     also = f" (also {', '.join(others)})" if others else ""
     processes = f"\n   Workers: {workers} processes sharing the port" if workers > 1 else ""
+    exposed = f"\n   Metrics: {metrics_server.url}" if metrics_server else ""
     print(
         "🚀 Rigger gRPC Server starting...\n"
         "   Protocol: gRPC over HTTP/2\n"
         f"   Address: {first}{also}\n"
         f"   Database: {database.describe(config.db_path)}\n"
         f"   Security: {_security_summary(config)}{processes}\n"
-        f"   Planner: {_planner_summary(config)}\n"
+        f"   Planner: {_planner_summary(config)}{exposed}\n"
         f"   Broadcast: Enabled ({config.buffer} event buffer)",
         flush=True,
     )
@@ -494,10 +594,8 @@ def _security_summary(config: ServerConfig) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `rig` command."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
+    logs.configure(getattr(args, "log_format", "text"))
     return int(args.run(args))
 
 

@@ -95,6 +95,11 @@ class Turns:
         """Turns nobody holds now."""
         return self._free
 
+    @property
+    def waiting(self) -> int:
+        """Subscriptions in line for a turn now (for the metrics; counts the line)."""
+        return sum(1 for subscription in self._line if subscription.waiting_for_turn)
+
     def give_back(self, subscription: Subscription) -> None:
         """`subscription` is done with its turn: hand it to the first in line that wants it."""
         if self._holders.pop(subscription, None) is not None:
@@ -195,6 +200,11 @@ class Subscription:
         return self._queued_bytes
 
     @property
+    def queued(self) -> int:
+        """How many events are queued now."""
+        return len(self._queue)
+
+    @property
     def waiting_for_turn(self) -> bool:
         """True while in line for a turn (and not ended meanwhile)."""
         return self._turn == _WAITING and self._ended is None
@@ -289,6 +299,11 @@ class Broadcaster:
     def subscriber_count(self) -> int:
         """How many subscriptions are live."""
         return len(self._subscriptions)
+
+    @property
+    def deepest_queue(self) -> int:
+        """Events queued for the subscription furthest behind (0 without any)."""
+        return max((s.queued for s in self._subscriptions), default=0)
 
     def subscribe(self, event_filter: EventFilter, turns: Turns | None = None) -> Subscription:
         """Register a new subscription; it receives every event published from now on.

@@ -96,6 +96,27 @@ MAX_TEST_OPTIONS = 6
 MAX_OLLAMA_LISTING_BYTES = 1 * MIB
 MAX_OLLAMA_ERROR_BYTES = 64 * KIB
 
+# With --planner ollama the server asks Ollama, from its start on, whether it
+# answers and has the default model (planner/readiness.py): each probe may
+# take PLANNER_PROBE_SECONDS; while the answer is no, the next comes after
+# PLANNER_PROBE_FIRST_SECONDS, doubling up to PLANNER_PROBE_LONGEST_SECONDS,
+# and every PLANNER_PROBE_LONGEST_SECONDS once it is yes. No flags:
+# documented constants.
+PLANNER_PROBE_SECONDS = 5.0
+PLANNER_PROBE_FIRST_SECONDS = 1.0
+PLANNER_PROBE_LONGEST_SECONDS = 30.0
+
+# The metrics endpoint (`--metrics-port`, metrics_http.py) serves at most
+# METRICS_MAX_CONNECTIONS connections at once and closes any other at once;
+# a connection gets METRICS_CONNECTION_SECONDS from accept to its answer
+# sent, so clients that send slowly (or not at all) cannot hold the slots for
+# longer. A scrape takes milliseconds. The state gauges (log head, deepest
+# queue, turns waiting) are sampled every METRICS_SAMPLE_SECONDS. No flags:
+# documented constants.
+METRICS_MAX_CONNECTIONS = 16
+METRICS_CONNECTION_SECONDS = 10.0
+METRICS_SAMPLE_SECONDS = 1.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Limits:

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server import auth, errors, events, wire
+from rigger_server import auth, errors, events, metrics, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
@@ -190,12 +190,16 @@ def _batched(batch: list[Event]) -> Iterable[tuple[bytes, int]]:
         yield message, batch[sent - 1].sequence
 
 
-def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterator[bytes]]:
+def _subscription_stream(
+    doc: str, encode: Encode, kind: str
+) -> Callable[..., AsyncIterator[bytes]]:
     """A server-streaming subscription handler that sends each queued batch as `encode` says.
 
     SubscribeToTaskEvents and SubscribeToTaskEventBatches share it, so they
     agree on validation, headers and how a stream ends (lag, shutdown).
+    `kind` names the stream in the metrics.
     """
+    meter = metrics.STREAMS[kind]
 
     async def stream(
         self: RiggerServicer, request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -210,10 +214,16 @@ def _subscription_stream(doc: str, encode: Encode) -> Callable[..., AsyncIterato
         last = feed.head if not request.HasField("after_sequence") else request.after_sequence
         release = self._hold_token(context, lambda: feed.end(auth.Revoked))
         try:
-            while True:
-                for message, sequence in encode(await feed.next_batch()):
-                    yield message
-                    last = sequence
+            with meter.held():
+                while True:
+                    batch = await feed.next_batch()
+                    messages = 0
+                    for message, sequence in encode(batch):
+                        yield message
+                        last = sequence
+                        messages += 1
+                    # Counted once a batch, never per event.
+                    meter.delivered(len(batch), messages)
         except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:
@@ -246,6 +256,11 @@ class RiggerServicer:
         # Told when the database turns out deleted or replaced, so the server
         # can say NOT_SERVING: no write can succeed until it restarts.
         self._on_store_gone = on_store_gone
+
+    @property
+    def turns(self) -> events.Turns:
+        """The turns the batched streams take (for the metrics)."""
+        return self._turns
 
     def _checked(self, request: Any) -> Any:
         """The parsed request, every string and repeated field within its limit."""
@@ -450,6 +465,7 @@ class RiggerServicer:
     ) -> None:
         context.set_trailing_metadata(((LAST_SEQUENCE_KEY, str(last)),))
         if isinstance(exc, events.Lagged):
+            metrics.subscriber_ended("lagging")
             log.warning("subscriber %s lagged at sequence %d; ended it", context.peer(), last)
             broadcaster = self.book.broadcaster
             behind = (
@@ -465,6 +481,7 @@ class RiggerServicer:
                 "to resume without loss",
             )
         if isinstance(exc, auth.Revoked):
+            metrics.subscriber_ended("token_revoked")
             await _abort(
                 context,
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -495,11 +512,13 @@ class RiggerServicer:
     SubscribeToTaskEvents = _subscription_stream(
         "Stream matching events (pre-encoded TaskEvent bytes) until cancelled.",
         _one_per_message,
+        "plain",
     )
     SubscribeToTaskEventBatches = _subscription_stream(
         "Stream matching events, everything queued so far in messages of at most "
         "limits.MAX_BATCH_MESSAGE_BYTES, until cancelled.",
         _batched,
+        "batched",
     )
 
     async def TaskEventStream(
@@ -532,25 +551,31 @@ class RiggerServicer:
         updates = asyncio.ensure_future(
             self._apply_updates(request_iterator, lambda: revoked, self._guard(context))
         )
+        meter = metrics.STREAMS["bidirectional"]
         try:
-            async with contextlib.aclosing(feed.batches()) as batches:
-                next_batch = asyncio.ensure_future(anext(batches))
-                try:
-                    while True:
-                        if updates.done():
-                            # Raise a failed update's error, even one that
-                            # failed while this generator was suspended.
-                            updates.result()
-                        waiting = {next_batch} if updates.done() else {next_batch, updates}
-                        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                        if next_batch in done:
-                            for event in next_batch.result():
-                                yield event.payload
-                                last = event.sequence
-                            next_batch = asyncio.ensure_future(anext(batches))
-                finally:
-                    next_batch.cancel()
-                    await asyncio.gather(next_batch, return_exceptions=True)
+            with meter.held():
+                async with contextlib.aclosing(feed.batches()) as batches:
+                    next_batch = asyncio.ensure_future(anext(batches))
+                    try:
+                        while True:
+                            if updates.done():
+                                # Raise a failed update's error, even one that
+                                # failed while this generator was suspended.
+                                updates.result()
+                            waiting = {next_batch} if updates.done() else {next_batch, updates}
+                            done, _ = await asyncio.wait(
+                                waiting, return_when=asyncio.FIRST_COMPLETED
+                            )
+                            if next_batch in done:
+                                batch = next_batch.result()
+                                for event in batch:
+                                    yield event.payload
+                                    last = event.sequence
+                                meter.delivered(len(batch), len(batch))
+                                next_batch = asyncio.ensure_future(anext(batches))
+                    finally:
+                        next_batch.cancel()
+                        await asyncio.gather(next_batch, return_exceptions=True)
         except Exception as exc:
             await self._end_stream(context, exc, last)
         finally:

@@ -33,7 +33,7 @@ from rigger_server.feed import Feed
 from rigger_server.guard import UNGUARDED, WriteGuard
 from rigger_server.limits import Limits
 from rigger_server.store import Store, TaskQuery
-from rigger_server.writer import GroupWriter, Publish, Written
+from rigger_server.writer import CommitObserver, GroupWriter, Publish, Written
 
 T = TypeVar("T")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -103,6 +103,7 @@ class TaskBook:
         readers: int = 4,
         publish: Publish | None = None,
         reach: Callable[[int], Awaitable[None]] | None = None,
+        observe_commit: CommitObserver | None = None,
     ) -> None:
         self.store = store
         self.broadcaster = broadcaster
@@ -114,7 +115,10 @@ class TaskBook:
         # `publish` receives each group's events on the loop, in commit order;
         # in a server it is the log tail, which orders them among the events
         # other processes commit to the same log.
-        self._writer = GroupWriter(store, self._loop, publish or _publish_directly(broadcaster))
+        # `observe_commit` hears how long each commit took (the server's metrics).
+        self._writer = GroupWriter(
+            store, self._loop, publish or _publish_directly(broadcaster), observe_commit
+        )
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="rigger-reader")
         # Waits until this server has published the log up to a sequence; in
         # a server, the log tail's. Alone with its store, a book's broadcaster

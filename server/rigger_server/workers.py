@@ -11,6 +11,12 @@ by a datagram (`peers.py`), as any servers sharing a database are.
 The supervisor (this module, in the `rig grpc` process) checks the port is
 free, holds it while the workers start, forwards signals, and stops everything
 if a worker dies: a half-running server is worse than a stopped one.
+
+With `--metrics-port` the supervisor serves the metrics of every worker,
+summed: it makes a private directory, the workers write their values there
+(prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR), and the
+supervisor's one endpoint reads them all. It removes the directory when it
+stops.
 """
 
 from __future__ import annotations
@@ -22,15 +28,18 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pathlib
+import shutil
 import signal
 import socket
+import tempfile
 import time
 import types
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from rigger_server import database, wire
+from rigger_server import database, logs, metrics, wire
 from rigger_server.app import (
     NOTHING_TO_RELOAD,
     PORT_ATTEMPTS,
@@ -39,6 +48,8 @@ from rigger_server.app import (
     ServerConfig,
     loopbacks,
 )
+from rigger_server.auth import TokenAuth
+from rigger_server.metrics_http import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +124,7 @@ def _worker(index: int, config: ServerConfig, conn: Connection, lifeline: Connec
     # SIGTERM for each worker, so a worker still starting up is not torn down
     # with a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s",
-    )
+    logs.configure(config.log_format, worker=index)
 
     async def serve() -> None:
         try:
@@ -159,6 +167,40 @@ class Supervisor:
         self._processes: list[BaseProcess] = []
         self._lifelines: list[Connection] = []
         self._stopping = False
+        self.metrics_server: MetricsServer | None = None
+        self._metrics_dir: pathlib.Path | None = None
+        self._auth: TokenAuth | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port serving every worker's metrics, or None without --metrics-port."""
+        return self.metrics_server.port if self.metrics_server else None
+
+    def _serve_metrics(self) -> None:
+        """Serve the sum of the workers' metrics from a private directory they write to."""
+        config = self.config
+        if config.metrics_port is None:
+            return
+        self._metrics_dir = pathlib.Path(tempfile.mkdtemp(prefix="rigger-metrics-"))
+        # Read by prometheus_client in each worker as it starts (spawned, so
+        # it imports everything afresh): their values go to files there.
+        os.environ[metrics.MULTIPROC_ENV] = str(self._metrics_dir)
+        self._auth = TokenAuth(config.auth_token_file) if config.auth_token_file else None
+        self.metrics_server = MetricsServer(
+            config.metrics_host,
+            config.metrics_port,
+            metrics.registry(self._metrics_dir),
+            self._auth,
+        )
+
+    def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        if self._metrics_dir is not None:
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = None
 
     def start(self) -> bool:
         """Check and hold the port, start every worker and wait until all serve.
@@ -177,6 +219,13 @@ class Supervisor:
         store, _ = database.open_log(config.db_path, wire.encode_event)
         store.close()
         port, held = reserve_port(config.host, config.port)
+        try:
+            self._serve_metrics()
+        except BaseException:
+            self._stop_metrics()
+            for sock in held:
+                sock.close()
+            raise
         context = multiprocessing.get_context("spawn")
         worker_config = dataclasses.replace(config, port=port, reuse_port=True)
         try:
@@ -267,6 +316,8 @@ class Supervisor:
         if self.config.auth_token_file is None and self.config.tls is None:
             log.info("SIGHUP ignored: %s", NOTHING_TO_RELOAD)
             return
+        if self._auth is not None:
+            self._auth.reload()  # the metrics endpoint's tokens
         # Every worker re-reads the files: it ends its own streams whose
         # token is revoked, and its new connections get the new certificate.
         self._signal_all(signal.SIGHUP)
@@ -291,3 +342,4 @@ class Supervisor:
                 log.error("%s did not stop in time; killing it", process.name)
                 process.kill()
                 process.join()
+        self._stop_metrics()

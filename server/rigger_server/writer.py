@@ -25,10 +25,12 @@ itself: no write runs more than twice, however the checks fall.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from rigger_server.domain import Event
@@ -46,7 +48,34 @@ Publish = Callable[[list[Event], Callable[[], None]], None]
 # Raises when a write must not be applied now (e.g. its caller's deadline passed).
 Check = Callable[[], None]
 
-_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+# Told, on the writer thread, how long each group's COMMIT (with its fsync)
+# took and how many events it committed; the server feeds its metrics.
+CommitObserver = Callable[[float, int], None]
+
+
+@dataclasses.dataclass(slots=True)
+class Committed:
+    """What one call's writes committed: the first and last sequence, and how many events."""
+
+    first: int | None = None
+    last: int | None = None
+    count: int = 0
+
+    def add(self, events: Iterable[Event]) -> None:
+        """Count `events`, committed in sequence order."""
+        for event in events:
+            if self.first is None:
+                self.first = event.sequence
+            self.last = event.sequence
+            self.count += 1
+
+
+# Set around a call by whoever wants to know what it committed (the server's
+# call log): every write submitted in that context adds its committed events
+# here once it is answered.
+COMMITTED: contextvars.ContextVar[Committed | None] = contextvars.ContextVar(
+    "rigger_committed", default=None
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +84,11 @@ class _Job:
     fn: Callable[..., Written[Any]]
     args: tuple[Any, ...]
     check: Check | None
+    committed: Committed | None
+
+
+# A write's job, its result or error, and the events it committed.
+_Outcome = tuple[_Job, Any, BaseException | None, list[Event]]
 
 
 class _RefusedAtCommit(Exception):
@@ -68,10 +102,17 @@ class _RefusedAtCommit(Exception):
 class GroupWriter:
     """Runs write functions on one thread; each group of queued writes commits together."""
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, publish: Publish) -> None:
+    def __init__(
+        self,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        publish: Publish,
+        observe_commit: CommitObserver | None = None,
+    ) -> None:
         self._store = store
         self._loop = loop
         self._publish = publish
+        self._observe_commit = observe_commit
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="rigger-writer", daemon=True)
         self._thread.start()
@@ -88,7 +129,7 @@ class GroupWriter:
         gets its error and nothing of the write is kept.
         """
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(future, fn, args, check))
+        self._jobs.put(_Job(future, fn, args, check, COMMITTED.get()))
         return future
 
     def close(self) -> None:
@@ -119,7 +160,7 @@ class GroupWriter:
             events, outcomes = self._transaction(group)
         except _RefusedAtCommit as refused:
             # Nothing of the group was written (see the module docstring).
-            self._answer([], [(group[i].future, None, e) for i, e in refused.errors.items()])
+            self._answer([], [(group[i], None, e, []) for i, e in refused.errors.items()])
             for index, job in enumerate(group):
                 if index not in refused.errors:
                     self._commit_alone(job)
@@ -130,7 +171,7 @@ class GroupWriter:
         try:
             events, outcomes = self._transaction([job])
         except _RefusedAtCommit as refused:
-            events, outcomes = [], [(job.future, None, refused.errors[0])]
+            events, outcomes = [], [(job, None, refused.errors[0], [])]
         self._answer(events, outcomes)
 
     def _transaction(self, group: list[_Job]) -> tuple[list[Event], list[_Outcome]]:
@@ -153,6 +194,7 @@ class GroupWriter:
             if refused:
                 raise _RefusedAtCommit(refused)
 
+        body_done = 0.0
         try:
             with self._store.atomic(before_commit=before_commit):
                 for index, job in enumerate(group):
@@ -167,17 +209,20 @@ class GroupWriter:
                         # Undone alone: its writes, and its events were never
                         # collected. The caller gets the error; the rest of
                         # the group goes on.
-                        outcomes.append((job.future, None, exc))
+                        outcomes.append((job, None, exc, []))
                         continue
                     applied.append(index)
                     events.extend(emitted)
-                    outcomes.append((job.future, result, None))
+                    outcomes.append((job, result, None, emitted))
+                body_done = time.perf_counter()
         except _RefusedAtCommit:
             raise
         except Exception as exc:
             # The commit itself failed: nothing in the group was written.
-            events = []
-            outcomes = [(job.future, None, exc) for job in group]
+            return [], [(job, None, exc, []) for job in group]
+        if self._observe_commit is not None:
+            # What remained after the last write: the checks and the COMMIT.
+            self._observe_commit(time.perf_counter() - body_done, len(events))
         return events, outcomes
 
     def _answer(self, events: list[Event], outcomes: list[_Outcome]) -> None:
@@ -194,7 +239,10 @@ class GroupWriter:
 
 
 def _resolve(outcomes: list[_Outcome]) -> None:
-    for future, result, exc in outcomes:
+    for job, result, exc, emitted in outcomes:
+        if exc is None and job.committed is not None:
+            job.committed.add(emitted)
+        future = job.future
         if future.done():  # the caller went away
             continue
         if exc is None:

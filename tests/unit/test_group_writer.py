@@ -11,7 +11,7 @@ from rigger_server.domain import Event
 from rigger_server.errors import Unauthenticated
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.store import TaskQuery
-from rigger_server.writer import GroupWriter
+from rigger_server.writer import COMMITTED, Committed, GroupWriter
 
 from unit.drafts import WAIT, created, new_task
 
@@ -249,3 +249,45 @@ async def test_a_write_refused_when_it_runs_again_alone_undoes_only_itself(
     titles = sorted(t.title for t in store.list_tasks(TaskQuery())[0])
     assert titles == ["first", "last", "revoker"]
     assert published.sequences == [1, 2, 3]
+
+
+async def test_the_commit_observer_hears_each_group_s_commit_and_its_event_count(store, published):
+    heard: list[tuple[float, int]] = []
+    writer = GroupWriter(
+        store, asyncio.get_running_loop(), published, lambda s, n: heard.append((s, n))
+    )
+    try:
+        add = adder(store)
+        await asyncio.gather(*(writer.submit(add, f"t{i}") for i in range(10)))
+    finally:
+        writer.close()
+    assert sum(count for _, count in heard) == 10
+    assert len(heard) == len(published.groups)
+    assert all(seconds >= 0 for seconds, _ in heard)
+
+
+async def test_a_call_s_committed_sequences_are_collected_in_its_context(store, writer):
+    add = adder(store)
+
+    async def call(title: str) -> Committed:
+        committed = Committed()
+        COMMITTED.set(committed)  # each task runs in a context of its own
+        await writer.submit(add, title)
+        await writer.submit(add, f"{title} again")
+        return committed
+
+    def fails(title: str):
+        raise ValueError(title)
+
+    async def failing_call() -> Committed:
+        committed = Committed()
+        COMMITTED.set(committed)
+        with pytest.raises(ValueError):
+            await writer.submit(fails, "no")
+        return committed
+
+    first, second, failed = await asyncio.gather(call("a"), call("b"), failing_call())
+    assert first.count == second.count == 2
+    assert {first.first, first.last, second.first, second.last} == {1, 2, 3, 4}
+    assert first.first < first.last and second.first < second.last
+    assert failed.count == 0 and failed.first is None

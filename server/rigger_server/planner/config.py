@@ -14,8 +14,10 @@ import dataclasses
 import os
 import urllib.parse
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from rigger_server.limits import Limits
+from rigger_server.planner.observed import StepObserver, observed
 from rigger_server.planner.offline import OfflinePlanner
 from rigger_server.planner.plans import (
     OFFLINE,
@@ -28,6 +30,9 @@ from rigger_server.planner.plans import (
     TaskPlan,
 )
 from rigger_server.prd import ParsedPrd
+
+if TYPE_CHECKING:
+    from rigger_server.planner.ollama import OllamaPlanner
 
 PLANNERS = ("offline", "ollama")
 DEFAULT_MODEL = "llama3.1"
@@ -129,9 +134,13 @@ class ModelSelector:
     model name `offline` always picks the built-in planner.
     """
 
-    def __init__(self, models: Planner, offline: Planner) -> None:
+    def __init__(
+        self, models: Planner, offline: Planner, ollama: OllamaPlanner | None = None
+    ) -> None:
         self.models = models
         self.offline = offline
+        # The Ollama planner itself, for asking whether Ollama is ready (readiness.py).
+        self.ollama = ollama
 
     def pick(self, model: str) -> Planner:
         """The planner that serves `model`."""
@@ -175,16 +184,23 @@ class ModelSelector:
         await self.offline.aclose()
 
 
-def build_planner(config: PlannerConfig, limits: Limits | None = None) -> Planner:
+def build_planner(
+    config: PlannerConfig, limits: Limits | None = None, observe: StepObserver | None = None
+) -> Planner:
     """The planner `config` asks for: offline, or Ollama with `offline` as a model name.
 
-    `limits` bound what a model may answer and how many calls wait on it.
+    `limits` bound what a model may answer and how many calls wait on it;
+    `observe` hears how every step of each planner ended.
     """
+
+    def seen(planner: Planner, name: str) -> Planner:
+        return planner if observe is None else observed(planner, name, observe)
+
     if config.planner == "offline":
-        return OfflinePlanner()
+        return seen(OfflinePlanner(), OFFLINE)
     # Imported here: httpx and pydantic add a tenth of a second to every
     # server start, and only servers that talk to Ollama need them.
-    from rigger_server.planner.ollama import OllamaPlanner
+    from rigger_server.planner.ollama import NAME, OllamaPlanner
 
     models = OllamaPlanner(
         config.ollama_url,
@@ -194,4 +210,4 @@ def build_planner(config: PlannerConfig, limits: Limits | None = None) -> Planne
         personas=config.personas,
         limits=limits,
     )
-    return ModelSelector(models, OfflinePlanner())
+    return ModelSelector(seen(models, NAME), seen(OfflinePlanner(), OFFLINE), models)

@@ -413,20 +413,27 @@ class OllamaPlanner:
                     ]
             raise PlannerOutputInvalid(model, attempts, first_error or "")
 
+    async def models(self, deadline: Deadline) -> list[str]:
+        """The names of the models Ollama has pulled (GET /api/tags)."""
+        body = await self._get("/api/tags", deadline)
+        models = body.get("models", [])
+        return [
+            str(entry.get("name") or entry.get("model") or "")
+            for entry in (models if isinstance(models, list) else [])
+            if isinstance(entry, dict)
+        ]
+
+    def check_pulled(self, model: str, names: Sequence[str]) -> None:
+        """FailedPrecondition naming `ollama pull` unless `names` holds `model`."""
+        wanted = model if ":" in model else f"{model}:latest"
+        if model not in names and wanted not in names:
+            raise self._not_pulled(model, names)
+
     async def _ensure_pulled(self, model: str, deadline: Deadline) -> None:
         if model in self._pulled:
             return
-        body = await self._get("/api/tags", deadline)
-        names = [
-            str(entry.get("name") or entry.get("model") or "")
-            for entry in body.get("models", [])
-            if isinstance(entry, dict)
-        ]
-        wanted = model if ":" in model else f"{model}:latest"
-        if model in names or wanted in names:
-            self._pulled.add(model)
-            return
-        raise self._not_pulled(model, names)
+        self.check_pulled(model, await self.models(deadline))
+        self._pulled.add(model)
 
     def _not_pulled(self, model: str, names: Sequence[str] | None = None) -> FailedPrecondition:
         message = (
