@@ -75,8 +75,9 @@ type RiggerServiceClient interface {
 	// default, which is deterministic and needs no model; the response and
 	// every event say which planner and model actually ran.
 	//
-	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
-	// `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless the
+	// request asks to replace (`replace_existing`, GENERATION_MODE_REPLACE) or
+	// synchronise (GENERATION_MODE_SYNC) them; see GenerationMode. Errors: INVALID_ARGUMENT for an empty prd_id,
 	// a PRD with nothing to plan (no task list, no objectives), or references
 	// that cannot stand (unknown task, cycle, bad due date), naming the task
 	// and its line; NOT_FOUND for an unknown prd_id or missing file;
@@ -316,8 +317,9 @@ type RiggerServiceServer interface {
 	// default, which is deterministic and needs no model; the response and
 	// every event say which planner and model actually ran.
 	//
-	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
-	// `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless the
+	// request asks to replace (`replace_existing`, GENERATION_MODE_REPLACE) or
+	// synchronise (GENERATION_MODE_SYNC) them; see GenerationMode. Errors: INVALID_ARGUMENT for an empty prd_id,
 	// a PRD with nothing to plan (no task list, no objectives), or references
 	// that cannot stand (unknown task, cycle, bad due date), naming the task
 	// and its line; NOT_FOUND for an unknown prd_id or missing file;
