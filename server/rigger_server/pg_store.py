@@ -199,6 +199,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX comprehension_tests_task ON rigger.comprehension_tests (task_id, seq);
         """,
     ),
+    Migration(
+        4,
+        "a generated task keeps the PRD item it was made for, so regenerating matches it",
+        """
+        ALTER TABLE rigger.tasks ADD COLUMN prd_item text;
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

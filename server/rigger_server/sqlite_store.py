@@ -41,7 +41,7 @@ from rigger_server.store import TaskQuery
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each schema version's DDL, kept as it was: a database at version N is
 # brought up to date by running the steps after N in order, in one transaction.
@@ -137,6 +137,10 @@ CREATE TABLE comprehension_tests (
 );
 CREATE INDEX comprehension_tests_task ON comprehension_tests(task_id, seq)
 """
+
+# Version 5: a generated task keeps the PRD item it was made for (Task.prd_item),
+# so that generating the PRD again matches items to their tasks, renamed or not.
+_PRD_ITEM_V5 = "ALTER TABLE tasks ADD COLUMN prd_item TEXT"
 
 # Task fields stored as columns of the same name. subtask_ids is derived from
 # the children's parent_task_id when read, so adding a subtask never rewrites
@@ -310,6 +314,8 @@ class SqliteStore:
                 for statement in _PLANNING_V4.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+            if version < 5:
+                conn.execute(_PRD_ITEM_V5)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _events_to_v2(self, conn: sqlite3.Connection) -> None:
