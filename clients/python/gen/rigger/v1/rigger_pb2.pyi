@@ -177,12 +177,14 @@ class _GenerationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Genera
     GENERATION_MODE_SYNC: _GenerationMode.ValueType  # 3
     """Bring the existing tasks in line with the PRD, keeping the work done:
     - an item with a task keeps it: its id, status, assignee, orchestration
-      and subtasks. Its title, due date, complexity, reasoning, context files
-      and dependencies follow the PRD where the PRD changed them since they
-      were generated (a task stored without an identity: wherever they
-      differ): one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields"
-      (e.g. "title,reasoning"), "planner", "model" and "prd_id"; a task
-      whose item did not change is kept, writing nothing;
+      and subtasks. Its complexity, reasoning, context files and
+      dependencies follow the plan; its title and due date follow the PRD
+      only where the PRD changed them since the task was generated, so a
+      rename or new due date set with UpdateTask stays (a task stored
+      without an identity takes the PRD's wherever they differ). Any change
+      is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+      "title,reasoning"), "planner", "model" and "prd_id"; a task with
+      nothing to change is kept, and no event is emitted;
     - an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
       CREATE);
     - a task whose item is gone is archived if still in TASK_STATUS_TODO
@@ -226,12 +228,14 @@ subtasks still in TODO with it.
 GENERATION_MODE_SYNC: GenerationMode.ValueType  # 3
 """Bring the existing tasks in line with the PRD, keeping the work done:
 - an item with a task keeps it: its id, status, assignee, orchestration
-  and subtasks. Its title, due date, complexity, reasoning, context files
-  and dependencies follow the PRD where the PRD changed them since they
-  were generated (a task stored without an identity: wherever they
-  differ): one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields"
-  (e.g. "title,reasoning"), "planner", "model" and "prd_id"; a task
-  whose item did not change is kept, writing nothing;
+  and subtasks. Its complexity, reasoning, context files and
+  dependencies follow the plan; its title and due date follow the PRD
+  only where the PRD changed them since the task was generated, so a
+  rename or new due date set with UpdateTask stays (a task stored
+  without an identity takes the PRD's wherever they differ). Any change
+  is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+  "title,reasoning"), "planner", "model" and "prd_id"; a task with
+  nothing to change is kept, and no event is emitted;
 - an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
   CREATE);
 - a task whose item is gone is archived if still in TASK_STATUS_TODO

@@ -177,7 +177,8 @@ class RiggerServiceServicer:
         """OrchestrateTask runs a task through the orchestration flow. The task is
         routed by its complexity score (base 3; +1 title longer than 50
         characters; +2 title mentions refactor, migrate, redesign, rewrite or
-        architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+        architect, not counted for a subtask, whose parent was scored for it;
+        +1 no assignee; +1 no due date; +2 reasoning longer than 200
         characters; at most 10). A score of 7 or more is "decompose": the task
         is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
         Any other is "enhance": an Enhancement, then a ComprehensionTest of

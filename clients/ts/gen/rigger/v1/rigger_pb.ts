@@ -1439,12 +1439,14 @@ export enum GenerationMode {
   /**
    * Bring the existing tasks in line with the PRD, keeping the work done:
    * - an item with a task keeps it: its id, status, assignee, orchestration
-   *   and subtasks. Its title, due date, complexity, reasoning, context files
-   *   and dependencies follow the PRD where the PRD changed them since they
-   *   were generated (a task stored without an identity: wherever they
-   *   differ): one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields"
-   *   (e.g. "title,reasoning"), "planner", "model" and "prd_id"; a task
-   *   whose item did not change is kept, writing nothing;
+   *   and subtasks. Its complexity, reasoning, context files and
+   *   dependencies follow the plan; its title and due date follow the PRD
+   *   only where the PRD changed them since the task was generated, so a
+   *   rename or new due date set with UpdateTask stays (a task stored
+   *   without an identity takes the PRD's wherever they differ). Any change
+   *   is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+   *   "title,reasoning"), "planner", "model" and "prd_id"; a task with
+   *   nothing to change is kept, and no event is emitted;
    * - an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
    *   CREATE);
    * - a task whose item is gone is archived if still in TASK_STATUS_TODO
@@ -1628,7 +1630,8 @@ export const RiggerService: GenService<{
    * OrchestrateTask runs a task through the orchestration flow. The task is
    * routed by its complexity score (base 3; +1 title longer than 50
    * characters; +2 title mentions refactor, migrate, redesign, rewrite or
-   * architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+   * architect, not counted for a subtask, whose parent was scored for it;
+   * +1 no assignee; +1 no due date; +2 reasoning longer than 200
    * characters; at most 10). A score of 7 or more is "decompose": the task
    * is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
    * Any other is "enhance": an Enhancement, then a ComprehensionTest of
