@@ -421,7 +421,8 @@ QUALITY_PRD = """\
   - move each template to its own module
 - [ ] Mask card numbers in the [payment logs](docs/logging.md) @dana Due: 2025-05-02
 - [ ] Write the _release notes_ **Owner:** DANA
-- [ ] Migrate the billing database to the new schema, keeping the public API backwards compatible and every invoice renderable while it runs
+- [ ] Migrate the billing database to the new schema, keeping the public API backwards \
+compatible and every invoice renderable while it runs
 """
 
 
