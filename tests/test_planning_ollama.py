@@ -338,7 +338,9 @@ async def test_a_sync_given_the_same_answer_again_keeps_every_task(stub, server,
         (t.id, pb.GENERATION_OUTCOME_KEPT) for t in first.tasks
     ]
     assert (again.planner, again.model) == ("ollama", "llama3.1")
-    await assert_nothing_written(stub, server, before)
+    tasks, head, _ = before  # the path is stored as a PRD again, as ParsePRD would
+    assert await all_tasks(stub) == tasks
+    await assert_no_events_after(stub, head)
 
 
 async def test_an_ollama_server_error_is_unavailable_with_its_message(stub, server, ollama, prd):
