@@ -32,6 +32,7 @@ writes what it decided inside the generation's one transaction.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import json
@@ -116,7 +117,7 @@ def _stored(task: Task) -> _Stored | None:
         record = json.loads(task.prd_item)
         identity = Identity(str(record["key"]), int(record["n"]))
         planned = {name: record.get(name) for name in USER_FIELDS}
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     return _Stored(identity, planned)
 
@@ -165,11 +166,16 @@ def claim(existing: Sequence[Task]) -> tuple[dict[Identity, Task], list[Task]]:
             unclaimed.add(task.id)
         else:
             holders[stored.identity] = task
+    # The next place to try for each title: thousands of tasks of one title
+    # cost one pass, not one pass each.
+    free: dict[str, int] = {}
     for task in derived:
-        key, occurrence = identity_key(task.title), 0
+        key = identity_key(task.title)
+        occurrence = free.get(key, 0)
         while Identity(key, occurrence) in holders:
             occurrence += 1
         holders[Identity(key, occurrence)] = task
+        free[key] = occurrence + 1
     held = {task.id for task in holders.values()}
     return holders, [t for t in live if t.id not in held or t.id in unclaimed]
 
@@ -281,9 +287,9 @@ def _archive(
         if task.status is not TaskStatus.TODO:
             continue
         made.archived_ids.append(task.id)
-        stack = [task]
+        stack = collections.deque([task])
         while stack:
-            old = stack.pop(0)
+            old = stack.popleft()
             gone = dataclasses.replace(
                 old, status=TaskStatus.ARCHIVED, version=old.version + 1, updated_at=now
             )
