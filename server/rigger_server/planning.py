@@ -242,11 +242,11 @@ class Planning:
         self._check_text(prd_id, "prd_id", required=True)
         self._check_text(model, "model")
         prd, parsed, stored = await self._prd(prd_id)
-        if mode is GenerationMode.CREATE:
-            # Checked again when committing; here it saves the planner's time.
-            existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
-            if existing:
-                raise self._already_planned(prd, existing)
+        # Checked again when committing; here it saves the planner's time, and
+        # sizes the answer a regeneration will carry.
+        existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
+        if existing and mode is GenerationMode.CREATE:
+            raise self._already_planned(prd, existing)
         plan = await self.planner.generate_tasks(parsed, model=model, deadline=guard.deadline)
         # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
         plan = await asyncio.to_thread(self._bounded_plan, prd, plan)
@@ -268,7 +268,9 @@ class Planning:
             tasks,
             drafts,
             mode,
-            guard=guard.answering(len(tasks)),
+            # The answer carries the new tasks, and a result for every item
+            # and every task left over.
+            guard=guard.answering(2 * len(tasks) + len(existing)),
         )
 
     def _bounded_plan(self, prd: Prd, plan: TaskPlan) -> TaskPlan:
@@ -287,9 +289,9 @@ class Planning:
         where = f" ({quoted(prd.resolved_path)})" if prd.resolved_path else ""
         return AlreadyExists(
             f"prd_id: the PRD {quoted(prd.title)}{where} already has {len(existing)} tasks, "
-            f"such as {quoted(existing[0].title)} ({existing[0].id}); set mode to "
-            "GENERATION_MODE_SYNC to bring them in line with the PRD, keeping the work done, or "
-            "replace_existing to archive those still in TODO and generate those afresh"
+            f"such as {quoted(existing[0].title)} ({existing[0].id}); set replace_existing to "
+            "archive those still in TODO and generate those afresh, or mode to "
+            "GENERATION_MODE_SYNC to bring them in line with the PRD, keeping the work done"
         )
 
     def _commit_generation(
