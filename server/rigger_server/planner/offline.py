@@ -107,6 +107,8 @@ _COMMON = """
     more most must only other over same should some such than that their them then there
     these they this those under until very when where which while will with within without
     would your
+    add all and any are but can due fix for get has how its let may new nor not now off one
+    our out own per put see set the too two use via was who why yet you
     """
 _STOPWORDS = frozenset(_COMMON.split())
 # Option texts sharing at least this share of their words are near-duplicates.
@@ -377,11 +379,14 @@ def _stem(word: str) -> str:
 
 
 def _words(text: str) -> set[str]:
-    """The words that say what `text` is about, stemmed; short and common words left out."""
+    """The words that say what `text` is about, stemmed; short and common words left out.
+
+    Three letters are enough for a word ("PCI", "log", "SQL").
+    """
     return {
         _stem(word)
         for word in _WORD.findall(text.lower())
-        if len(word) > 3 and word not in _STOPWORDS
+        if len(word) > 2 and word not in _STOPWORDS
     }
 
 
