@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -128,6 +129,23 @@ def _generate(session: nox.Session, *, check: bool) -> None:
                 + str(status)
             )
         session.log("generated code is up to date")
+
+
+@nox.session(default=False)
+def planner_report(session: nox.Session) -> None:
+    """The planner quality report on examples/'s PRDs: offline, and Ollama where one answers.
+
+    Writes examples/planner-report/offline.md (commit it: a test fails when it
+    is stale) and, when an Ollama answers at $OLLAMA_HOST (default
+    http://127.0.0.1:11434), ollama.md beside it. `-- --model qwen3:8b`
+    picks the Ollama model.
+    """
+    session.install("-e", ".")
+    url = os.environ.get("OLLAMA_HOST", "http://127.0.0.1:11434")
+    url = url if "://" in url else f"http://{url}"  # Ollama's own form: host:port
+    session.run(
+        "python", "-m", "rigger_server.planner.report", "--ollama-url", url, *session.posargs
+    )
 
 
 @nox.session(default=False)

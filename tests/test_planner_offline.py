@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import pathlib
 import time
 
@@ -123,12 +124,12 @@ async def test_the_example_prd_becomes_its_task_list_as_written():
         ("Design the notification message format", "Alice", "2025-03-03", ()),
         (
             "Resume the event stream from the stored sequence in "
-            "`clients/python/rigger_client/watch.py`",
+            "clients/python/rigger_client/watch.py",
             "bob",
             "2025-03-07",
             (),
         ),
-        ("Post messages to the chat webhook", "alice", "2025-03-10", (0,)),
+        ("Post messages to the chat webhook", "Alice", "2025-03-10", (0,)),
         ("Add per-engineer mute settings", None, None, (2,)),
         (
             "Refactor the sidecar entry point to run the notifier beside the printer",
@@ -173,7 +174,7 @@ async def test_without_task_lists_each_objective_is_a_task_with_constraints_and_
         "# Shop\n\n## Objectives\n\n- Take payments in `pay/api.py`\n- Send receipts\n\n"
         "## Tech Stack\n\n- Go\n\n## Constraints\n\n- PCI compliant\n"
     )
-    assert [t.title for t in plan.tasks] == ["Take payments in `pay/api.py`", "Send receipts"]
+    assert [t.title for t in plan.tasks] == ["Take payments in pay/api.py", "Send receipts"]
     first = plan.tasks[0]
     assert first.reasoning == (
         "Objective 1 of 2 of the PRD 'Shop'. Constraints: PCI compliant. Tech stack: Go."
@@ -275,8 +276,9 @@ async def test_an_enhancement_lists_acceptance_criteria_from_the_task_and_its_pr
     )
     content = enhancement.content
     assert "- [ ] store the last sequence after each posted message" in content
-    assert "- [ ] Respects the constraint: No chat credentials in logs or in the repository" in (
-        content
+    assert (
+        "- [ ] Respects the constraint: The sidecar resumes from its last seen event sequence "
+        "after a restart" in content
     )
     assert "- [ ] Finished by 2025-03-07" in content
     assert "Out of scope:\n- Email notifications" in content
@@ -302,9 +304,11 @@ async def test_a_multiple_choice_test_offers_the_answer_among_other_tasks_titles
 
 
 async def test_a_short_answer_test_asks_for_the_nearest_constraint_without_options(example):
-    test = await planner.comprehension_test(context_for(example, 0), None, "short_answer")
+    test = await planner.comprehension_test(context_for(example, 1), None, "short_answer")
     assert test.options == ()
-    assert test.correct_answer == "A notification is posted within 5 seconds of the change"
+    assert test.correct_answer == (
+        "The sidecar resumes from its last seen event sequence after a restart"
+    )
     assert (test.planner, test.model) == ("offline", "offline")
 
 
@@ -337,10 +341,10 @@ async def test_a_task_without_steps_decomposes_into_the_standard_phases(example)
     decomposition = await planner.decompose(context)
     titles = [s.title for s in decomposition.subtasks]
     assert titles == [
-        "Survey: the sidecar entry point to run the notifier beside the printer",
-        "Plan: the sidecar entry point to run the notifier beside the printer",
-        "Build: the sidecar entry point to run the notifier beside the printer",
-        "Verify: the sidecar entry point to run the notifier beside the printer",
+        "Survey how to refactor the sidecar entry point to run the notifier beside the\u2026",
+        "Plan how to refactor the sidecar entry point to run the notifier beside the\u2026",
+        "Carry out: refactor the sidecar entry point to run the notifier beside the\u2026",
+        "Verify: refactor the sidecar entry point to run the notifier beside the printer",
     ]
     parent = route(context.task).score
     assert all(s.complexity < parent for s in decomposition.subtasks)
@@ -352,8 +356,8 @@ async def test_a_task_without_steps_decomposes_into_the_standard_phases(example)
         (["a", "b", "c"], ["a", "b", "c"]),
         (["a", "b", "c", "d", "e"], ["a", "b", "c", "d", "e"]),
         (list("abcdefg"), ["a (+1 more)", "c (+1 more)", "e", "f", "g"]),
-        (["a", "b"], ["a", "b", "Verify: the importer"]),
-        (["a"], ["Plan: the importer", "a", "Verify: the importer"]),
+        (["a", "b"], ["a", "b", "Verify: rewrite the importer"]),
+        (["a"], ["Plan how to rewrite the importer", "a", "Verify: rewrite the importer"]),
     ],
     ids=["three", "five", "seven grouped", "two padded", "one padded"],
 )
@@ -397,3 +401,114 @@ async def test_a_stored_prd_with_only_its_parsed_sections_can_still_be_planned()
     legacy = dataclasses.replace(full, sections=(), tasks=(), paths=(), summary="")
     plan = await planner.generate_tasks(legacy)
     assert [t.title for t in plan.tasks] == ["Take payments"]
+
+
+# --- output quality (issue 22): each on a fixed PRD ---------------------------------
+
+QUALITY_PRD = """\
+# Billing Revamp
+
+## Constraints
+
+- Card numbers never reach the logs
+- Invoices render within 2 seconds
+- The public API stays backwards compatible
+
+## Tasks
+
+- [ ] Refactor the `invoice` renderer into **small** modules in `billing/render.py` @Dana
+  - list the templates in use
+  - move each template to its own module
+- [ ] Mask card numbers in the [payment logs](docs/logging.md) @dana Due: 2025-05-02
+- [ ] Write the _release notes_ **Owner:** DANA
+- [ ] Migrate the billing database to the new schema, keeping the public API backwards \
+compatible and every invoice renderable while it runs
+"""
+
+
+def subtask_of(parent: Task, part) -> Task:
+    return task(
+        part.title,
+        id="sub",
+        parent_task_id=parent.id,
+        assignee=part.assignee,
+        due_date=part.due_date,
+        reasoning=part.reasoning,
+    )
+
+
+async def test_titles_are_plain_text_with_inline_code_emphasis_and_links_reduced_to_their_text():
+    plan = await generate(QUALITY_PRD)
+    assert [t.title for t in plan.tasks][:3] == [
+        "Refactor the invoice renderer into small modules in billing/render.py",
+        "Mask card numbers in the payment logs",
+        "Write the release notes",
+    ]
+    objectives = await generate("# P\n\n## Objectives\n\n- Ship `rig` as a **single** binary\n")
+    assert [t.title for t in objectives.tasks] == ["Ship rig as a single binary"]
+
+
+async def test_assignees_take_the_prds_first_spelling_of_a_name_whatever_its_case():
+    plan = await generate(QUALITY_PRD + "- [ ] Review the ledger @bob\n")
+    assert [t.assignee for t in plan.tasks] == ["Dana", "Dana", "Dana", None, "bob"]
+
+
+async def test_an_enhancement_cites_only_the_constraints_and_files_sharing_words_with_the_task():
+    prd = parse_prd(QUALITY_PRD)
+    tasks = stored((await planner.generate_tasks(prd)).tasks)
+    masking = (await planner.enhance(TaskContext(task=tasks[1], prd=prd, related=tasks))).content
+    assert "Respects the constraint: Card numbers never reach the logs" in masking
+    assert "Invoices render" not in masking
+    assert "backwards compatible" not in masking
+    assert "Changes to docs/logging.md are reviewed" in masking
+    assert "billing/render.py" not in masking
+    notes = (await planner.enhance(TaskContext(task=tasks[2], prd=prd, related=tasks))).content
+    assert "Respects the constraint" not in notes
+    assert "Changes to" not in notes
+    example = parse_prd(EXAMPLE.read_text())
+    first = stored((await planner.generate_tasks(example)).tasks)
+    design = (await planner.enhance(TaskContext(task=first[0], prd=example))).content
+    assert "Respects the constraint" not in design
+    assert "proto/rigger/v1/rigger.proto" not in design
+
+
+async def test_decomposition_keeps_the_tasks_verb_and_its_subtasks_never_decompose_again():
+    prd = parse_prd(QUALITY_PRD)
+    tasks = stored((await planner.generate_tasks(prd)).tasks)
+    for parent in (tasks[0], tasks[3], task("Rewrite the importer", reasoning="r" * 300)):
+        assert route(parent).route == "decompose"
+        parts = (await planner.decompose(TaskContext(task=parent, prd=prd))).subtasks
+        for part in parts:
+            assert route(subtask_of(parent, part)).route == "enhance", part.title
+            assert route(subtask_of(parent, part)).score < 7
+    example = parse_prd(EXAMPLE.read_text())
+    refactor = stored((await planner.generate_tasks(example)).tasks)[4]
+    parts = (await planner.decompose(TaskContext(task=refactor, prd=example))).subtasks
+    assert parts[0].title.startswith("Survey how to refactor the sidecar entry point")
+    assert all("refactor the sidecar entry point" in part.title for part in parts)
+
+
+async def test_multiple_choice_options_differ_from_the_answer_by_meaning_and_from_each_other():
+    from rigger_server.planner.offline import near_duplicates
+
+    for markdown in (EXAMPLE.read_text(), QUALITY_PRD):
+        prd = parse_prd(markdown)
+        tasks = stored((await planner.generate_tasks(prd)).tasks)
+        for index in range(len(tasks)):
+            context = TaskContext(task=tasks[index], prd=prd, related=tasks)
+            test = await planner.comprehension_test(context, None, "multiple_choice")
+            wrong = [o for o in test.options if o != test.correct_answer]
+            assert wrong, test
+            for option in wrong:
+                assert not near_duplicates(option, test.correct_answer), (option, test)
+            for a, b in itertools.combinations(test.options, 2):
+                assert not near_duplicates(a, b), (a, b)
+    example = parse_prd(EXAMPLE.read_text())
+    resume = stored((await planner.generate_tasks(example)).tasks)
+    test = await planner.comprehension_test(
+        TaskContext(task=resume[1], prd=example, related=resume), None, "multiple_choice"
+    )
+    assert test.correct_answer == (
+        "The sidecar resumes from its last seen event sequence after a restart"
+    )
+    assert "Never miss or repeat a notification across sidecar restarts" not in test.options

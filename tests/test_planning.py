@@ -44,7 +44,7 @@ EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "PRD.md"
 ORCHESTRATED = pb.TASK_EVENT_TYPE_ORCHESTRATED
 TITLES = [
     "Design the notification message format",
-    "Resume the event stream from the stored sequence in `clients/python/rigger_client/watch.py`",
+    "Resume the event stream from the stored sequence in clients/python/rigger_client/watch.py",
     "Post messages to the chat webhook",
     "Add per-engineer mute settings",
     "Refactor the sidecar entry point to run the notifier beside the printer",
@@ -233,10 +233,11 @@ async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_o
     events = await subscribe_live(stub)
     reply = await generate(stub, prd, replace_existing=True)
     assert list(reply.archived_task_ids) == [t.id for t in old[1:]]
-    assert [t.title for t in reply.tasks] == TITLES
-    logged = await read_events(events, 4 + 5)
+    # The started task keeps its item: only the others are made afresh.
+    assert [t.title for t in reply.tasks] == TITLES[1:]
+    logged = await read_events(events, 4 + 4)
     events.cancel()
-    assert kinds(logged) == ["TASK_EVENT_TYPE_DELETED"] * 4 + ["TASK_EVENT_TYPE_CREATED"] * 5
+    assert kinds(logged) == ["TASK_EVENT_TYPE_DELETED"] * 4 + ["TASK_EVENT_TYPE_CREATED"] * 4
     for event in logged[:4]:
         assert event.task.status == pb.TASK_STATUS_ARCHIVED
         assert dict(event.metadata) == {
@@ -245,9 +246,235 @@ async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_o
         }
     kept = (await stub.GetTask(pb.GetTaskRequest(task_id=started.id))).task
     assert kept.status == pb.TASK_STATUS_IN_PROGRESS
+    assert kept.version == started.version + 1
     for gone in old[1:]:
         task = (await stub.GetTask(pb.GetTaskRequest(task_id=gone.id))).task
         assert task.status == pb.TASK_STATUS_ARCHIVED
+    assert [(r.task.title, outcome_name(r)) for r in reply.results] == [
+        (TITLES[0], "KEPT"),
+        *((title, "CREATED") for title in TITLES[1:]),
+        *((title, "ARCHIVED") for title in TITLES[1:]),
+    ]
+
+
+def outcome_name(result: pb.GeneratedTask) -> str:
+    return pb.GenerationOutcome.Name(result.outcome).removeprefix("GENERATION_OUTCOME_")
+
+
+async def live_titles(stub, prd_id: str) -> list[str]:
+    """The titles of the PRD's live tasks and their subtasks, oldest first."""
+    tasks = (await stub.ListTasks(pb.ListTasksRequest())).tasks
+    return sorted(t.title for t in tasks if t.source_prd_id == prd_id)
+
+
+async def test_replace_after_orchestrating_leaves_no_duplicate_and_no_orphan_subtask(stub, prd):
+    # The issue's walk: orchestrate 2 of the 5 tasks, then replace. It used to
+    # leave three titles twice and the decomposed task's 4 subtasks orphaned.
+    prd_id = await parse(stub, prd)
+    old = (await generate(stub, prd_id)).tasks
+    await orchestrate(stub, old[0].id)
+    split = await orchestrate(stub, old[4].id)
+    reply = await generate(stub, prd_id, replace_existing=True)
+    listed = (await stub.ListTasks(pb.ListTasksRequest())).tasks
+    mine = [t for t in listed if t.source_prd_id == prd_id]
+    top = [t.title for t in mine if not t.HasField("parent_task_id")]
+    assert sorted(top) == sorted(TITLES)
+    subtasks = [t for t in mine if t.HasField("parent_task_id")]
+    assert {t.parent_task_id for t in subtasks} == {old[4].id}
+    assert len(subtasks) == len(split.result.subtasks) == 4
+    assert list(reply.archived_task_ids) == [old[1].id, old[2].id, old[3].id]
+    # The new task of #4 waits for the kept task of #5's dependency's item, #3's new task.
+    by_title = {t.title: t for t in mine if not t.HasField("parent_task_id")}
+    assert list(by_title[TITLES[3]].dependencies) == [by_title[TITLES[2]].id]
+    assert list(by_title[TITLES[4]].dependencies) == [
+        by_title[TITLES[1]].id,
+        by_title[TITLES[2]].id,
+    ]
+    await fails(generate(stub, prd_id), grpc.StatusCode.ALREADY_EXISTS, "5 tasks")
+
+
+SYNC = pb.GENERATION_MODE_SYNC
+REPLACE = pb.GENERATION_MODE_REPLACE
+
+
+async def test_sync_of_an_unchanged_prd_keeps_every_task_and_writes_nothing(stub, prd):
+    prd_id = await parse(stub, prd)
+    first = await generate(stub, prd_id)
+    await orchestrate(stub, first.tasks[4].id)
+    before = await snapshot(stub)
+    reply = await generate(stub, prd, mode=SYNC)
+    assert [(r.task.id, outcome_name(r)) for r in reply.results] == [
+        (t.id, "KEPT") for t in first.tasks
+    ]
+    assert (reply.tasks_generated, list(reply.tasks), list(reply.archived_task_ids)) == (0, [], [])
+    await assert_unchanged(stub, before)
+
+
+async def test_sync_follows_a_prd_that_gained_changed_and_lost_items(stub, server, prd):
+    prd_id = await parse(stub, prd)
+    old = (await generate(stub, prd_id)).tasks
+    await stub.UpdateTask(
+        pb.UpdateTaskRequest(task_id=old[1].id, status=pb.TASK_STATUS_IN_PROGRESS, assignee="carol")
+    )
+    split = await orchestrate(stub, old[4].id)
+    text = (server.root / prd).read_text()
+    text = text.replace("on start\n", "on start, and log the sequence resumed from\n")
+    text = text.replace(
+        "- [ ] Add per-engineer mute settings, depends on Post messages to the chat webhook\n", ""
+    )
+    text = text.replace(f"- [ ] {TITLES[4]} (after #2 and #3)\n", "")
+    text += "- [ ] Post a daily digest (after #3)\n"
+    (server.root / prd).write_text(text)
+    events = await subscribe_live(stub)
+    reply = await generate(stub, prd, mode=SYNC)
+    assert [(r.task.title, outcome_name(r), list(r.changed_fields)) for r in reply.results] == [
+        (TITLES[0], "KEPT", []),
+        (TITLES[1], "UPDATED", ["reasoning"]),
+        (TITLES[2], "KEPT", []),
+        ("Post a daily digest", "CREATED", []),
+        (TITLES[3], "ARCHIVED", []),
+        (TITLES[4], "LEFT_ALONE", []),
+    ]
+    resumed = reply.results[1].task
+    assert (resumed.id, resumed.status, resumed.assignee, resumed.version) == (
+        old[1].id,
+        pb.TASK_STATUS_IN_PROGRESS,
+        "carol",
+        old[1].version + 2,
+    )
+    assert "log the sequence resumed from" in resumed.reasoning
+    digest = reply.results[3].task
+    assert list(digest.dependencies) == [old[2].id]
+    assert list(reply.archived_task_ids) == [old[3].id]
+    assert [t.id for t in reply.tasks] == [digest.id]
+    logged = await read_events(events, 3)
+    events.cancel()
+    assert [(e.event_type, e.task.id) for e in logged] == [
+        (pb.TASK_EVENT_TYPE_DELETED, old[3].id),
+        (pb.TASK_EVENT_TYPE_CREATED, digest.id),
+        (pb.TASK_EVENT_TYPE_UPDATED, old[1].id),
+    ]
+    assert dict(logged[2].metadata) == {
+        "changed_fields": "reasoning",
+        "planner": "offline",
+        "model": "offline",
+        "prd_id": reply.prd_id,
+    }
+    left = (await stub.GetTask(pb.GetTaskRequest(task_id=old[4].id))).task
+    assert (left.status, list(left.subtask_ids)) == (
+        pb.TASK_STATUS_DECOMPOSED,
+        [t.id for t in split.result.subtasks],
+    )
+
+
+async def test_sync_keeps_a_renamed_task_and_its_new_name_until_the_prd_renames_it(
+    stub, server, prd
+):
+    prd_id = await parse(stub, prd)
+    old = (await generate(stub, prd_id)).tasks
+    await stub.UpdateTask(pb.UpdateTaskRequest(task_id=old[0].id, title="Design the message"))
+    reply = await generate(stub, prd, mode=SYNC)
+    assert (reply.results[0].task.id, reply.results[0].task.title) == (
+        old[0].id,
+        "Design the message",
+    )
+    assert outcome_name(reply.results[0]) == "KEPT"
+    # A change of case is the same item, and the PRD's new spelling wins.
+    path = server.root / prd
+    path.write_text(path.read_text().replace("Design the notification", "Design the Notification"))
+    again = await generate(stub, prd, mode=SYNC)
+    assert (again.results[0].task.id, again.results[0].task.title) == (
+        old[0].id,
+        "Design the Notification message format",
+    )
+    assert list(again.results[0].changed_fields) == ["title"]
+
+
+async def test_sync_matches_tasks_generated_before_items_were_kept_by_title_and_order(
+    stub, server, prd
+):
+    prd_id = await parse(stub, prd)
+    old = (await generate(stub, prd_id)).tasks
+    with sqlite3.connect(server.db) as db:
+        db.execute("UPDATE tasks SET prd_item = NULL WHERE source_prd_id = ?", (prd_id,))
+    before = await snapshot(stub)
+    reply = await generate(stub, prd, mode=SYNC)
+    assert [(r.task.id, outcome_name(r)) for r in reply.results] == [(t.id, "KEPT") for t in old]
+    await assert_unchanged(stub, before)
+    with sqlite3.connect(f"file:{server.db}?mode=ro", uri=True) as db:
+        kept = db.execute(
+            "SELECT COUNT(*) FROM tasks WHERE source_prd_id = ? AND prd_item IS NOT NULL",
+            (prd_id,),
+        ).fetchone()[0]
+    assert kept == 5
+
+
+async def test_sync_of_a_prd_without_tasks_creates_them_as_create_would(stub, prd):
+    reply = await generate(stub, prd, mode=SYNC)
+    assert [t.title for t in reply.tasks] == TITLES
+    assert {outcome_name(r) for r in reply.results} == {"CREATED"}
+
+
+async def test_sync_gives_each_repeated_title_its_own_task_and_never_two(stub, server):
+    path = server.root / "repeated.md"
+    path.write_text("# Twice\n\n## Tasks\n\n- [ ] Ship it\n- [ ] Test it\n- [ ] Ship it\n")
+    first = await generate(stub, "repeated.md")
+    path.write_text("# Twice\n\n## Tasks\n\n- [ ] Ship it\n- [ ] Ship it\n- [ ] Ship it\n")
+    reply = await generate(stub, "repeated.md", mode=SYNC)
+    # The second "Ship it" keeps its task; its reasoning names its new line.
+    assert [(r.task.id, outcome_name(r), list(r.changed_fields)) for r in reply.results][:2] == [
+        (first.tasks[0].id, "KEPT", []),
+        (first.tasks[2].id, "UPDATED", ["reasoning"]),
+    ]
+    assert [outcome_name(r) for r in reply.results[2:]] == ["CREATED", "ARCHIVED"]
+    again = await generate(stub, "repeated.md", mode=SYNC)
+    assert {outcome_name(r) for r in again.results} == {"KEPT"}
+
+
+async def test_mode_and_replace_existing_that_disagree_are_invalid_argument(stub, prd):
+    before = await snapshot(stub)
+    await fails(
+        generate(stub, prd, mode=SYNC, replace_existing=True),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "replace_existing",
+        "GENERATION_MODE_SYNC",
+    )
+    await fails(generate(stub, prd, mode=9), grpc.StatusCode.INVALID_ARGUMENT, "mode")
+    await assert_unchanged(stub, before)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"replace_existing": True}, {"mode": REPLACE}, {"mode": SYNC}],
+    ids=["replace_existing", "replace", "sync"],
+)
+async def test_a_regeneration_that_fails_planning_leaves_every_old_task_live(
+    stub, server, prd, fields
+):
+    prd_id = await parse(stub, prd)
+    await generate(stub, prd_id)
+    path = server.root / prd
+    path.write_text(path.read_text().replace("(after #1)", "(after #5)"))
+    before = await snapshot(stub)
+    await fails(generate(stub, prd, **fields), grpc.StatusCode.INVALID_ARGUMENT, "cycle")
+    await assert_unchanged(stub, before)
+    listed = (await stub.ListTasks(pb.ListTasksRequest())).tasks
+    assert sorted(t.title for t in listed if t.source_prd_id == prd_id) == sorted(TITLES)
+
+
+async def test_one_assignee_spelled_two_ways_in_the_prd_is_one_person_and_filters_stay_exact(
+    stub, prd
+):
+    prd_id = await parse(stub, prd)
+    reply = await generate(stub, prd_id)
+    assert [t.assignee for t in reply.tasks][:3] == ["Alice", "bob", "Alice"]
+
+    async def assigned(name: str) -> list[str]:
+        listed = (await stub.ListTasks(pb.ListTasksRequest(assignee=name))).tasks
+        return [t.id for t in listed if t.source_prd_id == prd_id]
+
+    assert sorted(await assigned("Alice")) == sorted([reply.tasks[0].id, reply.tasks[2].id])
+    assert await assigned("alice") == []
 
 
 async def test_a_checked_box_is_created_completed(stub, server):

@@ -311,6 +311,38 @@ async def test_answers_that_never_validate_are_failed_precondition_with_the_firs
     await assert_nothing_written(stub, server, before)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [{"replace_existing": True}, {"mode": pb.GENERATION_MODE_SYNC}],
+    ids=["replace", "sync"],
+)
+async def test_a_regeneration_whose_answers_never_validate_leaves_every_old_task_live(
+    stub, server, ollama, prd, fields
+):
+    old = await generate(stub, prd, model="offline")
+    ollama.script(Reply(content="not json"), Reply(content="no"), Reply(content="still no"))
+    before = await snapshot(stub, server)
+    await fails(generate(stub, prd, **fields), grpc.StatusCode.FAILED_PRECONDITION, "3 attempts")
+    await assert_nothing_written(stub, server, before)
+    for task in old.tasks:
+        kept = (await stub.GetTask(pb.GetTaskRequest(task_id=task.id))).task
+        assert (kept.status, kept.version) == (pb.TASK_STATUS_TODO, 1)
+
+
+async def test_a_sync_given_the_same_answer_again_keeps_every_task(stub, server, ollama, prd):
+    ollama.script(valid(PLAN), valid(PLAN))
+    first = await generate(stub, prd)
+    before = await snapshot(stub, server)
+    again = await generate(stub, prd, mode=pb.GENERATION_MODE_SYNC)
+    assert [(r.task.id, r.outcome) for r in again.results] == [
+        (t.id, pb.GENERATION_OUTCOME_KEPT) for t in first.tasks
+    ]
+    assert (again.planner, again.model) == ("ollama", "llama3.1")
+    tasks, head, _ = before  # the path is stored as a PRD again, as ParsePRD would
+    assert await all_tasks(stub) == tasks
+    await assert_no_events_after(stub, head)
+
+
 async def test_an_ollama_server_error_is_unavailable_with_its_message(stub, server, ollama, prd):
     ollama.script(Reply(status=500, error="model runner has unexpectedly stopped"))
     before = await snapshot(stub, server)

@@ -66,6 +66,11 @@ class Task:
     reasoning: str | None = None
     context_files: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
+    # The PRD item a generation made the task for, and what it planned then
+    # (planner/regeneration.py: JSON the server alone reads, never on the
+    # wire), so that generating the PRD again finds the task even after it
+    # was renamed; None for tasks no generation made.
+    prd_item: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ from rigger_server.schema import (
     EVENT_INSERT_COLUMNS,
     FIRST_SCHEMA,
     PLANNING,
+    PRD_ITEM,
     PRDS,
     SUBTASK_COUNT,
     TASKS,
@@ -194,10 +195,20 @@ _PLANNING = """
         CREATE INDEX comprehension_tests_task ON rigger.comprehension_tests (task_id, seq);
         """
 
+# schema.PRD_ITEM: a generated task keeps the PRD item it was made for.
+_PRD_ITEM = """
+        ALTER TABLE rigger.tasks ADD COLUMN prd_item text;
+        """
+
 # Each step of schema.LEDGER that PostgreSQL records in rigger.schema_migrations.
 MIGRATIONS: tuple[Migration[str], ...] = migrations(
     "postgres",
-    {FIRST_SCHEMA: _FIRST_SCHEMA, SUBTASK_COUNT: _SUBTASK_COUNT, PLANNING: _PLANNING},
+    {
+        FIRST_SCHEMA: _FIRST_SCHEMA,
+        SUBTASK_COUNT: _SUBTASK_COUNT,
+        PLANNING: _PLANNING,
+        PRD_ITEM: _PRD_ITEM,
+    },
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

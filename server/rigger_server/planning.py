@@ -5,9 +5,11 @@ write lock held (a model may think for minutes), then commit the whole result
 in one write on the book's writer thread, or nothing:
 
 - Generation commits every task of the plan in one transaction, after
-  checking again, inside it, that the PRD has no tasks yet (or archiving
-  those still in TODO, when the caller asked to replace them). A PRD named
-  by its path is stored in that same transaction.
+  checking again, inside it, that the PRD has no tasks yet; or, when the
+  caller asked to replace or synchronise them, matching the plan's items to
+  the PRD's tasks read inside that transaction (regeneration.py) and
+  writing every archive, creation and update it decides. A PRD named by its
+  path is stored in that same transaction.
 - Orchestration commits only if the task is still at the version it read
   (VersionConflict otherwise), so of two orchestrations of one task only one
   can win. The task moves through the PENDING_* states of its route, each
@@ -60,6 +62,14 @@ from rigger_server.planner import check_test_type as planner_test_type
 from rigger_server.planner import orchestrate as plan_orchestration
 from rigger_server.planner.bounds import OverLimit, bounded_orchestration, bounded_plan
 from rigger_server.prd import ParsedPrd
+from rigger_server.regeneration import (
+    GenerationMode,
+    Outcome,
+    Result,
+    plan_identities,
+    reconcile,
+)
+from rigger_server.regeneration import new_task as planned_task
 from rigger_server.tasks import TaskBook
 from rigger_server.writer import Written
 
@@ -77,11 +87,15 @@ class Generated:
     """What GenerateTasksFromPRD created."""
 
     prd_id: str
+    # The tasks created, in the PRD's order.
     tasks: tuple[Task, ...]
-    # Tasks archived because the caller asked to replace the PRD's tasks.
+    # Top-level tasks archived by a REPLACE or SYNC generation.
     archived_task_ids: tuple[str, ...]
     planner: str
     model: str
+    # Every task of the PRD the call created, updated, kept, archived or left
+    # alone (regeneration.py), the PRD's items first.
+    results: tuple[Result, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,22 +128,12 @@ def _new_tasks(prd: Prd, plan: TaskPlan) -> tuple[list[Task], list[EventDraft]]:
     now = now_rfc3339()
     ids = [str(uuid.uuid4()) for _ in plan.tasks]
     tasks = [
-        Task(
-            id=task_id,
-            title=planned.title,
-            status=TaskStatus.COMPLETED if planned.done else TaskStatus.TODO,
-            created_at=now,
-            updated_at=now,
-            version=1,
-            assignee=planned.assignee,
-            due_date=planned.due_date,
-            source_prd_id=prd.id,
-            complexity=planned.complexity,
-            reasoning=planned.reasoning,
-            context_files=planned.context_files,
-            dependencies=tuple(ids[index] for index in planned.dependencies),
+        planned_task(
+            prd.id, plan, index, identity, ids[index], [ids[j] for j in planned.dependencies], now
         )
-        for task_id, planned in zip(ids, plan.tasks, strict=True)
+        for index, (identity, planned) in enumerate(
+            zip(plan_identities(plan), plan.tasks, strict=True)
+        )
     ]
     drafts = [
         EventDraft.new(
@@ -225,22 +229,24 @@ class Planning:
         prd_id: str,
         *,
         model: str = "",
-        replace_existing: bool = False,
+        mode: GenerationMode = GenerationMode.CREATE,
         guard: WriteGuard = UNGUARDED,
     ) -> Generated:
-        """Plan the PRD's tasks and create them all in one transaction, or none.
+        """Plan the PRD's tasks and write them all in one transaction, or nothing.
 
-        The planner works to `guard`'s deadline; the transaction commits only
-        if `guard` still holds right before COMMIT.
+        With `mode` REPLACE or SYNC, the PRD's existing tasks are matched to
+        the plan inside that transaction (regeneration.py). The planner works
+        to `guard`'s deadline; the transaction commits only if `guard` still
+        holds right before COMMIT.
         """
         self._check_text(prd_id, "prd_id", required=True)
         self._check_text(model, "model")
         prd, parsed, stored = await self._prd(prd_id)
-        if not replace_existing:
-            # Checked again when committing; here it saves the planner's time.
-            existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
-            if existing:
-                raise self._already_planned(prd, existing)
+        # Checked again when committing; here it saves the planner's time, and
+        # sizes the answer a regeneration will carry.
+        existing = _top_level_live(await self.book.read(self.store.tasks_of_prd, prd))
+        if existing and mode is GenerationMode.CREATE:
+            raise self._already_planned(prd, existing)
         plan = await self.planner.generate_tasks(parsed, model=model, deadline=guard.deadline)
         # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
         plan = await asyncio.to_thread(self._bounded_plan, prd, plan)
@@ -261,8 +267,10 @@ class Planning:
             plan,
             tasks,
             drafts,
-            replace_existing,
-            guard=guard.answering(len(tasks)),
+            mode,
+            # The answer carries the new tasks, and a result for every item
+            # and every task left over.
+            guard=guard.answering(2 * len(tasks) + len(existing)),
         )
 
     def _bounded_plan(self, prd: Prd, plan: TaskPlan) -> TaskPlan:
@@ -282,7 +290,8 @@ class Planning:
         return AlreadyExists(
             f"prd_id: the PRD {quoted(prd.title)}{where} already has {len(existing)} tasks, "
             f"such as {quoted(existing[0].title)} ({existing[0].id}); set replace_existing to "
-            "archive those still in TODO and generate afresh"
+            "archive those still in TODO and generate those afresh, or mode to "
+            "GENERATION_MODE_SYNC to bring them in line with the PRD, keeping the work done"
         )
 
     def _commit_generation(
@@ -292,42 +301,40 @@ class Planning:
         plan: TaskPlan,
         tasks: list[Task],
         drafts: list[EventDraft],
-        replace_existing: bool,
+        mode: GenerationMode,
     ) -> Written[Generated]:
-        # On the writer thread, inside the transaction: nothing can add tasks
-        # to this PRD between the check and the insert.
+        # On the writer thread, inside the transaction: nothing can add or
+        # change tasks of this PRD between this read and the writes below.
         if not stored:
             self.store.insert_prd(prd)
-        existing = _top_level_live(self.store.tasks_of_prd(prd))
-        if existing and not replace_existing:
+        every = self.store.tasks_of_prd(prd)
+        existing = _top_level_live(every)
+        if not existing:
+            # The plan's rows, made off the writer, are all there is to write.
+            events = self.store.insert_tasks(tasks, drafts)
+            generated = Generated(
+                prd_id=prd.id,
+                tasks=tuple(tasks),
+                archived_task_ids=(),
+                planner=plan.planner,
+                model=plan.model,
+                results=tuple(Result(task, Outcome.CREATED) for task in tasks),
+            )
+            return generated, events
+        if mode is GenerationMode.CREATE:
             raise self._already_planned(prd, existing)
-        now = tasks[0].created_at if tasks else now_rfc3339()
-        replaced = []
-        gone_drafts = []
-        for old in existing:
-            if old.status is not TaskStatus.TODO:
-                continue
-            gone = dataclasses.replace(
-                old, status=TaskStatus.ARCHIVED, version=old.version + 1, updated_at=now
-            )
-            gone_drafts.append(
-                EventDraft.new(
-                    EventType.DELETED,
-                    gone,
-                    now,
-                    previous_status=old.status.contract_name,
-                    replaced_by_prd_id=prd.id,
-                )
-            )
-            replaced.append((gone, old.version))
-        events = self.store.replace_statuses(replaced, gone_drafts)
-        events += self.store.insert_tasks(tasks, drafts)
+        made = reconcile(prd.id, plan, every, mode, tasks[0].created_at if tasks else now_rfc3339())
+        events = self.store.replace_statuses(made.archived, made.archive_drafts)
+        events += self.store.insert_tasks(made.created, made.create_drafts)
+        for after, version, update_drafts in made.updated:
+            events += self.store.replace_task(after, version, update_drafts)
         generated = Generated(
             prd_id=prd.id,
-            tasks=tuple(tasks),
-            archived_task_ids=tuple(gone.id for gone, _ in replaced),
+            tasks=tuple(made.created),
+            archived_task_ids=tuple(made.archived_ids),
             planner=plan.planner,
             model=plan.model,
+            results=tuple(made.results),
         )
         return generated, events
 

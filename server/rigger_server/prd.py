@@ -146,6 +146,35 @@ def parse_prd(markdown: str) -> ParsedPrd:
     return _Reader(markdown).read()
 
 
+# Characters that can make inline markdown; text without any is plain already.
+_INLINE_MARKUP = re.compile(r"[`*_\[\]!<>&\\~]")
+
+
+def plain_text(inline: str) -> str:
+    """Inline markdown reduced to its text: code spans, emphasis, links and images.
+
+    "Resume `watch.py` **now**" becomes "Resume watch.py now"; HTML tags
+    are dropped, escapes and entities resolved, whitespace collapsed. Text
+    that is no inline markdown is returned as it is.
+    """
+    if not _INLINE_MARKUP.search(inline):
+        return " ".join(inline.split())
+    # A leading letter keeps a line that looks like a heading, a list item or
+    # a quote (`1. First`, `# 1`, `> x`) a paragraph of text.
+    pieces: list[str] = []
+    # As in _Reader.read: the events are read as plain Python values.
+    events: Iterable[Any] = pyromark.events("x " + inline, merge_text=True)
+    for event in events:
+        if type(event) is str:  # SoftBreak, HardBreak
+            pieces.append(" ")
+            continue
+        ((kind, value),) = event.items()
+        if kind in ("Text", "Code"):
+            pieces.append(str(value))
+    text = " ".join("".join(pieces).split())
+    return text.removeprefix("x").strip() or " ".join(inline.split())
+
+
 def _path_of(word: str, loose: bool) -> str | None:
     """`word` as a file path, or None. `loose`: any word with a `/` counts."""
     word = word.strip().rstrip(".,;:").removeprefix("./")
@@ -608,7 +637,31 @@ def _without(text: str, spans: list[tuple[int, int]]) -> str:
     rest = _EMPTY_BRACKETS.sub("", rest)
     rest = _SPACE_BEFORE_PUNCT.sub(r"\1", rest)
     rest = _REPEATED_SEPARATORS.sub(r"\1", rest)
-    return " ".join(rest.split()).strip(_EDGE)
+    return _trimmed(" ".join(rest.split()))
+
+
+_SEPARATORS = " ,;:|\u2013\u2014-"
+_TRAILING_MARKS = re.compile(r"[*_]+$")
+_LEADING_MARKS = re.compile(r"^[*_]+")
+
+
+def _trimmed(text: str) -> str:
+    """`text` without the separators and emphasis marks a cut left at its ends.
+
+    A mark closing an emphasis opened inside the text (`Write the _notes_`)
+    is the title's own and stays.
+    """
+    while True:
+        before = text
+        text = text.strip(_SEPARATORS)
+        end = _TRAILING_MARKS.search(text)
+        if end and end.group() not in text[: end.start()]:
+            text = text[: end.start()]
+        start = _LEADING_MARKS.match(text)
+        if start and start.group() not in text[start.end() :]:
+            text = text[start.end() :]
+        if text == before:
+            return text
 
 
 def _unique(values: list[T]) -> tuple[T, ...]:

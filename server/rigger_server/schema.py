@@ -162,13 +162,20 @@ PLANNING = Step(
     sqlite=4,
     postgres=3,
 )
+# A generated task keeps the PRD item it was made for (Task.prd_item), so
+# generating the PRD again matches items to their tasks, renamed or not.
+PRD_ITEM = Step(
+    "a generated task keeps the PRD item it was made for, so regenerating matches it",
+    sqlite=5,
+    postgres=4,
+)
 
 # Every change, in the order it is applied. Append a new one with the next
 # version of each store, and give each store its change for it; never edit
 # or reorder one that shipped: databases in the field record these numbers
 # (SQLite in PRAGMA user_version; PostgreSQL in rigger.schema_migrations,
 # with the description).
-LEDGER: tuple[Step, ...] = (FIRST_SCHEMA, EVENT_PAYLOADS, SUBTASK_COUNT, PLANNING)
+LEDGER: tuple[Step, ...] = (FIRST_SCHEMA, EVENT_PAYLOADS, SUBTASK_COUNT, PLANNING, PRD_ITEM)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from rigger_server.guard import WriteGuard
 from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES, MAX_STATUS_MESSAGE_BYTES
 from rigger_server.planner import Deadline
 from rigger_server.planning import Generated, Planning
+from rigger_server.regeneration import requested_mode
 from rigger_server.request_limits import check_request
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
@@ -165,6 +166,14 @@ def _generated_to_pb(generated: Generated) -> pb.GenerateTasksFromPRDResponse:
         model=generated.model,
         prd_id=generated.prd_id,
         archived_task_ids=generated.archived_task_ids,
+        results=[
+            pb.GeneratedTask(
+                task=wire.task_to_pb(result.task),
+                outcome=int(result.outcome),  # type: ignore[arg-type]
+                changed_fields=result.changed_fields,
+            )
+            for result in generated.results
+        ],
     )
 
 
@@ -384,7 +393,7 @@ class RiggerServicer:
         generated = await self.planning.generate_tasks(
             request.prd_id,
             model=request.model,
-            replace_existing=request.replace_existing,
+            mode=requested_mode(request.mode, request.replace_existing),
             guard=self._guard(context),
         )
         # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.

@@ -43,6 +43,7 @@ from rigger_server.schema import (
     EVENT_PAYLOADS,
     FIRST_SCHEMA,
     PLANNING,
+    PRD_ITEM,
     PRDS,
     SUBTASK_COUNT,
     TASKS,
@@ -151,6 +152,11 @@ CREATE TABLE comprehension_tests (
 CREATE INDEX comprehension_tests_task ON comprehension_tests(task_id, seq)
 """
 
+# schema.PRD_ITEM: a generated task keeps the PRD item it was made for
+# (Task.prd_item), so that generating the PRD again matches items to their
+# tasks, renamed or not.
+_PRD_ITEM_V5 = "ALTER TABLE tasks ADD COLUMN prd_item TEXT"
+
 # schema.SUBTASK_COUNT: adding a subtask (and checking the limit on them)
 # costs the same however many its parent already has.
 _SUBTASK_COUNT_V3 = (
@@ -213,6 +219,7 @@ MIGRATIONS: tuple[Migration[Callable[[SqliteStore, sqlite3.Connection], None]], 
         EVENT_PAYLOADS: _events_to_v2,
         SUBTASK_COUNT: _script(_SUBTASK_COUNT_V3),
         PLANNING: _script(_PLANNING_V4),
+        PRD_ITEM: _script(_PRD_ITEM_V5),
     },
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version

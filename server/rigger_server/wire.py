@@ -20,7 +20,12 @@ from rigger_server.domain import (
 )
 
 # Task and the wire Task share field names; None marks an absent optional.
-_TASK_FIELDS = tuple(field.name for field in dataclasses.fields(Task))
+# Fields the server keeps for itself (Task.prd_item) have no wire field.
+_TASK_FIELDS = tuple(
+    field.name
+    for field in dataclasses.fields(Task)
+    if field.name in pb.Task.DESCRIPTOR.fields_by_name
+)
 
 
 def task_to_pb(task: Task) -> pb.Task:

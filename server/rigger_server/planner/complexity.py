@@ -2,7 +2,10 @@
 
 Score: base 3; +1 title longer than 50 characters; +2 title contains
 refactor, migrate, redesign, rewrite or architect (case-insensitive, so
-"Refactoring" and "Architecture" count); +1 no assignee; +1 no due date;
+"Refactoring" and "Architecture" count), except in a subtask's title: its
+parent was scored for that word, and a part of a refactoring that keeps the
+verb ("Survey how to refactor …") is no new refactoring; +1 no assignee;
++1 no due date;
 +2 reasoning longer than 200 characters; capped at 10. A task scoring 7 or
 more is decomposed, any other is enhanced. Both planners use this same
 heuristic, so the route never depends on a model.
@@ -34,15 +37,20 @@ class Score:
 
 
 def score(
-    title: str, *, assignee: str | None, due_date: str | None, reasoning: str | None
+    title: str,
+    *,
+    assignee: str | None,
+    due_date: str | None,
+    reasoning: str | None,
+    subtask: bool = False,
 ) -> Score:
-    """Score a task's fields by the heuristic."""
+    """Score a task's fields by the heuristic (`subtask`: the task has a parent)."""
     value = BASE
     reasons = [f"base {BASE}"]
     if len(title) > LONG_TITLE:
         value += 1
         reasons.append(f"+1 title longer than {LONG_TITLE} characters")
-    keyword = next((word for word in KEYWORDS if word in title.lower()), None)
+    keyword = None if subtask else next((w for w in KEYWORDS if w in title.lower()), None)
     if keyword:
         value += 2
         reasons.append(f"+2 title mentions {keyword!r}")
@@ -62,13 +70,18 @@ def score(
 
 
 def complexity(
-    title: str, *, assignee: str | None, due_date: str | None, reasoning: str | None
+    title: str,
+    *,
+    assignee: str | None,
+    due_date: str | None,
+    reasoning: str | None,
+    subtask: bool = False,
 ) -> int:
     """The heuristic's score, 3 to 10 (as `score`, without the reasons: plans are large)."""
     value = (
         BASE
         + (len(title) > LONG_TITLE)
-        + 2 * (_KEYWORD.search(title) is not None)
+        + 2 * (not subtask and _KEYWORD.search(title) is not None)
         + (not (assignee or "").strip())
         + (not (due_date or "").strip())
         + 2 * (len(reasoning or "") > LONG_REASONING)
@@ -79,7 +92,11 @@ def complexity(
 def task_score(task: Task) -> Score:
     """Score a stored task as it is now."""
     return score(
-        task.title, assignee=task.assignee, due_date=task.due_date, reasoning=task.reasoning
+        task.title,
+        assignee=task.assignee,
+        due_date=task.due_date,
+        reasoning=task.reasoning,
+        subtask=task.parent_task_id is not None,
     )
 
 

@@ -7,8 +7,10 @@ Tasks from a PRD:
 - When the PRD has explicit tasks (the top-level items of a `## Tasks`
   list, and checkbox items `- [ ]` anywhere; see prd.py), each becomes a
   task, in document order, as written: its title is the item's first
-  paragraph without its metadata; `**Assignee:** name` (or `Owner:`) or
-  `@name` sets the assignee; `Due: YYYY-MM-DD` the due date; `after #2`,
+  paragraph without its metadata, as plain text (inline code, emphasis and
+  links reduced to their text); `**Assignee:** name` (or `Owner:`) or
+  `@name` sets the assignee, spelled as the PRD first spells that name
+  (case ignored: "alice" after "Alice" is "Alice"); `Due: YYYY-MM-DD` the due date; `after #2`,
   `depends on #1 and #3`, `blocked by #4`, `depends on <title>` and
   `after "<title>"` its dependencies (#N is the N-th task). The reasoning
   says where in the PRD the task is written, then the item's further
@@ -26,18 +28,25 @@ Tasks from a PRD:
 - Titles longer than 200 characters are cut at a word, the whole text kept in
   the reasoning; reasoning is at most 4,000 characters.
 
+A task's topic is the words of its title and of its item's steps,
+paragraphs and paths (the PRD's title, short and common words left out;
+"posted" and "post" are one word). A constraint or a file bears on the task
+when it shares a word with its topic; the files its item names always do.
+
 Enhancement (type `acceptance_criteria`): the goal and where it comes from;
-acceptance criteria drawn from the task's steps in the PRD, the PRD's
-constraints, its tech stack, the task's context files and due date, and a
-test that shows the change works; the tasks to finish first; open questions
+acceptance criteria drawn from the task's steps in the PRD, the constraints
+and context files that bear on it, the PRD's tech stack, its due date, and
+a test that shows the change works; the tasks to finish first; open questions
 (no assignee, no due date); what the PRD puts out of scope.
 
 Comprehension test: a question about the first of these facts the task has:
-the task it waits for (wrong answers: other tasks' titles); the PRD
-constraint nearest the task (wrong answers: objectives, tech stack and
-out-of-scope items); the first of its steps (wrong answers: its later
-steps); the file it is about (wrong answers: other paths of the PRD); else
-what it delivers. multiple_choice gives the answer among up to 3 wrong ones,
+the task it waits for (wrong answers: other tasks' titles); the constraint
+bearing most on the task (wrong answers: objectives, out-of-scope items and
+tech stack); the first of its steps (wrong answers: its later steps); the
+file it is about (wrong answers: other paths of the PRD); else what it
+delivers. A wrong answer sharing a word with the answer is never offered (it
+could be defended), nor one that nearly repeats another wrong answer.
+multiple_choice gives the answer among up to 3 wrong ones,
 at a position fixed by the task's title (not its id, so that the same task
 text always gets the same test); short_answer only the question and the
 answer.
@@ -45,9 +54,13 @@ answer.
 Decomposition (3 to 5 subtasks, in order): the task's steps in the PRD when
 it has 3 to 5; more are grouped into 5 runs of consecutive steps; 1 or 2 are
 completed with Plan / Verify phases; with no steps, the standard phases
-Survey, Plan, Build, Verify. Subtasks inherit the assignee, due date and
-context files; a subtask's complexity is its own score, but never more than
-the parent's score minus one: a part is simpler than the whole.
+"Survey how to <task>", "Plan how to <task>", "Carry out: <task>",
+"Verify: <task>", the task's title kept, verb and all. Subtasks inherit the
+assignee, due date and context files; a subtask's reasoning stays within 200
+characters, so by the heuristic (which does not count a subtask's keyword)
+it scores below 7 and orchestrating it never decomposes it again; its
+complexity is its own score, but never more than the parent's score minus
+one: a part is simpler than the whole.
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ import datetime as dt
 import re
 import zlib
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 from rigger_server.domain import Task
 from rigger_server.errors import DeadlineExceeded, InvalidArgument, quoted
@@ -75,7 +89,7 @@ from rigger_server.planner.plans import (
     TaskPlan,
     check_test_type,
 )
-from rigger_server.prd import ParsedPrd, PrdItem, PrdTask
+from rigger_server.prd import ParsedPrd, PrdItem, PrdTask, plain_text
 
 MAX_CONTEXT_FILES = MAX_PLANNED_CONTEXT_FILES
 MAX_TITLE = 200
@@ -84,7 +98,21 @@ MAX_REASONING = 4000
 MAX_LISTED = 10
 OUT_OF_SCOPE = frozenset({"out of scope", "non-goals", "non goals", "not in scope"})
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_WORD = re.compile(r"\w+")
+# Words, for telling what bears on a task: runs of letters and digits, so a
+# path's parts (`rigger_client/watch.py`) are words too.
+_WORD = re.compile(r"[a-z0-9]+")
+# Words too common to say what a text is about.
+_COMMON = """
+    about after also been before being both does done each even every from have into just
+    more most must only other over same should some such than that their them then there
+    these they this those under until very when where which while will with within without
+    would your
+    add all and any are but can due fix for get has how its let may new nor not now off one
+    our out own per put see set the too two use via was who why yet you
+    """
+_STOPWORDS = frozenset(_COMMON.split())
+# Option texts sharing at least this share of their words are near-duplicates.
+NEAR_DUPLICATE = 0.5
 
 
 class OfflinePlanner:
@@ -158,23 +186,28 @@ def plan_tasks(prd: ParsedPrd) -> TaskPlan:
 
 def _explicit_tasks(prd: ParsedPrd, shared: Sequence[str]) -> list[PlannedTask]:
     written = prd.tasks
-    titles = [_short_title(task.title) for task in written]
+    plain = [plain_text(task.title) for task in written]
+    titles = [_short_title(text) for text in plain]
     try:
         dependencies = resolve(
-            titles, [task.after for task in written], [task.depends_on for task in written]
+            titles,
+            [task.after for task in written],
+            [tuple(plain_text(t) for t in task.depends_on) for task in written],
         )
     except DependencyError as exc:
         raise InvalidArgument("prd_id", f"in the PRD {quoted(prd.title)}: {exc}") from None
+    spelling = _first_spellings(task.assignee for task in written)
     planned = []
-    for number, (task, title, needs) in enumerate(
-        zip(written, titles, dependencies, strict=True), start=1
+    for number, (task, text, title, needs) in enumerate(
+        zip(written, plain, titles, dependencies, strict=True), start=1
     ):
         due = _due_date(prd, number, task)
+        assignee = spelling[task.assignee.casefold()] if task.assignee else None
         origin = f"From the PRD {prd.title!r}"
         origin += f", section {task.section!r}" if task.section else ""
         origin += f", line {task.line}."
         parts = [origin]
-        if title != task.title:
+        if title != text:
             parts.append(task.title)
         parts.extend(task.details)
         if task.steps:
@@ -185,9 +218,9 @@ def _explicit_tasks(prd: ParsedPrd, shared: Sequence[str]) -> list[PlannedTask]:
                 title=title,
                 reasoning=reasoning,
                 complexity=heuristic.complexity(
-                    title, assignee=task.assignee, due_date=due, reasoning=reasoning
+                    title, assignee=assignee, due_date=due, reasoning=reasoning
                 ),
-                assignee=task.assignee,
+                assignee=assignee,
                 due_date=due,
                 context_files=_context_files(task.paths, shared),
                 dependencies=needs,
@@ -204,9 +237,10 @@ def _objective_tasks(prd: ParsedPrd, shared: Sequence[str]) -> list[PlannedTask]
     planned = []
     for number, objective in enumerate(prd.objectives, start=1):
         item = items.get(objective)
-        title = _short_title(objective)
+        text = plain_text(objective)
+        title = _short_title(text)
         parts = [f"Objective {number} of {len(prd.objectives)} of the PRD {prd.title!r}."]
-        if title != objective:
+        if title != text:
             parts.append(objective)
         if item is not None:
             parts.extend(item.details)
@@ -225,6 +259,15 @@ def _objective_tasks(prd: ParsedPrd, shared: Sequence[str]) -> list[PlannedTask]
             )
         )
     return planned
+
+
+def _first_spellings(names: Iterable[str | None]) -> dict[str, str]:
+    """Each name, case ignored, as the PRD first spells it: "alice" is "Alice" written later."""
+    spelling: dict[str, str] = {}
+    for name in names:
+        if name:
+            spelling.setdefault(name.casefold(), name)
+    return spelling
 
 
 def _due_date(prd: ParsedPrd, number: int, task: PrdTask) -> str | None:
@@ -285,7 +328,7 @@ def _bounded_text(parts: list[str], limit: int = MAX_REASONING) -> str:
 
 
 def _key(text: str) -> str:
-    return " ".join(text.lower().split()).strip(" .")
+    return " ".join(plain_text(text).lower().split()).strip(" .")
 
 
 def find_item(prd: ParsedPrd | None, title: str) -> PrdTask | PrdItem | None:
@@ -294,11 +337,13 @@ def find_item(prd: ParsedPrd | None, title: str) -> PrdTask | PrdItem | None:
         return None
     key = _key(title)
     for task in prd.tasks:
-        if key in (_key(task.title), _key(_short_title(task.title)), _key(task.text)):
+        plain = plain_text(task.title)
+        if key in (_key(plain), _key(_short_title(plain)), _key(task.text)):
             return task
     for section in prd.sections:
         for item in section.items:
-            if key in (_key(item.text), _key(_short_title(item.text))):
+            plain = plain_text(item.text)
+            if key in (_key(plain), _key(_short_title(plain))):
                 return item
     return None
 
@@ -324,10 +369,51 @@ def _bullets(entries: Sequence[str], box: bool = False) -> list[str]:
     return lines
 
 
+def _stem(word: str) -> str:
+    """A word without its common endings, so "posted", "posts" and "post" are one word."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4 and not word.endswith("ss"):
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if word.endswith("e") and len(word) > 4 else word
+
+
+def _words(text: str) -> set[str]:
+    """The words that say what `text` is about, stemmed; short and common words left out.
+
+    Three letters are enough for a word ("PCI", "log", "SQL").
+    """
+    return {
+        _stem(word)
+        for word in _WORD.findall(text.lower())
+        if len(word) > 2 and word not in _STOPWORDS
+    }
+
+
+def _topic(task: Task, item: PrdTask | PrdItem | None, prd: ParsedPrd | None) -> set[str]:
+    """What the task is about: its title and its item's steps and paragraphs.
+
+    Not its reasoning, which quotes the PRD's constraints for every task
+    planned from an objective; and not the PRD's title, which every task shares.
+    """
+    parts = [task.title]
+    if item is not None:
+        parts += [*item.steps, *item.details, *item.paths]
+    elif task.reasoning:
+        parts.append(task.reasoning)
+    return _words(" ".join(parts)) - (_words(prd.title) if prd else set())
+
+
+def bearing(candidates: Sequence[str], topic: set[str]) -> list[str]:
+    """The candidates (constraints, paths) sharing a word with a task's topic, in order."""
+    return [c for c in candidates if _words(c) & topic]
+
+
 def enhancement_for(context: TaskContext) -> Enhancement:
     """Acceptance criteria, prerequisites and open questions (module docstring)."""
     task, prd = context.task, context.prd
     item = find_item(prd, task.title)
+    topic = _topic(task, item, prd)
     lines = [f"Goal: {task.title}"]
     if prd is not None:
         where = f"From the PRD {prd.title!r}"
@@ -338,12 +424,14 @@ def enhancement_for(context: TaskContext) -> Enhancement:
     if item is not None:
         criteria.extend(item.steps)
     if prd is not None:
-        criteria.extend(f"Respects the constraint: {c}" for c in prd.constraints)
+        criteria.extend(f"Respects the constraint: {c}" for c in bearing(prd.constraints, topic))
         if prd.tech_stack:
             criteria.append("Built with the PRD's stack: " + ", ".join(prd.tech_stack[:MAX_LISTED]))
-    if task.context_files:
-        files = ", ".join(task.context_files[:MAX_LISTED])
-        criteria.append(f"Changes to {files} are reviewed")
+    # The files its item names, and of the PRD's other files those sharing its words.
+    own = set(item.paths) if item is not None else set()
+    files = [f for f in task.context_files if f in own or _words(f) & topic]
+    if files:
+        criteria.append(f"Changes to {', '.join(files[:MAX_LISTED])} are reviewed")
     if task.due_date:
         criteria.append(f"Finished by {task.due_date}")
     criteria.append(f"A test shows {task.title!r} works, and fails without the change")
@@ -369,17 +457,9 @@ def enhancement_for(context: TaskContext) -> Enhancement:
     )
 
 
-def _words(text: str) -> set[str]:
-    return {word for word in _WORD.findall(text.lower()) if len(word) > 3}
-
-
-def _nearest(candidates: Sequence[str], task: Task, prd: ParsedPrd) -> str:
-    """The candidate sharing most words with the task; the first on a tie.
-
-    The PRD's title is in every task's reasoning, so its words do not count.
-    """
-    words = _words(f"{task.title} {task.reasoning or ''}") - _words(prd.title)
-    return max(candidates, key=lambda c: len(words & _words(c)))
+def _nearest(candidates: Sequence[str], topic: set[str]) -> str:
+    """The candidate sharing most words with the task's topic; the first on a tie."""
+    return max(candidates, key=lambda c: len(topic & _words(c)))
 
 
 def _facts(context: TaskContext) -> list[tuple[str, str, str, list[str]]]:
@@ -398,9 +478,12 @@ def _facts(context: TaskContext) -> list[tuple[str, str, str, list[str]]]:
                 others,
             )
         )
-    if prd is not None and prd.constraints:
-        constraint = _nearest(prd.constraints, task, prd)
-        wrong = [*prd.objectives, *prd.tech_stack, *_out_of_scope(prd)]
+    item = find_item(prd, title)
+    topic = _topic(task, item, prd)
+    relevant = bearing(prd.constraints, topic) if prd is not None else []
+    if prd is not None and relevant:
+        constraint = _nearest(relevant, topic)
+        wrong = [*prd.objectives, *_out_of_scope(prd), *prd.tech_stack]
         facts.append(
             (
                 f"Which of these is a constraint of the PRD {prd.title!r} that {title!r} "
@@ -410,7 +493,6 @@ def _facts(context: TaskContext) -> list[tuple[str, str, str, list[str]]]:
                 wrong,
             )
         )
-    item = find_item(prd, title)
     if item is not None and item.steps:
         facts.append(
             (
@@ -420,13 +502,15 @@ def _facts(context: TaskContext) -> list[tuple[str, str, str, list[str]]]:
                 list(item.steps[1:]),
             )
         )
-    if task.context_files:
+    own = set(item.paths) if item is not None else set()
+    about = [f for f in task.context_files if f in own or _words(f) & topic]
+    if about:
         others = [p for p in (prd.paths if prd else ()) if p not in task.context_files]
         facts.append(
             (
                 f"Which file is {title!r} about?",
                 f"Which file is {title!r} about?",
-                task.context_files[0],
+                about[0],
                 others,
             )
         )
@@ -442,12 +526,41 @@ def _facts(context: TaskContext) -> list[tuple[str, str, str, list[str]]]:
     return facts
 
 
+def near_duplicates(first: str, second: str, ignored: AbstractSet[str] = frozenset()) -> bool:
+    """Two option texts that say nearly the same: most of their words are shared."""
+    a, b = _words(first) - ignored, _words(second) - ignored
+    if not a or not b:
+        return _key(first) == _key(second)
+    return len(a & b) / len(a | b) >= NEAR_DUPLICATE or a <= b or b <= a
+
+
+def _distractors(answer: str, wrong: Sequence[str], ignored: AbstractSet[str]) -> list[str]:
+    """Up to three wrong answers that differ from the answer by meaning, and from each other.
+
+    A wrong answer sharing any word with the answer (the PRD's title aside)
+    is one a reader could defend ("across sidecar restarts" for "resumes
+    after a restart"), so it is not offered.
+    """
+    meaning = _words(answer) - ignored
+    chosen: list[str] = []
+    for option in dict.fromkeys(wrong):
+        if _key(option) == _key(answer) or (_words(option) - ignored) & meaning:
+            continue
+        if any(near_duplicates(option, other, ignored) for other in chosen):
+            continue
+        chosen.append(option)
+        if len(chosen) == 3:
+            break
+    return chosen
+
+
 def _with_distractors(
     context: TaskContext, facts: list[tuple[str, str, str, list[str]]]
 ) -> tuple[str, str, list[str]]:
     """The first fact with at least one wrong answer to offer, and up to three of them."""
+    ignored = _words(context.prd.title) if context.prd is not None else set()
     for question, _, answer, wrong in facts:
-        distractors = list(dict.fromkeys(w for w in wrong if _key(w) != _key(answer)))[:3]
+        distractors = _distractors(answer, wrong, ignored)
         if distractors:
             return question, answer, distractors
     # A task alone, with nothing around it: ask what orchestration leads to.
@@ -484,35 +597,40 @@ def comprehension_test_for(context: TaskContext, test_type: str) -> Comprehensio
     )
 
 
+# The standard phases: each title keeps the task's own words, verb included
+# ("Survey how to refactor ..."), and each reasoning names what bears on it.
 PHASES = (
-    ("Survey", "Read the code and documents it touches{files}; list what must keep working."),
-    ("Plan", "Write down the target shape and the order of changes{constraints}."),
-    ("Build", "Make the change in small, reviewable steps{files}."),
-    ("Verify", "Show it works with tests of the acceptance criteria; nothing else changed."),
+    (
+        "Survey how to {task}",
+        "Read the code and documents it touches{files}; list what must keep working.",
+    ),
+    ("Plan how to {task}", "Write down the target shape and the order of changes{constraints}."),
+    ("Carry out: {task}", "Make the change in small, reviewable steps{files}."),
+    (
+        "Verify: {task}",
+        "Show it works with tests of the acceptance criteria; nothing else changed.",
+    ),
 )
 MAX_SUBTASK_TITLE = 80
 
 
-def _object_of(title: str, room: int) -> str:
-    """The task's title without the words that make it complex, in `room` characters."""
-    words = [w for w in title.split() if not any(k in w.lower() for k in heuristic.KEYWORDS)]
-    text = " ".join(words) or "the change"
-    if len(text) <= room:
-        return text
-    cut = text[: room - 1].rsplit(" ", 1)[0] or text[: room - 1]
-    return cut.rstrip(" ,;:") + "\u2026"
+def _lower_first(title: str) -> str:
+    """ "Refactor the store" as it reads inside a sentence; "API docs" stays as it is."""
+    if len(title) > 1 and title[0].isupper() and title[1].islower():
+        return title[0].lower() + title[1:]
+    return title
 
 
-def _phase(name: str, template: str, context: TaskContext) -> tuple[str, str]:
+def _phase(title: str, template: str, context: TaskContext) -> tuple[str, str]:
     task, prd = context.task, context.prd
-    files = task.context_files[:3]
-    constraints = prd.constraints[:3] if prd else ()
+    topic = _topic(task, find_item(prd, task.title), prd)
+    files = [f for f in task.context_files if _words(f) & topic][:3]
+    constraints = bearing(prd.constraints, topic)[:3] if prd else []
     reasoning = template.format(
         files=f" ({', '.join(files)})" if files else "",
         constraints=f"; check it against: {'; '.join(constraints)}" if constraints else "",
     )
-    title = f"{name}: {_object_of(task.title, MAX_SUBTASK_TITLE - len(name) - 2)}"
-    return title, reasoning
+    return _short(title.format(task=_lower_first(task.title))), reasoning
 
 
 def _short(text: str, room: int = MAX_SUBTASK_TITLE) -> str:
@@ -549,16 +667,22 @@ def _parts(context: TaskContext) -> list[tuple[str, str]]:
 
 
 def decomposition_for(context: TaskContext) -> Decomposition:
-    """3 to 5 subtasks, each scoring below the task (module docstring)."""
+    """3 to 5 subtasks, each scoring below the task and below decomposition (module docstring)."""
     task = context.task
     ceiling = max(1, heuristic.task_score(task).value - 1)
     parts = _parts(context)
     subtasks = []
     for number, (title, detail) in enumerate(parts, start=1):
         # The parent is linked by parent_task_id; its title need not be repeated.
-        reasoning = f"Part {number} of {len(parts)}: {detail}"
+        # Kept within the heuristic's long-reasoning bound, so that a subtask
+        # scores below DECOMPOSE_AT and orchestrating it never splits it again.
+        reasoning = _short(f"Part {number} of {len(parts)}: {detail}", heuristic.LONG_REASONING)
         own = heuristic.complexity(
-            title, assignee=task.assignee, due_date=task.due_date, reasoning=reasoning
+            title,
+            assignee=task.assignee,
+            due_date=task.due_date,
+            reasoning=reasoning,
+            subtask=True,
         )
         subtasks.append(
             Subtask(

@@ -331,6 +331,7 @@ class OllamaPlanner:
                             assignee=task.assignee,
                             due_date=task.due_date,
                             reasoning=part.description,
+                            subtask=True,
                         ),
                     ),
                     assignee=task.assignee,

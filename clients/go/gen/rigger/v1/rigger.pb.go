@@ -196,6 +196,165 @@ func (TaskEventType) EnumDescriptor() ([]byte, []int) {
 	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{1}
 }
 
+// GenerationMode says what GenerateTasksFromPRD does with the tasks a PRD
+// already has.
+//
+// Both REPLACE and SYNC match the plan's tasks to the PRD's existing tasks by
+// the identity of the PRD item each was generated from: its title,
+// normalised (markdown reduced to its text, case and spacing ignored), and,
+// when several items have that title, its place among them (the first, the
+// second, ...). The identity is stored when a task is generated, so renaming
+// a task keeps its match; a task stored without one (generated before this
+// mode existed, or added with AddTask and source_prd_id) is matched by its
+// current title, the oldest first. At most one live task is matched to an
+// item, so neither mode leaves two live tasks for one item. Everything is
+// decided and written in one transaction; a call that fails writes nothing.
+type GenerationMode int32
+
+const (
+	// Follow `replace_existing`: false is CREATE, true is REPLACE.
+	GenerationMode_GENERATION_MODE_UNSPECIFIED GenerationMode = 0
+	// Create the tasks; fail with ALREADY_EXISTS, writing nothing, when the
+	// PRD has tasks already.
+	GenerationMode_GENERATION_MODE_CREATE GenerationMode = 1
+	// Start afresh where no work has started: every existing task still in
+	// TASK_STATUS_TODO is archived and its item (if the PRD still has it) gets
+	// a new task. Otherwise as SYNC: a task past TODO keeps its item (and is
+	// updated like SYNC's), and a task past TODO whose item is gone is left
+	// alone. Archiving emits TASK_EVENT_TYPE_DELETED with metadata
+	// "previous_status" and "replaced_by_prd_id", and takes the task's
+	// subtasks still in TODO with it.
+	GenerationMode_GENERATION_MODE_REPLACE GenerationMode = 2
+	// Bring the existing tasks in line with the PRD, keeping the work done:
+	//   - an item with a task keeps it: its id, status, assignee, orchestration
+	//     and subtasks. Its complexity, reasoning, context files and
+	//     dependencies follow the plan; its title and due date follow the PRD
+	//     only where the PRD changed them since the task was generated, so a
+	//     rename or new due date set with UpdateTask stays (a task stored
+	//     without an identity takes the PRD's wherever they differ). Any change
+	//     is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+	//     "title,reasoning"), "planner", "model" and "prd_id"; a task with
+	//     nothing to change is kept, and no event is emitted;
+	//   - an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
+	//     CREATE);
+	//   - a task whose item is gone is archived if still in TASK_STATUS_TODO
+	//     (TASK_EVENT_TYPE_DELETED as for REPLACE), and otherwise left alone;
+	//   - dependencies are resolved against the result: a task waiting for an
+	//     item waits for that item's task, kept or new.
+	//
+	// On a PRD without tasks it is CREATE.
+	GenerationMode_GENERATION_MODE_SYNC GenerationMode = 3
+)
+
+// Enum value maps for GenerationMode.
+var (
+	GenerationMode_name = map[int32]string{
+		0: "GENERATION_MODE_UNSPECIFIED",
+		1: "GENERATION_MODE_CREATE",
+		2: "GENERATION_MODE_REPLACE",
+		3: "GENERATION_MODE_SYNC",
+	}
+	GenerationMode_value = map[string]int32{
+		"GENERATION_MODE_UNSPECIFIED": 0,
+		"GENERATION_MODE_CREATE":      1,
+		"GENERATION_MODE_REPLACE":     2,
+		"GENERATION_MODE_SYNC":        3,
+	}
+)
+
+func (x GenerationMode) Enum() *GenerationMode {
+	p := new(GenerationMode)
+	*p = x
+	return p
+}
+
+func (x GenerationMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GenerationMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_rigger_v1_rigger_proto_enumTypes[2].Descriptor()
+}
+
+func (GenerationMode) Type() protoreflect.EnumType {
+	return &file_rigger_v1_rigger_proto_enumTypes[2]
+}
+
+func (x GenerationMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GenerationMode.Descriptor instead.
+func (GenerationMode) EnumDescriptor() ([]byte, []int) {
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{2}
+}
+
+// GenerationOutcome is what a generation did to one task.
+type GenerationOutcome int32
+
+const (
+	// Never sent.
+	GenerationOutcome_GENERATION_OUTCOME_UNSPECIFIED GenerationOutcome = 0
+	// A new task for an item that had none.
+	GenerationOutcome_GENERATION_OUTCOME_CREATED GenerationOutcome = 1
+	// An existing task changed to follow its item.
+	GenerationOutcome_GENERATION_OUTCOME_UPDATED GenerationOutcome = 2
+	// An existing task whose item did not change: nothing written.
+	GenerationOutcome_GENERATION_OUTCOME_KEPT GenerationOutcome = 3
+	// An existing task archived: still in TODO, and its item is gone (or,
+	// with GENERATION_MODE_REPLACE, re-created).
+	GenerationOutcome_GENERATION_OUTCOME_ARCHIVED GenerationOutcome = 4
+	// An existing task past TODO whose item is gone: left as it is.
+	GenerationOutcome_GENERATION_OUTCOME_LEFT_ALONE GenerationOutcome = 5
+)
+
+// Enum value maps for GenerationOutcome.
+var (
+	GenerationOutcome_name = map[int32]string{
+		0: "GENERATION_OUTCOME_UNSPECIFIED",
+		1: "GENERATION_OUTCOME_CREATED",
+		2: "GENERATION_OUTCOME_UPDATED",
+		3: "GENERATION_OUTCOME_KEPT",
+		4: "GENERATION_OUTCOME_ARCHIVED",
+		5: "GENERATION_OUTCOME_LEFT_ALONE",
+	}
+	GenerationOutcome_value = map[string]int32{
+		"GENERATION_OUTCOME_UNSPECIFIED": 0,
+		"GENERATION_OUTCOME_CREATED":     1,
+		"GENERATION_OUTCOME_UPDATED":     2,
+		"GENERATION_OUTCOME_KEPT":        3,
+		"GENERATION_OUTCOME_ARCHIVED":    4,
+		"GENERATION_OUTCOME_LEFT_ALONE":  5,
+	}
+)
+
+func (x GenerationOutcome) Enum() *GenerationOutcome {
+	p := new(GenerationOutcome)
+	*p = x
+	return p
+}
+
+func (x GenerationOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (GenerationOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_rigger_v1_rigger_proto_enumTypes[3].Descriptor()
+}
+
+func (GenerationOutcome) Type() protoreflect.EnumType {
+	return &file_rigger_v1_rigger_proto_enumTypes[3]
+}
+
+func (x GenerationOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use GenerationOutcome.Descriptor instead.
+func (GenerationOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{3}
+}
+
 // Task is one unit of work.
 type Task struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1104,13 +1263,17 @@ type GenerateTasksFromPRDRequest struct {
 	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
 	// What to do when the PRD already has tasks: top-level tasks, not
 	// archived, whose source_prd_id is this PRD or another PRD parsed from the
-	// same file. false: fail with ALREADY_EXISTS and change nothing. true:
-	// archive those still in TASK_STATUS_TODO (each emits
-	// TASK_EVENT_TYPE_DELETED with metadata "replaced_by_prd_id"), keep the
-	// others, and create the new tasks, all in one transaction.
+	// same file. false: fail with ALREADY_EXISTS and change nothing (as
+	// GENERATION_MODE_CREATE). true: as GENERATION_MODE_REPLACE. Ignored when
+	// `mode` is set; true with a `mode` other than GENERATION_MODE_REPLACE is
+	// INVALID_ARGUMENT.
 	ReplaceExisting bool `protobuf:"varint,3,opt,name=replace_existing,json=replaceExisting,proto3" json:"replace_existing,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How the PRD's existing tasks are treated (see GenerationMode).
+	// GENERATION_MODE_UNSPECIFIED (the default, and what clients of the first
+	// release send) follows `replace_existing`.
+	Mode          GenerationMode `protobuf:"varint,4,opt,name=mode,proto3,enum=rigger.v1.GenerationMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateTasksFromPRDRequest) Reset() {
@@ -1164,6 +1327,79 @@ func (x *GenerateTasksFromPRDRequest) GetReplaceExisting() bool {
 	return false
 }
 
+func (x *GenerateTasksFromPRDRequest) GetMode() GenerationMode {
+	if x != nil {
+		return x.Mode
+	}
+	return GenerationMode_GENERATION_MODE_UNSPECIFIED
+}
+
+// GeneratedTask is one task a generation created, updated, kept, archived
+// or left alone.
+type GeneratedTask struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The task as it is after the call.
+	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
+	// What the call did to it.
+	Outcome GenerationOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=rigger.v1.GenerationOutcome" json:"outcome,omitempty"`
+	// For GENERATION_OUTCOME_UPDATED: the fields that changed, as in the
+	// UPDATED event's "changed_fields".
+	ChangedFields []string `protobuf:"bytes,3,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GeneratedTask) Reset() {
+	*x = GeneratedTask{}
+	mi := &file_rigger_v1_rigger_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GeneratedTask) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GeneratedTask) ProtoMessage() {}
+
+func (x *GeneratedTask) ProtoReflect() protoreflect.Message {
+	mi := &file_rigger_v1_rigger_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GeneratedTask.ProtoReflect.Descriptor instead.
+func (*GeneratedTask) Descriptor() ([]byte, []int) {
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GeneratedTask) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+func (x *GeneratedTask) GetOutcome() GenerationOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return GenerationOutcome_GENERATION_OUTCOME_UNSPECIFIED
+}
+
+func (x *GeneratedTask) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
 // GenerateTasksFromPRDResponse holds the generated tasks.
 type GenerateTasksFromPRDResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1179,15 +1415,21 @@ type GenerateTasksFromPRDResponse struct {
 	// The stored PRD the tasks came from (their source_prd_id): the request's,
 	// or the one stored from the file it named.
 	PrdId string `protobuf:"bytes,5,opt,name=prd_id,json=prdId,proto3" json:"prd_id,omitempty"`
-	// Tasks archived because replace_existing was set, in creation order.
+	// Tasks archived (see GenerationMode), in creation order; their subtasks
+	// archived with them are not listed.
 	ArchivedTaskIds []string `protobuf:"bytes,6,rep,name=archived_task_ids,json=archivedTaskIds,proto3" json:"archived_task_ids,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Every task of the PRD the call created, updated, kept, archived or left
+	// alone: first the PRD's items in order (created, updated or kept), then
+	// the tasks whose items are gone or were re-created (archived or left
+	// alone), in creation order.
+	Results       []*GeneratedTask `protobuf:"bytes,7,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateTasksFromPRDResponse) Reset() {
 	*x = GenerateTasksFromPRDResponse{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[14]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1441,7 @@ func (x *GenerateTasksFromPRDResponse) String() string {
 func (*GenerateTasksFromPRDResponse) ProtoMessage() {}
 
 func (x *GenerateTasksFromPRDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[14]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1454,7 @@ func (x *GenerateTasksFromPRDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateTasksFromPRDResponse.ProtoReflect.Descriptor instead.
 func (*GenerateTasksFromPRDResponse) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{14}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GenerateTasksFromPRDResponse) GetTasks() []*Task {
@@ -1257,6 +1499,13 @@ func (x *GenerateTasksFromPRDResponse) GetArchivedTaskIds() []string {
 	return nil
 }
 
+func (x *GenerateTasksFromPRDResponse) GetResults() []*GeneratedTask {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 // OrchestrateTaskRequest runs one task through the orchestration flow.
 type OrchestrateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1276,7 +1525,7 @@ type OrchestrateTaskRequest struct {
 
 func (x *OrchestrateTaskRequest) Reset() {
 	*x = OrchestrateTaskRequest{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[15]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1288,7 +1537,7 @@ func (x *OrchestrateTaskRequest) String() string {
 func (*OrchestrateTaskRequest) ProtoMessage() {}
 
 func (x *OrchestrateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[15]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1301,7 +1550,7 @@ func (x *OrchestrateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrchestrateTaskRequest.ProtoReflect.Descriptor instead.
 func (*OrchestrateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{15}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OrchestrateTaskRequest) GetTaskId() string {
@@ -1345,7 +1594,7 @@ type OrchestrateTaskResponse struct {
 
 func (x *OrchestrateTaskResponse) Reset() {
 	*x = OrchestrateTaskResponse{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[16]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1606,7 @@ func (x *OrchestrateTaskResponse) String() string {
 func (*OrchestrateTaskResponse) ProtoMessage() {}
 
 func (x *OrchestrateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[16]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1619,7 @@ func (x *OrchestrateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrchestrateTaskResponse.ProtoReflect.Descriptor instead.
 func (*OrchestrateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{16}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OrchestrateTaskResponse) GetTask() *Task {
@@ -1418,7 +1667,7 @@ type OrchestrationResult struct {
 
 func (x *OrchestrationResult) Reset() {
 	*x = OrchestrationResult{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[17]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1679,7 @@ func (x *OrchestrationResult) String() string {
 func (*OrchestrationResult) ProtoMessage() {}
 
 func (x *OrchestrationResult) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[17]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1692,7 @@ func (x *OrchestrationResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrchestrationResult.ProtoReflect.Descriptor instead.
 func (*OrchestrationResult) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{17}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OrchestrationResult) GetSuccess() bool {
@@ -1533,7 +1782,7 @@ type Enhancement struct {
 
 func (x *Enhancement) Reset() {
 	*x = Enhancement{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[18]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1545,7 +1794,7 @@ func (x *Enhancement) String() string {
 func (*Enhancement) ProtoMessage() {}
 
 func (x *Enhancement) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[18]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1558,7 +1807,7 @@ func (x *Enhancement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Enhancement.ProtoReflect.Descriptor instead.
 func (*Enhancement) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{18}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Enhancement) GetEnhancementId() string {
@@ -1637,7 +1886,7 @@ type ComprehensionTest struct {
 
 func (x *ComprehensionTest) Reset() {
 	*x = ComprehensionTest{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[19]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1898,7 @@ func (x *ComprehensionTest) String() string {
 func (*ComprehensionTest) ProtoMessage() {}
 
 func (x *ComprehensionTest) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[19]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1911,7 @@ func (x *ComprehensionTest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComprehensionTest.ProtoReflect.Descriptor instead.
 func (*ComprehensionTest) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{19}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ComprehensionTest) GetTestId() string {
@@ -1746,7 +1995,7 @@ type SubscribeToTaskEventsRequest struct {
 
 func (x *SubscribeToTaskEventsRequest) Reset() {
 	*x = SubscribeToTaskEventsRequest{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[20]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1758,7 +2007,7 @@ func (x *SubscribeToTaskEventsRequest) String() string {
 func (*SubscribeToTaskEventsRequest) ProtoMessage() {}
 
 func (x *SubscribeToTaskEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[20]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1771,7 +2020,7 @@ func (x *SubscribeToTaskEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeToTaskEventsRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeToTaskEventsRequest) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{20}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SubscribeToTaskEventsRequest) GetEventTypes() []TaskEventType {
@@ -1814,7 +2063,7 @@ type SubscribeToTaskEventBatchesRequest struct {
 
 func (x *SubscribeToTaskEventBatchesRequest) Reset() {
 	*x = SubscribeToTaskEventBatchesRequest{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1826,7 +2075,7 @@ func (x *SubscribeToTaskEventBatchesRequest) String() string {
 func (*SubscribeToTaskEventBatchesRequest) ProtoMessage() {}
 
 func (x *SubscribeToTaskEventBatchesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[21]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1839,7 +2088,7 @@ func (x *SubscribeToTaskEventBatchesRequest) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use SubscribeToTaskEventBatchesRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeToTaskEventBatchesRequest) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{21}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SubscribeToTaskEventBatchesRequest) GetEventTypes() []TaskEventType {
@@ -1875,7 +2124,7 @@ type SubscribeToTaskEventBatchesResponse struct {
 
 func (x *SubscribeToTaskEventBatchesResponse) Reset() {
 	*x = SubscribeToTaskEventBatchesResponse{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1887,7 +2136,7 @@ func (x *SubscribeToTaskEventBatchesResponse) String() string {
 func (*SubscribeToTaskEventBatchesResponse) ProtoMessage() {}
 
 func (x *SubscribeToTaskEventBatchesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[22]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1900,7 +2149,7 @@ func (x *SubscribeToTaskEventBatchesResponse) ProtoReflect() protoreflect.Messag
 
 // Deprecated: Use SubscribeToTaskEventBatchesResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeToTaskEventBatchesResponse) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{22}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SubscribeToTaskEventBatchesResponse) GetEvents() []*TaskEvent {
@@ -1926,7 +2175,7 @@ type TaskEventStreamRequest struct {
 
 func (x *TaskEventStreamRequest) Reset() {
 	*x = TaskEventStreamRequest{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2187,7 @@ func (x *TaskEventStreamRequest) String() string {
 func (*TaskEventStreamRequest) ProtoMessage() {}
 
 func (x *TaskEventStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[23]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2200,7 @@ func (x *TaskEventStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEventStreamRequest.ProtoReflect.Descriptor instead.
 func (*TaskEventStreamRequest) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{23}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskEventStreamRequest) GetRequest() isTaskEventStreamRequest_Request {
@@ -2014,7 +2263,7 @@ type TaskUpdate struct {
 
 func (x *TaskUpdate) Reset() {
 	*x = TaskUpdate{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[24]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2275,7 @@ func (x *TaskUpdate) String() string {
 func (*TaskUpdate) ProtoMessage() {}
 
 func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[24]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2288,7 @@ func (x *TaskUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskUpdate.ProtoReflect.Descriptor instead.
 func (*TaskUpdate) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{24}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TaskUpdate) GetTaskId() string {
@@ -2093,7 +2342,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_rigger_v1_rigger_proto_msgTypes[25]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2354,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_rigger_v1_rigger_proto_msgTypes[25]
+	mi := &file_rigger_v1_rigger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2367,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{25}
+	return file_rigger_v1_rigger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TaskEvent) GetEventId() string {
@@ -2263,18 +2512,24 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"objectives\x12\x1d\n" +
 	"\n" +
 	"tech_stack\x18\x04 \x03(\tR\ttechStack\x12 \n" +
-	"\vconstraints\x18\x05 \x03(\tR\vconstraints\"u\n" +
+	"\vconstraints\x18\x05 \x03(\tR\vconstraints\"\xa4\x01\n" +
 	"\x1bGenerateTasksFromPRDRequest\x12\x15\n" +
 	"\x06prd_id\x18\x01 \x01(\tR\x05prdId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12)\n" +
-	"\x10replace_existing\x18\x03 \x01(\bR\x0freplaceExisting\"\xe1\x01\n" +
+	"\x10replace_existing\x18\x03 \x01(\bR\x0freplaceExisting\x12-\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x19.rigger.v1.GenerationModeR\x04mode\"\x93\x01\n" +
+	"\rGeneratedTask\x12#\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.rigger.v1.TaskR\x04task\x126\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1c.rigger.v1.GenerationOutcomeR\aoutcome\x12%\n" +
+	"\x0echanged_fields\x18\x03 \x03(\tR\rchangedFields\"\x95\x02\n" +
 	"\x1cGenerateTasksFromPRDResponse\x12%\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x0f.rigger.v1.TaskR\x05tasks\x12'\n" +
 	"\x0ftasks_generated\x18\x02 \x01(\rR\x0etasksGenerated\x12\x18\n" +
 	"\aplanner\x18\x03 \x01(\tR\aplanner\x12\x14\n" +
 	"\x05model\x18\x04 \x01(\tR\x05model\x12\x15\n" +
 	"\x06prd_id\x18\x05 \x01(\tR\x05prdId\x12*\n" +
-	"\x11archived_task_ids\x18\x06 \x03(\tR\x0farchivedTaskIds\"\xa9\x01\n" +
+	"\x11archived_task_ids\x18\x06 \x03(\tR\x0farchivedTaskIds\x122\n" +
+	"\aresults\x18\a \x03(\v2\x18.rigger.v1.GeneratedTaskR\aresults\"\xa9\x01\n" +
 	"\x16OrchestrateTaskRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12\x1b\n" +
@@ -2376,7 +2631,19 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"\x1eTASK_EVENT_TYPE_STATUS_CHANGED\x10\x04\x12\x1c\n" +
 	"\x18TASK_EVENT_TYPE_ASSIGNED\x10\x05\x12\x1e\n" +
 	"\x1aTASK_EVENT_TYPE_DECOMPOSED\x10\x06\x12 \n" +
-	"\x1cTASK_EVENT_TYPE_ORCHESTRATED\x10\a2\xa3\a\n" +
+	"\x1cTASK_EVENT_TYPE_ORCHESTRATED\x10\a*\x84\x01\n" +
+	"\x0eGenerationMode\x12\x1f\n" +
+	"\x1bGENERATION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16GENERATION_MODE_CREATE\x10\x01\x12\x1b\n" +
+	"\x17GENERATION_MODE_REPLACE\x10\x02\x12\x18\n" +
+	"\x14GENERATION_MODE_SYNC\x10\x03*\xd8\x01\n" +
+	"\x11GenerationOutcome\x12\"\n" +
+	"\x1eGENERATION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aGENERATION_OUTCOME_CREATED\x10\x01\x12\x1e\n" +
+	"\x1aGENERATION_OUTCOME_UPDATED\x10\x02\x12\x1b\n" +
+	"\x17GENERATION_OUTCOME_KEPT\x10\x03\x12\x1f\n" +
+	"\x1bGENERATION_OUTCOME_ARCHIVED\x10\x04\x12!\n" +
+	"\x1dGENERATION_OUTCOME_LEFT_ALONE\x10\x052\xa3\a\n" +
 	"\rRiggerService\x12F\n" +
 	"\tListTasks\x12\x1b.rigger.v1.ListTasksRequest\x1a\x1c.rigger.v1.ListTasksResponse\x12@\n" +
 	"\aAddTask\x12\x19.rigger.v1.AddTaskRequest\x1a\x1a.rigger.v1.AddTaskResponse\x12I\n" +
@@ -2404,89 +2671,96 @@ func file_rigger_v1_rigger_proto_rawDescGZIP() []byte {
 	return file_rigger_v1_rigger_proto_rawDescData
 }
 
-var file_rigger_v1_rigger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_rigger_v1_rigger_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_rigger_v1_rigger_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_rigger_v1_rigger_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_rigger_v1_rigger_proto_goTypes = []any{
 	(TaskStatus)(0),                             // 0: rigger.v1.TaskStatus
 	(TaskEventType)(0),                          // 1: rigger.v1.TaskEventType
-	(*Task)(nil),                                // 2: rigger.v1.Task
-	(*ListTasksRequest)(nil),                    // 3: rigger.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),                   // 4: rigger.v1.ListTasksResponse
-	(*AddTaskRequest)(nil),                      // 5: rigger.v1.AddTaskRequest
-	(*AddTaskResponse)(nil),                     // 6: rigger.v1.AddTaskResponse
-	(*UpdateTaskRequest)(nil),                   // 7: rigger.v1.UpdateTaskRequest
-	(*UpdateTaskResponse)(nil),                  // 8: rigger.v1.UpdateTaskResponse
-	(*GetTaskRequest)(nil),                      // 9: rigger.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                     // 10: rigger.v1.GetTaskResponse
-	(*DeleteTaskRequest)(nil),                   // 11: rigger.v1.DeleteTaskRequest
-	(*DeleteTaskResponse)(nil),                  // 12: rigger.v1.DeleteTaskResponse
-	(*ParsePRDRequest)(nil),                     // 13: rigger.v1.ParsePRDRequest
-	(*ParsePRDResponse)(nil),                    // 14: rigger.v1.ParsePRDResponse
-	(*GenerateTasksFromPRDRequest)(nil),         // 15: rigger.v1.GenerateTasksFromPRDRequest
-	(*GenerateTasksFromPRDResponse)(nil),        // 16: rigger.v1.GenerateTasksFromPRDResponse
-	(*OrchestrateTaskRequest)(nil),              // 17: rigger.v1.OrchestrateTaskRequest
-	(*OrchestrateTaskResponse)(nil),             // 18: rigger.v1.OrchestrateTaskResponse
-	(*OrchestrationResult)(nil),                 // 19: rigger.v1.OrchestrationResult
-	(*Enhancement)(nil),                         // 20: rigger.v1.Enhancement
-	(*ComprehensionTest)(nil),                   // 21: rigger.v1.ComprehensionTest
-	(*SubscribeToTaskEventsRequest)(nil),        // 22: rigger.v1.SubscribeToTaskEventsRequest
-	(*SubscribeToTaskEventBatchesRequest)(nil),  // 23: rigger.v1.SubscribeToTaskEventBatchesRequest
-	(*SubscribeToTaskEventBatchesResponse)(nil), // 24: rigger.v1.SubscribeToTaskEventBatchesResponse
-	(*TaskEventStreamRequest)(nil),              // 25: rigger.v1.TaskEventStreamRequest
-	(*TaskUpdate)(nil),                          // 26: rigger.v1.TaskUpdate
-	(*TaskEvent)(nil),                           // 27: rigger.v1.TaskEvent
-	nil,                                         // 28: rigger.v1.TaskEvent.MetadataEntry
+	(GenerationMode)(0),                         // 2: rigger.v1.GenerationMode
+	(GenerationOutcome)(0),                      // 3: rigger.v1.GenerationOutcome
+	(*Task)(nil),                                // 4: rigger.v1.Task
+	(*ListTasksRequest)(nil),                    // 5: rigger.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),                   // 6: rigger.v1.ListTasksResponse
+	(*AddTaskRequest)(nil),                      // 7: rigger.v1.AddTaskRequest
+	(*AddTaskResponse)(nil),                     // 8: rigger.v1.AddTaskResponse
+	(*UpdateTaskRequest)(nil),                   // 9: rigger.v1.UpdateTaskRequest
+	(*UpdateTaskResponse)(nil),                  // 10: rigger.v1.UpdateTaskResponse
+	(*GetTaskRequest)(nil),                      // 11: rigger.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                     // 12: rigger.v1.GetTaskResponse
+	(*DeleteTaskRequest)(nil),                   // 13: rigger.v1.DeleteTaskRequest
+	(*DeleteTaskResponse)(nil),                  // 14: rigger.v1.DeleteTaskResponse
+	(*ParsePRDRequest)(nil),                     // 15: rigger.v1.ParsePRDRequest
+	(*ParsePRDResponse)(nil),                    // 16: rigger.v1.ParsePRDResponse
+	(*GenerateTasksFromPRDRequest)(nil),         // 17: rigger.v1.GenerateTasksFromPRDRequest
+	(*GeneratedTask)(nil),                       // 18: rigger.v1.GeneratedTask
+	(*GenerateTasksFromPRDResponse)(nil),        // 19: rigger.v1.GenerateTasksFromPRDResponse
+	(*OrchestrateTaskRequest)(nil),              // 20: rigger.v1.OrchestrateTaskRequest
+	(*OrchestrateTaskResponse)(nil),             // 21: rigger.v1.OrchestrateTaskResponse
+	(*OrchestrationResult)(nil),                 // 22: rigger.v1.OrchestrationResult
+	(*Enhancement)(nil),                         // 23: rigger.v1.Enhancement
+	(*ComprehensionTest)(nil),                   // 24: rigger.v1.ComprehensionTest
+	(*SubscribeToTaskEventsRequest)(nil),        // 25: rigger.v1.SubscribeToTaskEventsRequest
+	(*SubscribeToTaskEventBatchesRequest)(nil),  // 26: rigger.v1.SubscribeToTaskEventBatchesRequest
+	(*SubscribeToTaskEventBatchesResponse)(nil), // 27: rigger.v1.SubscribeToTaskEventBatchesResponse
+	(*TaskEventStreamRequest)(nil),              // 28: rigger.v1.TaskEventStreamRequest
+	(*TaskUpdate)(nil),                          // 29: rigger.v1.TaskUpdate
+	(*TaskEvent)(nil),                           // 30: rigger.v1.TaskEvent
+	nil,                                         // 31: rigger.v1.TaskEvent.MetadataEntry
 }
 var file_rigger_v1_rigger_proto_depIdxs = []int32{
 	0,  // 0: rigger.v1.Task.status:type_name -> rigger.v1.TaskStatus
 	0,  // 1: rigger.v1.ListTasksRequest.status:type_name -> rigger.v1.TaskStatus
-	2,  // 2: rigger.v1.ListTasksResponse.tasks:type_name -> rigger.v1.Task
-	2,  // 3: rigger.v1.AddTaskResponse.task:type_name -> rigger.v1.Task
+	4,  // 2: rigger.v1.ListTasksResponse.tasks:type_name -> rigger.v1.Task
+	4,  // 3: rigger.v1.AddTaskResponse.task:type_name -> rigger.v1.Task
 	0,  // 4: rigger.v1.UpdateTaskRequest.status:type_name -> rigger.v1.TaskStatus
-	2,  // 5: rigger.v1.UpdateTaskResponse.task:type_name -> rigger.v1.Task
-	2,  // 6: rigger.v1.GetTaskResponse.task:type_name -> rigger.v1.Task
-	2,  // 7: rigger.v1.GenerateTasksFromPRDResponse.tasks:type_name -> rigger.v1.Task
-	2,  // 8: rigger.v1.OrchestrateTaskResponse.task:type_name -> rigger.v1.Task
-	19, // 9: rigger.v1.OrchestrateTaskResponse.result:type_name -> rigger.v1.OrchestrationResult
-	20, // 10: rigger.v1.OrchestrationResult.enhancement:type_name -> rigger.v1.Enhancement
-	21, // 11: rigger.v1.OrchestrationResult.comprehension_test:type_name -> rigger.v1.ComprehensionTest
-	2,  // 12: rigger.v1.OrchestrationResult.subtasks:type_name -> rigger.v1.Task
-	1,  // 13: rigger.v1.SubscribeToTaskEventsRequest.event_types:type_name -> rigger.v1.TaskEventType
-	1,  // 14: rigger.v1.SubscribeToTaskEventBatchesRequest.event_types:type_name -> rigger.v1.TaskEventType
-	27, // 15: rigger.v1.SubscribeToTaskEventBatchesResponse.events:type_name -> rigger.v1.TaskEvent
-	22, // 16: rigger.v1.TaskEventStreamRequest.subscribe:type_name -> rigger.v1.SubscribeToTaskEventsRequest
-	26, // 17: rigger.v1.TaskEventStreamRequest.update:type_name -> rigger.v1.TaskUpdate
-	0,  // 18: rigger.v1.TaskUpdate.status:type_name -> rigger.v1.TaskStatus
-	1,  // 19: rigger.v1.TaskEvent.event_type:type_name -> rigger.v1.TaskEventType
-	2,  // 20: rigger.v1.TaskEvent.task:type_name -> rigger.v1.Task
-	28, // 21: rigger.v1.TaskEvent.metadata:type_name -> rigger.v1.TaskEvent.MetadataEntry
-	3,  // 22: rigger.v1.RiggerService.ListTasks:input_type -> rigger.v1.ListTasksRequest
-	5,  // 23: rigger.v1.RiggerService.AddTask:input_type -> rigger.v1.AddTaskRequest
-	7,  // 24: rigger.v1.RiggerService.UpdateTask:input_type -> rigger.v1.UpdateTaskRequest
-	9,  // 25: rigger.v1.RiggerService.GetTask:input_type -> rigger.v1.GetTaskRequest
-	11, // 26: rigger.v1.RiggerService.DeleteTask:input_type -> rigger.v1.DeleteTaskRequest
-	13, // 27: rigger.v1.RiggerService.ParsePRD:input_type -> rigger.v1.ParsePRDRequest
-	15, // 28: rigger.v1.RiggerService.GenerateTasksFromPRD:input_type -> rigger.v1.GenerateTasksFromPRDRequest
-	17, // 29: rigger.v1.RiggerService.OrchestrateTask:input_type -> rigger.v1.OrchestrateTaskRequest
-	22, // 30: rigger.v1.RiggerService.SubscribeToTaskEvents:input_type -> rigger.v1.SubscribeToTaskEventsRequest
-	25, // 31: rigger.v1.RiggerService.TaskEventStream:input_type -> rigger.v1.TaskEventStreamRequest
-	23, // 32: rigger.v1.RiggerService.SubscribeToTaskEventBatches:input_type -> rigger.v1.SubscribeToTaskEventBatchesRequest
-	4,  // 33: rigger.v1.RiggerService.ListTasks:output_type -> rigger.v1.ListTasksResponse
-	6,  // 34: rigger.v1.RiggerService.AddTask:output_type -> rigger.v1.AddTaskResponse
-	8,  // 35: rigger.v1.RiggerService.UpdateTask:output_type -> rigger.v1.UpdateTaskResponse
-	10, // 36: rigger.v1.RiggerService.GetTask:output_type -> rigger.v1.GetTaskResponse
-	12, // 37: rigger.v1.RiggerService.DeleteTask:output_type -> rigger.v1.DeleteTaskResponse
-	14, // 38: rigger.v1.RiggerService.ParsePRD:output_type -> rigger.v1.ParsePRDResponse
-	16, // 39: rigger.v1.RiggerService.GenerateTasksFromPRD:output_type -> rigger.v1.GenerateTasksFromPRDResponse
-	18, // 40: rigger.v1.RiggerService.OrchestrateTask:output_type -> rigger.v1.OrchestrateTaskResponse
-	27, // 41: rigger.v1.RiggerService.SubscribeToTaskEvents:output_type -> rigger.v1.TaskEvent
-	27, // 42: rigger.v1.RiggerService.TaskEventStream:output_type -> rigger.v1.TaskEvent
-	24, // 43: rigger.v1.RiggerService.SubscribeToTaskEventBatches:output_type -> rigger.v1.SubscribeToTaskEventBatchesResponse
-	33, // [33:44] is the sub-list for method output_type
-	22, // [22:33] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	4,  // 5: rigger.v1.UpdateTaskResponse.task:type_name -> rigger.v1.Task
+	4,  // 6: rigger.v1.GetTaskResponse.task:type_name -> rigger.v1.Task
+	2,  // 7: rigger.v1.GenerateTasksFromPRDRequest.mode:type_name -> rigger.v1.GenerationMode
+	4,  // 8: rigger.v1.GeneratedTask.task:type_name -> rigger.v1.Task
+	3,  // 9: rigger.v1.GeneratedTask.outcome:type_name -> rigger.v1.GenerationOutcome
+	4,  // 10: rigger.v1.GenerateTasksFromPRDResponse.tasks:type_name -> rigger.v1.Task
+	18, // 11: rigger.v1.GenerateTasksFromPRDResponse.results:type_name -> rigger.v1.GeneratedTask
+	4,  // 12: rigger.v1.OrchestrateTaskResponse.task:type_name -> rigger.v1.Task
+	22, // 13: rigger.v1.OrchestrateTaskResponse.result:type_name -> rigger.v1.OrchestrationResult
+	23, // 14: rigger.v1.OrchestrationResult.enhancement:type_name -> rigger.v1.Enhancement
+	24, // 15: rigger.v1.OrchestrationResult.comprehension_test:type_name -> rigger.v1.ComprehensionTest
+	4,  // 16: rigger.v1.OrchestrationResult.subtasks:type_name -> rigger.v1.Task
+	1,  // 17: rigger.v1.SubscribeToTaskEventsRequest.event_types:type_name -> rigger.v1.TaskEventType
+	1,  // 18: rigger.v1.SubscribeToTaskEventBatchesRequest.event_types:type_name -> rigger.v1.TaskEventType
+	30, // 19: rigger.v1.SubscribeToTaskEventBatchesResponse.events:type_name -> rigger.v1.TaskEvent
+	25, // 20: rigger.v1.TaskEventStreamRequest.subscribe:type_name -> rigger.v1.SubscribeToTaskEventsRequest
+	29, // 21: rigger.v1.TaskEventStreamRequest.update:type_name -> rigger.v1.TaskUpdate
+	0,  // 22: rigger.v1.TaskUpdate.status:type_name -> rigger.v1.TaskStatus
+	1,  // 23: rigger.v1.TaskEvent.event_type:type_name -> rigger.v1.TaskEventType
+	4,  // 24: rigger.v1.TaskEvent.task:type_name -> rigger.v1.Task
+	31, // 25: rigger.v1.TaskEvent.metadata:type_name -> rigger.v1.TaskEvent.MetadataEntry
+	5,  // 26: rigger.v1.RiggerService.ListTasks:input_type -> rigger.v1.ListTasksRequest
+	7,  // 27: rigger.v1.RiggerService.AddTask:input_type -> rigger.v1.AddTaskRequest
+	9,  // 28: rigger.v1.RiggerService.UpdateTask:input_type -> rigger.v1.UpdateTaskRequest
+	11, // 29: rigger.v1.RiggerService.GetTask:input_type -> rigger.v1.GetTaskRequest
+	13, // 30: rigger.v1.RiggerService.DeleteTask:input_type -> rigger.v1.DeleteTaskRequest
+	15, // 31: rigger.v1.RiggerService.ParsePRD:input_type -> rigger.v1.ParsePRDRequest
+	17, // 32: rigger.v1.RiggerService.GenerateTasksFromPRD:input_type -> rigger.v1.GenerateTasksFromPRDRequest
+	20, // 33: rigger.v1.RiggerService.OrchestrateTask:input_type -> rigger.v1.OrchestrateTaskRequest
+	25, // 34: rigger.v1.RiggerService.SubscribeToTaskEvents:input_type -> rigger.v1.SubscribeToTaskEventsRequest
+	28, // 35: rigger.v1.RiggerService.TaskEventStream:input_type -> rigger.v1.TaskEventStreamRequest
+	26, // 36: rigger.v1.RiggerService.SubscribeToTaskEventBatches:input_type -> rigger.v1.SubscribeToTaskEventBatchesRequest
+	6,  // 37: rigger.v1.RiggerService.ListTasks:output_type -> rigger.v1.ListTasksResponse
+	8,  // 38: rigger.v1.RiggerService.AddTask:output_type -> rigger.v1.AddTaskResponse
+	10, // 39: rigger.v1.RiggerService.UpdateTask:output_type -> rigger.v1.UpdateTaskResponse
+	12, // 40: rigger.v1.RiggerService.GetTask:output_type -> rigger.v1.GetTaskResponse
+	14, // 41: rigger.v1.RiggerService.DeleteTask:output_type -> rigger.v1.DeleteTaskResponse
+	16, // 42: rigger.v1.RiggerService.ParsePRD:output_type -> rigger.v1.ParsePRDResponse
+	19, // 43: rigger.v1.RiggerService.GenerateTasksFromPRD:output_type -> rigger.v1.GenerateTasksFromPRDResponse
+	21, // 44: rigger.v1.RiggerService.OrchestrateTask:output_type -> rigger.v1.OrchestrateTaskResponse
+	30, // 45: rigger.v1.RiggerService.SubscribeToTaskEvents:output_type -> rigger.v1.TaskEvent
+	30, // 46: rigger.v1.RiggerService.TaskEventStream:output_type -> rigger.v1.TaskEvent
+	27, // 47: rigger.v1.RiggerService.SubscribeToTaskEventBatches:output_type -> rigger.v1.SubscribeToTaskEventBatchesResponse
+	37, // [37:48] is the sub-list for method output_type
+	26, // [26:37] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_rigger_v1_rigger_proto_init() }
@@ -2498,23 +2772,23 @@ func file_rigger_v1_rigger_proto_init() {
 	file_rigger_v1_rigger_proto_msgTypes[1].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[3].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[5].OneofWrappers = []any{}
-	file_rigger_v1_rigger_proto_msgTypes[15].OneofWrappers = []any{}
-	file_rigger_v1_rigger_proto_msgTypes[17].OneofWrappers = []any{}
-	file_rigger_v1_rigger_proto_msgTypes[20].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[16].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[18].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[21].OneofWrappers = []any{}
-	file_rigger_v1_rigger_proto_msgTypes[23].OneofWrappers = []any{
+	file_rigger_v1_rigger_proto_msgTypes[22].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[24].OneofWrappers = []any{
 		(*TaskEventStreamRequest_Subscribe)(nil),
 		(*TaskEventStreamRequest_Update)(nil),
 	}
-	file_rigger_v1_rigger_proto_msgTypes[24].OneofWrappers = []any{}
 	file_rigger_v1_rigger_proto_msgTypes[25].OneofWrappers = []any{}
+	file_rigger_v1_rigger_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rigger_v1_rigger_proto_rawDesc), len(file_rigger_v1_rigger_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   27,
+			NumEnums:      4,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

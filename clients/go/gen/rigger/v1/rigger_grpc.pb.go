@@ -86,8 +86,9 @@ type RiggerServiceClient interface {
 	// default, which is deterministic and needs no model; the response and
 	// every event say which planner and model actually ran.
 	//
-	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
-	// `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless the
+	// request asks to replace (`replace_existing`, GENERATION_MODE_REPLACE) or
+	// synchronise (GENERATION_MODE_SYNC) them; see GenerationMode. Errors: INVALID_ARGUMENT for an empty prd_id,
 	// a PRD with nothing to plan (no task list, no objectives), or references
 	// that cannot stand (unknown task, cycle, bad due date), naming the task
 	// and its line; NOT_FOUND for an unknown prd_id or missing file;
@@ -108,7 +109,8 @@ type RiggerServiceClient interface {
 	// OrchestrateTask runs a task through the orchestration flow. The task is
 	// routed by its complexity score (base 3; +1 title longer than 50
 	// characters; +2 title mentions refactor, migrate, redesign, rewrite or
-	// architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+	// architect, not counted for a subtask, whose parent was scored for it;
+	// +1 no assignee; +1 no due date; +2 reasoning longer than 200
 	// characters; at most 10). A score of 7 or more is "decompose": the task
 	// is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
 	// Any other is "enhance": an Enhancement, then a ComprehensionTest of
@@ -351,8 +353,9 @@ type RiggerServiceServer interface {
 	// default, which is deterministic and needs no model; the response and
 	// every event say which planner and model actually ran.
 	//
-	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
-	// `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+	// A PRD whose tasks exist already is refused with ALREADY_EXISTS unless the
+	// request asks to replace (`replace_existing`, GENERATION_MODE_REPLACE) or
+	// synchronise (GENERATION_MODE_SYNC) them; see GenerationMode. Errors: INVALID_ARGUMENT for an empty prd_id,
 	// a PRD with nothing to plan (no task list, no objectives), or references
 	// that cannot stand (unknown task, cycle, bad due date), naming the task
 	// and its line; NOT_FOUND for an unknown prd_id or missing file;
@@ -373,7 +376,8 @@ type RiggerServiceServer interface {
 	// OrchestrateTask runs a task through the orchestration flow. The task is
 	// routed by its complexity score (base 3; +1 title longer than 50
 	// characters; +2 title mentions refactor, migrate, redesign, rewrite or
-	// architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+	// architect, not counted for a subtask, whose parent was scored for it;
+	// +1 no assignee; +1 no due date; +2 reasoning longer than 200
 	// characters; at most 10). A score of 7 or more is "decompose": the task
 	// is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
 	// Any other is "enhance": an Enhancement, then a ComprehensionTest of

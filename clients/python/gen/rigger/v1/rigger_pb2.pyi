@@ -153,6 +153,139 @@ metadata: "routing_decision" ("enhance" or "decompose"), "planner",
 """
 Global___TaskEventType: _TypeAlias = TaskEventType  # noqa: Y015
 
+class _GenerationMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GenerationModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GenerationMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENERATION_MODE_UNSPECIFIED: _GenerationMode.ValueType  # 0
+    """Follow `replace_existing`: false is CREATE, true is REPLACE."""
+    GENERATION_MODE_CREATE: _GenerationMode.ValueType  # 1
+    """Create the tasks; fail with ALREADY_EXISTS, writing nothing, when the
+    PRD has tasks already.
+    """
+    GENERATION_MODE_REPLACE: _GenerationMode.ValueType  # 2
+    """Start afresh where no work has started: every existing task still in
+    TASK_STATUS_TODO is archived and its item (if the PRD still has it) gets
+    a new task. Otherwise as SYNC: a task past TODO keeps its item (and is
+    updated like SYNC's), and a task past TODO whose item is gone is left
+    alone. Archiving emits TASK_EVENT_TYPE_DELETED with metadata
+    "previous_status" and "replaced_by_prd_id", and takes the task's
+    subtasks still in TODO with it.
+    """
+    GENERATION_MODE_SYNC: _GenerationMode.ValueType  # 3
+    """Bring the existing tasks in line with the PRD, keeping the work done:
+    - an item with a task keeps it: its id, status, assignee, orchestration
+      and subtasks. Its complexity, reasoning, context files and
+      dependencies follow the plan; its title and due date follow the PRD
+      only where the PRD changed them since the task was generated, so a
+      rename or new due date set with UpdateTask stays (a task stored
+      without an identity takes the PRD's wherever they differ). Any change
+      is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+      "title,reasoning"), "planner", "model" and "prd_id"; a task with
+      nothing to change is kept, and no event is emitted;
+    - an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
+      CREATE);
+    - a task whose item is gone is archived if still in TASK_STATUS_TODO
+      (TASK_EVENT_TYPE_DELETED as for REPLACE), and otherwise left alone;
+    - dependencies are resolved against the result: a task waiting for an
+      item waits for that item's task, kept or new.
+    On a PRD without tasks it is CREATE.
+    """
+
+class GenerationMode(_GenerationMode, metaclass=_GenerationModeEnumTypeWrapper):
+    """GenerationMode says what GenerateTasksFromPRD does with the tasks a PRD
+    already has.
+
+    Both REPLACE and SYNC match the plan's tasks to the PRD's existing tasks by
+    the identity of the PRD item each was generated from: its title,
+    normalised (markdown reduced to its text, case and spacing ignored), and,
+    when several items have that title, its place among them (the first, the
+    second, ...). The identity is stored when a task is generated, so renaming
+    a task keeps its match; a task stored without one (generated before this
+    mode existed, or added with AddTask and source_prd_id) is matched by its
+    current title, the oldest first. At most one live task is matched to an
+    item, so neither mode leaves two live tasks for one item. Everything is
+    decided and written in one transaction; a call that fails writes nothing.
+    """
+
+GENERATION_MODE_UNSPECIFIED: GenerationMode.ValueType  # 0
+"""Follow `replace_existing`: false is CREATE, true is REPLACE."""
+GENERATION_MODE_CREATE: GenerationMode.ValueType  # 1
+"""Create the tasks; fail with ALREADY_EXISTS, writing nothing, when the
+PRD has tasks already.
+"""
+GENERATION_MODE_REPLACE: GenerationMode.ValueType  # 2
+"""Start afresh where no work has started: every existing task still in
+TASK_STATUS_TODO is archived and its item (if the PRD still has it) gets
+a new task. Otherwise as SYNC: a task past TODO keeps its item (and is
+updated like SYNC's), and a task past TODO whose item is gone is left
+alone. Archiving emits TASK_EVENT_TYPE_DELETED with metadata
+"previous_status" and "replaced_by_prd_id", and takes the task's
+subtasks still in TODO with it.
+"""
+GENERATION_MODE_SYNC: GenerationMode.ValueType  # 3
+"""Bring the existing tasks in line with the PRD, keeping the work done:
+- an item with a task keeps it: its id, status, assignee, orchestration
+  and subtasks. Its complexity, reasoning, context files and
+  dependencies follow the plan; its title and due date follow the PRD
+  only where the PRD changed them since the task was generated, so a
+  rename or new due date set with UpdateTask stays (a task stored
+  without an identity takes the PRD's wherever they differ). Any change
+  is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+  "title,reasoning"), "planner", "model" and "prd_id"; a task with
+  nothing to change is kept, and no event is emitted;
+- an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
+  CREATE);
+- a task whose item is gone is archived if still in TASK_STATUS_TODO
+  (TASK_EVENT_TYPE_DELETED as for REPLACE), and otherwise left alone;
+- dependencies are resolved against the result: a task waiting for an
+  item waits for that item's task, kept or new.
+On a PRD without tasks it is CREATE.
+"""
+Global___GenerationMode: _TypeAlias = GenerationMode  # noqa: Y015
+
+class _GenerationOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GenerationOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GenerationOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GENERATION_OUTCOME_UNSPECIFIED: _GenerationOutcome.ValueType  # 0
+    """Never sent."""
+    GENERATION_OUTCOME_CREATED: _GenerationOutcome.ValueType  # 1
+    """A new task for an item that had none."""
+    GENERATION_OUTCOME_UPDATED: _GenerationOutcome.ValueType  # 2
+    """An existing task changed to follow its item."""
+    GENERATION_OUTCOME_KEPT: _GenerationOutcome.ValueType  # 3
+    """An existing task whose item did not change: nothing written."""
+    GENERATION_OUTCOME_ARCHIVED: _GenerationOutcome.ValueType  # 4
+    """An existing task archived: still in TODO, and its item is gone (or,
+    with GENERATION_MODE_REPLACE, re-created).
+    """
+    GENERATION_OUTCOME_LEFT_ALONE: _GenerationOutcome.ValueType  # 5
+    """An existing task past TODO whose item is gone: left as it is."""
+
+class GenerationOutcome(_GenerationOutcome, metaclass=_GenerationOutcomeEnumTypeWrapper):
+    """GenerationOutcome is what a generation did to one task."""
+
+GENERATION_OUTCOME_UNSPECIFIED: GenerationOutcome.ValueType  # 0
+"""Never sent."""
+GENERATION_OUTCOME_CREATED: GenerationOutcome.ValueType  # 1
+"""A new task for an item that had none."""
+GENERATION_OUTCOME_UPDATED: GenerationOutcome.ValueType  # 2
+"""An existing task changed to follow its item."""
+GENERATION_OUTCOME_KEPT: GenerationOutcome.ValueType  # 3
+"""An existing task whose item did not change: nothing written."""
+GENERATION_OUTCOME_ARCHIVED: GenerationOutcome.ValueType  # 4
+"""An existing task archived: still in TODO, and its item is gone (or,
+with GENERATION_MODE_REPLACE, re-created).
+"""
+GENERATION_OUTCOME_LEFT_ALONE: GenerationOutcome.ValueType  # 5
+"""An existing task past TODO whose item is gone: left as it is."""
+Global___GenerationOutcome: _TypeAlias = GenerationOutcome  # noqa: Y015
+
 @_typing.final
 class Task(_message.Message):
     """Task is one unit of work."""
@@ -685,6 +818,7 @@ class GenerateTasksFromPRDRequest(_message.Message):
     PRD_ID_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     REPLACE_EXISTING_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
     prd_id: _builtins.str
     """A ParsePRDResponse.prd_id; or, as clients of the first Rigger release
     send, the path of a `.md` file inside the project root, which is parsed
@@ -700,10 +834,15 @@ class GenerateTasksFromPRDRequest(_message.Message):
     replace_existing: _builtins.bool
     """What to do when the PRD already has tasks: top-level tasks, not
     archived, whose source_prd_id is this PRD or another PRD parsed from the
-    same file. false: fail with ALREADY_EXISTS and change nothing. true:
-    archive those still in TASK_STATUS_TODO (each emits
-    TASK_EVENT_TYPE_DELETED with metadata "replaced_by_prd_id"), keep the
-    others, and create the new tasks, all in one transaction.
+    same file. false: fail with ALREADY_EXISTS and change nothing (as
+    GENERATION_MODE_CREATE). true: as GENERATION_MODE_REPLACE. Ignored when
+    `mode` is set; true with a `mode` other than GENERATION_MODE_REPLACE is
+    INVALID_ARGUMENT.
+    """
+    mode: Global___GenerationMode.ValueType
+    """How the PRD's existing tasks are treated (see GenerationMode).
+    GENERATION_MODE_UNSPECIFIED (the default, and what clients of the first
+    release send) follows `replace_existing`.
     """
     def __init__(
         self,
@@ -711,14 +850,53 @@ class GenerateTasksFromPRDRequest(_message.Message):
         prd_id: _builtins.str = ...,
         model: _builtins.str = ...,
         replace_existing: _builtins.bool = ...,
+        mode: Global___GenerationMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "prd_id", b"prd_id", "replace_existing", b"replace_existing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "model", b"model", "prd_id", b"prd_id", "replace_existing", b"replace_existing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GenerateTasksFromPRDRequest: _TypeAlias = GenerateTasksFromPRDRequest  # noqa: Y015
+
+@_typing.final
+class GeneratedTask(_message.Message):
+    """GeneratedTask is one task a generation created, updated, kept, archived
+    or left alone.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    outcome: Global___GenerationOutcome.ValueType
+    """What the call did to it."""
+    @_builtins.property
+    def task(self) -> Global___Task:
+        """The task as it is after the call."""
+
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For GENERATION_OUTCOME_UPDATED: the fields that changed, as in the
+        UPDATED event's "changed_fields".
+        """
+
+    def __init__(
+        self,
+        *,
+        task: Global___Task | None = ...,
+        outcome: Global___GenerationOutcome.ValueType = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "outcome", b"outcome", "task", b"task"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GeneratedTask: _TypeAlias = GeneratedTask  # noqa: Y015
 
 @_typing.final
 class GenerateTasksFromPRDResponse(_message.Message):
@@ -732,6 +910,7 @@ class GenerateTasksFromPRDResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     PRD_ID_FIELD_NUMBER: _builtins.int
     ARCHIVED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     tasks_generated: _builtins.int
     """How many tasks were created."""
     planner: _builtins.str
@@ -750,7 +929,17 @@ class GenerateTasksFromPRDResponse(_message.Message):
 
     @_builtins.property
     def archived_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Tasks archived because replace_existing was set, in creation order."""
+        """Tasks archived (see GenerationMode), in creation order; their subtasks
+        archived with them are not listed.
+        """
+
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___GeneratedTask]:
+        """Every task of the PRD the call created, updated, kept, archived or left
+        alone: first the PRD's items in order (created, updated or kept), then
+        the tasks whose items are gone or were re-created (archived or left
+        alone), in creation order.
+        """
 
     def __init__(
         self,
@@ -761,10 +950,11 @@ class GenerateTasksFromPRDResponse(_message.Message):
         model: _builtins.str = ...,
         prd_id: _builtins.str = ...,
         archived_task_ids: _abc.Iterable[_builtins.str] | None = ...,
+        results: _abc.Iterable[Global___GeneratedTask] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived_task_ids", b"archived_task_ids", "model", b"model", "planner", b"planner", "prd_id", b"prd_id", "tasks", b"tasks", "tasks_generated", b"tasks_generated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archived_task_ids", b"archived_task_ids", "model", b"model", "planner", b"planner", "prd_id", b"prd_id", "results", b"results", "tasks", b"tasks", "tasks_generated", b"tasks_generated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

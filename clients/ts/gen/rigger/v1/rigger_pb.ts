@@ -19,7 +19,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rigger/v1/rigger.proto.
  */
 export const file_rigger_v1_rigger: GenFile = /*@__PURE__*/
-  fileDesc("ChZyaWdnZXIvdjEvcmlnZ2VyLnByb3RvEglyaWdnZXIudjEi8wMKBFRhc2sSCgoCaWQYASABKAkSDQoFdGl0bGUYAiABKAkSFQoIYXNzaWduZWUYAyABKAlIAIgBARIVCghkdWVfZGF0ZRgEIAEoCUgBiAEBEiUKBnN0YXR1cxgFIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzEiEKFHNvdXJjZV90cmFuc2NyaXB0X2lkGAYgASgJSAKIAQESGgoNc291cmNlX3ByZF9pZBgHIAEoCUgDiAEBEhsKDnBhcmVudF90YXNrX2lkGAggASgJSASIAQESEwoLc3VidGFza19pZHMYCSADKAkSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhcKCmNvbXBsZXhpdHkYDCABKA1IBYgBARIWCglyZWFzb25pbmcYDSABKAlIBogBARIVCg1jb250ZXh0X2ZpbGVzGA4gAygJEhQKDGRlcGVuZGVuY2llcxgPIAMoCRIPCgd2ZXJzaW9uGBAgASgEQgsKCV9hc3NpZ25lZUILCglfZHVlX2RhdGVCFwoVX3NvdXJjZV90cmFuc2NyaXB0X2lkQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZEINCgtfY29tcGxleGl0eUIMCgpfcmVhc29uaW5nIqsBChBMaXN0VGFza3NSZXF1ZXN0EioKBnN0YXR1cxgBIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAiABKAlIAYgBARISCgVsaW1pdBgDIAEoDUgCiAEBEhMKBm9mZnNldBgEIAEoDUgDiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQggKBl9saW1pdEIJCgdfb2Zmc2V0IkgKEUxpc3RUYXNrc1Jlc3BvbnNlEh4KBXRhc2tzGAEgAygLMg8ucmlnZ2VyLnYxLlRhc2sSEwoLdG90YWxfY291bnQYAiABKA0ixQEKDkFkZFRhc2tSZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhUKCGFzc2lnbmVlGAIgASgJSACIAQESFQoIZHVlX2RhdGUYAyABKAlIAYgBARIaCg1zb3VyY2VfcHJkX2lkGAQgASgJSAKIAQESGwoOcGFyZW50X3Rhc2tfaWQYBSABKAlIA4gBAUILCglfYXNzaWduZWVCCwoJX2R1ZV9kYXRlQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZCIwCg9BZGRUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzIPLnJpZ2dlci52MS5UYXNrIvUBChFVcGRhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEioKBnN0YXR1cxgCIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAyABKAlIAYgBARIVCghkdWVfZGF0ZRgEIAEoCUgCiAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YBSABKARIA4gBARISCgV0aXRsZRgGIAEoCUgEiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQgsKCV9kdWVfZGF0ZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIICgZfdGl0bGUiMwoSVXBkYXRlVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDy5yaWdnZXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIjAKD0dldFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg8ucmlnZ2VyLnYxLlRhc2siJAoRRGVsZXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIlChJEZWxldGVUYXNrUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCCIoCg9QYXJzZVBSRFJlcXVlc3QSFQoNcHJkX2ZpbGVfcGF0aBgBIAEoCSJyChBQYXJzZVBSRFJlc3BvbnNlEg4KBnByZF9pZBgBIAEoCRIRCglwcmRfdGl0bGUYAiABKAkSEgoKb2JqZWN0aXZlcxgDIAMoCRISCgp0ZWNoX3N0YWNrGAQgAygJEhMKC2NvbnN0cmFpbnRzGAUgAygJIlYKG0dlbmVyYXRlVGFza3NGcm9tUFJEUmVxdWVzdBIOCgZwcmRfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSGAoQcmVwbGFjZV9leGlzdGluZxgDIAEoCCKiAQocR2VuZXJhdGVUYXNrc0Zyb21QUkRSZXNwb25zZRIeCgV0YXNrcxgBIAMoCzIPLnJpZ2dlci52MS5UYXNrEhcKD3Rhc2tzX2dlbmVyYXRlZBgCIAEoDRIPCgdwbGFubmVyGAMgASgJEg0KBW1vZGVsGAQgASgJEg4KBnByZF9pZBgFIAEoCRIZChFhcmNoaXZlZF90YXNrX2lkcxgGIAMoCSJ/ChZPcmNoZXN0cmF0ZVRhc2tSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSEQoJdGVzdF90eXBlGAMgASgJEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiJoChdPcmNoZXN0cmF0ZVRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg8ucmlnZ2VyLnYxLlRhc2sSLgoGcmVzdWx0GAIgASgLMh4ucmlnZ2VyLnYxLk9yY2hlc3RyYXRpb25SZXN1bHQizgIKE09yY2hlc3RyYXRpb25SZXN1bHQSDwoHc3VjY2VzcxgBIAEoCBIYChByb3V0aW5nX2RlY2lzaW9uGAIgASgJEjAKC2VuaGFuY2VtZW50GAMgASgLMhYucmlnZ2VyLnYxLkVuaGFuY2VtZW50SACIAQESPQoSY29tcHJlaGVuc2lvbl90ZXN0GAQgASgLMhwucmlnZ2VyLnYxLkNvbXByZWhlbnNpb25UZXN0SAGIAQESIQoIc3VidGFza3MYBSADKAsyDy5yaWdnZXIudjEuVGFzaxIPCgdwbGFubmVyGAYgASgJEg0KBW1vZGVsGAcgASgJEhgKEGNvbXBsZXhpdHlfc2NvcmUYCCABKA0SFwoPcm91dGluZ19yZWFzb25zGAkgAygJQg4KDF9lbmhhbmNlbWVudEIVChNfY29tcHJlaGVuc2lvbl90ZXN0IpQBCgtFbmhhbmNlbWVudBIWCg5lbmhhbmNlbWVudF9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEhEKCXRpbWVzdGFtcBgDIAEoCRIYChBlbmhhbmNlbWVudF90eXBlGAQgASgJEg8KB2NvbnRlbnQYBSABKAkSDwoHcGxhbm5lchgGIAEoCRINCgVtb2RlbBgHIAEoCSK2AQoRQ29tcHJlaGVuc2lvblRlc3QSDwoHdGVzdF9pZBgBIAEoCRIPCgd0YXNrX2lkGAIgASgJEhEKCXRpbWVzdGFtcBgDIAEoCRIRCgl0ZXN0X3R5cGUYBCABKAkSEAoIcXVlc3Rpb24YBSABKAkSDwoHb3B0aW9ucxgGIAMoCRIWCg5jb3JyZWN0X2Fuc3dlchgHIAEoCRIPCgdwbGFubmVyGAggASgJEg0KBW1vZGVsGAkgASgJIq8BChxTdWJzY3JpYmVUb1Rhc2tFdmVudHNSZXF1ZXN0Ei0KC2V2ZW50X3R5cGVzGAEgAygOMhgucmlnZ2VyLnYxLlRhc2tFdmVudFR5cGUSHAoPYXNzaWduZWVfZmlsdGVyGAIgASgJSACIAQESGwoOYWZ0ZXJfc2VxdWVuY2UYAyABKARIAYgBAUISChBfYXNzaWduZWVfZmlsdGVyQhEKD19hZnRlcl9zZXF1ZW5jZSK1AQoiU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVxdWVzdBItCgtldmVudF90eXBlcxgBIAMoDjIYLnJpZ2dlci52MS5UYXNrRXZlbnRUeXBlEhwKD2Fzc2lnbmVlX2ZpbHRlchgCIAEoCUgAiAEBEhsKDmFmdGVyX3NlcXVlbmNlGAMgASgESAGIAQFCEgoQX2Fzc2lnbmVlX2ZpbHRlckIRCg9fYWZ0ZXJfc2VxdWVuY2UiSwojU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQucmlnZ2VyLnYxLlRhc2tFdmVudCKKAQoWVGFza0V2ZW50U3RyZWFtUmVxdWVzdBI8CglzdWJzY3JpYmUYASABKAsyJy5yaWdnZXIudjEuU3Vic2NyaWJlVG9UYXNrRXZlbnRzUmVxdWVzdEgAEicKBnVwZGF0ZRgCIAEoCzIVLnJpZ2dlci52MS5UYXNrVXBkYXRlSABCCQoHcmVxdWVzdCJ4CgpUYXNrVXBkYXRlEg8KB3Rhc2tfaWQYASABKAkSKgoGc3RhdHVzGAIgASgOMhUucmlnZ2VyLnYxLlRhc2tTdGF0dXNIAIgBARIVCghhc3NpZ25lZRgDIAEoCUgBiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlIpQCCglUYXNrRXZlbnQSEAoIZXZlbnRfaWQYASABKAkSEQoJdGltZXN0YW1wGAIgASgJEiwKCmV2ZW50X3R5cGUYAyABKA4yGC5yaWdnZXIudjEuVGFza0V2ZW50VHlwZRIdCgR0YXNrGAQgASgLMg8ucmlnZ2VyLnYxLlRhc2sSEgoFYWN0b3IYBSABKAlIAIgBARI0CghtZXRhZGF0YRgGIAMoCzIiLnJpZ2dlci52MS5UYXNrRXZlbnQuTWV0YWRhdGFFbnRyeRIQCghzZXF1ZW5jZRgHIAEoBBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCAoGX2FjdG9yKvACCgpUYXNrU3RhdHVzEhsKF1RBU0tfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFAoQVEFTS19TVEFUVVNfVE9ETxABEhsKF1RBU0tfU1RBVFVTX0lOX1BST0dSRVNTEAISIwofVEFTS19TVEFUVVNfUEVORElOR19FTkhBTkNFTUVOVBADEioKJlRBU0tfU1RBVFVTX1BFTkRJTkdfQ09NUFJFSEVOU0lPTl9URVNUEAQSIQodVEFTS19TVEFUVVNfUEVORElOR19GT0xMT1dfT04QBRIlCiFUQVNLX1NUQVRVU19QRU5ESU5HX0RFQ09NUE9TSVRJT04QBhIaChZUQVNLX1NUQVRVU19ERUNPTVBPU0VEEAcSJgoiVEFTS19TVEFUVVNfT1JDSEVTVFJBVElPTl9DT01QTEVURRAIEhkKFVRBU0tfU1RBVFVTX0NPTVBMRVRFRBAJEhgKFFRBU0tfU1RBVFVTX0FSQ0hJVkVEEAoqiwIKDVRhc2tFdmVudFR5cGUSHwobVEFTS19FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASGwoXVEFTS19FVkVOVF9UWVBFX0NSRUFURUQQARIbChdUQVNLX0VWRU5UX1RZUEVfVVBEQVRFRBACEhsKF1RBU0tfRVZFTlRfVFlQRV9ERUxFVEVEEAMSIgoeVEFTS19FVkVOVF9UWVBFX1NUQVRVU19DSEFOR0VEEAQSHAoYVEFTS19FVkVOVF9UWVBFX0FTU0lHTkVEEAUSHgoaVEFTS19FVkVOVF9UWVBFX0RFQ09NUE9TRUQQBhIgChxUQVNLX0VWRU5UX1RZUEVfT1JDSEVTVFJBVEVEEAcyowcKDVJpZ2dlclNlcnZpY2USRgoJTGlzdFRhc2tzEhsucmlnZ2VyLnYxLkxpc3RUYXNrc1JlcXVlc3QaHC5yaWdnZXIudjEuTGlzdFRhc2tzUmVzcG9uc2USQAoHQWRkVGFzaxIZLnJpZ2dlci52MS5BZGRUYXNrUmVxdWVzdBoaLnJpZ2dlci52MS5BZGRUYXNrUmVzcG9uc2USSQoKVXBkYXRlVGFzaxIcLnJpZ2dlci52MS5VcGRhdGVUYXNrUmVxdWVzdBodLnJpZ2dlci52MS5VcGRhdGVUYXNrUmVzcG9uc2USQAoHR2V0VGFzaxIZLnJpZ2dlci52MS5HZXRUYXNrUmVxdWVzdBoaLnJpZ2dlci52MS5HZXRUYXNrUmVzcG9uc2USSQoKRGVsZXRlVGFzaxIcLnJpZ2dlci52MS5EZWxldGVUYXNrUmVxdWVzdBodLnJpZ2dlci52MS5EZWxldGVUYXNrUmVzcG9uc2USQwoIUGFyc2VQUkQSGi5yaWdnZXIudjEuUGFyc2VQUkRSZXF1ZXN0GhsucmlnZ2VyLnYxLlBhcnNlUFJEUmVzcG9uc2USZwoUR2VuZXJhdGVUYXNrc0Zyb21QUkQSJi5yaWdnZXIudjEuR2VuZXJhdGVUYXNrc0Zyb21QUkRSZXF1ZXN0GicucmlnZ2VyLnYxLkdlbmVyYXRlVGFza3NGcm9tUFJEUmVzcG9uc2USWAoPT3JjaGVzdHJhdGVUYXNrEiEucmlnZ2VyLnYxLk9yY2hlc3RyYXRlVGFza1JlcXVlc3QaIi5yaWdnZXIudjEuT3JjaGVzdHJhdGVUYXNrUmVzcG9uc2USWAoVU3Vic2NyaWJlVG9UYXNrRXZlbnRzEicucmlnZ2VyLnYxLlN1YnNjcmliZVRvVGFza0V2ZW50c1JlcXVlc3QaFC5yaWdnZXIudjEuVGFza0V2ZW50MAESTgoPVGFza0V2ZW50U3RyZWFtEiEucmlnZ2VyLnYxLlRhc2tFdmVudFN0cmVhbVJlcXVlc3QaFC5yaWdnZXIudjEuVGFza0V2ZW50KAEwARJ+ChtTdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXMSLS5yaWdnZXIudjEuU3Vic2NyaWJlVG9UYXNrRXZlbnRCYXRjaGVzUmVxdWVzdBouLnJpZ2dlci52MS5TdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXNSZXNwb25zZTABYgZwcm90bzM");
+  fileDesc("ChZyaWdnZXIvdjEvcmlnZ2VyLnByb3RvEglyaWdnZXIudjEi8wMKBFRhc2sSCgoCaWQYASABKAkSDQoFdGl0bGUYAiABKAkSFQoIYXNzaWduZWUYAyABKAlIAIgBARIVCghkdWVfZGF0ZRgEIAEoCUgBiAEBEiUKBnN0YXR1cxgFIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzEiEKFHNvdXJjZV90cmFuc2NyaXB0X2lkGAYgASgJSAKIAQESGgoNc291cmNlX3ByZF9pZBgHIAEoCUgDiAEBEhsKDnBhcmVudF90YXNrX2lkGAggASgJSASIAQESEwoLc3VidGFza19pZHMYCSADKAkSEgoKY3JlYXRlZF9hdBgKIAEoCRISCgp1cGRhdGVkX2F0GAsgASgJEhcKCmNvbXBsZXhpdHkYDCABKA1IBYgBARIWCglyZWFzb25pbmcYDSABKAlIBogBARIVCg1jb250ZXh0X2ZpbGVzGA4gAygJEhQKDGRlcGVuZGVuY2llcxgPIAMoCRIPCgd2ZXJzaW9uGBAgASgEQgsKCV9hc3NpZ25lZUILCglfZHVlX2RhdGVCFwoVX3NvdXJjZV90cmFuc2NyaXB0X2lkQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZEINCgtfY29tcGxleGl0eUIMCgpfcmVhc29uaW5nIqsBChBMaXN0VGFza3NSZXF1ZXN0EioKBnN0YXR1cxgBIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAiABKAlIAYgBARISCgVsaW1pdBgDIAEoDUgCiAEBEhMKBm9mZnNldBgEIAEoDUgDiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQggKBl9saW1pdEIJCgdfb2Zmc2V0IkgKEUxpc3RUYXNrc1Jlc3BvbnNlEh4KBXRhc2tzGAEgAygLMg8ucmlnZ2VyLnYxLlRhc2sSEwoLdG90YWxfY291bnQYAiABKA0ixQEKDkFkZFRhc2tSZXF1ZXN0Eg0KBXRpdGxlGAEgASgJEhUKCGFzc2lnbmVlGAIgASgJSACIAQESFQoIZHVlX2RhdGUYAyABKAlIAYgBARIaCg1zb3VyY2VfcHJkX2lkGAQgASgJSAKIAQESGwoOcGFyZW50X3Rhc2tfaWQYBSABKAlIA4gBAUILCglfYXNzaWduZWVCCwoJX2R1ZV9kYXRlQhAKDl9zb3VyY2VfcHJkX2lkQhEKD19wYXJlbnRfdGFza19pZCIwCg9BZGRUYXNrUmVzcG9uc2USHQoEdGFzaxgBIAEoCzIPLnJpZ2dlci52MS5UYXNrIvUBChFVcGRhdGVUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEioKBnN0YXR1cxgCIAEoDjIVLnJpZ2dlci52MS5UYXNrU3RhdHVzSACIAQESFQoIYXNzaWduZWUYAyABKAlIAYgBARIVCghkdWVfZGF0ZRgEIAEoCUgCiAEBEh0KEGV4cGVjdGVkX3ZlcnNpb24YBSABKARIA4gBARISCgV0aXRsZRgGIAEoCUgEiAEBQgkKB19zdGF0dXNCCwoJX2Fzc2lnbmVlQgsKCV9kdWVfZGF0ZUITChFfZXhwZWN0ZWRfdmVyc2lvbkIICgZfdGl0bGUiMwoSVXBkYXRlVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDy5yaWdnZXIudjEuVGFzayIhCg5HZXRUYXNrUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJIjAKD0dldFRhc2tSZXNwb25zZRIdCgR0YXNrGAEgASgLMg8ucmlnZ2VyLnYxLlRhc2siJAoRRGVsZXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCSIlChJEZWxldGVUYXNrUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCCIoCg9QYXJzZVBSRFJlcXVlc3QSFQoNcHJkX2ZpbGVfcGF0aBgBIAEoCSJyChBQYXJzZVBSRFJlc3BvbnNlEg4KBnByZF9pZBgBIAEoCRIRCglwcmRfdGl0bGUYAiABKAkSEgoKb2JqZWN0aXZlcxgDIAMoCRISCgp0ZWNoX3N0YWNrGAQgAygJEhMKC2NvbnN0cmFpbnRzGAUgAygJIn8KG0dlbmVyYXRlVGFza3NGcm9tUFJEUmVxdWVzdBIOCgZwcmRfaWQYASABKAkSDQoFbW9kZWwYAiABKAkSGAoQcmVwbGFjZV9leGlzdGluZxgDIAEoCBInCgRtb2RlGAQgASgOMhkucmlnZ2VyLnYxLkdlbmVyYXRpb25Nb2RlInUKDUdlbmVyYXRlZFRhc2sSHQoEdGFzaxgBIAEoCzIPLnJpZ2dlci52MS5UYXNrEi0KB291dGNvbWUYAiABKA4yHC5yaWdnZXIudjEuR2VuZXJhdGlvbk91dGNvbWUSFgoOY2hhbmdlZF9maWVsZHMYAyADKAkizQEKHEdlbmVyYXRlVGFza3NGcm9tUFJEUmVzcG9uc2USHgoFdGFza3MYASADKAsyDy5yaWdnZXIudjEuVGFzaxIXCg90YXNrc19nZW5lcmF0ZWQYAiABKA0SDwoHcGxhbm5lchgDIAEoCRINCgVtb2RlbBgEIAEoCRIOCgZwcmRfaWQYBSABKAkSGQoRYXJjaGl2ZWRfdGFza19pZHMYBiADKAkSKQoHcmVzdWx0cxgHIAMoCzIYLnJpZ2dlci52MS5HZW5lcmF0ZWRUYXNrIn8KFk9yY2hlc3RyYXRlVGFza1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRINCgVtb2RlbBgCIAEoCRIRCgl0ZXN0X3R5cGUYAyABKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uImgKF09yY2hlc3RyYXRlVGFza1Jlc3BvbnNlEh0KBHRhc2sYASABKAsyDy5yaWdnZXIudjEuVGFzaxIuCgZyZXN1bHQYAiABKAsyHi5yaWdnZXIudjEuT3JjaGVzdHJhdGlvblJlc3VsdCLOAgoTT3JjaGVzdHJhdGlvblJlc3VsdBIPCgdzdWNjZXNzGAEgASgIEhgKEHJvdXRpbmdfZGVjaXNpb24YAiABKAkSMAoLZW5oYW5jZW1lbnQYAyABKAsyFi5yaWdnZXIudjEuRW5oYW5jZW1lbnRIAIgBARI9ChJjb21wcmVoZW5zaW9uX3Rlc3QYBCABKAsyHC5yaWdnZXIudjEuQ29tcHJlaGVuc2lvblRlc3RIAYgBARIhCghzdWJ0YXNrcxgFIAMoCzIPLnJpZ2dlci52MS5UYXNrEg8KB3BsYW5uZXIYBiABKAkSDQoFbW9kZWwYByABKAkSGAoQY29tcGxleGl0eV9zY29yZRgIIAEoDRIXCg9yb3V0aW5nX3JlYXNvbnMYCSADKAlCDgoMX2VuaGFuY2VtZW50QhUKE19jb21wcmVoZW5zaW9uX3Rlc3QilAEKC0VuaGFuY2VtZW50EhYKDmVuaGFuY2VtZW50X2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSEQoJdGltZXN0YW1wGAMgASgJEhgKEGVuaGFuY2VtZW50X3R5cGUYBCABKAkSDwoHY29udGVudBgFIAEoCRIPCgdwbGFubmVyGAYgASgJEg0KBW1vZGVsGAcgASgJIrYBChFDb21wcmVoZW5zaW9uVGVzdBIPCgd0ZXN0X2lkGAEgASgJEg8KB3Rhc2tfaWQYAiABKAkSEQoJdGltZXN0YW1wGAMgASgJEhEKCXRlc3RfdHlwZRgEIAEoCRIQCghxdWVzdGlvbhgFIAEoCRIPCgdvcHRpb25zGAYgAygJEhYKDmNvcnJlY3RfYW5zd2VyGAcgASgJEg8KB3BsYW5uZXIYCCABKAkSDQoFbW9kZWwYCSABKAkirwEKHFN1YnNjcmliZVRvVGFza0V2ZW50c1JlcXVlc3QSLQoLZXZlbnRfdHlwZXMYASADKA4yGC5yaWdnZXIudjEuVGFza0V2ZW50VHlwZRIcCg9hc3NpZ25lZV9maWx0ZXIYAiABKAlIAIgBARIbCg5hZnRlcl9zZXF1ZW5jZRgDIAEoBEgBiAEBQhIKEF9hc3NpZ25lZV9maWx0ZXJCEQoPX2FmdGVyX3NlcXVlbmNlIrUBCiJTdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXNSZXF1ZXN0Ei0KC2V2ZW50X3R5cGVzGAEgAygOMhgucmlnZ2VyLnYxLlRhc2tFdmVudFR5cGUSHAoPYXNzaWduZWVfZmlsdGVyGAIgASgJSACIAQESGwoOYWZ0ZXJfc2VxdWVuY2UYAyABKARIAYgBAUISChBfYXNzaWduZWVfZmlsdGVyQhEKD19hZnRlcl9zZXF1ZW5jZSJLCiNTdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXNSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5yaWdnZXIudjEuVGFza0V2ZW50IooBChZUYXNrRXZlbnRTdHJlYW1SZXF1ZXN0EjwKCXN1YnNjcmliZRgBIAEoCzInLnJpZ2dlci52MS5TdWJzY3JpYmVUb1Rhc2tFdmVudHNSZXF1ZXN0SAASJwoGdXBkYXRlGAIgASgLMhUucmlnZ2VyLnYxLlRhc2tVcGRhdGVIAEIJCgdyZXF1ZXN0IngKClRhc2tVcGRhdGUSDwoHdGFza19pZBgBIAEoCRIqCgZzdGF0dXMYAiABKA4yFS5yaWdnZXIudjEuVGFza1N0YXR1c0gAiAEBEhUKCGFzc2lnbmVlGAMgASgJSAGIAQFCCQoHX3N0YXR1c0ILCglfYXNzaWduZWUilAIKCVRhc2tFdmVudBIQCghldmVudF9pZBgBIAEoCRIRCgl0aW1lc3RhbXAYAiABKAkSLAoKZXZlbnRfdHlwZRgDIAEoDjIYLnJpZ2dlci52MS5UYXNrRXZlbnRUeXBlEh0KBHRhc2sYBCABKAsyDy5yaWdnZXIudjEuVGFzaxISCgVhY3RvchgFIAEoCUgAiAEBEjQKCG1ldGFkYXRhGAYgAygLMiIucmlnZ2VyLnYxLlRhc2tFdmVudC5NZXRhZGF0YUVudHJ5EhAKCHNlcXVlbmNlGAcgASgEGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIICgZfYWN0b3Iq8AIKClRhc2tTdGF0dXMSGwoXVEFTS19TVEFUVVNfVU5TUEVDSUZJRUQQABIUChBUQVNLX1NUQVRVU19UT0RPEAESGwoXVEFTS19TVEFUVVNfSU5fUFJPR1JFU1MQAhIjCh9UQVNLX1NUQVRVU19QRU5ESU5HX0VOSEFOQ0VNRU5UEAMSKgomVEFTS19TVEFUVVNfUEVORElOR19DT01QUkVIRU5TSU9OX1RFU1QQBBIhCh1UQVNLX1NUQVRVU19QRU5ESU5HX0ZPTExPV19PThAFEiUKIVRBU0tfU1RBVFVTX1BFTkRJTkdfREVDT01QT1NJVElPThAGEhoKFlRBU0tfU1RBVFVTX0RFQ09NUE9TRUQQBxImCiJUQVNLX1NUQVRVU19PUkNIRVNUUkFUSU9OX0NPTVBMRVRFEAgSGQoVVEFTS19TVEFUVVNfQ09NUExFVEVEEAkSGAoUVEFTS19TVEFUVVNfQVJDSElWRUQQCiqLAgoNVGFza0V2ZW50VHlwZRIfChtUQVNLX0VWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIbChdUQVNLX0VWRU5UX1RZUEVfQ1JFQVRFRBABEhsKF1RBU0tfRVZFTlRfVFlQRV9VUERBVEVEEAISGwoXVEFTS19FVkVOVF9UWVBFX0RFTEVURUQQAxIiCh5UQVNLX0VWRU5UX1RZUEVfU1RBVFVTX0NIQU5HRUQQBBIcChhUQVNLX0VWRU5UX1RZUEVfQVNTSUdORUQQBRIeChpUQVNLX0VWRU5UX1RZUEVfREVDT01QT1NFRBAGEiAKHFRBU0tfRVZFTlRfVFlQRV9PUkNIRVNUUkFURUQQByqEAQoOR2VuZXJhdGlvbk1vZGUSHwobR0VORVJBVElPTl9NT0RFX1VOU1BFQ0lGSUVEEAASGgoWR0VORVJBVElPTl9NT0RFX0NSRUFURRABEhsKF0dFTkVSQVRJT05fTU9ERV9SRVBMQUNFEAISGAoUR0VORVJBVElPTl9NT0RFX1NZTkMQAyrYAQoRR2VuZXJhdGlvbk91dGNvbWUSIgoeR0VORVJBVElPTl9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHgoaR0VORVJBVElPTl9PVVRDT01FX0NSRUFURUQQARIeChpHRU5FUkFUSU9OX09VVENPTUVfVVBEQVRFRBACEhsKF0dFTkVSQVRJT05fT1VUQ09NRV9LRVBUEAMSHwobR0VORVJBVElPTl9PVVRDT01FX0FSQ0hJVkVEEAQSIQodR0VORVJBVElPTl9PVVRDT01FX0xFRlRfQUxPTkUQBTKjBwoNUmlnZ2VyU2VydmljZRJGCglMaXN0VGFza3MSGy5yaWdnZXIudjEuTGlzdFRhc2tzUmVxdWVzdBocLnJpZ2dlci52MS5MaXN0VGFza3NSZXNwb25zZRJACgdBZGRUYXNrEhkucmlnZ2VyLnYxLkFkZFRhc2tSZXF1ZXN0GhoucmlnZ2VyLnYxLkFkZFRhc2tSZXNwb25zZRJJCgpVcGRhdGVUYXNrEhwucmlnZ2VyLnYxLlVwZGF0ZVRhc2tSZXF1ZXN0Gh0ucmlnZ2VyLnYxLlVwZGF0ZVRhc2tSZXNwb25zZRJACgdHZXRUYXNrEhkucmlnZ2VyLnYxLkdldFRhc2tSZXF1ZXN0GhoucmlnZ2VyLnYxLkdldFRhc2tSZXNwb25zZRJJCgpEZWxldGVUYXNrEhwucmlnZ2VyLnYxLkRlbGV0ZVRhc2tSZXF1ZXN0Gh0ucmlnZ2VyLnYxLkRlbGV0ZVRhc2tSZXNwb25zZRJDCghQYXJzZVBSRBIaLnJpZ2dlci52MS5QYXJzZVBSRFJlcXVlc3QaGy5yaWdnZXIudjEuUGFyc2VQUkRSZXNwb25zZRJnChRHZW5lcmF0ZVRhc2tzRnJvbVBSRBImLnJpZ2dlci52MS5HZW5lcmF0ZVRhc2tzRnJvbVBSRFJlcXVlc3QaJy5yaWdnZXIudjEuR2VuZXJhdGVUYXNrc0Zyb21QUkRSZXNwb25zZRJYCg9PcmNoZXN0cmF0ZVRhc2sSIS5yaWdnZXIudjEuT3JjaGVzdHJhdGVUYXNrUmVxdWVzdBoiLnJpZ2dlci52MS5PcmNoZXN0cmF0ZVRhc2tSZXNwb25zZRJYChVTdWJzY3JpYmVUb1Rhc2tFdmVudHMSJy5yaWdnZXIudjEuU3Vic2NyaWJlVG9UYXNrRXZlbnRzUmVxdWVzdBoULnJpZ2dlci52MS5UYXNrRXZlbnQwARJOCg9UYXNrRXZlbnRTdHJlYW0SIS5yaWdnZXIudjEuVGFza0V2ZW50U3RyZWFtUmVxdWVzdBoULnJpZ2dlci52MS5UYXNrRXZlbnQoATABEn4KG1N1YnNjcmliZVRvVGFza0V2ZW50QmF0Y2hlcxItLnJpZ2dlci52MS5TdWJzY3JpYmVUb1Rhc2tFdmVudEJhdGNoZXNSZXF1ZXN0Gi4ucmlnZ2VyLnYxLlN1YnNjcmliZVRvVGFza0V2ZW50QmF0Y2hlc1Jlc3BvbnNlMAFiBnByb3RvMw");
 
 /**
  * Task is one unit of work.
@@ -554,14 +554,23 @@ export type GenerateTasksFromPRDRequest = Message<"rigger.v1.GenerateTasksFromPR
   /**
    * What to do when the PRD already has tasks: top-level tasks, not
    * archived, whose source_prd_id is this PRD or another PRD parsed from the
-   * same file. false: fail with ALREADY_EXISTS and change nothing. true:
-   * archive those still in TASK_STATUS_TODO (each emits
-   * TASK_EVENT_TYPE_DELETED with metadata "replaced_by_prd_id"), keep the
-   * others, and create the new tasks, all in one transaction.
+   * same file. false: fail with ALREADY_EXISTS and change nothing (as
+   * GENERATION_MODE_CREATE). true: as GENERATION_MODE_REPLACE. Ignored when
+   * `mode` is set; true with a `mode` other than GENERATION_MODE_REPLACE is
+   * INVALID_ARGUMENT.
    *
    * @generated from field: bool replace_existing = 3;
    */
   replaceExisting: boolean;
+
+  /**
+   * How the PRD's existing tasks are treated (see GenerationMode).
+   * GENERATION_MODE_UNSPECIFIED (the default, and what clients of the first
+   * release send) follows `replace_existing`.
+   *
+   * @generated from field: rigger.v1.GenerationMode mode = 4;
+   */
+  mode: GenerationMode;
 };
 
 /**
@@ -570,6 +579,43 @@ export type GenerateTasksFromPRDRequest = Message<"rigger.v1.GenerateTasksFromPR
  */
 export const GenerateTasksFromPRDRequestSchema: GenMessage<GenerateTasksFromPRDRequest> = /*@__PURE__*/
   messageDesc(file_rigger_v1_rigger, 13);
+
+/**
+ * GeneratedTask is one task a generation created, updated, kept, archived
+ * or left alone.
+ *
+ * @generated from message rigger.v1.GeneratedTask
+ */
+export type GeneratedTask = Message<"rigger.v1.GeneratedTask"> & {
+  /**
+   * The task as it is after the call.
+   *
+   * @generated from field: rigger.v1.Task task = 1;
+   */
+  task?: Task | undefined;
+
+  /**
+   * What the call did to it.
+   *
+   * @generated from field: rigger.v1.GenerationOutcome outcome = 2;
+   */
+  outcome: GenerationOutcome;
+
+  /**
+   * For GENERATION_OUTCOME_UPDATED: the fields that changed, as in the
+   * UPDATED event's "changed_fields".
+   *
+   * @generated from field: repeated string changed_fields = 3;
+   */
+  changedFields: string[];
+};
+
+/**
+ * Describes the message rigger.v1.GeneratedTask.
+ * Use `create(GeneratedTaskSchema)` to create a new message.
+ */
+export const GeneratedTaskSchema: GenMessage<GeneratedTask> = /*@__PURE__*/
+  messageDesc(file_rigger_v1_rigger, 14);
 
 /**
  * GenerateTasksFromPRDResponse holds the generated tasks.
@@ -615,11 +661,22 @@ export type GenerateTasksFromPRDResponse = Message<"rigger.v1.GenerateTasksFromP
   prdId: string;
 
   /**
-   * Tasks archived because replace_existing was set, in creation order.
+   * Tasks archived (see GenerationMode), in creation order; their subtasks
+   * archived with them are not listed.
    *
    * @generated from field: repeated string archived_task_ids = 6;
    */
   archivedTaskIds: string[];
+
+  /**
+   * Every task of the PRD the call created, updated, kept, archived or left
+   * alone: first the PRD's items in order (created, updated or kept), then
+   * the tasks whose items are gone or were re-created (archived or left
+   * alone), in creation order.
+   *
+   * @generated from field: repeated rigger.v1.GeneratedTask results = 7;
+   */
+  results: GeneratedTask[];
 };
 
 /**
@@ -627,7 +684,7 @@ export type GenerateTasksFromPRDResponse = Message<"rigger.v1.GenerateTasksFromP
  * Use `create(GenerateTasksFromPRDResponseSchema)` to create a new message.
  */
 export const GenerateTasksFromPRDResponseSchema: GenMessage<GenerateTasksFromPRDResponse> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 14);
+  messageDesc(file_rigger_v1_rigger, 15);
 
 /**
  * OrchestrateTaskRequest runs one task through the orchestration flow.
@@ -671,7 +728,7 @@ export type OrchestrateTaskRequest = Message<"rigger.v1.OrchestrateTaskRequest">
  * Use `create(OrchestrateTaskRequestSchema)` to create a new message.
  */
 export const OrchestrateTaskRequestSchema: GenMessage<OrchestrateTaskRequest> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 15);
+  messageDesc(file_rigger_v1_rigger, 16);
 
 /**
  * OrchestrateTaskResponse holds the task and what orchestration decided.
@@ -699,7 +756,7 @@ export type OrchestrateTaskResponse = Message<"rigger.v1.OrchestrateTaskResponse
  * Use `create(OrchestrateTaskResponseSchema)` to create a new message.
  */
 export const OrchestrateTaskResponseSchema: GenMessage<OrchestrateTaskResponse> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 16);
+  messageDesc(file_rigger_v1_rigger, 17);
 
 /**
  * OrchestrationResult records one orchestration run.
@@ -780,7 +837,7 @@ export type OrchestrationResult = Message<"rigger.v1.OrchestrationResult"> & {
  * Use `create(OrchestrationResultSchema)` to create a new message.
  */
 export const OrchestrationResultSchema: GenMessage<OrchestrationResult> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 17);
+  messageDesc(file_rigger_v1_rigger, 18);
 
 /**
  * Enhancement is what a task needs said before work starts (such as
@@ -844,7 +901,7 @@ export type Enhancement = Message<"rigger.v1.Enhancement"> & {
  * Use `create(EnhancementSchema)` to create a new message.
  */
 export const EnhancementSchema: GenMessage<Enhancement> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 18);
+  messageDesc(file_rigger_v1_rigger, 19);
 
 /**
  * ComprehensionTest checks that a worker understood a task.
@@ -921,7 +978,7 @@ export type ComprehensionTest = Message<"rigger.v1.ComprehensionTest"> & {
  * Use `create(ComprehensionTestSchema)` to create a new message.
  */
 export const ComprehensionTestSchema: GenMessage<ComprehensionTest> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 19);
+  messageDesc(file_rigger_v1_rigger, 20);
 
 /**
  * SubscribeToTaskEventsRequest chooses which events a subscriber receives.
@@ -959,7 +1016,7 @@ export type SubscribeToTaskEventsRequest = Message<"rigger.v1.SubscribeToTaskEve
  * Use `create(SubscribeToTaskEventsRequestSchema)` to create a new message.
  */
 export const SubscribeToTaskEventsRequestSchema: GenMessage<SubscribeToTaskEventsRequest> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 20);
+  messageDesc(file_rigger_v1_rigger, 21);
 
 /**
  * SubscribeToTaskEventBatchesRequest chooses which events a batched subscriber
@@ -998,7 +1055,7 @@ export type SubscribeToTaskEventBatchesRequest = Message<"rigger.v1.SubscribeToT
  * Use `create(SubscribeToTaskEventBatchesRequestSchema)` to create a new message.
  */
 export const SubscribeToTaskEventBatchesRequestSchema: GenMessage<SubscribeToTaskEventBatchesRequest> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 21);
+  messageDesc(file_rigger_v1_rigger, 22);
 
 /**
  * SubscribeToTaskEventBatchesResponse is one batch of task events.
@@ -1020,7 +1077,7 @@ export type SubscribeToTaskEventBatchesResponse = Message<"rigger.v1.SubscribeTo
  * Use `create(SubscribeToTaskEventBatchesResponseSchema)` to create a new message.
  */
 export const SubscribeToTaskEventBatchesResponseSchema: GenMessage<SubscribeToTaskEventBatchesResponse> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 22);
+  messageDesc(file_rigger_v1_rigger, 23);
 
 /**
  * TaskEventStreamRequest is one message from the client on TaskEventStream.
@@ -1059,7 +1116,7 @@ export type TaskEventStreamRequest = Message<"rigger.v1.TaskEventStreamRequest">
  * Use `create(TaskEventStreamRequestSchema)` to create a new message.
  */
 export const TaskEventStreamRequestSchema: GenMessage<TaskEventStreamRequest> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 23);
+  messageDesc(file_rigger_v1_rigger, 24);
 
 /**
  * TaskUpdate is an update sent on TaskEventStream.
@@ -1094,7 +1151,7 @@ export type TaskUpdate = Message<"rigger.v1.TaskUpdate"> & {
  * Use `create(TaskUpdateSchema)` to create a new message.
  */
 export const TaskUpdateSchema: GenMessage<TaskUpdate> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 24);
+  messageDesc(file_rigger_v1_rigger, 25);
 
 /**
  * TaskEvent reports one committed change to one task.
@@ -1164,7 +1221,7 @@ export type TaskEvent = Message<"rigger.v1.TaskEvent"> & {
  * Use `create(TaskEventSchema)` to create a new message.
  */
 export const TaskEventSchema: GenMessage<TaskEvent> = /*@__PURE__*/
-  messageDesc(file_rigger_v1_rigger, 25);
+  messageDesc(file_rigger_v1_rigger, 26);
 
 /**
  * TaskStatus is where a task stands in its life.
@@ -1334,6 +1391,138 @@ export const TaskEventTypeSchema: GenEnum<TaskEventType> = /*@__PURE__*/
   enumDesc(file_rigger_v1_rigger, 1);
 
 /**
+ * GenerationMode says what GenerateTasksFromPRD does with the tasks a PRD
+ * already has.
+ *
+ * Both REPLACE and SYNC match the plan's tasks to the PRD's existing tasks by
+ * the identity of the PRD item each was generated from: its title,
+ * normalised (markdown reduced to its text, case and spacing ignored), and,
+ * when several items have that title, its place among them (the first, the
+ * second, ...). The identity is stored when a task is generated, so renaming
+ * a task keeps its match; a task stored without one (generated before this
+ * mode existed, or added with AddTask and source_prd_id) is matched by its
+ * current title, the oldest first. At most one live task is matched to an
+ * item, so neither mode leaves two live tasks for one item. Everything is
+ * decided and written in one transaction; a call that fails writes nothing.
+ *
+ * @generated from enum rigger.v1.GenerationMode
+ */
+export enum GenerationMode {
+  /**
+   * Follow `replace_existing`: false is CREATE, true is REPLACE.
+   *
+   * @generated from enum value: GENERATION_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Create the tasks; fail with ALREADY_EXISTS, writing nothing, when the
+   * PRD has tasks already.
+   *
+   * @generated from enum value: GENERATION_MODE_CREATE = 1;
+   */
+  CREATE = 1,
+
+  /**
+   * Start afresh where no work has started: every existing task still in
+   * TASK_STATUS_TODO is archived and its item (if the PRD still has it) gets
+   * a new task. Otherwise as SYNC: a task past TODO keeps its item (and is
+   * updated like SYNC's), and a task past TODO whose item is gone is left
+   * alone. Archiving emits TASK_EVENT_TYPE_DELETED with metadata
+   * "previous_status" and "replaced_by_prd_id", and takes the task's
+   * subtasks still in TODO with it.
+   *
+   * @generated from enum value: GENERATION_MODE_REPLACE = 2;
+   */
+  REPLACE = 2,
+
+  /**
+   * Bring the existing tasks in line with the PRD, keeping the work done:
+   * - an item with a task keeps it: its id, status, assignee, orchestration
+   *   and subtasks. Its complexity, reasoning, context files and
+   *   dependencies follow the plan; its title and due date follow the PRD
+   *   only where the PRD changed them since the task was generated, so a
+   *   rename or new due date set with UpdateTask stays (a task stored
+   *   without an identity takes the PRD's wherever they differ). Any change
+   *   is one TASK_EVENT_TYPE_UPDATED with metadata "changed_fields" (e.g.
+   *   "title,reasoning"), "planner", "model" and "prd_id"; a task with
+   *   nothing to change is kept, and no event is emitted;
+   * - an item with no task gets a new one (TASK_EVENT_TYPE_CREATED, as for
+   *   CREATE);
+   * - a task whose item is gone is archived if still in TASK_STATUS_TODO
+   *   (TASK_EVENT_TYPE_DELETED as for REPLACE), and otherwise left alone;
+   * - dependencies are resolved against the result: a task waiting for an
+   *   item waits for that item's task, kept or new.
+   * On a PRD without tasks it is CREATE.
+   *
+   * @generated from enum value: GENERATION_MODE_SYNC = 3;
+   */
+  SYNC = 3,
+}
+
+/**
+ * Describes the enum rigger.v1.GenerationMode.
+ */
+export const GenerationModeSchema: GenEnum<GenerationMode> = /*@__PURE__*/
+  enumDesc(file_rigger_v1_rigger, 2);
+
+/**
+ * GenerationOutcome is what a generation did to one task.
+ *
+ * @generated from enum rigger.v1.GenerationOutcome
+ */
+export enum GenerationOutcome {
+  /**
+   * Never sent.
+   *
+   * @generated from enum value: GENERATION_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A new task for an item that had none.
+   *
+   * @generated from enum value: GENERATION_OUTCOME_CREATED = 1;
+   */
+  CREATED = 1,
+
+  /**
+   * An existing task changed to follow its item.
+   *
+   * @generated from enum value: GENERATION_OUTCOME_UPDATED = 2;
+   */
+  UPDATED = 2,
+
+  /**
+   * An existing task whose item did not change: nothing written.
+   *
+   * @generated from enum value: GENERATION_OUTCOME_KEPT = 3;
+   */
+  KEPT = 3,
+
+  /**
+   * An existing task archived: still in TODO, and its item is gone (or,
+   * with GENERATION_MODE_REPLACE, re-created).
+   *
+   * @generated from enum value: GENERATION_OUTCOME_ARCHIVED = 4;
+   */
+  ARCHIVED = 4,
+
+  /**
+   * An existing task past TODO whose item is gone: left as it is.
+   *
+   * @generated from enum value: GENERATION_OUTCOME_LEFT_ALONE = 5;
+   */
+  LEFT_ALONE = 5,
+}
+
+/**
+ * Describes the enum rigger.v1.GenerationOutcome.
+ */
+export const GenerationOutcomeSchema: GenEnum<GenerationOutcome> = /*@__PURE__*/
+  enumDesc(file_rigger_v1_rigger, 3);
+
+/**
  * RiggerService manages tasks and broadcasts every task change as a TaskEvent.
  *
  * Every write (AddTask, UpdateTask, DeleteTask, ParsePRD, GenerateTasksFromPRD,
@@ -1427,8 +1616,9 @@ export const RiggerService: GenService<{
    * default, which is deterministic and needs no model; the response and
    * every event say which planner and model actually ran.
    *
-   * A PRD whose tasks exist already is refused with ALREADY_EXISTS unless
-   * `replace_existing` is set. Errors: INVALID_ARGUMENT for an empty prd_id,
+   * A PRD whose tasks exist already is refused with ALREADY_EXISTS unless the
+   * request asks to replace (`replace_existing`, GENERATION_MODE_REPLACE) or
+   * synchronise (GENERATION_MODE_SYNC) them; see GenerationMode. Errors: INVALID_ARGUMENT for an empty prd_id,
    * a PRD with nothing to plan (no task list, no objectives), or references
    * that cannot stand (unknown task, cycle, bad due date), naming the task
    * and its line; NOT_FOUND for an unknown prd_id or missing file;
@@ -1457,7 +1647,8 @@ export const RiggerService: GenService<{
    * OrchestrateTask runs a task through the orchestration flow. The task is
    * routed by its complexity score (base 3; +1 title longer than 50
    * characters; +2 title mentions refactor, migrate, redesign, rewrite or
-   * architect; +1 no assignee; +1 no due date; +2 reasoning longer than 200
+   * architect, not counted for a subtask, whose parent was scored for it;
+   * +1 no assignee; +1 no due date; +2 reasoning longer than 200
    * characters; at most 10). A score of 7 or more is "decompose": the task
    * is split into 3 to 5 simpler subtasks, and ends TASK_STATUS_DECOMPOSED.
    * Any other is "enhance": an Enhancement, then a ComprehensionTest of
