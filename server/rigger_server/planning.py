@@ -160,13 +160,11 @@ class Planning:
 
     # --- validation -----------------------------------------------------------
 
-    def _check_text(self, value: str, field: str, *, required: bool = False) -> str:
-        if required and not value.strip():
+    @staticmethod
+    def _require(value: str, field: str) -> None:
+        # Lengths are request_limits.check_request's, checked before any call reaches here.
+        if not value.strip():
             raise InvalidArgument(field, "is required")
-        limit = self.book.limits.max_field_chars
-        if len(value) > limit:
-            raise InvalidArgument(field, f"is {len(value)} characters long; the limit is {limit}")
-        return value
 
     # --- PRDs -----------------------------------------------------------------
 
@@ -239,8 +237,7 @@ class Planning:
         to `guard`'s deadline; the transaction commits only if `guard` still
         holds right before COMMIT.
         """
-        self._check_text(prd_id, "prd_id", required=True)
-        self._check_text(model, "model")
+        self._require(prd_id, "prd_id")
         prd, parsed, stored = await self._prd(prd_id)
         # Checked again when committing; here it saves the planner's time, and
         # sizes the answer a regeneration will carry.
@@ -354,9 +351,8 @@ class Planning:
         The planner works to `guard`'s deadline; the commit needs `guard` to
         hold right before COMMIT.
         """
-        self._check_text(task_id, "task_id", required=True)
-        self._check_text(model, "model")
-        test_type = planner_test_type(self._check_text(test_type, "test_type"))
+        self._require(task_id, "task_id")
+        test_type = planner_test_type(test_type)
         task = await self.book.get_task(task_id)
         if expected_version is not None and expected_version != task.version:
             raise VersionConflict(
