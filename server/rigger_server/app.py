@@ -14,17 +14,15 @@ import threading
 from collections.abc import Callable, Sequence
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from rigger.v1 import rigger_pb2
 
-from rigger_server import database, service, wire
+from rigger_server import database, seams, service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.database import LogNotifier
-from rigger_server.events import Broadcaster
 from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
 from rigger_server.planner import Planner, PlannerConfig, build_planner
-from rigger_server.planning import Planning
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
@@ -307,7 +305,10 @@ class RiggerServer:
         self.port = 0
         self.addresses: list[str] = []
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        # The parts the server is made of: its own, unless a test-only wrapper
+        # installed others (seams.py).
+        self._seams = seams.installed()
+        self._health = self._seams.health()
         self._book: TaskBook | None = None
         self._notifier: LogNotifier | None = None
         self._closing = False
@@ -325,9 +326,10 @@ class RiggerServer:
         store, notifier = database.open_log(
             config.db_path, wire.encode_event, timeout_seconds=config.limits.db_timeout_seconds
         )
+        store = self._seams.store(store)
         self._notifier = notifier
         try:
-            broadcaster = Broadcaster(
+            broadcaster = self._seams.broadcaster(
                 buffer=config.buffer,
                 buffer_bytes=config.limits.buffer_bytes,
                 max_subscribers=config.limits.max_subscribers,
@@ -343,7 +345,7 @@ class RiggerServer:
                 await notifier.close()
                 self._notifier = None
             self._tail.start()
-            self._book = TaskBook(
+            self._book = self._seams.book(
                 store,
                 broadcaster,
                 config.project_root,
@@ -353,7 +355,7 @@ class RiggerServer:
             )
             # Built on the serving loop: the Ollama planner's HTTP client belongs to it.
             self._planner = build_planner(config.planner, config.limits)
-            planning = Planning(self._book, self._planner)
+            planning = self._seams.planning(self._book, self._planner)
             interceptors = (
                 [AuthInterceptor(self.auth, public_health=config.public_health)]
                 if self.auth
@@ -361,11 +363,11 @@ class RiggerServer:
             )
             server, self.addresses, self.port = await bind(
                 lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
-                loopbacks() if config.host == "localhost" else [config.host],
+                self._seams.loopbacks(loopbacks()) if config.host == "localhost" else [config.host],
                 config.port,
                 self.certificates.credentials if self.certificates else None,
             )
-            servicer = service.RiggerServicer(
+            servicer = self._seams.servicer(
                 self._book,
                 planning,
                 token_auth=self.auth,
@@ -374,7 +376,7 @@ class RiggerServer:
             )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            reflection.enable_server_reflection(
+            self._seams.reflection(
                 (
                     rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"].full_name,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
