@@ -239,7 +239,7 @@ def conformance_target(session: nox.Session) -> None:
     # mutants, each of which the suite must still catch through that path.
     python = pathlib.Path(session.bin) / "python"
     mutant = (
-        f"env PYTHONPATH={ROOT} {python} -m conformance.mutant_server --mutant {{mutant}} "
+        f"env PYTHONPATH={ROOT} {python} -m conformance.selftest.mutants --mutant {{mutant}} "
         "grpc --port {port} --db {dir}/tasks.db {args}"
     )
     session.run("python", "-m", "conformance", "--self-test", "--target-cmd", mutant)

@@ -27,31 +27,19 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from conformance import (
-    capabilities,
-    coverage,
-    known_failing,
-    mutant_server,
-    profiles,
-    replicas,
-    report,
-    schema,
-    selftest,
-    skew,
-    suite,
-    target,
-)
 from conformance import cases as c
-from conformance.executor import (
-    BUILD_DIR,
-    LANGUAGES,
-    ExecutorPool,
-    ExecutorUnavailable,
-    build_commands,
-)
-from conformance.messages import SERVICE
-from conformance.plan import Run, plan, select
-from conformance.runner import RunResult
+from conformance.cases import coverage, load, schema
+from conformance.cases.messages import SERVICE
+from conformance.executors.launch import BUILD_DIR, LANGUAGES, ExecutorUnavailable, build_commands
+from conformance.executors.process import ExecutorPool
+from conformance.runner.case_run import RunResult
+from conformance.selftest import search as selftest
+from conformance.skew import clients as old_clients
+from conformance.suite import known_failing, report, verdicts
+from conformance.suite.execute import execute
+from conformance.suite.plan import Run, plan, select
+from conformance.targets import capabilities, profiles, target
+from testkit import replicas
 
 SELF_TEST_WITHIN_MS = 3000
 # Where a run with -k reports by default, so it never overwrites the full report.
@@ -70,7 +58,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         prog="python -m conformance",
-        description="Rigger's cross-language conformance suite. See conformance/README.md.",
+        description="Rigger's cross-language conformance verdicts. See conformance/README.md.",
     )
     parser.add_argument(
         "--client",
@@ -96,8 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--mutant",
         action="append",
-        choices=sorted(mutant_server.MUTANTS),
-        help="with --self-test: only this mutant (repeatable)",
+        metavar="NAME",
+        help="with --self-test: only this mutant (repeatable; conformance/README.md lists them)",
     )
     parser.add_argument(
         "--server-args",
@@ -110,7 +98,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--postgres",
         action="store_true",
         help="run every case against two `rig grpc` replicas on a throwaway PostgreSQL "
-        "cluster, client roles alternating between them (see conformance/replicas.py)",
+        "cluster, client roles alternating between them (see testkit/replicas.py)",
     )
     parser.add_argument(
         "--list",
@@ -141,7 +129,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--client-gen",
-        choices=("head", *skew.OLD_SCHEMAS),
+        choices=("head", *old_clients.OLD_SCHEMAS),
         default="head",
         help="build the executors against clients generated from this contract: head "
         "(clients/*/gen) or a release (build/skew/, `python -m conformance.skew --prepare`)",
@@ -152,6 +140,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="only the runs where one language plays every role (no cross-language mixes)",
     )
     args = parser.parse_args(argv)
+    if args.mutant:
+        # Named only with --self-test, which needs the server to make the mutants.
+        unknown = sorted(set(args.mutant) - set(selftest.catalogue()))
+        if unknown:
+            parser.error(f"--mutant: no mutant named {', '.join(unknown)}")
     if args.report_dir is None:
         # Another server's report never replaces our own server's.
         base = BUILD_DIR / TARGET if args.target or args.target_cmd else BUILD_DIR
@@ -173,7 +166,7 @@ class Progress:
         if result.passed:
             mark = "."
         elif known_failing.listing(result.run, self.entries):
-            mark = report.MARKS[suite.KNOWN]
+            mark = report.MARKS[verdicts.KNOWN]
         else:
             mark = "F"
         sys.stdout.write(mark)
@@ -189,26 +182,26 @@ def _workdir(prefix: str) -> pathlib.Path:
     return pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir=BUILD_DIR))
 
 
-def _keep_failed_runs(outcomes: Sequence[suite.Outcome], target: pathlib.Path) -> str:
+def _keep_failed_runs(outcomes: Sequence[verdicts.Outcome], target: pathlib.Path) -> str:
     """Move the directories of runs that did not pass to `target`, replacing the last ones.
 
     Only the latest invocation's are kept, so they cannot pile up. Returns
     a line saying what was kept, or "" when every run passed.
     """
     shutil.rmtree(target, ignore_errors=True)
-    kept = {suite.FAILED: 0, suite.KNOWN: 0}
+    kept = {verdicts.FAILED: 0, verdicts.KNOWN: 0}
     for outcome in outcomes:
         directory = outcome.result.directory
-        if outcome.outcome == suite.PASSED or directory is None or not directory.exists():
+        if outcome.outcome == verdicts.PASSED or directory is None or not directory.exists():
             continue
         target.mkdir(parents=True, exist_ok=True)
         shutil.move(directory, target / directory.name)
         kept[outcome.outcome] += 1
     if not any(kept.values()):
         return ""
-    parts = [plural(kept[suite.FAILED], "failed run")] if kept[suite.FAILED] else []
-    if kept[suite.KNOWN]:
-        parts.append(plural(kept[suite.KNOWN], "known-failing run"))
+    parts = [plural(kept[verdicts.FAILED], "failed run")] if kept[verdicts.FAILED] else []
+    if kept[verdicts.KNOWN]:
+        parts.append(plural(kept[verdicts.KNOWN], "known-failing run"))
     return f"the directories of {' and '.join(parts)} (database, server log) are in {target}/"
 
 
@@ -216,7 +209,7 @@ async def _start_pool(languages: Sequence[str], client_gen: str = "head") -> Exe
     commands = (
         build_commands(tuple(languages))
         if client_gen == "head"
-        else skew.build_commands(client_gen, tuple(languages))
+        else old_clients.build_commands(client_gen, tuple(languages))
     )
     pool = ExecutorPool(commands)
     try:
@@ -254,12 +247,16 @@ async def run_suite(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
         print(f"conformance: no case matches {' or '.join(args.patterns)}", file=sys.stderr)
         return 2
     chosen_target = target.from_args(args)
-    with replicas.servers(args.postgres) as servers:
-        if args.postgres:
-            # Each run's "server" is then two replicas on a fresh database.
-            chosen_target = chosen_target.serving_with(
-                servers, f"{replicas.REPLICAS} rig grpc replicas on PostgreSQL, started per run"
-            )
+    if not args.postgres:
+        return await _run_against(
+            args, chosen_target, runs, entries, every_case, errors, counts_line
+        )
+    with replicas.on_a_cluster() as (servers, cluster):
+        print(f"conformance: {replicas.REPLICAS} replicas per run on PostgreSQL ({cluster.url()})")
+        # Each run's "server" is then two replicas on a fresh database.
+        chosen_target = chosen_target.serving_with(
+            servers, f"{replicas.REPLICAS} rig grpc replicas on PostgreSQL, started per run"
+        )
         return await _run_against(
             args, chosen_target, runs, entries, every_case, errors, counts_line
         )
@@ -276,7 +273,7 @@ async def _run_against(
 ) -> int:
     """Run the planned runs against `chosen_target`, judge and report them."""
     languages = tuple(sorted(args.client or LANGUAGES))
-    clients = skew.client_schema(args.client_gen)
+    clients = old_clients.client_schema(args.client_gen)
     workdir = _workdir(".runs-")
     try:
         profile = await asyncio.to_thread(
@@ -305,7 +302,7 @@ async def _run_against(
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     try:
-        results = await suite.execute(
+        results = await execute(
             runs,
             pool,
             workdir,
@@ -316,7 +313,7 @@ async def _run_against(
             judged=capabilities.effective(profile, clients),
         )
         wall = time.monotonic() - started
-        outcomes, stale = suite.verdicts(
+        outcomes, stale = verdicts.verdicts(
             results, entries, every_case_selected=every_case, skipped=skipped
         )
         kept = _keep_failed_runs(outcomes, args.report_dir / FAILED_RUNS)
@@ -344,12 +341,12 @@ async def _run_against(
         print(f"\n{kept}")
     partial = " (a partial run: -k)" if args.patterns else ""
     print(
-        f"\n{counts[suite.PASSED]} passed, {counts[suite.FAILED]} failed, "
-        f"{counts[suite.KNOWN]} known-failing, {counts[suite.SKIPPED]} skipped, "
+        f"\n{counts[verdicts.PASSED]} passed, {counts[verdicts.FAILED]} failed, "
+        f"{counts[verdicts.KNOWN]} known-failing, {counts[verdicts.SKIPPED]} skipped, "
         f"{plural(len(errors), 'suite error')} "
         f"in {wall:.1f} s (wall); reports in {args.report_dir}/{partial}"
     )
-    return 1 if counts[suite.FAILED] or errors else 0
+    return 1 if counts[verdicts.FAILED] or errors else 0
 
 
 def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
@@ -397,7 +394,8 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
     """The self-test mode: some run must fail against every mutant, and pass on the real server."""
     languages = tuple(sorted(args.client or ["python"]))
     runs = plan(select(all_cases, args.patterns), languages)
-    mutants = args.mutant or sorted(mutant_server.MUTANTS)
+    catalogue = selftest.catalogue()
+    mutants = args.mutant or sorted(catalogue)
     record = args.report_dir / "selftest.json"
     previous = selftest.load_catches(record)
     chosen_target = target.from_args(args)
@@ -412,7 +410,7 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"conformance: the self-test's profile probe: {exc}", file=sys.stderr)
         return 2
-    clients = skew.client_schema(args.client_gen)
+    clients = old_clients.client_schema(args.client_gen)
     runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
     pool = await _start_pool(languages, args.client_gen)
     via = f" through {chosen_target.description}" if chosen_target.kind == "command" else ""
@@ -425,7 +423,7 @@ async def run_self_test(args: argparse.Namespace, all_cases: list[c.Case]) -> in
         for mutant in mutants:
             # The run that caught this mutant last time goes first, then the
             # runs of the case named to catch it: usually one catches it at once.
-            designated = mutant_server.MUTANTS[mutant].caught_by
+            designated = catalogue[mutant].caught_by
             ordered = selftest.catcher_first(runs, previous.get(mutant), designated)
             template = chosen_target.template
             mutant_target = (
@@ -475,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # self-test waits less for one; runs that fail only because they were
         # slow are checked against the real server and discarded.
         within = SELF_TEST_WITHIN_MS if args.self_test else c.DEFAULT_WITHIN_MS
-        all_cases = c.load_cases(within_ms=within)
+        all_cases = load.load_cases(within_ms=within)
     except (c.CaseError, known_failing.KnownFailingError) as exc:
         print(f"conformance: bad case file: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,8 @@
-"""`python -m conformance --postgres`: every run against two `rig grpc` replicas on PostgreSQL.
+"""Two `rig grpc` replicas on PostgreSQL standing in for one server (`conformance --postgres`).
 
-The suite starts one throwaway cluster (`pgcluster.py`) and sets up a
-template database with `rig init --db` once; each run gets its own copy of it
-and two replicas on that copy, both in the run's project directory.
+`on_a_cluster()` starts one throwaway cluster (`pgcluster.py`) and sets up a
+template database with `rig init --db` once; each `Replicas` gets its own
+copy of it and two replicas on that copy, both in one project directory.
 
 Client roles alternate between the replicas in the order the case lists them:
 the first role dials replica 0, the second replica 1, the third replica 0
@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from conformance.pgcluster import PgCluster
-from conformance.serverproc import RIG, ServerProcess
+from testkit.pgcluster import PgCluster
+from testkit.serverproc import RIG, ServerProcess
 
 REPLICAS = 2
 TEMPLATE = "rigger_conformance"
@@ -109,16 +109,12 @@ class Replicas:
         )
 
 
-# What a run starts as its server: ServerProcess, or Replicas bound to a cluster.
-ServerFactory = Callable[..., Any]
-
-
 @contextlib.contextmanager
-def servers(postgres: bool) -> Iterator[ServerFactory]:
-    """What each run starts: one `rig grpc` on SQLite, or (`postgres`) replicas on a cluster."""
-    if not postgres:
-        yield ServerProcess
-        return
+def on_a_cluster() -> Iterator[tuple[Callable[..., Replicas], PgCluster]]:
+    """A throwaway cluster with a template database, and a maker of `Replicas` on copies of it.
+
+    The maker takes what ServerProcess takes (root, then keywords).
+    """
     with PgCluster.temporary() as cluster:
         cluster.create_database(TEMPLATE)
         done = subprocess.run(
@@ -129,9 +125,8 @@ def servers(postgres: bool) -> Iterator[ServerFactory]:
         )
         if done.returncode != 0:
             raise RuntimeError(f"rig init --db failed: {done.stderr}")
-        print(f"conformance: {REPLICAS} replicas per run on PostgreSQL ({cluster.url()})")
 
         def make(root: pathlib.Path, **server: Any) -> Replicas:
             return Replicas(cluster, root, **server)
 
-        yield make
+        yield make, cluster

@@ -2,7 +2,8 @@
 
 The conformance runner, the tests and the benches start servers through this.
 The server tells where it listens through `--ready-file` (JSON), written once
-it serves; nothing here reads its human-readable banner.
+it serves; nothing here reads its human-readable banner. `rig()` runs one
+`rig` command to completion.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from testkit.wait import wait_until
 
 # The `rig` command of this interpreter, whether or not its script is on PATH.
 RIG: tuple[str, ...] = (sys.executable, "-m", "rigger_server.cli")
@@ -82,15 +85,19 @@ class ServerProcess:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + timeout
-        while not self.ready_path.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early: {self.banner}{self.read_log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready within {timeout} s: {self.read_log()}")
-            time.sleep(0.02)
+        try:
+            wait_until(self._ready, "the server's ready file", within=timeout)
+        except TimeoutError:
+            raise RuntimeError(f"server not ready within {timeout} s: {self.read_log()}") from None
         self.port = int(json.loads(self.ready_path.read_text())["port"])
         self._wait_serving(deadline)
         return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited early: {self.banner}{self.read_log()}")
+        return self.ready_path.exists()
 
     @property
     def banner(self) -> str:
@@ -108,17 +115,19 @@ class ServerProcess:
         with self.channel() as channel:
             # types-grpcio-health-checking declares HealthStub without its methods.
             stub: Any = health_pb2_grpc.HealthStub(channel)
-            while True:
+
+            def serving() -> bool:
                 try:
                     reply = stub.Check(
                         health_pb2.HealthCheckRequest(), timeout=1, metadata=metadata
                     )
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
                 except grpc.RpcError:
                     if time.monotonic() > deadline:
                         raise
-                time.sleep(0.05)
+                    return False
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+            wait_until(serving, "health to say SERVING", within=max(deadline - time.monotonic(), 0))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         """Send `sig` and wait for the process to exit; returns its exit code."""
@@ -142,7 +151,7 @@ class ServerProcess:
     def replica_for(self, role_index: int) -> ServerProcess:
         """The server the clients of a case's `role_index`-th role dial: this one.
 
-        `conformance/replicas.py` stands in for a ServerProcess and answers
+        `testkit.replicas.Replicas` stands in for a ServerProcess and answers
         with one of its replicas instead.
         """
         return self
@@ -155,3 +164,10 @@ class ServerProcess:
     def read_log(self) -> str:
         """What the server wrote to stderr so far."""
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def rig(*args: str, cwd: pathlib.Path, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run `rig ARGS` to completion in `cwd`."""
+    return subprocess.run(
+        [*RIG, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )

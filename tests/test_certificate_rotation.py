@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Iterator
 
@@ -23,13 +22,11 @@ import psutil
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess, rig
 from streams import WAIT
 
 # The conformance package lives at the repository root, beside tests/.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from conformance.pki import Authority, Pem
+from testkit.pki import Authority, Pem
+from testkit.serverproc import ServerProcess, rig
 
 RELOADED = "TLS files reloaded"
 FAILED = "TLS reload failed, keeping the current certificate"

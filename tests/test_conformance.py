@@ -18,21 +18,20 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from rigger.v1 import rigger_pb2
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from conformance import cases as c
+from conformance import cli as cli
+from conformance.cases import coverage, load, schema
+from conformance.cases.messages import SERVICE
+from conformance.executors.launch import LANGUAGES, ExecutorUnavailable, build_commands
+from conformance.executors.process import ExecutorPool
+from conformance.runner import judge
+from conformance.runner.case_run import RunResult, write_files
+from conformance.selftest import mutants, search
+from conformance.suite import known_failing, verdicts
+from conformance.suite.execute import execute
+from conformance.suite.plan import plan
 
-from conformance import __main__ as cli  # noqa: E402
-from conformance import cases as c  # noqa: E402
-from conformance import coverage, judge, known_failing, mutant_server, schema, suite  # noqa: E402
-from conformance.executor import (  # noqa: E402
-    LANGUAGES,
-    ExecutorPool,
-    ExecutorUnavailable,
-    build_commands,
-)
-from conformance.messages import SERVICE  # noqa: E402
-from conformance.plan import plan  # noqa: E402
-from conformance.runner import RunResult, write_files  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +39,7 @@ def all_cases() -> list[c.Case]:
     # A mutant that loses an event makes its case wait out the whole window
     # for it; a shorter one keeps these tests fast (the real server's events
     # arrive within milliseconds).
-    return c.load_cases(within_ms=3000)
+    return load.load_cases(within_ms=3000)
 
 
 def case_named(cases: list[c.Case], name: str) -> c.Case:
@@ -56,22 +55,19 @@ async def _against_mutants(cases: list[c.Case], workdir: pathlib.Path) -> dict[s
     # Most of a run is waiting (on server start, or on a window a lossy
     # mutant must wait out), so more at once than there are cores.
     slots = asyncio.Semaphore(6)
-    catchers = sorted({m.caught_by for m in mutant_server.MUTANTS.values()})
+    catchers = sorted({m.caught_by for m in mutants.MUTANTS.values()})
 
     async def one(name: str, case: str, command: tuple[str, ...] | None) -> tuple[str, Any]:
         runs = plan([case_named(cases, case)], ["python"])
         extra = {"server_command": command} if command else {}
         async with slots:
-            [result] = await suite.execute(runs, pool, workdir / name, **extra)
+            [result] = await execute(runs, pool, workdir / name, **extra)
         return name, result
 
     try:
         found = await asyncio.gather(
             *(one(f"real-{case}", case, None) for case in catchers),
-            *(
-                one(name, m.caught_by, mutant_server.command(name))
-                for name, m in mutant_server.MUTANTS.items()
-            ),
+            *(one(name, m.caught_by, search.command(name)) for name, m in mutants.MUTANTS.items()),
         )
     finally:
         await pool.close()
@@ -86,31 +82,29 @@ def against_mutants(all_cases, tmp_path_factory) -> dict[str, Any]:
 def test_every_mutants_patch_still_fits_the_server():
     # A patch whose target moved would make the server fail to start, and
     # every case fail against it: that must not pass for a caught mutant.
-    command = mutant_server.command(sorted(mutant_server.MUTANTS)[0])[:-2]
-    mutants = [arg for name in sorted(mutant_server.MUTANTS) for arg in ("--mutant", name)]
+    command = search.command(sorted(mutants.MUTANTS)[0])[:-2]
+    names = [arg for name in sorted(mutants.MUTANTS) for arg in ("--mutant", name)]
     done = subprocess.run(
-        [*command, *mutants, "--apply-only"], capture_output=True, text=True, check=False
+        [*command, *names, "--apply-only"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
 
 
 def test_every_mutant_names_a_case_that_exists(all_cases):
     names = {case.name for case in all_cases}
-    assert {
-        m: x.caught_by for m, x in mutant_server.MUTANTS.items() if x.caught_by not in names
-    } == {}
+    assert {m: x.caught_by for m, x in mutants.MUTANTS.items() if x.caught_by not in names} == {}
 
 
 def test_the_readme_lists_every_mutant_and_its_catching_case():
     readme = (REPO / "conformance" / "README.md").read_text(encoding="utf-8")
     rows = dict(re.findall(r"^\| [^|]* \| `(\w+)`: [^|]* \| `(\w+)` \|$", readme, re.MULTILINE))
-    assert rows == {name: m.caught_by for name, m in mutant_server.MUTANTS.items()}
+    assert rows == {name: m.caught_by for name, m in mutants.MUTANTS.items()}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mutant", sorted(mutant_server.MUTANTS))
+@pytest.mark.parametrize("mutant", sorted(mutants.MUTANTS))
 def test_the_suite_fails_against_the_mutant(mutant, against_mutants):
-    case = mutant_server.MUTANTS[mutant].caught_by
+    case = mutants.MUTANTS[mutant].caught_by
     real, broken = against_mutants[f"real-{case}"], against_mutants[mutant]
     assert real.passed, f"{case} fails on the real server:\n{real.problems}"
     assert not broken.passed, f"{case} passed against the {mutant} mutant"
@@ -196,7 +190,7 @@ def result(run, *, problems=(), transcript=None):
 def test_a_run_whose_transcript_differs_from_the_others_fails(all_cases):
     runs = plan([case_named(all_cases, "list_tasks_empty")], LANGUAGES)
     odd = result(runs[2], transcript=[{"kind": "unary", "code": "INTERNAL"}])
-    outcomes, errors = suite.verdicts(
+    outcomes, errors = verdicts.verdicts(
         [result(runs[0]), result(runs[1]), odd], [], every_case_selected=False
     )
     assert [o.outcome for o in outcomes] == ["passed", "passed", "failed"]
@@ -209,7 +203,7 @@ def test_a_known_failing_run_is_reported_as_such(all_cases):
     runs = plan([case_named(all_cases, "list_tasks_empty")], ["go", "python"])
     entry = known_failing.Entry("go", "list_tasks_*", "issue 1")
     results = [result(r, problems=["broken"] if "go" in r.languages else ()) for r in runs]
-    outcomes, errors = suite.verdicts(results, [entry], every_case_selected=False)
+    outcomes, errors = verdicts.verdicts(results, [entry], every_case_selected=False)
     by_id = {o.run.id: o.outcome for o in outcomes}
     assert by_id["list_tasks_empty[go]"] == "known-failing"
     assert by_id["list_tasks_empty[python]"] == "passed"
@@ -219,7 +213,7 @@ def test_a_known_failing_run_is_reported_as_such(all_cases):
 def test_a_known_failing_case_that_passes_fails_the_run(all_cases):
     runs = plan([case_named(all_cases, "list_tasks_empty")], ["go"])
     entry = known_failing.Entry("go", "list_tasks_empty", "issue 2")
-    outcomes, _ = suite.verdicts([result(runs[0])], [entry], every_case_selected=False)
+    outcomes, _ = verdicts.verdicts([result(runs[0])], [entry], every_case_selected=False)
     assert outcomes[0].outcome == "failed"
     assert "but passed: delete the entry" in outcomes[0].detail
 
@@ -227,7 +221,7 @@ def test_a_known_failing_case_that_passes_fails_the_run(all_cases):
 def test_a_known_failing_entry_that_matches_no_case_is_an_error(all_cases):
     runs = plan([case_named(all_cases, "list_tasks_empty")], ["go"])
     entry = known_failing.Entry("go", "no_such_case_*", "typo")
-    _, errors = suite.verdicts([result(runs[0])], [entry], every_case_selected=True)
+    _, errors = verdicts.verdicts([result(runs[0])], [entry], every_case_selected=True)
     assert errors == ["known_failing/go.yaml lists 'no_such_case_*', which matches no case"]
 
 
@@ -256,7 +250,7 @@ def test_case_files_reject_unknown_keys(tmp_path):
         "      - call: GetTask\n        requets: {task_id: a}\n"
     )
     with pytest.raises(c.CaseError, match=r"unknown keys \['requets'\]"):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 def test_case_files_reject_unknown_fields(tmp_path):
@@ -265,7 +259,7 @@ def test_case_files_reject_unknown_fields(tmp_path):
         "      - call: AddTask\n        request: {titel: a}\n"
     )
     with pytest.raises(c.CaseError, match="AddTaskRequest has no field 'titel'"):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 async def test_an_executor_that_does_not_start_is_reported_clearly():
@@ -294,7 +288,7 @@ def test_security_blocks_and_connect_steps_are_checked(tmp_path, security, step,
         f"      - connect: {step}\n      - call: ListTasks\n"
     )
     with pytest.raises(c.CaseError, match=error):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 def test_an_unknown_enum_name_is_a_malformed_case_not_a_failed_run(tmp_path):
@@ -303,7 +297,7 @@ def test_an_unknown_enum_name_is_a_malformed_case_not_a_failed_run(tmp_path):
         "      - call: UpdateTask\n        request: {task_id: a, status: DONE}\n"
     )
     with pytest.raises(c.CaseError, match=r"case 'x': steps\[1\] \(call\)\.request\.status: "):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 # --- a case's paths stay inside its run's directory ------------------------------
@@ -340,7 +334,7 @@ def test_a_server_flag_naming_a_path_outside_the_run_is_a_malformed_case(
 ):
     write_case(tmp_path, f"    server_args: {server_args}\n")
     with pytest.raises(c.CaseError) as raised:
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
     message = str(raised.value)
     assert message.startswith("case.yaml: case 'x': server_args: "), message
     assert complaint in message
@@ -350,7 +344,7 @@ def test_a_server_flag_naming_a_path_outside_the_run_is_a_malformed_case(
 def test_a_database_url_in_a_case_is_a_malformed_case(tmp_path):
     write_case(tmp_path, "    server_args: [--db, 'postgresql://db.example/rigger']\n")
     with pytest.raises(c.CaseError, match=r"case 'x': server_args: --db .*the runner"):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 def test_a_server_path_through_a_symlink_of_the_case_that_leads_out_is_a_malformed_case(
@@ -362,7 +356,7 @@ def test_a_server_path_through_a_symlink_of_the_case_that_leads_out_is_a_malform
         "    files: {up: {symlink: ..}}\n    server_args: [--ready-file, up/../../ready.json]\n",
     )
     with pytest.raises(c.CaseError, match=r"server_args: --ready-file 'up/../../ready.json'"):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -383,7 +377,7 @@ def test_a_server_path_through_a_symlink_of_the_case_that_leads_out_is_a_malform
 def test_a_file_or_symlink_leading_outside_the_run_is_a_malformed_case(tmp_path, files, complaint):
     write_case(tmp_path, f"    files: {files}\n")
     with pytest.raises(c.CaseError, match=re.escape(f"case.yaml: case 'x': {complaint}")):
-        c.load_cases(tmp_path)
+        load.load_cases(tmp_path)
 
 
 def test_paths_inside_the_run_are_accepted(tmp_path):
@@ -394,7 +388,7 @@ def test_paths_inside_the_run_are_accepted(tmp_path):
         "    server_args: [--ready-file, ../ready.json, --db=data/tasks.db,"
         " --auth-token-file, run/tokens, --buffer, '1']\n",
     )
-    [case] = c.load_cases(tmp_path)
+    [case] = load.load_cases(tmp_path)
     assert case.server_args[:2] == ("--ready-file", "../ready.json")
 
 
@@ -403,8 +397,8 @@ def test_the_suite_refuses_a_case_naming_a_path_outside_the_run_before_running_a
 ):
     elsewhere = tmp_path / "elsewhere.json"
     write_case(tmp_path, f"    server_args: [--ready-file, {elsewhere}]\n")
-    load = c.load_cases
-    monkeypatch.setattr(c, "load_cases", lambda **options: load(tmp_path, **options))
+    original = load.load_cases
+    monkeypatch.setattr(load, "load_cases", lambda **options: original(tmp_path, **options))
     assert cli.main([]) == 2
     err = capsys.readouterr().err
     assert f"case 'x': server_args: --ready-file {str(elsewhere)!r}" in err
@@ -434,11 +428,11 @@ def test_every_path_flag_of_rig_grpc_is_confined():
         for action in grpc_flags
         if action.type is pathlib.Path or (action.metavar or "").startswith(("PATH", "FILE"))
     }
-    assert takes_path == set(c.PATH_FLAGS)
+    assert takes_path == set(load.PATH_FLAGS)
 
 
 def test_the_published_messages_schema_matches_the_proto():
-    assert not schema.stale(), "run `python -m conformance.schema` and commit the result"
+    assert not schema.stale(), "run `python -m conformance.cases.schema` and commit the result"
 
 
 def test_an_ordered_within_that_matches_no_event_fails():
@@ -460,7 +454,7 @@ def test_only_the_latest_invocations_failed_runs_are_kept(all_cases, tmp_path):
         directory = tmp_path / "scratch" / f"{index:04d}-{run.id}"
         directory.mkdir(parents=True)
         results.append(RunResult(run, ["broken"] if index else [], [], 0.1, directory=directory))
-    outcomes, _ = suite.verdicts(results, [], every_case_selected=False)
+    outcomes, _ = verdicts.verdicts(results, [], every_case_selected=False)
     said = cli._keep_failed_runs(outcomes, target)
     assert sorted(p.name for p in target.iterdir()) == ["0001-list_tasks_empty[python]"]
     assert said.startswith("the directories of 1 failed run ")

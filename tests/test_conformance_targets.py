@@ -18,16 +18,18 @@ import pytest
 import yaml
 from rigger.v1 import rigger_pb2 as pb
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from conformance import cases as c
+from conformance.cases import load
+from conformance.executors.launch import build_commands
+from conformance.executors.process import ExecutorPool
+from conformance.runner.security import RunSecurity
+from conformance.runner.transcript import Record, Transcript, normalise
+from conformance.suite.execute import execute
+from conformance.suite.plan import plan
+from conformance.targets import capabilities, profiles, target
+from testkit.serverproc import RIG, ServerProcess
 
-from conformance import capabilities, profiles, suite, target  # noqa: E402
-from conformance import cases as c  # noqa: E402
-from conformance.executor import ExecutorPool, build_commands  # noqa: E402
-from conformance.pki import RunSecurity  # noqa: E402
-from conformance.plan import plan  # noqa: E402
-from conformance.serverproc import RIG, ServerProcess  # noqa: E402
-from conformance.transcript import Record, Transcript, normalise  # noqa: E402
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 OWN = capabilities.Grants({})
 SERVER = capabilities.ServerProfile(
@@ -36,7 +38,7 @@ SERVER = capabilities.ServerProfile(
 
 
 def case(text: str) -> c.Case:
-    return c.parse_case(yaml.safe_load(text), pathlib.Path("test.yaml"))
+    return load.parse_case(yaml.safe_load(text), pathlib.Path("test.yaml"))
 
 
 EXPECTS_A_SEQUENCE = case(
@@ -133,12 +135,12 @@ def test_the_schema_rejects_an_unknown_requirement():
         ]
     }
     validator = c.schema.validator(c.messages.SERVICE)
-    problems = c.schema_problems(document, pathlib.Path("x.yaml"), validator)
+    problems = load.schema_problems(document, pathlib.Path("x.yaml"), validator)
     assert problems and "teleport" in problems[0]
 
 
 def test_the_schemas_capability_names_are_the_runners():
-    document = json.loads((REPO / "conformance" / "case.schema.json").read_text())
+    document = json.loads((REPO / "conformance" / "cases" / "case.schema.json").read_text())
     assert tuple(document["$defs"]["capability"]["enum"]) == capabilities.NAMES
 
 
@@ -259,9 +261,7 @@ def guarded_server(tmp_path):
 async def _run_once(chosen: target.Target, workdir: pathlib.Path) -> Any:
     pool = ExecutorPool(build_commands(("python",)))
     try:
-        [result] = await suite.execute(
-            plan([ADDS_A_TASK], ["python"]), pool, workdir, target=chosen
-        )
+        [result] = await execute(plan([ADDS_A_TASK], ["python"]), pool, workdir, target=chosen)
     finally:
         await pool.close()
     return result
@@ -270,6 +270,7 @@ async def _run_once(chosen: target.Target, workdir: pathlib.Path) -> Any:
 async def test_a_target_with_mtls_and_a_token_is_reached_with_the_target_options(
     guarded_server, tmp_path
 ):
+
     server, pki = guarded_server
     security = target.ClientSecurity(pki.ca.cert, pki.client.cert, pki.client.key, "tok-a")
     result = await _run_once(target.remote(f"localhost:{server.port}", security), tmp_path / "w")

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pathlib
-import sys
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from conformance.framing import (
+from conformance.executors.framing import (
     FrameReader,
     FramingError,
     encode_frame,

@@ -13,8 +13,9 @@ import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.limits import MAX_EVENT_BYTES, Limits
-from serverproc import ServerProcess
 from streams import replay_all
+
+from testkit.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import CREATED, add, log_head, read_events, sequences, subscribe, subscribe_live
+
+from testkit.serverproc import ServerProcess
 
 EVENTS = 200
 CRASH_ROUNDS = 6

@@ -19,7 +19,8 @@ from rigger_server.domain import EventDraft, EventType, Task, TaskStatus, now_rf
 from rigger_server.errors import Unavailable, VersionConflict
 from rigger_server.pg_store import SCHEMA_VERSION, PostgresStore
 from rigger_server.store import TaskQuery
-from serverproc import ServerProcess, rig
+
+from testkit.serverproc import ServerProcess, rig
 
 
 def _created(title: str) -> tuple[Task, list[EventDraft]]:

@@ -29,7 +29,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ollama_standin import OllamaStandIn, Reply, valid
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import (
     WAIT,
     add,
@@ -42,6 +41,8 @@ from streams import (
     replay_all,
     subscribe_live,
 )
+
+from testkit.serverproc import ServerProcess
 
 PRD = (
     "# Checkout\n\nCard payments for the shop.\n\n"

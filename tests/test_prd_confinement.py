@@ -21,7 +21,8 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.confined import read_confined
 from rigger_server.errors import InvalidArgument, NotFound, PermissionDenied
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 # Calls made while the swap runs. Each is a round trip of a millisecond or two,
 # and the swap is far faster, so both states are seen many times over.

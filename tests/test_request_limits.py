@@ -20,8 +20,9 @@ from rigger.v1 import rigger_pb2_grpc
 from rigger_server.errors import InvalidArgument
 from rigger_server.limits import Limits
 from rigger_server.request_limits import FIELD_LIMITS, check_request, needs_limit
-from serverproc import ServerProcess
 from streams import WAIT, read_to_error
+
+from testkit.serverproc import ServerProcess
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RiggerService"]
 LIMITS = Limits(max_title_chars=100, max_field_chars=20)

@@ -12,7 +12,8 @@ from rigger.v1 import rigger_pb2_grpc
 from rigger_server import wire
 from rigger_server.sqlite_store import SCHEMA_VERSION, SqliteStore
 from schemas import v2_database
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 OLD_PRD = "prd-00000000-0000-0000-0000-000000000002"
 

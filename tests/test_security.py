@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pathlib
 import signal
-import sys
 import time
 
 import grpc
@@ -18,12 +17,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess, rig
 
 # The conformance package lives at the repository root, beside tests/.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from conformance.pki import Authority
+from testkit.pki import Authority
+from testkit.serverproc import ServerProcess, rig
 
 TOKEN = "s3cret-token-for-tests"
 OTHER_TOKEN = "another-valid-token"

@@ -19,7 +19,8 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 # Each builds and starts a client program (the Go and TypeScript builds take a while).
 pytestmark = pytest.mark.slow

@@ -9,8 +9,9 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import WAIT
+
+from testkit.serverproc import ServerProcess
 
 IGNORED = "SIGHUP ignored: there is no --auth-token-file or --tls-cert to re-read"
 

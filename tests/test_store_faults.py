@@ -25,8 +25,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess, rig
 from streams import WAIT, add, read_to_error, subscribe, trailing
+
+from testkit.serverproc import ServerProcess, rig
 
 SQLITE_WORDS = ("sqlite", "unable to open", "database is locked", "operationalerror")
 

@@ -21,8 +21,9 @@ from rigger_server.events import Broadcaster
 from rigger_server.sqlite_store import SqliteStore
 from rigger_server.tasks import NewTask, TaskBook
 from schemas import v2_database
-from serverproc import ServerProcess
 from streams import add, all_tasks, assert_no_events_after, fails, log_head
+
+from testkit.serverproc import ServerProcess
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import WAIT, read_events, read_to_error, trailing
+
+from testkit.serverproc import ServerProcess
 
 OLD = "old-token-to-be-revoked"
 KEPT = "token-that-stays"

@@ -33,7 +33,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess, rig
 from streams import (
     CREATED,
     HEAD_SEQUENCE,
@@ -50,6 +49,8 @@ from streams import (
     subscribe_live,
     trailing,
 )
+
+from testkit.serverproc import ServerProcess, rig
 
 WORKERS = 2
 # Each channel gets its own subchannel, hence its own TCP connection, which the

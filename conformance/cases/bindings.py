@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from conformance import messages
+from conformance.cases import messages
 
 REFERENCE = re.compile(r"\$\{([^}]+)\}")
 

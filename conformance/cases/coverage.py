@@ -15,10 +15,10 @@ import yaml
 from google.protobuf.descriptor import ServiceDescriptor
 
 from conformance import cases as c
-from conformance.known_failing import Entry, listing
-from conformance.plan import Run
+from conformance.suite.known_failing import Entry, listing
+from conformance.suite.plan import Run
 
-DOCUMENTED_CODES = pathlib.Path(__file__).parent / "documented_codes.yaml"
+DOCUMENTED_CODES = pathlib.Path(__file__).parent.parent / "documented_codes.yaml"
 
 
 def load_documented(path: pathlib.Path = DOCUMENTED_CODES) -> dict[str, dict[str, str]]:

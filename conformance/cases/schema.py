@@ -7,7 +7,7 @@ write it, method by method. Both are published beside the cases, and every
 case file names the first on its first line, so editors that read
 `# yaml-language-server: $schema=...` check cases as they are typed.
 
-    python -m conformance.schema          # regenerate messages.schema.json after a proto change
+    python -m conformance.cases.schema    # regenerate messages.schema.json after a proto change
 
 The runner validates with the same two files (and fails when the generated one
 is stale), then turns the first error of each kind into a message naming the
@@ -26,7 +26,7 @@ import jsonschema
 import referencing
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
 
-from conformance import messages
+from conformance.cases import messages
 
 HERE = pathlib.Path(__file__).parent
 CASE_SCHEMA = HERE / "case.schema.json"
@@ -285,8 +285,8 @@ def messages_schema(service: ServiceDescriptor = messages.SERVICE) -> dict[str, 
     return {
         "$schema": DIALECT,
         "title": f"{service.full_name} messages as conformance cases write them",
-        "description": "Generated from the service descriptor by `python -m conformance.schema`; "
-        "do not edit.",
+        "description": "Generated from the service descriptor by "
+        "`python -m conformance.cases.schema`; do not edit.",
         "$defs": dict(sorted(defs.items())),
     }
 

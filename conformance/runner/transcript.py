@@ -21,8 +21,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from conformance import messages
-from conformance.judge import RFC3339
+from conformance.cases import messages
+from conformance.runner.judge import RFC3339
 
 UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 TIME_FIELDS = frozenset({"created_at", "updated_at", "timestamp"})

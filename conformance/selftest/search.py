@@ -1,7 +1,7 @@
 """The suite's self-test: run it against deliberately broken servers; it must fail on each.
 
 A suite that passes against a server that drops events or ignores filters
-proves nothing. For every mutant (conformance/mutant_server.py) the selected
+proves nothing. For every mutant (conformance/selftest/mutants.py) the selected
 runs go against the mutant server, stopping at the first failure that the
 real server does not share; the self-test fails when some mutant gets
 through every run. Which run caught each mutant is recorded, and tried first
@@ -12,13 +12,56 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
-from collections.abc import Sequence
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from conformance import mutant_server, suite
-from conformance.executor import ExecutorPool
-from conformance.plan import Run
-from conformance.target import Target, own
+from conformance.executors.process import ExecutorPool
+from conformance.suite.execute import execute
+from conformance.suite.plan import Run
+from conformance.targets.target import Target, own
+
+if TYPE_CHECKING:
+    from conformance.selftest.mutants import Mutant
+
+MUTANTS_MODULE = "conformance.selftest.mutants"
+# The directory holding the `conformance` package: mutant servers run in
+# their project directories and must still import it.
+_SUITE_PATH = str(pathlib.Path(__file__).resolve().parent.parent.parent)
+
+
+def catalogue() -> Mapping[str, Mutant]:
+    """Every mutant by name. Mutants are this checkout's server with one promise broken,
+    so this needs the server (rigger_server) installed; the rest of the suite does not."""
+    try:
+        from conformance.selftest.mutants import MUTANTS
+    except ImportError as exc:
+        raise SystemExit(
+            f"conformance: the self-test's mutants need the Rigger server installed "
+            f"(pip install -e . in the repository): {exc}"
+        ) from None
+    return MUTANTS
+
+
+def command(mutant: str) -> tuple[str, ...]:
+    """How to launch the server with a mutant (for ServerProcess(command=...)).
+
+    `python -m conformance.selftest.mutants --mutant NAME`, with the suite
+    put on PYTHONPATH: the server runs in its project directory.
+    """
+    path = os.pathsep.join(p for p in (_SUITE_PATH, os.environ.get("PYTHONPATH", "")) if p)
+    return ("env", f"PYTHONPATH={path}", sys.executable, "-m", MUTANTS_MODULE, "--mutant", mutant)
+
+
+def applies(mutant: str) -> str | None:
+    """None when the mutant still fits the server's parts, else why not (runs a subprocess)."""
+    done = subprocess.run(
+        [*command(mutant), "--apply-only"], capture_output=True, text=True, check=False
+    )
+    return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
 
 
 @dataclasses.dataclass
@@ -53,8 +96,8 @@ async def check_mutant(
     server (a `--target-cmd` with its `{mutant}` filled); by default it is
     started as our own server is.
     """
-    target = target or own(mutant_server.command(mutant))
-    broken = mutant_server.applies(mutant)
+    target = target or own(command(mutant))
+    broken = applies(mutant)
     if broken is not None:
         return MutantVerdict(mutant, None, 0, broken)
     remaining = list(runs)
@@ -62,7 +105,7 @@ async def check_mutant(
     attempt = 0
     while remaining:
         attempt += 1
-        results = await suite.execute(
+        results = await execute(
             remaining,
             pool,
             workdir / f"{mutant}-{attempt}",
@@ -95,8 +138,8 @@ async def check_all(
 async def _reproducible(
     mutant: str, run: Run, pool: ExecutorPool, workdir: pathlib.Path, target: Target
 ) -> bool:
-    again = await suite.execute([run], pool, workdir / f"{mutant}-again", target=target)
-    real = await suite.execute([run], pool, workdir / f"{mutant}-real")
+    again = await execute([run], pool, workdir / f"{mutant}-again", target=target)
+    real = await execute([run], pool, workdir / f"{mutant}-real")
     return bool(again) and not again[0].passed and bool(real) and real[0].passed
 
 

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 
 import yaml
 
-from conformance.plan import Run
+from conformance.suite.plan import Run
 
-KNOWN_FAILING_DIR = pathlib.Path(__file__).parent / "known_failing"
+KNOWN_FAILING_DIR = pathlib.Path(__file__).parent.parent / "known_failing"
 
 
 class KnownFailingError(ValueError):

@@ -9,8 +9,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
-from conformance import capabilities
-from conformance.suite import FAILED, KNOWN, PASSED, SKIPPED, Outcome
+from conformance.suite.verdicts import FAILED, KNOWN, PASSED, SKIPPED, Outcome
+from conformance.targets import capabilities
 
 MARKS = {PASSED: "✓", FAILED: "✗", KNOWN: "~", SKIPPED: "-"}
 OUTCOMES = (PASSED, FAILED, KNOWN, SKIPPED)
@@ -167,7 +167,7 @@ def _in_column(outcome: Outcome, column: str) -> bool:
 def capability_table(outcomes: Sequence[Outcome], languages: Sequence[str]) -> dict[str, Any]:
     """capability → client column → outcome counts, and why runs were skipped.
 
-    A run counts under every requirement of its case (conformance/capabilities.py),
+    A run counts under every requirement of its case (conformance/targets/capabilities.py),
     a skipped one only under those the target lacks; a case with none counts
     under `core`.
     """

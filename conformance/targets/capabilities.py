@@ -35,8 +35,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 
 from conformance import cases as c
-from conformance import messages
-from conformance.plan import Run
+from conformance.cases import messages
+from conformance.suite.plan import Run
 
 SCHEMA, SERVICE, BEHAVIOUR, CONTROL = "schema", "service", "behaviour", "control"
 PACKAGE = "rigger.v1"
@@ -44,7 +44,7 @@ SERVICE_NAME = f"{PACKAGE}.RiggerService"
 RIGGER_PROTO = "rigger/v1/rigger.proto"
 # The first release's contract: what its sidecars were generated from.
 RELEASED_IMAGE = (
-    pathlib.Path(__file__).resolve().parent.parent / "proto" / "released" / "rigger-v1.0.0.binpb"
+    pathlib.Path(__file__).resolve().parents[2] / "proto" / "released" / "rigger-v1.0.0.binpb"
 )
 
 

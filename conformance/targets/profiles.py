@@ -24,8 +24,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from conformance.capabilities import HEAD, SERVICE_NAME, V1_0, Schema, ServerProfile
-from conformance.target import Target
+from conformance.targets.capabilities import HEAD, SERVICE_NAME, V1_0, Schema, ServerProfile
+from conformance.targets.target import Target
 
 TIMEOUT_S = 10.0
 BUILTIN: dict[str, Schema] = {"v1.0": V1_0, "head": HEAD}

@@ -43,8 +43,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conformance.capabilities import CONTROL, NAMES, Grants, kind_of
-from conformance.serverproc import RIG, ServerProcess
+from conformance.targets.capabilities import CONTROL, NAMES, Grants, kind_of
+from testkit.serverproc import RIG, ServerProcess
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
