@@ -14,7 +14,7 @@ import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server import wire
-from rigger_server.database import redact
+from rigger_server.db_target import redact
 from rigger_server.domain import EventDraft, EventType, Task, TaskStatus, now_rfc3339
 from rigger_server.errors import Unavailable, VersionConflict
 from rigger_server.pg_store import SCHEMA_VERSION, PostgresStore

@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from rigger.v1 import rigger_pb2
 
-from rigger_server import database, seams, service, wire
+from rigger_server import database, db_target, seams, service, wire
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.database import LogNotifier
 from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
@@ -136,8 +136,8 @@ class Certificates:
 class ServerConfig:
     """Everything `rig grpc` can set."""
 
-    # A SQLite file, or a postgresql:// URL (database.Target).
-    db_path: database.Target
+    # A SQLite file, or a postgresql:// URL (db_target.Target).
+    db_path: db_target.Target
     project_root: pathlib.Path
     host: str = "localhost"
     port: int = 50051

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rigger_server import __version__, database, wire
+from rigger_server import __version__, database, db_target, wire
 from rigger_server.app import (
     PORT_ATTEMPTS,
     CertificateError,
@@ -23,7 +23,7 @@ from rigger_server.app import (
     raise_open_file_limit,
 )
 from rigger_server.auth import TokenFileError
-from rigger_server.database import DatabaseUnusable
+from rigger_server.db_target import DatabaseUnusable
 from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
 from rigger_server.planner import add_planner_flags, config_from_args
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _init(args: argparse.Namespace) -> int:
     if args.db is not None:
-        if not database.is_url(args.db):
+        if not db_target.is_url(args.db):
             print(
                 f"error: --db: expected a postgresql:// URL, got {args.db!r}",
                 file=sys.stderr,
@@ -295,8 +295,8 @@ def _init(args: argparse.Namespace) -> int:
 def _grpc(args: argparse.Namespace) -> int:
 
     root = pathlib.Path.cwd()
-    db_path: database.Target
-    if args.db is not None and database.is_url(args.db):
+    db_path: db_target.Target
+    if args.db is not None and db_target.is_url(args.db):
         db_path = args.db
     elif args.db is None:
         directory = root / RIGGER_DIR
@@ -429,7 +429,7 @@ def _print_banner(config: ServerConfig, addresses: list[str], workers: int) -> N
         "🚀 Rigger gRPC Server starting...\n"
         "   Protocol: gRPC over HTTP/2\n"
         f"   Address: {first}{also}\n"
-        f"   Database: {database.describe(config.db_path)}\n"
+        f"   Database: {db_target.describe(config.db_path)}\n"
         f"   Security: {_security_summary(config)}{processes}\n"
         f"   Planner: {_planner_summary(config)}\n"
         f"   Broadcast: Enabled ({config.buffer} event buffer)",

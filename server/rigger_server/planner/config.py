@@ -15,20 +15,6 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 
-from rigger_server.limits import Limits
-from rigger_server.planner.offline import OfflinePlanner
-from rigger_server.planner.plans import (
-    OFFLINE,
-    ComprehensionTest,
-    Deadline,
-    Decomposition,
-    Enhancement,
-    Planner,
-    TaskContext,
-    TaskPlan,
-)
-from rigger_server.prd import ParsedPrd
-
 PLANNERS = ("offline", "ollama")
 DEFAULT_MODEL = "llama3.1"
 DEFAULT_TIMEOUT = 300.0
@@ -120,78 +106,3 @@ def _url_flag(text: str) -> str:
         return ollama_url(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-class ModelSelector:
-    """The planner of a server run with `--planner ollama`.
-
-    The request's model picks the Ollama model ("" picks the default); the
-    model name `offline` always picks the built-in planner.
-    """
-
-    def __init__(self, models: Planner, offline: Planner) -> None:
-        self.models = models
-        self.offline = offline
-
-    def pick(self, model: str) -> Planner:
-        """The planner that serves `model`."""
-        return self.offline if model.strip().lower() == OFFLINE else self.models
-
-    async def generate_tasks(
-        self, prd: ParsedPrd, *, model: str = "", deadline: Deadline | None = None
-    ) -> TaskPlan:
-        """See Planner."""
-        return await self.pick(model).generate_tasks(prd, model=model, deadline=deadline)
-
-    async def enhance(
-        self, context: TaskContext, *, model: str = "", deadline: Deadline | None = None
-    ) -> Enhancement:
-        """See Planner."""
-        return await self.pick(model).enhance(context, model=model, deadline=deadline)
-
-    async def comprehension_test(
-        self,
-        context: TaskContext,
-        enhancement: Enhancement | None,
-        test_type: str,
-        *,
-        model: str = "",
-        deadline: Deadline | None = None,
-    ) -> ComprehensionTest:
-        """See Planner."""
-        return await self.pick(model).comprehension_test(
-            context, enhancement, test_type, model=model, deadline=deadline
-        )
-
-    async def decompose(
-        self, context: TaskContext, *, model: str = "", deadline: Deadline | None = None
-    ) -> Decomposition:
-        """See Planner."""
-        return await self.pick(model).decompose(context, model=model, deadline=deadline)
-
-    async def aclose(self) -> None:
-        """Close both planners."""
-        await self.models.aclose()
-        await self.offline.aclose()
-
-
-def build_planner(config: PlannerConfig, limits: Limits | None = None) -> Planner:
-    """The planner `config` asks for: offline, or Ollama with `offline` as a model name.
-
-    `limits` bound what a model may answer and how many calls wait on it.
-    """
-    if config.planner == "offline":
-        return OfflinePlanner()
-    # Imported here: httpx and pydantic add a tenth of a second to every
-    # server start, and only servers that talk to Ollama need them.
-    from rigger_server.planner.ollama import OllamaPlanner
-
-    models = OllamaPlanner(
-        config.ollama_url,
-        default_model=config.default_model,
-        timeout=config.timeout_seconds,
-        retries=config.retries,
-        personas=config.personas,
-        limits=limits,
-    )
-    return ModelSelector(models, OfflinePlanner())
