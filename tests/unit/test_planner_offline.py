@@ -23,7 +23,7 @@ from rigger_server.planner import (
 from rigger_server.planner.complexity import complexity, score
 from rigger_server.prd import parse_prd
 
-EXAMPLE = pathlib.Path(__file__).parent.parent / "examples" / "PRD.md"
+EXAMPLE = pathlib.Path(__file__).parents[2] / "examples" / "PRD.md"
 planner = OfflinePlanner()
 
 
