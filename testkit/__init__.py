@@ -7,5 +7,5 @@ a condition with a deadline (`wait`).
 
 It knows the server only as a process and a gRPC address: it imports no
 module of the server, the tests, the benches or the suite, so the suite can
-ship it beside itself (see conformance/README.md, "Installing the suite").
+ship it beside itself (conformance/README.md, "Modules").
 """

@@ -54,7 +54,7 @@ async def wait_until_async(
         if inspect.isawaitable(answer):
             answer = await answer
         if answer:
-            return answer  # type: ignore[return-value]
+            return answer
         if time.monotonic() >= deadline:
             raise TimeoutError(f"waited {within:g} s for {what}; the last answer was {answer!r}")
         await asyncio.sleep(every)

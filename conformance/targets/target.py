@@ -35,7 +35,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -45,6 +44,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conformance.targets.capabilities import CONTROL, NAMES, Grants, kind_of
 from testkit.serverproc import RIG, ServerProcess
+from testkit.wait import wait_until
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -255,25 +255,30 @@ class CommandProcess:
                 )
             except OSError as exc:
                 raise RuntimeError(f"--target-cmd cannot start {argv[0]}: {exc}") from None
-        deadline = time.monotonic() + timeout
         last = "the port is not open yet"
-        while True:
+
+        def serving() -> bool:
+            nonlocal last
+            assert self.proc is not None
             code = self.proc.poll()
             if code is not None:
                 raise RuntimeError(
                     f"the target command exited with {code} before serving: {self._tail()}"
                 )
-            if _port_open(self.port):
-                last = answers(self.dial, self.credentials, self.token) or ""
-                if not last:
-                    return self
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"the target command did not serve on 127.0.0.1:{self.port} within "
-                    f"{timeout:.0f} s ({last}): {self._tail()}"
-                )
-            time.sleep(0.05)
+            if not _port_open(self.port):
+                return False
+            last = answers(self.dial, self.credentials, self.token) or ""
+            return not last
+
+        try:
+            wait_until(serving, "the target command to serve", within=timeout, every=0.05)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(
+                f"the target command did not serve on 127.0.0.1:{self.port} within "
+                f"{timeout:.0f} s ({last}): {self._tail()}"
+            ) from None
+        return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT_S) -> int:
         """Signal the command's process group and wait; SIGKILL it if it lingers."""

@@ -90,6 +90,21 @@ def test_the_suite_runs_without_the_server_until_the_self_test():
     assert done.stdout.strip() == "[]"
 
 
+# The microbenches measure these in process (ARCHITECTURE.md, "Rooms").
+BENCHES_OF_SERVER_PARTS = {
+    "bench.conftest",
+    "bench.samples",
+    "bench.test_encode",
+    "bench.test_fanout",
+    "bench.test_write_path",
+    "bench.ceiling_server",
+}
+
+
+def test_the_benches_import_the_server_only_where_they_measure_its_parts(graph):
+    assert _importers(graph, of="rigger_server", among="bench") <= BENCHES_OF_SERVER_PARTS
+
+
 def test_the_benches_do_not_import_the_suite(graph):
     assert _importers(graph, of="conformance", among="bench") == set()
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -36,6 +35,8 @@ from rigger_server.planner import (
 )
 from rigger_server.planner.answers import AnswerInvalid, TaskListAnswer, schema_of, strip_wrapping
 from rigger_server.prd import parse_prd
+
+from testkit.wait import wait_until_async
 
 PRD = parse_prd(
     "# Checkout\n\n## Objectives\n\n- Take card payments\n- Send receipts\n\n"
@@ -78,14 +79,6 @@ async def planner(ollama: OllamaStandIn) -> AsyncIterator[OllamaPlanner]:
     planner = OllamaPlanner(ollama.url, default_model="llama3.1")
     yield planner
     await planner.aclose()
-
-
-def wait_until(condition, within: float = 30.0) -> None:
-    """Poll a condition the stand-in's threads make true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 def unused_port() -> int:
@@ -383,7 +376,7 @@ async def test_an_answer_larger_than_the_cap_is_failed_precondition_and_not_read
         await planner.aclose()
     assert str(MIB) in str(caught.value)
     assert "--max-model-answer-bytes" in str(caught.value)
-    await asyncio.to_thread(wait_until, lambda: ollama.answered == 1)
+    await wait_until_async(lambda: ollama.answered == 1, "ollama.answered == 1")
     # The socket's buffers take some megabytes, never the whole answer.
     assert ollama.sent < 32 * MIB
 
@@ -425,7 +418,7 @@ async def test_calls_beyond_a_models_share_are_resource_exhausted_at_once(ollama
     ollama.script(*(Reply(content=json.dumps(PLAN), release=release) for _ in range(2)))
     held = [asyncio.ensure_future(planner.generate_tasks(PRD)) for _ in range(2)]
     try:
-        await asyncio.to_thread(wait_until, lambda: len(ollama.chats) == 2)
+        await wait_until_async(lambda: len(ollama.chats) == 2, "len(ollama.chats) == 2")
         with pytest.raises(ResourceExhausted) as caught:
             await planner.generate_tasks(PRD)
         assert "'llama3.1'" in str(caught.value) and "--max-model-calls" in str(caught.value)
@@ -448,7 +441,7 @@ async def test_calls_beyond_the_total_are_resource_exhausted_whatever_the_model(
         for model in ("llama3.1", "qwen3:8b")
     ]
     try:
-        await asyncio.to_thread(wait_until, lambda: len(ollama.chats) == 2)
+        await wait_until_async(lambda: len(ollama.chats) == 2, "len(ollama.chats) == 2")
         for model in ("llama3.1", "qwen3:8b"):
             with pytest.raises(ResourceExhausted, match="2 model calls are in flight"):
                 await planner.generate_tasks(PRD, model=model)
