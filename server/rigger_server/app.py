@@ -326,9 +326,9 @@ class RiggerServer:
         store, notifier = database.open_log(
             config.db_path, wire.encode_event, timeout_seconds=config.limits.db_timeout_seconds
         )
-        store = self._seams.store(store)
         self._notifier = notifier
         try:
+            store = self._seams.store(store)
             broadcaster = self._seams.broadcaster(
                 buffer=config.buffer,
                 buffer_bytes=config.limits.buffer_bytes,
