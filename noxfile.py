@@ -206,7 +206,10 @@ def metrics(session: nox.Session) -> None:
     """A real Prometheus scrapes `rig grpc --metrics-port` under load; every listed series moves."""
     # Prometheus itself is Debian's `prometheus` package (.ci/run installs it).
     session.install("-e", ".")
-    session.run("python", "tests/prometheus/check.py", *session.posargs)
+    # The repository root, for the test kit (as pytest's `pythonpath` gives the tests).
+    session.run(
+        "python", "tests/prometheus/check.py", *session.posargs, env={"PYTHONPATH": str(ROOT)}
+    )
 
 
 @nox.session
@@ -266,7 +269,7 @@ def conformance_target(session: nox.Session) -> None:
     # mutants, each of which the suite must still catch through that path.
     python = pathlib.Path(session.bin) / "python"
     mutant = (
-        f"env PYTHONPATH={ROOT} {python} -m conformance.mutant_server --mutant {{mutant}} "
+        f"env PYTHONPATH={ROOT} {python} -m conformance.selftest.mutants --mutant {{mutant}} "
         "grpc --port {port} --db {dir}/tasks.db {args}"
     )
     session.run("python", "-m", "conformance", "--self-test", "--target-cmd", mutant)

@@ -9,7 +9,7 @@ itself allows on this machine. bench/ceiling-rs is the same server on tonic.
 
 Run as a script (`python bench/ceiling_server.py grpc --port 0 ...`): it takes
 the arguments `rig grpc` takes and writes the same `--ready-file`, so
-conformance.serverproc.ServerProcess can start and health-check it.
+testkit.serverproc.ServerProcess can start and health-check it.
 """
 
 from __future__ import annotations

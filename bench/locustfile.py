@@ -1,6 +1,6 @@
 """Locust load for Rigger: sidecars holding an event stream open, writers at a set rate.
 
-    locust -f bench/locustfile.py --headless --host 127.0.0.1:PORT \
+    python -m locust -f bench/locustfile.py --headless --host 127.0.0.1:PORT \
         --users 102 --spawn-rate 100 --run-time 30s --processes 2 --writer-rate 50
 
 `SidecarUser` keeps one SubscribeToTaskEvents stream open and reads it; every
@@ -16,12 +16,13 @@ gRPC under locust: locust monkey-patches the standard library with gevent; the
 sync grpc client then needs `grpc.experimental.gevent.init_gevent()` before any
 channel exists, or its blocking calls would stall the whole worker process.
 Locust's --processes forks before any user starts, so no channel crosses a fork.
+
+Run it from the repository root with `python -m locust`, which puts the
+working directory on the path: the stamp format lives in bench/payload.py.
 """
 
 from __future__ import annotations
 
-import pathlib
-import sys
 import time
 from typing import Any
 
@@ -31,11 +32,9 @@ from locust import User, constant, constant_throughput, events, task
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 
-grpc_gevent.init_gevent()  # after locust's monkey-patching (on import), before any channel
+from bench import payload
 
-# locust puts only this file's directory on sys.path; the stamp format lives in bench/.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from bench import payload  # noqa: E402
+grpc_gevent.init_gevent()  # after locust's monkey-patching (on import), before any channel
 
 STREAM_METHOD = "/rigger.v1.RiggerService/SubscribeToTaskEvents"
 

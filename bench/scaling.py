@@ -35,8 +35,8 @@ from bench.meter import Meter
 from bench.subscriber_pool import OPEN_RATE, split
 from bench.subscribers import Taken
 from bench.writer import Writer
-from conformance.pgcluster import PgCluster
-from conformance.serverproc import RIG, ServerProcess
+from testkit.pgcluster import PgCluster
+from testkit.serverproc import RIG, ServerProcess
 
 log = logging.getLogger(__name__)
 

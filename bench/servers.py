@@ -9,7 +9,7 @@ import socket
 import sys
 
 from bench import matrix
-from conformance.serverproc import ServerProcess
+from testkit.serverproc import ServerProcess
 
 AIO_CEILING_SCRIPT = pathlib.Path(__file__).with_name("ceiling_server.py")
 LABELS = {

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2_grpc
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-
-from serverproc import ServerProcess
+from testkit.serverproc import ServerProcess
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The throwaway PostgreSQL cluster the PostgreSQL tests share, and a fresh database per test.
 
 One cluster per test process, started on first use and removed at exit
-(`conformance/pgcluster.py`). Each test gets its own database, a copy of one
+(`testkit/pgcluster.py`). Each test gets its own database, a copy of one
 that `rig init --db` set up once. Without PostgreSQL on the machine the tests
 are skipped, except under CI (`CI` set), where that is a failure.
 """
@@ -14,9 +14,9 @@ import os
 import pathlib
 
 import pytest
-from serverproc import rig
 
-from conformance.pgcluster import PgCluster, PgUnavailable
+from testkit.pgcluster import PgCluster, PgUnavailable
+from testkit.serverproc import rig
 
 TEMPLATE = "rigger_template"
 _names = itertools.count(1)

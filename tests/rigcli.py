@@ -10,9 +10,8 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-from serverproc import RIG, ServerProcess
-
-from conformance.pki import RunSecurity
+from testkit.pki import RunSecurity
+from testkit.serverproc import RIG, ServerProcess
 
 TOKEN = "tok-a"
 

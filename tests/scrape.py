@@ -13,7 +13,8 @@ import urllib.request
 from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 WAIT = 20.0
 # A sample's name and its labels, sorted: the key of one series.

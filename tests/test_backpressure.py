@@ -13,7 +13,6 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import (
     ASSIGNED,
     HEAD_SEQUENCE,
@@ -28,6 +27,8 @@ from streams import (
     subscribe_live,
     trailing,
 )
+
+from testkit.serverproc import ServerProcess
 
 # A client that stops reading: a small, fixed HTTP/2 receive window, so the
 # server soon cannot send it any more.

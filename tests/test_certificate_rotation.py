@@ -14,8 +14,6 @@ import shutil
 import signal
 import socket
 import ssl
-import sys
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -23,13 +21,12 @@ import psutil
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess, rig
 from streams import WAIT
 
 # The conformance package lives at the repository root, beside tests/.
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-
-from conformance.pki import Authority, Pem
+from testkit.pki import Authority, Pem
+from testkit.serverproc import ServerProcess, rig
+from testkit.wait import wait_until
 
 RELOADED = "TLS files reloaded"
 FAILED = "TLS reload failed, keeping the current certificate"
@@ -97,11 +94,11 @@ def presented(port: int, ca: Authority) -> bytes:
 
 
 def wait_for_log(server: ServerProcess, line: str, count: int = 1) -> None:
-    deadline = time.monotonic() + WAIT
-    while server.read_log().count(line) < count:
+    def logged() -> bool:
         assert server.proc is not None and server.proc.poll() is None, server.read_log()
-        assert time.monotonic() < deadline, f"no {line!r} in the log:\n{server.read_log()}"
-        time.sleep(0.05)
+        return server.read_log().count(line) >= count
+
+    wait_until(logged, f"{line!r} {count} times in the log", within=WAIT)
 
 
 def credentials(ca: Authority, client: Pem | None = None) -> grpc.ChannelCredentials:
@@ -238,11 +235,11 @@ def test_every_worker_serves_the_new_certificate(project, authority, served, new
         for _ in range(MAX_CONNECTIONS):
             with tls_connection(server.port, authority) as tls:
                 assert tls.getpeercert(binary_form=True) == der(new)
-                holder = None
-                deadline = time.monotonic() + WAIT
-                while holder is None:
-                    assert time.monotonic() < deadline, "no worker holds the connection"
-                    holder = _holder(workers, server.port, tls.getsockname()[1])
+                holder = wait_until(
+                    lambda tls=tls: _holder(workers, server.port, tls.getsockname()[1]),
+                    "a worker holding the connection",
+                    within=WAIT,
+                )
                 seen.add(holder)
             if seen == workers:
                 break

@@ -7,13 +7,14 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until
 
 CRASH_ROUNDS = 20
 
@@ -138,11 +139,12 @@ def _can_subscribe(address: str) -> bool:
 
 def _subscribe_until(address: str, seconds: float) -> None:
     """Open a new subscription, retrying while the server still holds the old one."""
-    deadline = time.monotonic() + seconds
-    while not _can_subscribe(address):
-        if time.monotonic() > deadline:
-            pytest.fail(f"the old subscription was not released within {seconds} s")
-        time.sleep(0.1)
+    wait_until(
+        lambda: _can_subscribe(address),
+        "the old subscription to be released",
+        within=seconds,
+        every=0.1,
+    )
 
 
 def test_a_killed_subscribers_resources_are_released(project):

@@ -11,8 +11,9 @@ from google.protobuf.internal.encoder import _VarintBytes as varint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rigger.v1 import rigger_pb2 as pb
-from serverproc import ServerProcess
 from streams import HEAD_SEQUENCE, WAIT
+
+from testkit.serverproc import ServerProcess
 
 EXAMPLES = 300
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}

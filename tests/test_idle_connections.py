@@ -17,7 +17,8 @@ import grpc
 import psutil
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import RIG, ServerProcess
+
+from testkit.serverproc import RIG, ServerProcess
 
 HANDSHAKE_SECONDS = 2.0
 SLACK_SECONDS = 5.0

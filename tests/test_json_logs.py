@@ -18,8 +18,9 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import WAIT, add, subscribe
+
+from testkit.serverproc import ServerProcess
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+(?: worker \d+)?")
 

@@ -15,8 +15,9 @@ import time
 import grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import HEAD_SEQUENCE
+
+from testkit.serverproc import ServerProcess
 
 KEEPALIVE_SECONDS = 1.0
 TIMEOUT_SECONDS = 2.0

@@ -22,7 +22,8 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 TASKS = 5000
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "PRD.md"

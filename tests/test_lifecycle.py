@@ -20,7 +20,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import RIG, ServerProcess, rig
 from streams import (
     WAIT,
     add,
@@ -31,6 +30,8 @@ from streams import (
     subscribe,
     trailing,
 )
+
+from testkit.serverproc import RIG, ServerProcess, rig
 
 
 @contextlib.asynccontextmanager

@@ -12,9 +12,10 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from rigger_server.limits import MAX_EVENT_BYTES, Limits
-from serverproc import ServerProcess
+from rigger_server.limits import MAX_EVENT_BYTES
 from streams import replay_all
+
+from testkit.serverproc import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +50,6 @@ async def _code(awaitable) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await awaitable
     return raised.value.code(), raised.value.details()
-
-
-def test_defaults_are_generous_but_bounded():
-    limits = Limits()
-    assert limits.max_message_bytes == 4 * 1024 * 1024
-    assert limits.max_title_chars >= 100 * 1024  # a 100 kB title is legal
-    assert limits.max_subscribers == 10_000
-    assert limits.max_prd_bytes == 1024 * 1024
-    assert limits.buffer_bytes == 64 * 1024 * 1024
 
 
 async def test_a_message_over_the_size_limit_is_resource_exhausted(limited_stub):

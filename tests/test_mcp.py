@@ -28,7 +28,8 @@ from rigger.v1 import rigger_pb2_grpc
 from rigger_server.console import exitcodes
 from rigger_server.console.jsonform import to_json
 from rigger_server.console.mcp_command import DEFAULT_TOOLS, OTHER_TOOLS
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")

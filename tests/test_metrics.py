@@ -24,8 +24,9 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.limits import METRICS_CONNECTION_SECONDS, METRICS_MAX_CONNECTIONS
 from scrape import fetch, metrics_port, scrape, series_named, value, wait_until
-from serverproc import ServerProcess, rig
 from streams import WAIT, add, read_events, read_to_error, subscribe
+
+from testkit.serverproc import ServerProcess, rig
 
 RIGGER = "rigger.v1.RiggerService"
 TOKEN = "metrics-token"

@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ollama_standin import OllamaStandIn
 from rigger_server.app import PLANNER_HEALTH_NAME
 from rigger_server.limits import PLANNER_PROBE_LONGEST_SECONDS, PLANNER_PROBE_SECONDS
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

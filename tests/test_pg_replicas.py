@@ -11,8 +11,7 @@ import asyncio
 import pathlib
 import random
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import pg
@@ -20,8 +19,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import CREATED, add, log_head, read_events, sequences, subscribe, subscribe_live
+
+from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until, wait_until_async
 
 EVENTS = 200
 CRASH_ROUNDS = 6
@@ -54,14 +55,6 @@ def _log_sequences(url: str) -> list[int]:
         "SELECT sequence FROM rigger.events ORDER BY sequence", url.rsplit("/", 1)[1]
     )
     return [int(line) for line in text.split()]
-
-
-def _wait_until(condition: Callable[[], bool], what: str, within: float = WAIT) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {within} s: {what}")
-        time.sleep(0.05)
 
 
 def _health(server: ServerProcess) -> int:
@@ -150,16 +143,15 @@ async def test_a_postgresql_restart_fails_writes_unavailable_and_streams_catch_u
 
         # The streams stayed open; once writes work again they carry on at 6.
         async def write_when_back(stub: rigger_pb2_grpc.RiggerServiceStub, title: str) -> None:
-            deadline = time.monotonic() + WAIT
-            while True:
+            async def written() -> bool:
                 try:
                     await stub.AddTask(pb.AddTaskRequest(title=title), timeout=WAIT)
-                    return
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
+                    return False
+                return True
+
+            await wait_until_async(written, "writes to work again", within=WAIT, every=0.1)
 
         for i in range(5):
             await write_when_back(stubs[i % 2], f"after {i}")
@@ -175,13 +167,13 @@ def test_health_is_not_serving_while_the_database_is_unreachable(replicas):
     assert _health(one) == serving
     cluster.stop()
     try:
-        _wait_until(
+        wait_until(
             lambda: _health(one) == health_pb2.HealthCheckResponse.NOT_SERVING,
             "health turns NOT_SERVING",
         )
     finally:
         cluster.start()
-    _wait_until(lambda: _health(one) == serving, "health turns SERVING again")
+    wait_until(lambda: _health(one) == serving, "health turns SERVING again")
 
 
 def _writer(address: str, acked: list[str], stop: threading.Event) -> None:
@@ -239,10 +231,8 @@ async def test_sigkill_of_a_replica_mid_writes_loses_nothing_and_its_subscribers
         for writer in writers:
             writer.start()
         crash_after = rng.randint(5, 60)
-        await asyncio.to_thread(
-            _wait_until,
-            lambda acked=round_acked, n=crash_after: len(acked) >= n,
-            "the writers make progress",
+        await wait_until_async(
+            lambda acked=round_acked, n=crash_after: len(acked) >= n, "the writers make progress"
         )
         victim.kill()
         stop.set()

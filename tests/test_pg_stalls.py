@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import pathlib
 import signal
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -24,7 +23,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until_async
 
 WAIT = 30.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -86,22 +87,23 @@ async def health(channel: grpc.aio.Channel) -> int:
 
 
 async def wait_for_health(channel: grpc.aio.Channel, status: int) -> None:
-    deadline = time.monotonic() + WAIT
-    while await health(channel) != status:
-        assert time.monotonic() < deadline, f"health never turned {status}"
-        await asyncio.sleep(0.1)
+    async def turned() -> bool:
+        return await health(channel) == status
+
+    await wait_until_async(turned, f"health to turn {status}", within=WAIT, every=0.1)
 
 
 async def add_when_back(stub: rigger_pb2_grpc.RiggerServiceStub, title: str) -> pb.Task:
     """AddTask, retrying while the database is still coming back."""
-    deadline = time.monotonic() + WAIT
-    while True:
+
+    async def added() -> pb.Task | None:
         try:
             return (await stub.AddTask(pb.AddTaskRequest(title=title), timeout=WAIT)).task
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
-            assert time.monotonic() < deadline, "writes never worked again"
-            await asyncio.sleep(0.1)
+            return None
+
+    return await wait_until_async(added, "writes to work again", within=WAIT, every=0.1)
 
 
 def start(tmp_path: pathlib.Path, url: str, timeout: float) -> ServerProcess:

@@ -25,7 +25,6 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server import wire
 from rigger_server.sqlite_store import SqliteStore
-from serverproc import ServerProcess
 from streams import (
     STATUS_CHANGED,
     UPDATED,
@@ -39,6 +38,8 @@ from streams import (
     replay_all,
     subscribe_live,
 )
+
+from testkit.serverproc import ServerProcess
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "PRD.md"
 ORCHESTRATED = pb.TASK_EVENT_TYPE_ORCHESTRATED

@@ -20,8 +20,7 @@ import re
 import socket
 import sqlite3
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
@@ -29,7 +28,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ollama_standin import OllamaStandIn, Reply, valid
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import (
     WAIT,
     add,
@@ -42,6 +40,9 @@ from streams import (
     replay_all,
     subscribe_live,
 )
+
+from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until_async
 
 PRD = (
     "# Checkout\n\nCard payments for the shop.\n\n"
@@ -69,14 +70,6 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll a condition the stand-in's threads make true; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +381,7 @@ async def test_of_two_concurrent_orchestrations_of_a_task_one_wins_the_other_is_
     )
     calls = [asyncio.ensure_future(orchestrate(stub, task.id)) for _ in range(2)]
     # Both read the task and are inside the model: neither holds a lock.
-    await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 2)
+    await wait_until_async(lambda: len(ollama.chats) == 2, "len(ollama.chats) == 2")
     other = await stub.AddTask(pb.AddTaskRequest(title="written meanwhile"))
     assert other.task.version == 1
     release.set()
@@ -408,7 +401,7 @@ async def test_an_update_while_the_model_thinks_aborts_the_orchestration(stub, o
     release = threading.Event()
     ollama.script(Reply(content=json.dumps(ENHANCEMENT), release=release), valid(TEST))
     call = asyncio.ensure_future(orchestrate(stub, task.id))
-    await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 1)
+    await wait_until_async(lambda: len(ollama.chats) == 1, "len(ollama.chats) == 1")
     await stub.UpdateTask(pb.UpdateTaskRequest(task_id=task.id, assignee="carol"))
     release.set()
     await fails(call, grpc.StatusCode.ABORTED, task.id, "nothing was written")
@@ -487,7 +480,7 @@ async def test_health_and_add_task_answer_while_hostile_answers_are_read(stub, s
     release = threading.Event()
     ollama.script(Reply(content=hostile, release=release), *[Reply(content=hostile)] * 2)
     call = asyncio.ensure_future(generate(stub, prd))
-    await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 1)
+    await wait_until_async(lambda: len(ollama.chats) == 1, "len(ollama.chats) == 1")
     release.set()
     async with grpc.aio.insecure_channel(server.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -513,7 +506,7 @@ async def test_a_64_mib_answer_is_failed_precondition_naming_the_cap_and_its_fla
         f"more than {4 * MIB} bytes",
         "rig grpc --max-model-answer-bytes",
     )
-    await asyncio.to_thread(wait_for, lambda: ollama.answered == 1)
+    await wait_until_async(lambda: ollama.answered == 1, "ollama.answered == 1")
     assert ollama.sent < 32 * MIB
     await assert_nothing_written(stub, server, before)
 
@@ -555,7 +548,7 @@ async def test_hung_calls_at_a_models_bound_are_refused_at_once_and_other_models
         async with own_server(project, ollama, "--max-model-calls", "4") as (stub, _):
             ollama.script(*(Reply(content=json.dumps(PLAN), release=release) for _ in range(2)))
             hung += [asyncio.ensure_future(generate(stub, "prd.md")) for _ in range(2)]
-            await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 2)
+            await wait_until_async(lambda: len(ollama.chats) == 2, "len(ollama.chats) == 2")
             await fails(
                 generate(stub, "prd.md"),
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -581,7 +574,7 @@ async def test_a_decomposition_past_the_subtask_limit_by_a_subtask_added_meanwhi
         release = threading.Event()
         ollama.script(Reply(content=json.dumps(parts), release=release))
         call = asyncio.ensure_future(orchestrate(stub, task.id))
-        await asyncio.to_thread(wait_for, lambda: len(ollama.chats) == 1)
+        await wait_until_async(lambda: len(ollama.chats) == 1, "len(ollama.chats) == 1")
         # A child does not change its parent's version: only a count can tell.
         await add(stub, "added by hand meanwhile", parent_task_id=task.id)
         before = await snapshot(stub, server)

@@ -12,7 +12,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as wire
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
 
 V1 = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 

@@ -26,9 +26,10 @@ import pytest
 from google.protobuf.message import Message
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import WAIT
 from test_token_revocation import KEPT, NEW, OLD, bearer, rotate
+
+from testkit.serverproc import ServerProcess
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "PRD.md"
 SERVICE = "/rigger.v1.RiggerService/"

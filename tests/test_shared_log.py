@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import CREATED, add, read_events, sequences, subscribe_live
+
+from testkit.serverproc import ServerProcess
 
 EVENTS = 200
 

@@ -27,7 +27,9 @@ import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
+
+from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until
 
 # Each builds and starts a client program (the Go and TypeScript builds take a while).
 pytestmark = pytest.mark.slow
@@ -191,11 +193,11 @@ def _add(address: str, title: str, assignee: str | None = None) -> pb.Task:
 def _wait_subscribed(server: ServerProcess, sidecar: Sidecar) -> None:
     # A live-only subscriber sees only what is committed after it subscribed;
     # the sidecars announce the subscription on stderr.
-    deadline = time.monotonic() + 20
-    while not any("subscribed" in line for line in sidecar.stderr):
-        if time.monotonic() > deadline:
-            pytest.fail("sidecar never subscribed; stderr:\n" + "\n".join(sidecar.stderr))
-        time.sleep(0.05)
+    wait_until(
+        lambda: any("subscribed" in line for line in sidecar.stderr),
+        "the sidecar to subscribe; stderr:\n" + "\n".join(sidecar.stderr),
+        within=20,
+    )
 
 
 LANGUAGES = ["python", "go", "ts"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
-from serverproc import ServerProcess
 from streams import fails
+
+from testkit.serverproc import ServerProcess
 
 # Two UTF-8 bytes, six in a percent-encoded trailer.
 E_ACUTE = "\u00e9"

@@ -23,8 +23,9 @@ from raw_http2 import REFUSED, RawConnection
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.limits import Limits
-from serverproc import ServerProcess
 from streams import HEAD_SEQUENCE, WAIT
+
+from testkit.serverproc import ServerProcess
 
 ADD_TASK = "/rigger.v1.RiggerService/AddTask"
 SUBSCRIBE = "/rigger.v1.RiggerService/SubscribeToTaskEvents"

@@ -24,9 +24,9 @@ from rigger.v1 import rigger_pb2_grpc
 from rigger_server.console import exitcodes, listing, prefixes
 from rigger_server.console.jsonform import to_json
 from rigger_server.console.statuses import StatusName, names
-from serverproc import RIG, ServerProcess
 
-from conformance.pki import RunSecurity
+from testkit.pki import RunSecurity
+from testkit.serverproc import RIG, ServerProcess
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import pathlib
 import signal
-import time
 
 import grpc
 import pytest
@@ -20,8 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess
 from streams import WAIT, read_events, read_to_error, trailing
+
+from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until_async
 
 OLD = "old-token-to-be-revoked"
 KEPT = "token-that-stays"
@@ -68,15 +69,16 @@ async def rotate(server: ServerProcess, token_file: pathlib.Path, stub, *tokens:
     """Write the new token file, SIGHUP, and wait until the old token is refused."""
     await asyncio.to_thread(token_file.write_text, "".join(f"{token}\n" for token in tokens))
     server.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + WAIT
-    while True:
+
+    async def refused() -> bool:
         try:
             await stub.ListTasks(pb.ListTasksRequest(), metadata=bearer(OLD))
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
-            return
-        assert time.monotonic() < deadline, "the rotation never took effect"
-        await asyncio.sleep(0.02)
+            return True
+        return False
+
+    await wait_until_async(refused, "the rotation to take effect", within=WAIT)
 
 
 def open_stream(stub, method: str, token: str, **fields):

@@ -16,7 +16,8 @@ from rigcli import env_for, guarded_server, rig
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.console import exitcodes
-from serverproc import RIG, ServerProcess
+
+from testkit.serverproc import RIG, ServerProcess
 
 # Seconds any one expectation may take on a loaded machine.
 WAIT = 30.0

@@ -22,7 +22,6 @@ import re
 import signal
 import socket
 import sys
-import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
@@ -33,7 +32,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import listening_on_both_loopbacks
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
-from serverproc import ServerProcess, rig
 from streams import (
     CREATED,
     HEAD_SEQUENCE,
@@ -50,6 +48,9 @@ from streams import (
     subscribe_live,
     trailing,
 )
+
+from testkit.serverproc import ServerProcess, rig
+from testkit.wait import wait_until, wait_until_async
 
 WORKERS = 2
 # Each channel gets its own subchannel, hence its own TCP connection, which the
@@ -97,9 +98,8 @@ def running(pids: Iterable[int]) -> list[int]:
 def wait_until_gone(pids: Iterable[int], within: float = WAIT) -> list[int]:
     """Wait up to `within` seconds for `pids` to stop; return those still running."""
     pids = list(pids)
-    deadline = time.monotonic() + within
-    while running(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not running(pids), "the processes to stop", within=within, every=0.05)
     return running(pids)
 
 
@@ -166,17 +166,15 @@ async def _open_client(server: ServerProcess, workers: set[int]) -> Client:
     channel = grpc.aio.insecure_channel(server.address, options=OWN_CONNECTION)
     try:
         await asyncio.wait_for(channel.channel_ready(), WAIT)
-        deadline = time.monotonic() + WAIT
-        while True:
+
+        def holder() -> int | None:
             new = _own_ports(server.port) - before
-            if len(new) == 1:
-                holder = _holder(workers, server.port, next(iter(new)))
-                if holder is not None:
-                    return Client(channel, rigger_pb2_grpc.RiggerServiceStub(channel), holder)
-            assert time.monotonic() < deadline, (
-                f"cannot tell which worker holds the new connection (new local ports: {new})"
-            )
-            await asyncio.sleep(0.01)
+            return _holder(workers, server.port, next(iter(new))) if len(new) == 1 else None
+
+        worker = await wait_until_async(
+            holder, "a worker holding the new connection (one new local port)", within=WAIT
+        )
+        return Client(channel, rigger_pb2_grpc.RiggerServiceStub(channel), worker)
     except BaseException:
         await channel.close()
         raise
@@ -231,13 +229,14 @@ async def settled_head(clients: list[Client]) -> int:
     so right after a write through one worker another may still report an
     older head.
     """
-    deadline = time.monotonic() + WAIT
-    while True:
+
+    async def agreed() -> set[int]:
         heads = {await log_head(c.stub) for c in one_per_worker(clients)}
-        if len(heads) == 1:
-            return heads.pop()
-        assert time.monotonic() < deadline, f"the workers never agreed on the log head: {heads}"
-        await asyncio.sleep(0.01)
+        return heads if len(heads) == 1 else set()
+
+    return (
+        await wait_until_async(agreed, "the workers to agree on the log head", within=WAIT)
+    ).pop()
 
 
 async def live_from_settled_head(clients: list[Client]) -> tuple[int, list[Any]]:
@@ -687,17 +686,18 @@ async def test_sighup_reloads_the_token_file_in_every_worker(
             await asyncio.to_thread(token_file.write_text, f"{ROTATED}\n")
             server.proc.send_signal(signal.SIGHUP)
             for client in clients:
-                deadline = time.monotonic() + WAIT
-                while True:
+
+                async def accepted(client: Client = client) -> bool:
                     try:
                         await call(client, ROTATED)
-                        break
                     except grpc.aio.AioRpcError as error:
                         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-                        assert time.monotonic() < deadline, (
-                            f"worker {client.worker} never accepted the rotated token"
-                        )
-                        await asyncio.sleep(0.05)
+                        return False
+                    return True
+
+                await wait_until_async(
+                    accepted, f"worker {client.worker} to accept the rotated token", within=WAIT
+                )
                 with pytest.raises(grpc.aio.AioRpcError) as old:
                     await call(client, TOKEN)
                 assert old.value.code() == grpc.StatusCode.UNAUTHENTICATED, client.worker

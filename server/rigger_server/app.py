@@ -15,11 +15,20 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 from rigger.v1 import rigger_pb2
 
-from rigger_server import database, metrics, metrics_http, reflection_v1, service, wire
+from rigger_server import (
+    database,
+    db_target,
+    metrics,
+    metrics_http,
+    reflection_v1,
+    seams,
+    service,
+    wire,
+)
 from rigger_server.auth import AuthInterceptor, TokenAuth
 from rigger_server.calls import CallObserver
 from rigger_server.database import LogNotifier
@@ -27,7 +36,6 @@ from rigger_server.events import DEFAULT_BUFFER, Broadcaster
 from rigger_server.limits import MAX_OPEN_FILES, RESERVED_FILES, Limits
 from rigger_server.planner import Planner, PlannerConfig, build_planner
 from rigger_server.planner.readiness import READY, Readiness, probe_for, watch
-from rigger_server.planning import Planning
 from rigger_server.tail import LogTail
 from rigger_server.tasks import TaskBook
 
@@ -148,8 +156,8 @@ class Certificates:
 class ServerConfig:
     """Everything `rig grpc` can set; its flags' defaults are these (and Limits')."""
 
-    # A SQLite file, or a postgresql:// URL (database.Target).
-    db_path: database.Target
+    # A SQLite file, or a postgresql:// URL (db_target.Target).
+    db_path: db_target.Target
     project_root: pathlib.Path
     host: str = "localhost"
     port: int = 50051
@@ -323,7 +331,10 @@ class RiggerServer:
         self.port = 0
         self.addresses: list[str] = []
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        # The parts the server is made of: its own, unless a test-only wrapper
+        # installed others (seams.py).
+        self._seams = seams.installed()
+        self._health = self._seams.health()
         self._book: TaskBook | None = None
         self._notifier: LogNotifier | None = None
         self._closing = False
@@ -345,7 +356,8 @@ class RiggerServer:
         )
         self._notifier = notifier
         try:
-            broadcaster = Broadcaster(
+            store = self._seams.store(store)
+            broadcaster = self._seams.broadcaster(
                 buffer=config.buffer,
                 buffer_bytes=config.limits.buffer_bytes,
                 max_subscribers=config.limits.max_subscribers,
@@ -361,7 +373,7 @@ class RiggerServer:
                 await notifier.close()
                 self._notifier = None
             self._tail.start()
-            self._book = TaskBook(
+            self._book = self._seams.book(
                 store,
                 broadcaster,
                 config.project_root,
@@ -374,7 +386,7 @@ class RiggerServer:
             self._planner = build_planner(
                 config.planner, config.limits, observe=metrics.planner_step
             )
-            planning = Planning(self._book, self._planner)
+            planning = self._seams.planning(self._book, self._planner)
             # Outermost, so it sees every call's end, the auth refusals too.
             interceptors: list[grpc.aio.ServerInterceptor] = [
                 CallObserver(log_calls=config.log_format == "json")
@@ -383,11 +395,11 @@ class RiggerServer:
                 interceptors.append(AuthInterceptor(self.auth, public_health=config.public_health))
             server, self.addresses, self.port = await bind(
                 lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
-                loopbacks() if config.host == "localhost" else [config.host],
+                self._seams.loopbacks(loopbacks()) if config.host == "localhost" else [config.host],
                 config.port,
                 self.certificates.credentials if self.certificates else None,
             )
-            servicer = service.RiggerServicer(
+            servicer = self._seams.servicer(
                 self._book,
                 planning,
                 token_auth=self.auth,
@@ -396,18 +408,15 @@ class RiggerServer:
             )
             server.add_generic_rpc_handlers((service.rpc_handler(servicer),))
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            reflector = reflection.aio.ReflectionServicer(
+            self._seams.reflection(
                 (
                     rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"].full_name,
                     health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                     reflection.SERVICE_NAME,
                     reflection_v1.SERVICE_NAME,
-                )
+                ),
+                server,
             )
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
-                reflector, server
-            )
-            reflection_v1.add_to_server(reflector, server)
             await server.start()
         except BaseException:
             await self._close_planner()

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rigger_server import __version__, console, database, logs, metrics, wire
+from rigger_server import __version__, console, database, db_target, logs, metrics, wire
 from rigger_server.app import (
     PORT_ATTEMPTS,
     CertificateError,
@@ -25,7 +25,7 @@ from rigger_server.app import (
     raise_open_file_limit,
 )
 from rigger_server.auth import TokenFileError
-from rigger_server.database import DatabaseUnusable
+from rigger_server.db_target import DatabaseUnusable
 from rigger_server.errors import StoreFault
 from rigger_server.limits import Limits
 from rigger_server.metrics_http import DEFAULT_HOST, MetricsBindError, MetricsServer
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _init(args: argparse.Namespace) -> int:
     if args.db is not None:
-        if not database.is_url(args.db):
+        if not db_target.is_url(args.db):
             print(
                 f"error: --db: expected a postgresql:// URL, got {args.db!r}",
                 file=sys.stderr,
@@ -332,8 +332,8 @@ def _init(args: argparse.Namespace) -> int:
 def _grpc(args: argparse.Namespace) -> int:
 
     root = pathlib.Path.cwd()
-    db_path: database.Target
-    if args.db is not None and database.is_url(args.db):
+    db_path: db_target.Target
+    if args.db is not None and db_target.is_url(args.db):
         db_path = args.db
     elif args.db is None:
         directory = root / RIGGER_DIR
@@ -409,7 +409,7 @@ def _grpc(args: argparse.Namespace) -> int:
 
 
 def server_config(
-    args: argparse.Namespace, db_path: database.Target, root: pathlib.Path, planner: PlannerConfig
+    args: argparse.Namespace, db_path: db_target.Target, root: pathlib.Path, planner: PlannerConfig
 ) -> ServerConfig:
     """What the `rig grpc` flags in `args` ask for, serving `db_path` from `root`."""
     return ServerConfig(
@@ -544,7 +544,7 @@ def _print_banner(
         "🚀 Rigger gRPC Server starting...\n"
         "   Protocol: gRPC over HTTP/2\n"
         f"   Address: {first}{also}\n"
-        f"   Database: {database.describe(config.db_path)}\n"
+        f"   Database: {db_target.describe(config.db_path)}\n"
         f"   Security: {_security_summary(config)}{processes}\n"
         f"   Planner: {_planner_summary(config)}{exposed}\n"
         f"   Broadcast: Enabled ({config.buffer} event buffer)",

@@ -15,22 +15,12 @@ latency, never events.
 from __future__ import annotations
 
 import pathlib
-import urllib.parse
 from collections.abc import Callable
 from typing import Protocol
 
+from rigger_server.db_target import EXTRA, DatabaseUnusable, Target, is_url, redact
 from rigger_server.domain import EventEncoder
 from rigger_server.store import Store
-
-# A SQLite file, or a PostgreSQL URL (a str starting with one of SCHEMES).
-Target = pathlib.Path | str
-
-SCHEMES = ("postgresql://", "postgres://")
-EXTRA = "pip install 'rigger[postgres]'"
-
-
-class DatabaseUnusable(Exception):
-    """The database cannot serve: unreachable, not initialised, or of another schema version."""
 
 
 class LogNotifier(Protocol):
@@ -50,34 +40,6 @@ class LogNotifier(Protocol):
     async def close(self) -> None:
         """Stop listening and release everything."""
         ...
-
-
-def is_url(target: Target) -> bool:
-    """True when `target` is a PostgreSQL URL."""
-    return isinstance(target, str) and target.startswith(SCHEMES)
-
-
-def redact(url: str) -> str:
-    """`url` without its password, fit for a banner or a log line."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        credentials, _, hosts = netloc.rpartition("@")
-        user, colon, _ = credentials.partition(":")
-        netloc = f"{user}{':***' if colon else ''}@{hosts}"
-    query = urllib.parse.urlencode(
-        [
-            (key, "***" if key == "password" else value)
-            for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*/:",
-    )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-
-
-def describe(target: Target) -> str:
-    """What a banner says the database is: the file, or the URL without its password."""
-    return redact(str(target)) if is_url(target) else str(target)
 
 
 def _require_postgres() -> None:

@@ -109,11 +109,15 @@ class Feed:
                 self._subscription = self._broadcaster.subscribe(self._filter, self._turns)
                 self._replay_to = self._broadcaster.head
             else:
-                self._go_live(self._cursor)
+                self.hand_over(self._cursor)
         return [event for event in events if self._filter.matches(event)]
 
-    def _go_live(self, replayed_to: int) -> None:
-        """Replay delivered everything up to `replayed_to`: live events follow it."""
+    def hand_over(self, replayed_to: int) -> None:
+        """Replay delivered everything up to `replayed_to`: live events follow it.
+
+        The feed calls it itself, once replay has passed the head; public as
+        a test seam (seams.py), so a broken server can move the hand-over.
+        """
         self._replaying = False
         self._live_after = replayed_to
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg
 
-from rigger_server.database import redact
+from rigger_server.db_target import redact
 from rigger_server.limits import Limits
 from rigger_server.pg_stall import BoundedAsyncConnection
 from rigger_server.pg_store import CHANNEL, connection_kwargs

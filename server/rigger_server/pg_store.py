@@ -52,7 +52,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from rigger_server.database import DatabaseUnusable, redact
+from rigger_server.db_target import DatabaseUnusable, redact
 from rigger_server.domain import (
     ComprehensionTestRecord,
     EnhancementRecord,

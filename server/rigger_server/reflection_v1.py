@@ -12,12 +12,13 @@ client can list and describe the v1 service like any other.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import FileDescriptor
-from grpc_reflection.v1alpha import reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 PACKAGE = "grpc.reflection.v1"
 FILE_NAME = "grpc/reflection/v1/reflection.proto"
@@ -73,3 +74,12 @@ def add_to_server(servicer: Any, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE_NAME, {"ServerReflectionInfo": handler}),)
     )
+
+
+def enable(service_names: Sequence[str], server: grpc.aio.Server) -> None:
+    """Serve reflection for `service_names` as grpc.reflection.v1alpha and v1, one servicer."""
+    reflector = reflection.aio.ReflectionServicer(tuple(service_names))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        reflector, server
+    )
+    add_to_server(reflector, server)

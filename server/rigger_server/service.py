@@ -150,7 +150,7 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
             return await method(self, self._checked(request), context)
         except errors.RiggerError as exc:
             self._report(method.__name__, exc)
-            await _abort(context, status_of(exc), str(exc))
+            await _abort(context, *self.answer(exc))
         except Exception:
             log.exception("%s failed", method.__name__)
             await _abort(context, grpc.StatusCode.INTERNAL, "internal error; see the server log")
@@ -270,6 +270,13 @@ class RiggerServicer:
     def turns(self) -> events.Turns:
         """The turns the batched streams take (for the metrics)."""
         return self._turns
+
+    def answer(self, exc: errors.RiggerError) -> tuple[grpc.StatusCode, str]:
+        """How a call that raised a domain error ends: its status code and message.
+
+        Every error answer comes through here (also a test seam: seams.py).
+        """
+        return status_of(exc), str(exc)
 
     def _checked(self, request: Any) -> Any:
         """The parsed request, every string and repeated field within its limit."""
@@ -506,14 +513,15 @@ class RiggerServicer:
             )
         if isinstance(exc, errors.StoreFault):
             self._report("event stream", exc)
+            code, message = self.answer(exc)
             await _abort(
                 context,
-                status_of(exc),
-                f"{exc}; last sequence received: {last}. "
+                code,
+                f"{message}; last sequence received: {last}. "
                 f"Resubscribe with after_sequence={last} to resume without loss",
             )
         if isinstance(exc, errors.RiggerError):
-            await _abort(context, status_of(exc), str(exc))
+            await _abort(context, *self.answer(exc))
         # Never UNKNOWN, never an internal message: the details go to the log.
         log.error("event stream failed", exc_info=exc)
         await _abort(context, grpc.StatusCode.INTERNAL, "internal error; see the server log")

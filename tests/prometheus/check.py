@@ -30,15 +30,14 @@ import urllib.request
 import uuid
 from typing import Any
 
+import grpc
+from rigger.v1 import rigger_pb2 as pb
+from rigger.v1 import rigger_pb2_grpc
+
+from testkit.serverproc import ServerProcess
+
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(REPO))
-
-import grpc  # noqa: E402
-from rigger.v1 import rigger_pb2 as pb  # noqa: E402
-from rigger.v1 import rigger_pb2_grpc  # noqa: E402
-
-from conformance.serverproc import ServerProcess  # noqa: E402
 
 TOKEN = "prometheus-scrapes-with-this"
 REVOKED = "revoked-during-the-run"

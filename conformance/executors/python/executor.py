@@ -29,7 +29,7 @@ from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2
 from rigger_client import connect
 
-from conformance.framing import FrameReader, encode_frame
+from conformance.executors.framing import FrameReader, encode_frame
 
 SERVICE = rigger_pb2.DESCRIPTOR.services_by_name["RiggerService"]
 

@@ -9,10 +9,8 @@ from rigger_server.planner.complexity import route
 from rigger_server.planner.config import (
     DEFAULT_OLLAMA_URL,
     PLANNERS,
-    ModelSelector,
     PlannerConfig,
     add_planner_flags,
-    build_planner,
     config_from_args,
     ollama_url,
 )
@@ -33,6 +31,7 @@ from rigger_server.planner.plans import (
     TaskPlan,
     check_test_type,
 )
+from rigger_server.planner.selection import ModelSelector, build_planner
 
 
 def __getattr__(name: str) -> object:

@@ -25,10 +25,10 @@ from rigger_server.limits import (
     PLANNER_PROBE_LONGEST_SECONDS,
     PLANNER_PROBE_SECONDS,
 )
-from rigger_server.planner.config import ModelSelector
 from rigger_server.planner.plans import Deadline
+from rigger_server.planner.selection import ModelSelector
 
-if TYPE_CHECKING:  # loaded only by servers that talk to Ollama (config.build_planner)
+if TYPE_CHECKING:  # loaded only by servers that talk to Ollama (selection.build_planner)
     from rigger_server.planner.ollama import OllamaPlanner
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""The conformance suite's parts in process: cases, plans, judging, verdicts, framing."""
