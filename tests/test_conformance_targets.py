@@ -20,10 +20,10 @@ from conformance import cases as c
 from conformance.cases import load
 from conformance.executors.launch import build_commands
 from conformance.executors.process import ExecutorPool
-from conformance.runner.security import RunSecurity
 from conformance.suite.execute import execute
 from conformance.suite.plan import plan
 from conformance.targets import capabilities, profiles, target
+from testkit.pki import RunSecurity
 from testkit.serverproc import RIG, ServerProcess
 
 

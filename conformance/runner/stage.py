@@ -23,10 +23,10 @@ from conformance.cases import messages
 from conformance.cases.bindings import Bindings
 from conformance.executors.process import ExecutorDied, ExecutorPool, ExecutorProcess
 from conformance.runner import discovery
-from conformance.runner.security import RunSecurity
 from conformance.runner.steps import Scope, StepFailed, fail, for_each
 from conformance.suite.plan import Run
 from conformance.targets.target import Target
+from testkit.pki import RunSecurity
 
 # How long the runner waits for an executor beyond the call's own deadline.
 ANSWER_SLACK_S = 15.0

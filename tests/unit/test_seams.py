@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import grimp
 from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection
-from rigger_server import seams
+from rigger_server import reflection_v1, seams
 from rigger_server.events import Broadcaster
 from rigger_server.planning import Planning
 from rigger_server.service import RiggerServicer
@@ -20,7 +19,8 @@ def test_the_default_seams_are_the_servers_own_parts():
     assert default.planning is Planning
     assert default.servicer is RiggerServicer
     assert default.health is health.aio.HealthServicer
-    assert default.reflection is reflection.enable_server_reflection
+    # v1alpha and v1, from one servicer.
+    assert default.reflection is reflection_v1.enable
     store = object()
     assert default.store(store) is store
     assert default.loopbacks(["[::1]", "127.0.0.1"]) == ["[::1]", "127.0.0.1"]
