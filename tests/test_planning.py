@@ -251,7 +251,7 @@ async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_o
     for gone in old[1:]:
         task = (await stub.GetTask(pb.GetTaskRequest(task_id=gone.id))).task
         assert task.status == pb.TASK_STATUS_ARCHIVED
-    assert [(r.task.title, outcome_name(r)) for r in reply.results] == [
+    assert [(task_of(reply, r).title, outcome_name(r)) for r in reply.results] == [
         (TITLES[0], "KEPT"),
         *((title, "CREATED") for title in TITLES[1:]),
         *((title, "ARCHIVED") for title in TITLES[1:]),
@@ -260,6 +260,16 @@ async def test_replace_existing_archives_the_tasks_still_in_todo_and_keeps_the_o
 
 def outcome_name(result: pb.GeneratedTask) -> str:
     return pb.GenerationOutcome.Name(result.outcome).removeprefix("GENERATION_OUTCOME_")
+
+
+def task_of(reply: pb.GenerateTasksFromPRDResponse, result: pb.GeneratedTask) -> pb.Task:
+    """The result's task: a created one is sent once, in the answer's `tasks`, never twice."""
+    if result.outcome == pb.GENERATION_OUTCOME_CREATED:
+        assert not result.HasField("task")
+        (created,) = [task for task in reply.tasks if task.id == result.task_id]
+        return created
+    assert result.task.id == result.task_id
+    return result.task
 
 
 async def live_titles(stub, prd_id: str) -> list[str]:
@@ -328,7 +338,9 @@ async def test_sync_follows_a_prd_that_gained_changed_and_lost_items(stub, serve
     (server.root / prd).write_text(text)
     events = await subscribe_live(stub)
     reply = await generate(stub, prd, mode=SYNC)
-    assert [(r.task.title, outcome_name(r), list(r.changed_fields)) for r in reply.results] == [
+    assert [
+        (task_of(reply, r).title, outcome_name(r), list(r.changed_fields)) for r in reply.results
+    ] == [
         (TITLES[0], "KEPT", []),
         (TITLES[1], "UPDATED", ["reasoning"]),
         (TITLES[2], "KEPT", []),
@@ -344,7 +356,7 @@ async def test_sync_follows_a_prd_that_gained_changed_and_lost_items(stub, serve
         old[1].version + 2,
     )
     assert "log the sequence resumed from" in resumed.reasoning
-    digest = reply.results[3].task
+    digest = task_of(reply, reply.results[3])
     assert list(digest.dependencies) == [old[2].id]
     assert list(reply.archived_task_ids) == [old[3].id]
     assert [t.id for t in reply.tasks] == [digest.id]

@@ -25,7 +25,7 @@ from rigger_server.guard import WriteGuard
 from rigger_server.limits import MAX_BATCH_MESSAGE_BYTES, MAX_STATUS_MESSAGE_BYTES
 from rigger_server.planner import Deadline
 from rigger_server.planning import Generated, Planning
-from rigger_server.regeneration import requested_mode
+from rigger_server.regeneration import Outcome, Result, requested_mode
 from rigger_server.request_limits import check_request
 from rigger_server.store import TaskQuery
 from rigger_server.tasks import (
@@ -166,14 +166,18 @@ def _generated_to_pb(generated: Generated) -> pb.GenerateTasksFromPRDResponse:
         model=generated.model,
         prd_id=generated.prd_id,
         archived_task_ids=generated.archived_task_ids,
-        results=[
-            pb.GeneratedTask(
-                task=wire.task_to_pb(result.task),
-                outcome=int(result.outcome),  # type: ignore[arg-type]
-                changed_fields=result.changed_fields,
-            )
-            for result in generated.results
-        ],
+        results=[_result_to_pb(result) for result in generated.results],
+    )
+
+
+def _result_to_pb(result: Result) -> pb.GeneratedTask:
+    # A created task is in the answer's `tasks` already: sent once, by id here.
+    created = result.outcome is Outcome.CREATED
+    return pb.GeneratedTask(
+        task=None if created else wire.task_to_pb(result.task),
+        outcome=int(result.outcome),  # type: ignore[arg-type]
+        changed_fields=result.changed_fields,
+        task_id=result.task.id,
     )
 
 

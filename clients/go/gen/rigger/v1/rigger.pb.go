@@ -1338,13 +1338,19 @@ func (x *GenerateTasksFromPRDRequest) GetMode() GenerationMode {
 // or left alone.
 type GeneratedTask struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The task as it is after the call.
+	// The task as it is after the call; left out for
+	// GENERATION_OUTCOME_CREATED, whose task is in
+	// GenerateTasksFromPRDResponse.tasks already (in the same order), so that
+	// no task is sent twice: a large PRD's answer stays within what clients
+	// accept.
 	Task *Task `protobuf:"bytes,1,opt,name=task,proto3" json:"task,omitempty"`
 	// What the call did to it.
 	Outcome GenerationOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=rigger.v1.GenerationOutcome" json:"outcome,omitempty"`
 	// For GENERATION_OUTCOME_UPDATED: the fields that changed, as in the
 	// UPDATED event's "changed_fields".
 	ChangedFields []string `protobuf:"bytes,3,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	// The task's id, whatever the outcome.
+	TaskId        string `protobuf:"bytes,4,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1398,6 +1404,13 @@ func (x *GeneratedTask) GetChangedFields() []string {
 		return x.ChangedFields
 	}
 	return nil
+}
+
+func (x *GeneratedTask) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
 }
 
 // GenerateTasksFromPRDResponse holds the generated tasks.
@@ -2517,11 +2530,12 @@ const file_rigger_v1_rigger_proto_rawDesc = "" +
 	"\x06prd_id\x18\x01 \x01(\tR\x05prdId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12)\n" +
 	"\x10replace_existing\x18\x03 \x01(\bR\x0freplaceExisting\x12-\n" +
-	"\x04mode\x18\x04 \x01(\x0e2\x19.rigger.v1.GenerationModeR\x04mode\"\x93\x01\n" +
+	"\x04mode\x18\x04 \x01(\x0e2\x19.rigger.v1.GenerationModeR\x04mode\"\xac\x01\n" +
 	"\rGeneratedTask\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.rigger.v1.TaskR\x04task\x126\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1c.rigger.v1.GenerationOutcomeR\aoutcome\x12%\n" +
-	"\x0echanged_fields\x18\x03 \x03(\tR\rchangedFields\"\x95\x02\n" +
+	"\x0echanged_fields\x18\x03 \x03(\tR\rchangedFields\x12\x17\n" +
+	"\atask_id\x18\x04 \x01(\tR\x06taskId\"\x95\x02\n" +
 	"\x1cGenerateTasksFromPRDResponse\x12%\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x0f.rigger.v1.TaskR\x05tasks\x12'\n" +
 	"\x0ftasks_generated\x18\x02 \x01(\rR\x0etasksGenerated\x12\x18\n" +

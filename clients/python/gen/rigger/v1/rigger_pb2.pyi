@@ -871,11 +871,19 @@ class GeneratedTask(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
     outcome: Global___GenerationOutcome.ValueType
     """What the call did to it."""
+    task_id: _builtins.str
+    """The task's id, whatever the outcome."""
     @_builtins.property
     def task(self) -> Global___Task:
-        """The task as it is after the call."""
+        """The task as it is after the call; left out for
+        GENERATION_OUTCOME_CREATED, whose task is in
+        GenerateTasksFromPRDResponse.tasks already (in the same order), so that
+        no task is sent twice: a large PRD's answer stays within what clients
+        accept.
+        """
 
     @_builtins.property
     def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -889,10 +897,11 @@ class GeneratedTask(_message.Message):
         task: Global___Task | None = ...,
         outcome: Global___GenerationOutcome.ValueType = ...,
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        task_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["task", b"task"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "outcome", b"outcome", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed_fields", b"changed_fields", "outcome", b"outcome", "task", b"task", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
