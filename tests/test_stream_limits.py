@@ -12,6 +12,7 @@ streams beyond the advertised limit and never sends a request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pathlib
 import time
 
@@ -32,6 +33,8 @@ SUBSCRIBE = "/rigger.v1.RiggerService/SubscribeToTaskEvents"
 BATCHES = "/rigger.v1.RiggerService/SubscribeToTaskEventBatches"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 UNAUTHENTICATED = str(grpc.StatusCode.UNAUTHENTICATED.value[0])
+CANCELLED = grpc.StatusCode.CANCELLED
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 TOKEN = "stream-limit-test-token"
 
 # Streams opened in the memory test: each held one cost ~21 KiB before the
@@ -166,5 +169,49 @@ async def test_a_client_beyond_the_limit_is_served_once_a_slot_frees(project):
             assert HEAD_SEQUENCE in dict(metadata)  # type: ignore[call-overload]
             for call in calls:
                 call.cancel()
+    finally:
+        server.stop()
+
+
+def test_calls_held_over_many_connections_are_bounded_by_the_server_as_a_whole(project):
+    # 4 connections of 50 bodiless calls, each within the per-connection
+    # limit, opened at a pace the server keeps up with, against a server that
+    # takes 10 streams + 30 unary calls: it takes 40, gRPC's core keeps at
+    # most 3 x --max-subscribers more waiting to be taken
+    # (grpc.server.max_pending_requests_hard_limit), and cancels the rest at
+    # once. Without the server-wide bound it took and held all 200.
+    server = ServerProcess(
+        project, extra_args=("--max-subscribers", "10", "--max-unary-calls", "30")
+    ).start()
+    raws = [RawConnection(server.port) for _ in range(4)]
+    most_held = 40 + 3 * 10
+    ended = {str(code.value[0]) for code in (CANCELLED, RESOURCE_EXHAUSTED)}
+    try:
+        # Ten at a time, each group read by the server before the next, so
+        # that nothing is turned away for arriving in a burst.
+        for raw in raws:
+            for _ in range(5):
+                raw.open(ADD_TASK, 10)
+                raw.sync()
+
+        def answered() -> int:
+            return sum(sum(raw.summary().values()) for raw in raws)
+
+        deadline = time.monotonic() + WAIT
+        while answered() < 200 - most_held and time.monotonic() < deadline:
+            for raw in raws:  # each reads its own socket a little, in turn
+                with contextlib.suppress(TimeoutError):
+                    raw.wait_until(lambda: answered() >= 200 - most_held, within=0.2)
+        summaries = [raw.summary() for raw in raws]
+        assert answered() >= 200 - most_held, summaries
+        assert {code for summary in summaries for code in summary} <= ended, summaries
+    finally:
+        for raw in raws:
+            raw.close()
+    # The calls held are released with their connections: the server serves again.
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+            assert stub.AddTask(pb.AddTaskRequest(title="served"), timeout=WAIT).task.id
     finally:
         server.stop()

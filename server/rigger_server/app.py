@@ -394,7 +394,13 @@ class RiggerServer:
             if self.auth:
                 interceptors.append(AuthInterceptor(self.auth, public_health=config.public_health))
             server, self.addresses, self.port = await bind(
-                lambda: grpc.aio.server(options=config.grpc_options(), interceptors=interceptors),
+                lambda: grpc.aio.server(
+                    options=config.grpc_options(),
+                    interceptors=interceptors,
+                    # Every call held costs memory from its headers on, before
+                    # its request arrives: the server as a whole holds a bounded number.
+                    maximum_concurrent_rpcs=config.limits.max_calls,
+                ),
                 self._seams.loopbacks(loopbacks()) if config.host == "localhost" else [config.host],
                 config.port,
                 self.certificates.credentials if self.certificates else None,

@@ -80,6 +80,14 @@ LIMIT_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ),
     ("--max-subscribers", "max_subscribers", _positive, "most event streams open at once"),
     (
+        "--max-unary-calls",
+        "max_unary_calls",
+        _positive,
+        "most calls other than event streams held at once, all connections together: the "
+        "server takes at most --max-subscribers plus this many calls, and answers the rest "
+        "RESOURCE_EXHAUSTED at once",
+    ),
+    (
         "--max-streams-per-connection",
         "max_streams_per_connection",
         _positive,

@@ -142,6 +142,15 @@ class Limits:
     # legitimately multiplexes: a sidecar holds one stream; the bench holds at
     # most ~80 per connection (10 000 over 128), the reconnect-storm test 375.
     max_streams_per_connection: int = 1000
+    # Most calls other than event streams the server holds at once, all
+    # connections together: the server takes at most --max-subscribers plus
+    # this many calls of any kind (`max_calls`), and answers the rest
+    # RESOURCE_EXHAUSTED at once. Without it, connections times streams per
+    # connection is the only bound, and a call held without its request costs
+    # ~21 KiB (10 connections of 1000 such calls took the server from 45 to
+    # 255 MiB). A unary call is in flight for milliseconds: 1000 at once is
+    # far beyond what the 2-core bench machine serves.
+    max_unary_calls: int = 1000
 
     # Most bytes of events queued for one subscriber (beside --buffer, the
     # most events) before it is ended as lagging with RESOURCE_EXHAUSTED. The
@@ -192,6 +201,11 @@ class Limits:
     # server closes it (GOAWAY; clients reconnect on their next call). A
     # sidecar's open stream is a call in flight. No flag: a documented constant.
     max_idle_connection_seconds: float = 300.0
+
+    @property
+    def max_calls(self) -> int:
+        """Most calls of any kind the server holds at once: every stream, and the unary calls."""
+        return self.max_subscribers + self.max_unary_calls
 
 
 # The fields of `Limits` that no `rig grpc` flag sets (see each one's comment).
