@@ -86,9 +86,7 @@ def test_the_tls_token_and_rotation_commands_work(project, shell_env):
         wait_until(
             lambda: _bash(call, project, env).returncode == 0, "the new certificate and token"
         )
-        refused = _bash(
-            call.replace('$(head -n 1 .rigger/tokens.txt)', old_token), project, env
-        )
+        refused = _bash(call.replace("$(head -n 1 .rigger/tokens.txt)", old_token), project, env)
         assert refused.returncode != 0
         assert "Unauthenticated" in refused.stderr
     finally:

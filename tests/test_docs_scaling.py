@@ -112,7 +112,8 @@ def test_the_local_postgresql_recipe_serves_two_replicas_a_sidecar_fails_over(re
         processes[0].send_signal(signal.SIGINT)  # Ctrl-C in the first replica's terminal
         assert processes[0].wait(30) == 0
         assert bash(second).returncode == 0
-        line = sidecar.stdout.readline()  # the sidecar waits on its stream; the test's timeout bounds it
+        # The sidecar waits on its stream: the test's own timeout bounds this read.
+        line = sidecar.stdout.readline()
         assert line.startswith("#2 CREATED") and "second replica" in line
     finally:
         for process in processes:

@@ -35,11 +35,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 CLI_DOC = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
 EXAMPLE_PRD = REPO / "examples" / "PRD.md"
 # What docs/cli.md tells an MCP client to run (tests/test_task_cli.py checks its shape).
-SNIPPET = json.loads(
-    re.findall(
-        r"```json\n(.*?)```", CLI_DOC, re.S
-    )[0]
-)["mcpServers"]["rigger"]
+SNIPPET = json.loads(re.findall(r"```json\n(.*?)```", CLI_DOC, re.S)[0])["mcpServers"]["rigger"]
 # Every tool definition is sent to the model on every turn: the default set
 # stays below this many bytes of JSON (about 2000 tokens).
 DEFAULT_TOOLS_BUDGET = 8000

@@ -6,6 +6,7 @@ import pathlib
 import stat
 
 import pytest
+
 from bench import binaries
 
 

@@ -234,8 +234,7 @@ def _defines(path: pathlib.Path, name: str) -> bool:
             return False
         scope = found[0].body
     return any(
-        isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == function
-        for n in scope
+        isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == function for n in scope
     )
 
 
