@@ -36,6 +36,8 @@ LINKED = [
     SECURITY,
     REPO / "CHANGELOG.md",
     REPO / "ARCHITECTURE.md",
+    REPO / "clients" / "README.md",
+    *sorted((REPO / "clients").glob("*/README.md")),
 ]
 
 
