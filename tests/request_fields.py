@@ -22,12 +22,12 @@ LIMITS = Limits(max_title_chars=100, max_field_chars=20)
 
 FLAGS = ("--max-title-length", "100", "--max-field-length", "20")
 
-# Written out, not read from FIELD_LIMITS or Limits: what SECURITY.md's table
-# of limits, the README and `rig grpc --help` promise a client may send to a
-# server with default flags. "Task title length": 131072 characters
-# (--max-title-length); "every other string field of every request":
-# 4096 characters (--max-field-length); "entries in a subscription's
-# event_types": 64 (a documented constant, no flag).
+# Written out, not read from FIELD_LIMITS or Limits: what docs/operating.md's
+# table of flags and constants and `rig grpc --help` promise a client may send
+# to a server with default flags: task titles of 131072 characters
+# (--max-title-length), every other string field 4096 (--max-field-length),
+# 64 entries in a subscription's event_types (max_event_types, a documented
+# constant without a flag).
 PROMISED_TITLE_CHARS = 131_072
 PROMISED_FIELD_CHARS = 4_096
 PROMISED_EVENT_TYPES = 64

@@ -321,3 +321,20 @@ def test_grpc_on_a_port_taken_on_one_loopback_only_exits_nonzero(tmp_path, famil
     assert "Broadcast:" not in banner, f"started though {loopback}:{port} is taken:\n{banner}"
     assert proc.returncode != 0
     assert "--port" in stderr
+
+
+def test_a_port_in_use_is_told_by_our_error_alone(tmp_path):
+    # gRPC core logs its own bind failure ("add_port.cc:NN] Failed to add
+    # port ...") straight to stderr; the user should read the line that
+    # names the fix, not core's first.
+    assert rig("init", cwd=tmp_path).returncode == 0
+    sockets, port = listening_on_both_loopbacks()
+    try:
+        result = rig("grpc", "--port", str(port), cwd=tmp_path)
+    finally:
+        for s in sockets:
+            s.close()
+    assert result.returncode == 1
+    assert "add_port" not in result.stderr
+    assert "Failed to add port" not in result.stderr
+    assert f"error: cannot bind [::1]:{port}: Address already in use." in result.stderr

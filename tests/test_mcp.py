@@ -32,14 +32,10 @@ from rigger_server.console.mcp_command import DEFAULT_TOOLS, OTHER_TOOLS
 from testkit.serverproc import ServerProcess
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text(encoding="utf-8")
+CLI_DOC = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
 EXAMPLE_PRD = REPO / "examples" / "PRD.md"
-# What the README tells an MCP client to run (tests/test_task_cli.py checks its shape).
-SNIPPET = json.loads(
-    re.findall(
-        r"```json\n(.*?)```", README[README.index("## Driving Rigger from the terminal") :], re.S
-    )[0]
-)["mcpServers"]["rigger"]
+# What docs/cli.md tells an MCP client to run (tests/test_task_cli.py checks its shape).
+SNIPPET = json.loads(re.findall(r"```json\n(.*?)```", CLI_DOC, re.S)[0])["mcpServers"]["rigger"]
 # Every tool definition is sent to the model on every turn: the default set
 # stays below this many bytes of JSON (about 2000 tokens).
 DEFAULT_TOOLS_BUDGET = 8000
@@ -47,7 +43,7 @@ DEFAULT_TOOLS_BUDGET = 8000
 
 @contextlib.asynccontextmanager
 async def mcp_session(address: str, log: pathlib.Path, *extra: str) -> AsyncIterator[ClientSession]:
-    """`rig mcp` as the README configures it, pointed at `address`, as an initialised session."""
+    """`rig mcp` as docs/cli.md configures it, pointed at `address`, as an initialised session."""
     rig_script = shutil.which(SNIPPET["command"], path=str(pathlib.Path(sys.executable).parent))
     assert rig_script is not None, "pip install -e . puts `rig` beside the interpreter"
     args = [arg.replace("localhost:50051", address) for arg in SNIPPET["args"]]

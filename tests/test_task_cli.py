@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from typing import get_args
 
+import docblocks
 import pytest
 from rigcli import TOKEN, env_for, guarded_server, rig, rig_json
 from rigger.v1 import rigger_pb2 as pb
@@ -29,7 +30,7 @@ from testkit.pki import RunSecurity
 from testkit.serverproc import RIG, ServerProcess
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text(encoding="utf-8")
+CLI_DOC = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
 EXAMPLE_PRD = REPO / "examples" / "PRD.md"
 
 
@@ -405,7 +406,7 @@ def test_a_token_in_the_environment_that_is_no_token_is_refused(shared_server):
     assert "RIGGER_TOKEN" in result.stderr
 
 
-# --- help, completion, README -------------------------------------------------
+# --- help, completion, docs/cli.md ----------------------------------------------
 
 
 def test_help_prints_every_exit_status():
@@ -414,9 +415,8 @@ def test_help_prints_every_exit_status():
         assert f"{row.code:>3}  {row.meaning}" in result.stdout
 
 
-def test_the_readme_table_of_exit_statuses_is_rigs():
-    section = README[README.index("## Driving Rigger from the terminal") :]
-    rows = re.findall(r"^\| (\d+) \| (.*) \|$", section, re.M)
+def test_the_docs_table_of_exit_statuses_is_rigs():
+    rows = re.findall(r"^\| (\d+) \| (.*) \|$", CLI_DOC, re.M)
     assert [(int(code), meaning.replace("\\|", "|")) for code, meaning in rows] == [
         (row.code, row.meaning) for row in exitcodes.TABLE
     ]
@@ -434,11 +434,10 @@ def test_completion_scripts_are_valid_shell(shell, tmp_path):
     subprocess.run([shell, "-n", str(script)], check=True)
 
 
-def test_the_readme_terminal_commands_work(shared_server, tmp_path):
+def test_the_docs_terminal_commands_work(shared_server, tmp_path):
     if shutil.which("jq") is None:
-        pytest.fail("jq is not installed; the README's commands use it")
-    section = README[README.index("## Driving Rigger from the terminal") :]
-    block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+        pytest.fail("jq is not installed; docs/cli.md's commands use it")
+    [block] = docblocks.run_by("docs/cli.md", __file__)
     (shared_server.root / "examples").mkdir(exist_ok=True)
     shutil.copy(EXAMPLE_PRD, shared_server.root / "examples" / "PRD.md")
     bin_dir = pathlib.Path(sys.executable).parent  # where pip put `rig`
@@ -456,9 +455,8 @@ def test_the_readme_terminal_commands_work(shared_server, tmp_path):
     assert "Write the release notes" in result.stdout
 
 
-def test_the_readme_mcp_snippet_is_a_valid_client_configuration():
-    section = README[README.index("## Driving Rigger from the terminal") :]
-    config = json.loads(re.findall(r"```json\n(.*?)```", section, re.S)[0])
+def test_the_docs_mcp_snippet_is_a_valid_client_configuration():
+    config = json.loads(re.findall(r"```json\n(.*?)```", CLI_DOC, re.S)[0])
     entry = config["mcpServers"]["rigger"]
     assert entry["command"] == "rig"
     assert entry["args"][0] == "mcp"

@@ -9,17 +9,17 @@ import shutil
 import subprocess
 import time
 
+import docblocks
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-README = (REPO / "README.md").read_text()
 EXAMPLE_PRD = REPO / "examples" / "PRD.md"
 
 
 def _commands() -> list[str]:
-    """Each grpcurl command of the README's bash blocks, in order."""
+    """Each grpcurl command of the README's walk-through blocks, in order."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+    for block in docblocks.run_by("README.md", __file__):
         current: list[str] = []
         for line in block.splitlines():
             if line.startswith("grpcurl "):

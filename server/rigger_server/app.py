@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from rigger.v1 import rigger_pb2
 
 from rigger_server import (
+    core_log,
     database,
     db_target,
     metrics,
@@ -304,10 +305,11 @@ async def bind(
             for host in hosts:
                 address = f"{host}:{candidate}"
                 try:
-                    if credentials is None:
-                        candidate = server.add_insecure_port(address)
-                    else:
-                        candidate = server.add_secure_port(address, credentials())
+                    with core_log.bind_failures_held_back():
+                        if credentials is None:
+                            candidate = server.add_insecure_port(address)
+                        else:
+                            candidate = server.add_secure_port(address, credentials())
                 except RuntimeError as exc:
                     raise PortInUse(address, candidate) from exc
                 addresses.append(f"{host}:{candidate}")

@@ -3,7 +3,7 @@
 Parsing reads the document once, as the event stream of a CommonMark pull
 parser (pyromark, on pulldown-cmark), so its time grows linearly with the
 size of the file whatever its shape. What a PRD may contain is described in
-the project README ("Writing a PRD").
+docs/planning.md ("Writing a PRD").
 """
 
 from __future__ import annotations

@@ -7,12 +7,14 @@ themselves and make it the first one tried, so the collision is certain.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from rigger_server.app import PORT_ATTEMPTS, PortInUse, bind, loopbacks
+from rigger_server.core_log import bind_failures_held_back
 
 
 @pytest.fixture
@@ -76,3 +78,17 @@ async def test_a_taken_port_that_was_asked_for_is_not_retried(held):
     assert len(servers.made) == 1
     assert failed.value.port == held
     assert all(free_on(host, held) for host in loopbacks() if host != "127.0.0.1")
+
+
+async def test_a_taken_port_leaves_no_line_of_grpc_cores_on_stderr(held, capfd):
+    with pytest.raises(PortInUse):
+        await bind(Servers(), ["127.0.0.1"], held, None)
+    assert "add_port" not in capfd.readouterr().err
+
+
+def test_other_lines_written_while_binding_reach_stderr_in_order(capfd):
+    with bind_failures_held_back():
+        os.write(2, b"first\n")
+        os.write(2, b"E0000 add_port.cc:83] Failed to add port to server\n")
+        os.write(2, b"last, without a newline")
+    assert capfd.readouterr().err == "first\nlast, without a newline"

@@ -1,7 +1,7 @@
 """What the client commands' exit status means: one code per class of failure.
 
-The table is written once, here: `rig --help` prints it, the README repeats
-it, and tests/test_task_cli.py checks the README against it.
+The table is written once, here: `rig --help` prints it, docs/cli.md repeats
+it, and tests/test_task_cli.py checks that table against it.
 """
 
 from __future__ import annotations

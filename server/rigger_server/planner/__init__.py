@@ -2,7 +2,7 @@
 
 No gRPC and no storage here: the service translates requests into these
 calls, and planning.Planning commits what they return. `build_planner(config)` gives
-the server's planner; README.md ("Planning") gives the rules each follows.
+the server's planner; docs/planning.md gives the rules each follows.
 """
 
 from rigger_server.planner.complexity import route
