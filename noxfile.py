@@ -307,7 +307,7 @@ def conformance_selftest(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Broadcast throughput and fanout latency; `-- --quick` for the reduced matrix."""
     # The PostgreSQL extra: `-- --db postgresql` runs replicas on a throwaway cluster.
-    session.install("-e", ".[postgres]", *_group("bench"))
+    session.install("-e", ".[postgres,bench]")
     # The Go subscriber pool and the tonic ceiling, into build/bench/: Go's
     # build cache and cargo's target dir there make reruns cheap. Without
     # cargo the tonic ceiling is reported absent, not failed.

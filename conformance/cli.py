@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 from conformance import cases as c
+from conformance import sources
 from conformance.cases import coverage, load, schema
 from conformance.cases.messages import SERVICE
 from conformance.executors.launch import BUILD_DIR, LANGUAGES, ExecutorUnavailable, build_commands
@@ -57,7 +58,7 @@ def plural(count: int, word: str) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m conformance",
+        prog="rigger-conformance" if sources.INSTALLED else "python -m conformance",
         description="Rigger's cross-language conformance verdicts. See conformance/README.md.",
     )
     parser.add_argument(
@@ -356,10 +357,11 @@ async def _run_against(
 def _tidy_line(chosen: target.Target, results: Sequence[RunResult]) -> str:
     """What the runs left on a shared server: archived, or kept with --keep."""
     tasks = plural(sum(r.tidied for r in results), "task")
-    files = f" and their files under {chosen.root / target.FILES_FOLDER}/" if chosen.root else ""
+    folder = f"{chosen.root / target.FILES_FOLDER}/" if chosen.root is not None else ""
     if chosen.keep:
+        files = f" and their files under {folder}" if folder else ""
         return f"{chosen.description}: kept the {tasks} the runs created{files} (--keep)"
-    removed = f", and removed their files under {chosen.root / target.FILES_FOLDER}/" * bool(files)
+    removed = f", and removed their files under {folder}" if folder else ""
     return (
         f"{chosen.description}: archived the {tasks} the runs created (DeleteTask, each run's "
         f"as it ended){removed}; --keep leaves them"

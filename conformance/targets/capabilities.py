@@ -42,6 +42,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 
 from conformance import cases as c
+from conformance import sources
 from conformance.cases import messages
 from conformance.suite.plan import Run
 
@@ -50,9 +51,7 @@ PACKAGE = "rigger.v1"
 SERVICE_NAME = f"{PACKAGE}.RiggerService"
 RIGGER_PROTO = "rigger/v1/rigger.proto"
 # The first release's contract: what its sidecars were generated from.
-RELEASED_IMAGE = (
-    pathlib.Path(__file__).resolve().parents[2] / "proto" / "released" / "rigger-v1.0.0.binpb"
-)
+RELEASED_IMAGE = sources.RELEASED_IMAGE
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import pathlib
@@ -686,4 +687,10 @@ def from_args(args: argparse.Namespace) -> Target:
         return chosen
     if security != ClientSecurity():
         raise TargetError("--target-ca, -cert, -key and -token need --target or --target-cmd")
+    if importlib.util.find_spec("rigger_server") is None:
+        raise TargetError(
+            "no server to test: without --target or --target-cmd the suite starts Rigger's own "
+            "`rig grpc`, which is not installed here. Point it at yours: --target HOST:PORT "
+            "(a server already running) or --target-cmd 'CMD' (one started per run)"
+        )
     return own()
