@@ -306,6 +306,8 @@ def report(target: Target, profile: ServerProfile, clients: Schema) -> dict[str,
         "profile": {
             "source": profile.source,
             "capabilities": sorted(profile.capabilities()),
+            # What this checkout's contract has and the server's schema does not.
+            "lacks": sorted(HEAD.capabilities() - profile.capabilities()),
             "notes": list(profile.notes),
         },
         "clients": clients.name,
