@@ -216,7 +216,8 @@ async def test_keep_leaves_the_runs_tasks_and_files(busy_server, tmp_path):
 
 async def test_a_shared_servers_transcripts_match_a_fresh_servers(busy_server, tmp_path):
     server, root = busy_server
-    shared = await _run_cases(SHARED_CASES, target.remote(server.address, root=root), tmp_path / "s")
+    chosen = target.remote(server.address, root=root)
+    shared = await _run_cases(SHARED_CASES, chosen, tmp_path / "s")
     fresh = await _run_cases(SHARED_CASES, target.command(rig_command()), tmp_path / "f")
     assert [r.transcript for r in shared] == [r.transcript for r in fresh]
 

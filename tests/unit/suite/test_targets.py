@@ -185,7 +185,7 @@ def test_a_listing_filtered_by_a_captured_value_is_a_malformed_case(tmp_path):
         "      - {call: AddTask, request: {title: t, assignee: a}, capture: t}\n"
         '      - {call: ListTasks, request: {assignee: "${t.task.assignee}"}}\n',
     )
-    with pytest.raises(c.CaseError, match="ListTasks.assignee must be written out"):
+    with pytest.raises(c.CaseError, match=r"ListTasks\.assignee must be written out"):
         load.load_cases(directory)
 
 
