@@ -1,10 +1,10 @@
 """rigger-conformance installed as someone testing their own server would: outside the repo.
 
 The walk-through in docs/testing-your-own-server.md is run as written: every
-```bash block marked `<!-- run by tests/test_conformance_install.py -->` (in
-that page and in README.md) runs with bash in a scratch directory holding
-`rigger/` (this checkout) and nothing else, against a `rig grpc` this test
-starts, with the page's example address (127.0.0.1:50051) and project root
+```bash block marked `<!-- run by tests/test_conformance_install.py -->`
+(tests/docblocks.py) runs with bash in a scratch directory holding `rigger/`
+(this checkout) and nothing else, against a `rig grpc` this test starts, with
+the page's example address (127.0.0.1:50051) and project root
 (/srv/my-server) replaced by that server's.
 """
 
@@ -17,6 +17,7 @@ import sys
 import tomllib
 import zipfile
 
+import docblocks
 import grpc
 import pytest
 from rigger.v1 import rigger_pb2 as pb
@@ -26,8 +27,6 @@ from rigger_server import __version__
 from testkit.serverproc import ServerProcess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PAGE = REPO / "docs" / "testing-your-own-server.md"
-MARK = "<!-- run by tests/test_conformance_install.py -->"
 EXAMPLE_ADDRESS = "127.0.0.1:50051"
 EXAMPLE_ROOT = "/srv/my-server"
 INSTALL_TIMEOUT_S = 600
@@ -36,14 +35,13 @@ INSTALL_TIMEOUT_S = 600
 pytestmark = pytest.mark.timeout(INSTALL_TIMEOUT_S)
 
 
-def marked_blocks(path: pathlib.Path) -> list[str]:
-    """The ```bash blocks of a page marked as run by this file, in order."""
-    text = path.read_text(encoding="utf-8")
-    return re.findall(re.escape(MARK) + r"\n```bash\n(.*?)```", text, re.DOTALL)
+def marked_blocks() -> list[str]:
+    """The ```bash blocks of the walk-through marked as run by this file, in order."""
+    return docblocks.run_by("docs/testing-your-own-server.md", __file__)
 
 
 def blocks_mentioning(word: str) -> list[str]:
-    return [b for b in marked_blocks(PAGE) if word in b]
+    return [b for b in marked_blocks() if word in b]
 
 
 def conformance_pins() -> tuple[list[str], list[str]]:
@@ -66,9 +64,8 @@ def test_the_distribution_pins_what_the_repository_pins():
 
 
 def test_the_walk_through_marks_the_blocks_this_file_runs():
-    assert len(marked_blocks(PAGE)) == 4
-    readme = marked_blocks(REPO / "README.md")
-    assert readme and all(block in marked_blocks(PAGE) for block in readme)
+    assert len(marked_blocks()) == 4
+    assert marked_blocks()[0].startswith("python3 -m venv conformance-venv")
 
 
 @pytest.mark.slow
