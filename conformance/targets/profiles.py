@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from conformance.targets.capabilities import HEAD, SERVICE_NAME, V1_0, Schema, ServerProfile
+from conformance.targets.capabilities import named as named_element
 from conformance.targets.target import Target
 
 TIMEOUT_S = 10.0
@@ -233,16 +234,41 @@ def _planner(channel: grpc.Channel, notes: list[str]) -> bool:
     return True
 
 
+# What a server of this checkout offers besides its schema's named capabilities.
+FULL_SERVER = frozenset({"health", "reflection", "planner"})
+
+
+def lacks(profile: ServerProfile) -> list[str]:
+    """What this checkout's server has and `profile`'s lacks: named capabilities, services,
+    the planner, then every other method and field of the contract as `schema:<element>`."""
+    named = sorted((HEAD.capabilities() | FULL_SERVER) - profile.capabilities())
+    if profile.schema is None:
+        return named
+    elements = sorted(
+        named_element(e)
+        for e in HEAD.elements - profile.schema.elements
+        if named_element(e).startswith("schema:")
+    )
+    return named + elements
+
+
 def describe(profile: ServerProfile, clients: Schema) -> Sequence[str]:
     """Lines for the terminal: where the profile came from and what it lacks."""
     head = HEAD.capabilities()
     schema = profile.schema.capabilities() if profile.schema is not None else frozenset()
     missing = sorted(head - schema)
+    elements = [e for e in lacks(profile) if e.startswith("schema:")]
     lines = [
         f"server profile: {profile.source}; "
         + (f"lacks {', '.join(missing)}" if missing else "every schema capability")
         + f"; services: {', '.join(sorted(profile.services)) or 'none'}"
         + f"; planner: {'yes' if 'planner' in profile.behaviours else 'no'}"
+        + (
+            f"; its schema lacks {len(elements)} other fields or methods of this checkout's "
+            "contract (report.json: target.profile.lacks)"
+            if elements
+            else ""
+        )
     ]
     if clients.name != HEAD.name:
         lacking = sorted(head - clients.capabilities())
@@ -306,8 +332,8 @@ def report(target: Target, profile: ServerProfile, clients: Schema) -> dict[str,
         "profile": {
             "source": profile.source,
             "capabilities": sorted(profile.capabilities()),
-            # What this checkout's contract has and the server's schema does not.
-            "lacks": sorted(HEAD.capabilities() - profile.capabilities()),
+            # What this checkout's contract and a full server have and this one lacks.
+            "lacks": lacks(profile),
             "notes": list(profile.notes),
         },
         "clients": clients.name,

@@ -20,7 +20,7 @@ from conformance.cases import load
 from conformance.runner import shared
 from conformance.runner.transcript import Record, Transcript, normalise
 from conformance.suite.plan import plan
-from conformance.targets import capabilities, target
+from conformance.targets import capabilities, profiles, target
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 
@@ -451,3 +451,17 @@ def test_a_listing_that_lost_tasks_it_had_is_a_problem():
 def test_a_filter_not_counted_before_the_run_is_judged_as_answered():
     answer = listing(["x"], 7)
     assert shared.view(shared.Baseline(), pb.ListTasksRequest(status=2), answer) == (answer, "")
+
+
+def test_a_profile_says_what_it_lacks_of_this_checkouts_server():
+    first_release = capabilities.ServerProfile(
+        capabilities.V1_0, frozenset({"health"}), frozenset(), "a test"
+    )
+    missing = profiles.lacks(first_release)
+    assert {"sequence", "batches", "planner", "reflection"} <= set(missing)
+    assert "schema:GenerateTasksFromPRDResponse.planner" in missing
+    assert "health" not in missing
+    full = capabilities.ServerProfile(
+        capabilities.HEAD, frozenset({"health", "reflection"}), frozenset({"planner"}), "a test"
+    )
+    assert profiles.lacks(full) == []
