@@ -396,7 +396,10 @@ def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
             print(
                 f"\n{case.name} ({case.source.name}): {plural(len(plan([case], languages)), 'run')}"
             )
-            needs = capabilities.requirements(case)
+            needs = [
+                f"{n} ({case.because[n]})" if n in case.because else n
+                for n in capabilities.requirements(case)
+            ]
             print(f"  requires: {', '.join(needs) if needs else 'nothing beyond the core'}")
             for line in coverage.describe(case, others):
                 print(f"  {line}")
