@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import pathlib
+import shlex
 import shutil
 import subprocess
 import time
@@ -262,17 +263,54 @@ def conformance_target(session: nox.Session) -> None:
     session.install("-e", ".", *_group("conformance"))
     scratch = ROOT / "build" / "conformance-target"
     shutil.rmtree(scratch, ignore_errors=True)
-    # A server someone else started: every run shares it, one at a time.
-    with _rig_server(session, scratch / "server") as address:
-        session.run("python", "-m", "conformance", "--target", address, *session.posargs)
+    # A server someone else started, in its own project root: every run shares
+    # it, one at a time, puts its files under that root and archives its tasks.
+    root = scratch / "server"
+    with _rig_server(session, root) as address:
+        session.run(
+            "python", "-m", "conformance", "--target", address, "--target-root", str(root),
+            *session.posargs,
+        )  # fmt: skip
+        left = _live_tasks(session, address)
+        if left:
+            session.error(f"--target left {left} live tasks in the server it was pointed at")
+        if (root / "rigger-conformance").exists():
+            session.error(f"--target left files in {root / 'rigger-conformance'}")
     # A server per run from a command that writes no ready file: the self-test's
-    # mutants, each of which the suite must still catch through that path.
+    # mutants, each of which the suite must still catch through that path; as a
+    # shell command line, so the runner's quoting for the shell is used throughout.
     python = pathlib.Path(session.bin) / "python"
     mutant = (
-        f"env PYTHONPATH={ROOT} {python} -m conformance.selftest.mutants --mutant {{mutant}} "
-        "grpc --port {port} --db {dir}/tasks.db {args}"
+        f"cd {{dir}} && exec env PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(str(python))} "
+        "-m conformance.selftest.mutants --mutant {mutant} grpc --port {port} --db tasks.db {args}"
     )
     session.run("python", "-m", "conformance", "--self-test", "--target-cmd", mutant)
+
+
+def _live_tasks(session: nox.Session, address: str) -> int:
+    """How many tasks a server lists (archived ones left out)."""
+    count = (
+        "import sys, grpc; from rigger.v1 import rigger_pb2 as pb, rigger_pb2_grpc as rpc; "
+        "stub = rpc.RiggerServiceStub(grpc.insecure_channel(sys.argv[1])); "
+        "print(stub.ListTasks(pb.ListTasksRequest(limit=1)).total_count)"
+    )
+    said = session.run("python", "-c", count, address, silent=True)
+    return int(str(said).strip())
+
+
+@nox.session(default=False)
+def conformance_second(session: nox.Session) -> None:
+    """A second implementation: the server of proto/released/SERVER_REF, through --target-cmd.
+
+    The server the skew check builds (build/skew/server-<commit>/, reused), as
+    someone testing their own server would run the suite against it: every case
+    and client mix its capabilities allow; the report (build/conformance/second/)
+    says which it lacks.
+    """
+    session.install("-e", ".", *_group("conformance"))
+    for package in (ROOT / "clients" / "ts", ROOT / "conformance" / "executors" / "ts"):
+        _npm_ci(session, package)
+    session.run("python", "-m", "conformance.skew", "--half", "second", *session.posargs)
 
 
 @nox.session(default=False)
@@ -307,7 +345,7 @@ def conformance_selftest(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Broadcast throughput and fanout latency; `-- --quick` for the reduced matrix."""
     # The PostgreSQL extra: `-- --db postgresql` runs replicas on a throwaway cluster.
-    session.install("-e", ".[postgres]", *_group("bench"))
+    session.install("-e", ".[postgres,bench]")
     # The Go subscriber pool and the tonic ceiling, into build/bench/: Go's
     # build cache and cargo's target dir there make reruns cheap. Without
     # cargo the tonic ceiling is reported absent, not failed.

@@ -26,6 +26,8 @@ from bench import binaries, fanout, matrix, plot, probe, profiler, report, scali
 from bench.writer import TitleIgnored
 
 log = logging.getLogger("bench")
+OUT = pathlib.Path("build/bench")
+TARGET_OUT = OUT / "target"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only saturation at 250 B, N=100 and 1000, plain stream beside the batched one",
     )
     parser.add_argument(
-        "--out", type=pathlib.Path, default=pathlib.Path("build/bench"), help="report directory"
+        "--out",
+        type=pathlib.Path,
+        default=None,
+        help=f"report directory (default: {OUT}, and {TARGET_OUT} with --target, so a load "
+        "test of another server never replaces the last full run's report)",
     )
     parser.add_argument(
         "--db-dir",
@@ -185,6 +191,8 @@ def _instruments(
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.out is None:
+        args.out = TARGET_OUT if args.target else OUT
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     started = time.monotonic()
     # 10 000 streams over many connections, and the servers inherit the limit.

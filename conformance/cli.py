@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 from conformance import cases as c
+from conformance import sources
 from conformance.cases import coverage, load, schema
 from conformance.cases.messages import SERVICE
 from conformance.executors.launch import BUILD_DIR, LANGUAGES, ExecutorUnavailable, build_commands
@@ -57,7 +58,7 @@ def plural(count: int, word: str) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="python -m conformance",
+        prog="rigger-conformance" if sources.INSTALLED else "python -m conformance",
         description="Rigger's cross-language conformance verdicts. See conformance/README.md.",
     )
     parser.add_argument(
@@ -283,7 +284,7 @@ async def _run_against(
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"conformance: {chosen_target.description}: {exc}", file=sys.stderr)
         return 2
-    runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants())
+    runs, skipped = capabilities.partition(runs, profile, clients, chosen_target.grants(profile))
     jobs = 1 if chosen_target.shared else args.jobs
     print(f"conformance: {counts_line} over {', '.join(languages)}")
     print(f"  target: {chosen_target.description}" + (" (one run at a time)" * (jobs < args.jobs)))
@@ -323,7 +324,9 @@ async def _run_against(
     errors += stale + pool.complaints
     print()
     report.print_matrix(sys.stdout, outcomes, languages)
+    report.print_known_failing(sys.stdout, outcomes)
     report.print_capabilities(sys.stdout, outcomes, languages)
+    report.print_skipped_cases(sys.stdout, outcomes)
     report.print_failures(sys.stdout, outcomes)
     for error in errors:
         print(f"\n✗ {error}")
@@ -339,6 +342,8 @@ async def _run_against(
     counts = report.summary(outcomes, languages)
     if kept:
         print(f"\n{kept}")
+    if chosen_target.shared:
+        print(f"\n{_tidy_line(chosen_target, results)}")
     partial = " (a partial run: -k)" if args.patterns else ""
     print(
         f"\n{counts[verdicts.PASSED]} passed, {counts[verdicts.FAILED]} failed, "
@@ -347,6 +352,20 @@ async def _run_against(
         f"in {wall:.1f} s (wall); reports in {args.report_dir}/{partial}"
     )
     return 1 if counts[verdicts.FAILED] or errors else 0
+
+
+def _tidy_line(chosen: target.Target, results: Sequence[RunResult]) -> str:
+    """What the runs left on a shared server: archived, or kept with --keep."""
+    tasks = plural(sum(r.tidied for r in results), "task")
+    folder = f"{chosen.root / target.FILES_FOLDER}/" if chosen.root is not None else ""
+    if chosen.keep:
+        files = f" and their files under {folder}" if folder else ""
+        return f"{chosen.description}: kept the {tasks} the runs created{files} (--keep)"
+    removed = f", and removed their files under {folder}" if folder else ""
+    return (
+        f"{chosen.description}: archived the {tasks} the runs created (DeleteTask, each run's "
+        f"as it ended){removed}; --keep leaves them"
+    )
 
 
 def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
@@ -377,7 +396,10 @@ def run_check(args: argparse.Namespace, all_cases: list[c.Case]) -> int:
             print(
                 f"\n{case.name} ({case.source.name}): {plural(len(plan([case], languages)), 'run')}"
             )
-            needs = capabilities.requirements(case)
+            needs = [
+                f"{n} ({case.because[n]})" if n in case.because else n
+                for n in capabilities.requirements(case)
+            ]
             print(f"  requires: {', '.join(needs) if needs else 'nothing beyond the core'}")
             for line in coverage.describe(case, others):
                 print(f"  {line}")

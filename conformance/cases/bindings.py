@@ -10,7 +10,7 @@ strings are formatted into them. `{$repeat: [text, count]}` builds long strings.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from google.protobuf.message import Message
@@ -32,10 +32,17 @@ class Bindings:
     """
 
     def __init__(
-        self, initial: Mapping[str, Any] | None = None, parent: Bindings | None = None
+        self,
+        initial: Mapping[str, Any] | None = None,
+        parent: Bindings | None = None,
+        *,
+        literals: Callable[[Any], Any] | None = None,
     ) -> None:
         self._values: dict[str, Any] = dict(initial or {})
         self._parent = parent
+        # Applied to every template before its references are resolved: the
+        # runner counts a case's literal sequences from a shared server's head.
+        self._literals = literals if parent is None else parent._literals
 
     def bind(self, name: str, value: Any) -> None:
         """Capture a value under a name (replacing an earlier one)."""
@@ -69,18 +76,23 @@ class Bindings:
 
     def resolve(self, template: Any) -> Any:
         """Replace every reference in a YAML value (recursively) with what it points at."""
+        if self._literals is not None:
+            template = self._literals(template)
+        return self._resolve(template)
+
+    def _resolve(self, template: Any) -> Any:
         if isinstance(template, str):
             whole = REFERENCE.fullmatch(template)
             if whole:
                 return self.lookup(whole.group(1))
             return REFERENCE.sub(lambda m: _text(self.lookup(m.group(1))), template)
         if isinstance(template, list):
-            return [self.resolve(item) for item in template]
+            return [self._resolve(item) for item in template]
         if isinstance(template, Mapping):
             if set(template) == {"$repeat"}:
-                text, count = self.resolve(template["$repeat"])
+                text, count = self._resolve(template["$repeat"])
                 return str(text) * int(count)
-            return {key: self.resolve(value) for key, value in template.items()}
+            return {key: self._resolve(value) for key, value in template.items()}
         return template
 
 

@@ -18,7 +18,7 @@ import jsonschema
 import yaml
 from google.protobuf.descriptor import ServiceDescriptor
 
-from conformance.cases import messages, schema
+from conformance.cases import bindings, messages, schema
 from conformance.cases.model import (
     CASES_DIR,
     DEFAULT_QUIET_MS,
@@ -47,6 +47,7 @@ from conformance.cases.model import (
     Sleep,
     Step,
 )
+from conformance.targets import capabilities
 
 # --- reading ---------------------------------------------------------------------
 #
@@ -283,11 +284,19 @@ class _RunTree:
     """The symlinks a case creates, to resolve its paths as the OS will, before anything runs.
 
     Paths are tuples of names relative to the run's directory; None is a path
-    that leaves it.
+    that leaves it. `outside_root` records whether some file or symlink target
+    lies beside the project directory rather than in it.
     """
 
     def __init__(self) -> None:
         self.links: dict[tuple[str, ...], str] = {}
+        self.outside_root = False
+
+    def note(self, path: tuple[str, ...]) -> tuple[str, ...]:
+        """Record whether `path` lies outside the project directory; return it."""
+        if path[: len(PROJECT)] != PROJECT:
+            self.outside_root = True
+        return path
 
     def resolve(
         self, base: tuple[str, ...], path: str, *, follow_last: bool = True
@@ -327,19 +336,24 @@ def _check_files(files: tuple[FileSpec, ...], where: str) -> _RunTree:
     for spec in files:
         try:
             if spec.symlink is None:
-                if tree.resolve(PROJECT, spec.path) is None:
+                placed = tree.resolve(PROJECT, spec.path)
+                if placed is None:
                     raise CaseError(
                         f"{where}: files: {spec.path!r} leads outside the run's directory"
                     )
+                tree.note(placed)
                 continue
             link = tree.resolve(PROJECT, spec.path, follow_last=False)
             if link is None:
                 raise CaseError(f"{where}: files: {spec.path!r} leads outside the run's directory")
-            if tree.resolve(link[:-1], spec.symlink) is None:
+            tree.note(link)
+            pointed = tree.resolve(link[:-1], spec.symlink)
+            if pointed is None:
                 raise CaseError(
                     f"{where}: files: {spec.path!r}: its symlink {spec.symlink!r} leads outside "
                     "the run's directory"
                 )
+            tree.note(pointed)
         except _Loop:
             raise CaseError(
                 f"{where}: files: {spec.path!r} goes round a loop of symlinks"
@@ -421,8 +435,12 @@ def parse_case(
                 f"{where}: with `security:`, leave the TLS and token flags to the runner"
             )
     files = tuple(_file_spec(p, c) for p, c in (raw.get("files") or {}).items())
-    _check_server_args(server_args, _check_files(files, where), where)
+    tree = _check_files(files, where)
+    _check_server_args(server_args, tree, where)
     context = _Context(roles, security, within_ms)
+    names, because = _requirements(raw.get("requires", []))
+    if len(set(names)) != len(names):
+        raise CaseError(f"{where}.requires: a requirement is named twice")
     case = Case(
         name=raw["name"],
         description=str(raw["description"]).strip(),
@@ -434,10 +452,68 @@ def parse_case(
         server_args=server_args,
         steps=_steps(raw["steps"], f"{where}: steps", context),
         security=security,
-        requires=tuple(raw.get("requires", [])),
+        requires=tuple(names),
+        because=because,
+        files_outside_root=tree.outside_root,
     )
     _check_streams(case)
     return case
+
+
+def _requirements(raw: list[Any]) -> tuple[list[str], dict[str, str]]:
+    """`requires:` items, each a name or `{name: why}`: the names, and the reasons given."""
+    names: list[str] = []
+    because: dict[str, str] = {}
+    for item in raw:
+        if isinstance(item, str):
+            names.append(item)
+            continue
+        [(name, why)] = item.items()
+        names.append(name)
+        because[name] = " ".join(str(why).split())
+    return names, because
+
+
+# ListTasks filters are counted before a run on a server shared with others (the
+# run is judged on what it added), so they must be known before it starts.
+LIST_FILTERS = ("status", "assignee")
+
+
+def check_shareable(case: Case) -> None:
+    """What lets a case run on a server it shares, or says why it cannot; CaseError if not.
+
+    A need a shared server can never meet (capabilities.REASONED) comes with
+    its reason; ListTasks filters are literal; a request names the case's
+    files through `${files}/`, which is where they are on every server.
+    """
+    where = f"{case.source.name}: case {case.name!r}"
+    missing = capabilities.unexplained(case)
+    if missing:
+        raise CaseError(
+            f"{where}: needs {', '.join(missing)}: say why in one line, "
+            f"`requires: [{{{missing[0]}: <why>}}]` (shown where a target cannot give it)"
+        )
+    placed = {spec.path.rstrip("/") for spec in case.files}
+    for step in case.walk():
+        if not isinstance(step, Call):
+            continue
+        if step.method == "ListTasks":
+            for key in LIST_FILTERS:
+                if bindings.REFERENCE.search(str(step.request.get(key, ""))):
+                    raise CaseError(
+                        f"{step.where}: ListTasks.{key} must be written out: on a shared "
+                        "server the runner counts its matches before the run begins"
+                    )
+        for text in capabilities.texts_of(step.request):
+            # Files beside the root (`../x`) are named from the root: such a
+            # case needs the directory around it, which only a server the
+            # runner starts gives, and there `${files}` is the root itself.
+            if text.removeprefix("./") in placed and not text.startswith("../"):
+                raise CaseError(
+                    f"{step.where}: {text!r} is one of the case's files: name it "
+                    f"`${{files}}/{text.removeprefix('./')}` (files may live in a folder of "
+                    "their own under --target-root)"
+                )
 
 
 def schema_problems(
@@ -500,6 +576,7 @@ def load_cases(
             raise CaseError("\n".join(problems))
         for raw in document["cases"]:
             case = parse_case(raw, path, within_ms)
+            check_shareable(case)
             if case.name in cases:
                 raise CaseError(
                     f"{path.name}: case {case.name!r} is also defined in "

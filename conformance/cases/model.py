@@ -231,6 +231,12 @@ class Case:
     # Capabilities written in the case (`requires:`); conformance/targets/capabilities.py
     # adds what it can read off the steps.
     requires: tuple[str, ...] = ()
+    # Why the case needs a requirement (`requires: [{restart: why}]`): one line
+    # each, shown where a target cannot give it.
+    because: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Some of `files:` (or where a symlink of them points) lies beside the
+    # project root rather than in it (`../x`): the case needs the directory around it.
+    files_outside_root: bool = False
 
     def walk(self) -> Iterator[Step]:
         """Every step, nested ones included, in script order."""

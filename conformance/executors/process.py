@@ -18,8 +18,9 @@ from collections.abc import Callable
 from rigger.conformance.v1 import harness_pb2 as hp
 from rigger.v1 import rigger_pb2 as pb
 
+from conformance import sources
 from conformance.executors.framing import encode_frame, read_frame
-from conformance.executors.launch import REPO, STDERR_TAIL, ExecutorUnavailable
+from conformance.executors.launch import STDERR_TAIL, ExecutorUnavailable
 
 STARTUP_TIMEOUT_S = 20.0
 
@@ -97,7 +98,10 @@ class ExecutorProcess:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                cwd=REPO,
+                # Where `python -m conformance...` finds the package (the checkout, or
+                # site-packages): the directory `-m` puts first on the path, so nothing
+                # where the suite was started (a `rigger/` clone, say) shadows it.
+                cwd=sources.PACKAGE.parent,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 limit=64 * 1024 * 1024,
             )

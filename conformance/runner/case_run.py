@@ -49,6 +49,8 @@ class RunResult:
     server_log: str = ""
     # The run's directory (project, database, server log); passing runs delete it.
     directory: pathlib.Path | None = None
+    # A shared server: the tasks the run left and archived (or kept, --keep).
+    tidied: int = 0
 
     @property
     def passed(self) -> bool:
@@ -93,17 +95,20 @@ class CaseRun:
             self.problems.append(f"runner error: {type(exc).__name__}: {exc}")
         if not self.problems:
             self.problems += self.streams.final_checks()
-        await self.stage.teardown(self.streams.all())
+        self.problems += await self.stage.teardown(self.streams.all())
         log = self.stage.server_log() if self.problems else ""
         return RunResult(
             run=self.run,
             problems=self.problems,
             transcript=normalise(
-                self.transcript, self.stage.replacements(), relative_sequences=self.target.shared
+                self.transcript,
+                self.stage.replacements(),
+                sequences=self.stage.sequences,
             ),
             duration_s=time.monotonic() - started,
             server_log=log,
             directory=self.stage.workdir,
+            tidied=self.stage.tidied,
         )
 
     async def _steps(self, steps: Sequence[c.Step], scope: Scope) -> None:

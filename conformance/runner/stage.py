@@ -12,20 +12,23 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import secrets
 import shutil
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
 from rigger.conformance.v1 import harness_pb2 as hp
+from rigger.v1 import rigger_pb2 as pb
 
 from conformance import cases as c
 from conformance.cases import messages
 from conformance.cases.bindings import Bindings
 from conformance.executors.process import ExecutorDied, ExecutorPool, ExecutorProcess
-from conformance.runner import discovery
+from conformance.runner import discovery, shared
 from conformance.runner.steps import Scope, StepFailed, fail, for_each
 from conformance.suite.plan import Run
-from conformance.targets.target import Target
+from conformance.targets.target import FILES_FOLDER, Target
 from testkit.pki import RunSecurity
 
 # How long the runner waits for an executor beyond the call's own deadline.
@@ -34,13 +37,16 @@ CLEANUP_WAIT_S = 3.0
 SERVER_LOG_LINES = 15
 
 
-def write_files(project: pathlib.Path, files: Sequence[c.FileSpec]) -> None:
+def write_files(
+    project: pathlib.Path, files: Sequence[c.FileSpec], sandbox: pathlib.Path | None = None
+) -> None:
     """Create a case's files. Paths may lead out of the project into the run's own directory.
 
     Loading the case already refused anything leading further (cases.py); this
-    checks again against the files as they are.
+    checks again against the files as they are. `sandbox` (default: the
+    project's parent, the run's directory) is where every path must stay.
     """
-    sandbox = project.parent.resolve()
+    sandbox = (sandbox or project.parent).resolve()
     for spec in files:
         target = project / spec.path
         if spec.symlink is not None:
@@ -87,23 +93,70 @@ class Stage:
         # Instances connected with a certificate the server must refuse: the
         # messages they see are made up by their own TLS stack.
         self.refused: set[str] = set()
+        # A name no other run has: the folder of its files under --target-root.
+        self.run_name = f"run-{secrets.token_hex(4)}"
+        # Where the case's files go, and how requests name that folder from the
+        # server's project root (`${files}`): the root itself on a server the
+        # runner starts, a folder of the run's own under --target-root.
+        self.files_dir = self.project
+        self.files_path = "."
+        if target.shared and target.root is not None:
+            self.files_dir = target.root / FILES_FOLDER / self.run_name
+            self.files_path = f"{FILES_FOLDER}/{self.run_name}"
+        # A shared server (--target): the runner's own connection to it and what
+        # it held when the run began (runner/shared.py).
+        self.shared: shared.SharedServer | None = None
+        self.baseline = shared.Baseline()
+        self.shifting = shared.Shifting(0)
+        self.final_head = 0
+        # Tasks the run left behind on a shared server and archived (or kept, --keep).
+        self.tidied = 0
 
     def bindings(self) -> Bindings:
-        """The names every case may use: `${root}` (the project) and `${address}`."""
+        """The names every case may use: `${root}`, `${files}`, `${run}` and `${address}`.
+
+        On a shared server, literal sequences count from the log's head when the run began.
+        """
         assert self.server is not None
-        return Bindings({"root": str(self.project.resolve()), "address": self.server.address})
+        return Bindings(
+            {
+                "root": str(self.files_dir.resolve()),
+                "files": self.files_path,
+                "run": self.run_name,
+                "address": self.server.address,
+            },
+            literals=self.shifting if self.baseline.head else None,
+        )
+
+    @property
+    def sequences(self) -> tuple[int, int]:
+        """The sequences the run could meet: from its base to the largest it saw or sent."""
+        return self.baseline.head, max(self.final_head, self.shifting.largest)
 
     def replacements(self) -> dict[str, str]:
-        """What a transcript says instead of this run's own paths."""
-        root = str(self.project.resolve())
-        return {root: "<root>", str(self.workdir.resolve()): "<rundir>"}
+        """What a transcript says instead of this run's own paths and name."""
+        found = {
+            str(self.files_dir.resolve()): "<root>",
+            str(self.project.resolve()): "<root>",
+            str(self.workdir.resolve()): "<rundir>",
+        }
+        if self.files_path != ".":
+            found[self.files_path] = "."
+        found[self.run_name] = "<run>"
+        return found
 
     async def setup(self) -> None:
         """Write the case's files and certificates, start the server, connect every client."""
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         self.project.mkdir(parents=True)
-        write_files(self.project, self.case.files)
+        if self.files_dir == self.project:
+            write_files(self.project, self.case.files)
+        elif self.case.files:
+            # Under --target-root: only in the run's folder (cases whose files lie
+            # beside the root need `server_dir`, which a shared server never grants).
+            self.files_dir.mkdir(parents=True)
+            write_files(self.files_dir, self.case.files, sandbox=self.files_dir)
         security_args: tuple[str, ...] = ()
         credentials = None
         token = None
@@ -122,10 +175,38 @@ class Stage:
         )
         self.server.log_path = self.workdir / "server.log"
         await asyncio.to_thread(self.server.start)
+        if self.target.shared:
+            self.shared = shared.SharedServer(self.server.dial, self.target.security)
+            try:
+                self.baseline = await asyncio.to_thread(self.shared.begin, self.case)
+                self.shifting = shared.Shifting(self.baseline.head)
+            except shared.SharedServerError as exc:
+                raise StepFailed(f"the shared server's baseline: {exc}") from None
         for instance, role, language in self.run.instances():
             executor = await self.pool.acquire(language)
             self.clients[instance] = (role, language, executor)
         await self.connect_all()
+
+    async def as_the_run_asks(self, request: Any) -> Any:
+        """A ListTasks request as it is sent: on a shared server, narrowed to the run's tasks."""
+        if self.shared is None or not isinstance(request, pb.ListTasksRequest):
+            return request
+        before = self.baseline.counts.get(shared.filter_of(request))
+        if before is None:
+            return request
+        try:
+            now = await asyncio.to_thread(self.shared.count, shared.filter_of(request))
+        except shared.SharedServerError as exc:
+            raise StepFailed(
+                f"counting the shared server's tasks before ListTasks: {exc}"
+            ) from None
+        return shared.window(self.baseline, request, now)
+
+    def seen_by_the_run(self, request: Any, response: Any) -> tuple[Any, str]:
+        """A ListTasks answer as the run judges it: on a shared server, only the run's tasks."""
+        if self.shared is None or not isinstance(request, pb.ListTasksRequest):
+            return response, ""
+        return shared.view(self.baseline, request, response)
 
     async def connect_all(self) -> None:
         """(Re)connect every client with the default token and a valid certificate."""
@@ -227,11 +308,12 @@ class Stage:
             )
         fail(step, "runner", problems)
 
-    async def teardown(self, handles: Sequence[Any]) -> None:
+    async def teardown(self, handles: Sequence[Any]) -> list[str]:
         """Cancel the streams still open (StreamHandles), return the executors, stop the server.
 
         An executor whose streams do not end goes back as unhealthy: the pool
-        replaces it.
+        replaces it. On a shared server, then archive the run's tasks and
+        remove its files (unless --keep); what went wrong there is returned.
         """
         healthy = {id(e): True for _, _, e in self.clients.values()}
         open_ = [h for h in handles if h.state.end is None and not h.state.errors]
@@ -249,6 +331,27 @@ class Stage:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.server.stop)
+        return await self._tidy()
+
+    async def _tidy(self) -> list[str]:
+        """A shared server: archive the run's tasks and remove its files, unless --keep."""
+        problems: list[str] = []
+        if self.shared is not None:
+            try:
+                self.final_head = await asyncio.to_thread(self.shared.head)
+                self.tidied = await asyncio.to_thread(
+                    self.shared.tidy, self.baseline, keep=self.target.keep
+                )
+            except (shared.SharedServerError, grpc.RpcError) as exc:
+                problems.append(f"tidying the shared server: {exc}")
+            finally:
+                self.shared.close()
+                self.shared = None
+        if self.files_dir != self.project and not self.target.keep:
+            shutil.rmtree(self.files_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.files_dir.parent.rmdir()  # the last run's folder: leave no trace
+        return problems
 
     def server_log(self) -> str:
         """The end of the server's log, when it complains: ERROR, WARNING, a traceback."""

@@ -148,18 +148,12 @@ SEQUENCE_KEYS = frozenset({"sequence", "after_sequence"})
 SEQUENCE_METADATA_SUFFIX = "-sequence"
 
 
-def _sequence_values(value: Any, key: str = "") -> list[int]:
-    if isinstance(value, dict):
-        return [n for k, v in value.items() for n in _sequence_values(v, k)]
-    if isinstance(value, list):
-        return [n for v in value for n in _sequence_values(v, key)]
-    if _is_sequence_key(key) and str(value).isdigit():
-        return [int(value)]
-    return []
-
-
 def _is_sequence_key(key: str) -> bool:
     return key in SEQUENCE_KEYS or key.endswith(SEQUENCE_METADATA_SUFFIX)
+
+
+# Sequences this far past the base are "beyond any log" literals (2^64-1), kept as they are.
+BEYOND = 2**63
 
 
 def _shift_sequences(value: Any, base: int, key: str = "") -> Any:
@@ -167,30 +161,44 @@ def _shift_sequences(value: Any, base: int, key: str = "") -> Any:
         return {k: _shift_sequences(v, base, k) for k, v in value.items()}
     if isinstance(value, list):
         return [_shift_sequences(v, base, key) for v in value]
-    if _is_sequence_key(key) and str(value).isdigit():
-        return f"+{int(value) - base}"
+    if _is_sequence_key(key) and str(value).isdigit() and base <= int(value) < base + BEYOND:
+        shifted = int(value) - base
+        return shifted if isinstance(value, int) else str(shifted)
     return value
 
 
+def _shift_message(message: str, base: int, top: int) -> str:
+    """A status message's numbers between `base` and `top` (sequences) counted from `base`."""
+    return NUMBER.sub(
+        lambda m: str(int(m.group(0)) - base) if base <= int(m.group(0)) <= top else m.group(0),
+        message,
+    )
+
+
+NUMBER = re.compile(r"\b\d+\b")
+
+
 def normalise(
-    transcript: Transcript, replacements: dict[str, str], *, relative_sequences: bool = False
+    transcript: Transcript, replacements: dict[str, str], *, sequences: tuple[int, int] = (0, 0)
 ) -> list[dict[str, Any]]:
     """The comparable form of a transcript.
 
     `replacements` maps run-specific text (the project directory) to markers.
     Ids get aliases from ordered records only, so concurrency cannot shuffle
     the numbering; order-free records are sorted after scrubbing. With
-    `relative_sequences` (a server shared by runs, whose log does not start
-    empty) sequences count from the smallest one the run saw, as `+n`.
+    `sequences` (base, top) from a shared server (its head when the run began,
+    and the largest sequence the run could meet) sequences count from the
+    base, as they count from 0 on a fresh server: in sequence fields and
+    headers, and the numbers from base to top in status messages.
     """
     aliases = _Aliases(replacements)
     raw = [(_raw(r), r.unordered) for r in transcript.records]
-    if relative_sequences:
-        seen = [n for data, _ in raw for n in _sequence_values(data)]
-        if seen:
-            # A head sequence names the event before the first one the run sees.
-            base = min(seen)
-            raw = [(_shift_sequences(data, base), unordered) for data, unordered in raw]
+    base, top = sequences
+    if base:
+        raw = [(_shift_sequences(data, base), unordered) for data, unordered in raw]
+        for data, _ in raw:
+            if "message" in data:
+                data["message"] = _shift_message(data["message"], base, top)
     for data, unordered in raw:
         if not unordered:
             for text in _walk_strings(data):

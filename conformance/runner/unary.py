@@ -19,7 +19,8 @@ from conformance.runner.transcript import Record, Transcript
 async def call(stage: Stage, transcript: Transcript, step: c.Call, scope: Scope) -> None:
     """A unary call from every client of the step's role, judged and recorded."""
     method = messages.SERVICE.methods_by_name[step.method]
-    request = messages.build(method.input_type, scope.bindings.resolve(step.request), "request")
+    written = messages.build(method.input_type, scope.bindings.resolve(step.request), "request")
+    request = await stage.as_the_run_asks(written)
     metadata = scope.bindings.resolve(dict(step.metadata))
     expect = step.expect
     wanted_response = (
@@ -57,6 +58,9 @@ async def call(stage: Stage, transcript: Transcript, step: c.Call, scope: Scope)
                 response = messages.message_class(method.output_type).FromString(result.response)
             except Exception as exc:
                 problems.append(f"the response does not parse: {exc}")
+            else:
+                response, problem = stage.seen_by_the_run(written, response)
+                problems += [problem] * bool(problem)
         elif result.response:
             problems.append("a failed call reported a response body")
         if response is not None and wanted_response is not None:

@@ -29,7 +29,7 @@ import itertools
 import re
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -49,6 +49,7 @@ from rigger_server.errors import NotFound, PermissionDenied, RiggerError
 from rigger_server.events import EventFilter, Turns
 from rigger_server.feed import Feed
 from rigger_server.guard import UNGUARDED, WriteGuard
+from rigger_server.regeneration import GenerationMode, Outcome, Reconciled, Result
 from rigger_server.seams import Seams
 from rigger_server.store import Store, TaskQuery
 from rigger_server.tasks import NewTask, TaskBook, TaskChange
@@ -565,6 +566,144 @@ def orchestration_ignores_versions(chosen: Seams) -> Seams:
     return dataclasses.replace(
         chosen, planning=_override(chosen.planning, orchestrate_task=orchestrate_task)
     )
+
+
+# --- GenerateTasksFromPRD modes -------------------------------------------------------
+
+
+async def _tasks_of(planning: Any, prd_id: str) -> list[Task]:
+    """Every task of the PRD a prd_id names (an id, or a path), oldest first."""
+    prd = await planning.book.read(planning.store.get_prd, prd_id)
+    if prd is None:
+        try:
+            prd, _ = await planning.book.read_prd(prd_id)
+        except RiggerError:
+            return []  # the generation itself will say what is wrong
+    return list(await planning.book.read(planning.store.tasks_of_prd, prd))
+
+
+def _live(tasks: Iterable[Task], *statuses: TaskStatus) -> list[Task]:
+    return [
+        t
+        for t in tasks
+        if t.parent_task_id is None
+        and t.status is not TaskStatus.ARCHIVED
+        and (not statuses or t.status in statuses)
+    ]
+
+
+def _generating(
+    change: Callable[[Any, str, GenerationMode], Awaitable[GenerationMode]],
+) -> Callable[[Seams], Seams]:
+    """Planning.generate_tasks after `change(planning, prd_id, mode)`, with the mode it gives."""
+
+    def apply(chosen: Seams) -> Seams:
+        original = chosen.planning.generate_tasks
+
+        async def generate_tasks(
+            self: Any, prd_id: str, *, mode: GenerationMode = GenerationMode.CREATE, **rest: Any
+        ) -> Any:
+            return await original(self, prd_id, mode=await change(self, prd_id, mode), **rest)
+
+        return dataclasses.replace(
+            chosen, planning=_override(chosen.planning, generate_tasks=generate_tasks)
+        )
+
+    return apply
+
+
+@_mutant(
+    "GENERATION_MODE_SYNC keeps the tasks of the items still planned, the work done on them too",
+    "generate_tasks_sync_keeps_work_done_and_recreates_a_deleted_item",
+)
+def sync_recreates_everything(chosen: Seams) -> Seams:
+    """SYNC archives every task of the PRD, work done or not, and creates every item afresh."""
+
+    async def change(planning: Any, prd_id: str, mode: GenerationMode) -> GenerationMode:
+        if mode is not GenerationMode.SYNC:
+            return mode
+        for task in _live(await _tasks_of(planning, prd_id)):
+            await planning.book.delete_task(task.id)
+        return GenerationMode.CREATE
+
+    return _generating(change)(chosen)
+
+
+@_mutant(
+    "a regeneration that fails writes nothing, whatever its mode",
+    "a_failed_regeneration_in_either_mode_writes_nothing",
+)
+def regeneration_archives_before_planning(chosen: Seams) -> Seams:
+    """REPLACE and SYNC archive the PRD's TODO tasks in a write of their own, before planning."""
+
+    async def change(planning: Any, prd_id: str, mode: GenerationMode) -> GenerationMode:
+        if mode is GenerationMode.CREATE:
+            return mode
+        for task in _live(await _tasks_of(planning, prd_id), TaskStatus.TODO):
+            await planning.book.delete_task(task.id)
+        return mode
+
+    return _generating(change)(chosen)
+
+
+@_mutant(
+    "a REPLACE generation leaves no item with two tasks: a started task keeps its item",
+    "generate_tasks_replace_after_orchestration_leaves_no_duplicates",
+)
+def replace_duplicates_started_items(chosen: Seams) -> Seams:
+    """REPLACE archives the TODO tasks and creates every item anew, beside the started ones."""
+    original = chosen.reconcile
+
+    def reconcile(
+        prd_id: str, plan: Any, existing: Sequence[Task], mode: GenerationMode, now: str
+    ) -> Reconciled:
+        if mode is GenerationMode.REPLACE:
+            # The started tasks go unseen, so their items get new tasks too.
+            unstarted = (TaskStatus.TODO, TaskStatus.ARCHIVED)
+            existing = [t for t in existing if t.status in unstarted]
+        return original(prd_id, plan, existing, mode, now)
+
+    return dataclasses.replace(chosen, reconcile=reconcile)
+
+
+@_mutant(
+    "GENERATION_MODE_SYNC brings a kept task's dependencies in line with the plan",
+    "generate_tasks_sync_keeps_work_done_and_recreates_a_deleted_item",
+)
+def sync_ignores_dependencies(chosen: Seams) -> Seams:
+    """SYNC leaves a kept task's dependencies as they were, on a task that may be gone."""
+    original = chosen.reconcile
+
+    def reconcile(
+        prd_id: str, plan: Any, existing: Sequence[Task], mode: GenerationMode, now: str
+    ) -> Reconciled:
+        made = original(prd_id, plan, existing, mode, now)
+        if mode is not GenerationMode.SYNC:
+            return made
+        before = {task.id: task for task in existing}
+        updated = []
+        replaced: dict[str, Result] = {}
+        for after, version, drafts in made.updated:
+            old = before[after.id]
+            result = next(r for r in made.results if r.task.id == after.id)
+            fields = tuple(f for f in result.changed_fields if f != "dependencies")
+            if fields == result.changed_fields:
+                updated.append((after, version, drafts))
+                continue
+            if not fields:
+                updated.append((dataclasses.replace(old, prd_item=after.prd_item), version, []))
+                replaced[after.id] = Result(old, Outcome.KEPT)
+                continue
+            kept = dataclasses.replace(after, dependencies=old.dependencies)
+            metadata = {**drafts[0].metadata, "changed_fields": ",".join(fields)}
+            draft = EventDraft.new(EventType.UPDATED, kept, drafts[0].timestamp, **metadata)
+            updated.append((kept, version, [draft]))
+            replaced[after.id] = Result(kept, Outcome.UPDATED, fields)
+        made.updated = updated
+        made.results = [replaced.get(r.task.id, r) for r in made.results]
+        return made
+
+    return dataclasses.replace(chosen, reconcile=reconcile)
 
 
 # --- ListTasks ------------------------------------------------------------------------

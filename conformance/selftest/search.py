@@ -40,8 +40,10 @@ def catalogue() -> Mapping[str, Mutant]:
         from conformance.selftest.mutants import MUTANTS
     except ImportError as exc:
         raise SystemExit(
-            f"conformance: the self-test's mutants need the Rigger server installed "
-            f"(pip install -e . in the repository): {exc}"
+            "conformance: --self-test runs the suite against deliberately broken copies of "
+            "the Rigger server (its mutants), so it needs that server installed: "
+            "`pip install <repository>` beside rigger-conformance, or run it from a checkout "
+            f"(`nox -s conformance_selftest`). ({exc})"
         ) from None
     return MUTANTS
 

@@ -21,6 +21,10 @@ from conformance.skew.steps import SKEW_DIR, SkewError
 OLD_SERVER_KNOWN_FAILING = REPO / "conformance" / "known_failing" / "old-server"
 # The server runs in its project directory ({dir}); its database goes there too.
 SERVER_COMMAND = "{rig} grpc --port {{port}} --db {{dir}}/tasks.db {{args}}"
+# The same server as a second implementation, started as an outsider would
+# start theirs: a shell command line (the runner quotes the values for it).
+SECOND_COMMAND = "cd {{dir}} && exec {rig} grpc --port {{port}} --db tasks.db {{args}}"
+SECOND_REPORTS = cli.BUILD_DIR / "second"
 
 
 def _suite(argv: list[str]) -> int:
@@ -59,6 +63,21 @@ def old_server(rig: pathlib.Path, extra: Sequence[str]) -> int:
     )
 
 
+def second(rig: pathlib.Path, extra: Sequence[str]) -> int:
+    """The old server as a second implementation: every case and client mix it can run."""
+    return _suite(
+        [
+            "--target-cmd",
+            SECOND_COMMAND.format(rig=shlex.quote(str(rig))),
+            "--known-failing-also",
+            str(OLD_SERVER_KNOWN_FAILING),
+            "--report-dir",
+            str(SECOND_REPORTS),
+            *extra,
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: prepare, then run the halves asked for; 0 when every half that ran passed."""
     parser = argparse.ArgumentParser(
@@ -66,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--prepare", action="store_true", help="only generate and build")
     parser.add_argument(
-        "--half", choices=("old-clients", "old-server", "sidecars"), action="append"
+        "--half",
+        choices=("old-clients", "old-server", "sidecars", "second"),
+        action="append",
+        help="only this half (repeatable; default: old-clients, old-server, sidecars). "
+        "`second`: the old server as a second implementation, through every client mix, "
+        f"reported to {SECOND_REPORTS} (nox -s conformance_second)",
     )
     parser.add_argument("--release", choices=sorted(OLD_SCHEMAS), default="v1.0")
     parser.add_argument(
@@ -82,11 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             generate(args.release)
             print(f"skew: generated the {args.release} clients into {gen_dir(args.release)}")
         rig = None
-        if "old-server" in halves or "sidecars" in halves:
+        if {"old-server", "sidecars", "second"} & set(halves):
             ref, origin = server_ref()
             commit, how = resolve(ref)
             if commit is None:
-                for half in {"old-server", "sidecars"} & set(halves):
+                for half in {"old-server", "sidecars", "second"} & set(halves):
                     verdicts[half] = f"SKIPPED: {how}"
                 print(f"\n!!! skew: the old server cannot be built: {how}", file=sys.stderr)
             else:
@@ -114,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rig is not None and "old-server" in halves:
         code = old_server(rig, extra)
         verdicts["old-server"] = {0: "passed", 1: "FAILED"}.get(code, f"could not run ({code})")
+    if rig is not None and "second" in halves:
+        code = second(rig, extra)
+        verdicts["second"] = {0: "passed", 1: "FAILED"}.get(code, f"could not run ({code})")
     if rig is not None and pre_batches is not None:
         servers = [
             ("old-server", SERVER_COMMAND.format(rig=rig), True),

@@ -54,6 +54,7 @@ def write_json(
             "roles": {instance: lang for instance, _, lang in o.run.instances()},
             "outcome": o.outcome,
             "detail": o.detail,
+            **_why(o),
             "duration_s": round(o.result.duration_s, 3),
         }
         for o in outcomes
@@ -68,6 +69,30 @@ def write_json(
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _why(outcome: Outcome) -> dict[str, Any]:
+    """report.json's reasons: a known-failing run's entries, a skipped one's needs."""
+    if outcome.outcome == KNOWN:
+        return {
+            "known_failing": [
+                {"client": e.language, "case": e.pattern, "reason": e.reason}
+                for e in outcome.entries
+            ]
+        }
+    if outcome.skip is not None:
+        said = dict(outcome.skip.because)
+        return {
+            "skipped_for": [
+                {
+                    "requirement": name,
+                    "target": why,
+                    **({"case": said[name]} if name in said else {}),
+                }
+                for name, why in outcome.skip.reasons
+            ]
+        }
+    return {}
 
 
 def write_junit(path: pathlib.Path, outcomes: Sequence[Outcome], errors: Sequence[str]) -> None:
@@ -94,7 +119,9 @@ def write_junit(path: pathlib.Path, outcomes: Sequence[Outcome], errors: Sequenc
             failure = ET.SubElement(case, "failure", message=outcome.detail.split("\n")[0][:500])
             failure.text = outcome.detail + _log_text(outcome)
         elif outcome.outcome == KNOWN:
-            ET.SubElement(case, "skipped", message=outcome.detail[:500])
+            # JUnit has no "known failure": a skip whose message is the reason.
+            known = ET.SubElement(case, "skipped", message=outcome.detail[:500])
+            known.text = outcome.detail + "\n\n" + "\n".join(outcome.result.problems)
     skipped = {o.run.case.name: o.detail for o in outcomes if o.outcome == SKIPPED}
     for name, why in sorted(skipped.items()):
         case = ET.SubElement(suite, "testcase", classname=f"conformance.{name}", name=name)
@@ -245,6 +272,33 @@ def print_capabilities(out: TextIO, outcomes: Sequence[Outcome], languages: Sequ
                 f"  {MARKS[SKIPPED]} {name}: {count} case{'s' * (count != 1)} skipped: "
                 f"{entry['reason']}\n"
             )
+
+
+def print_known_failing(out: TextIO, outcomes: Sequence[Outcome]) -> None:
+    """Why each known-failing run fails: the reasons of its known-failing entries."""
+    reasons: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        if outcome.outcome == KNOWN:
+            reasons.setdefault(outcome.detail, []).append(outcome.run.id)
+    if not reasons:
+        return
+    out.write(f"\n{MARKS[KNOWN]} known-failing runs and why:\n")
+    for detail, runs in reasons.items():
+        out.write(f"  {', '.join(runs)}\n    {detail}\n")
+
+
+def print_skipped_cases(out: TextIO, outcomes: Sequence[Outcome]) -> None:
+    """Each skipped case, once, with what it needs and why it cannot have it here."""
+    skipped: dict[str, str] = {}
+    for outcome in outcomes:
+        if outcome.skip is not None:
+            skipped.setdefault(outcome.run.case.name, outcome.skip.text)
+    if not skipped:
+        return
+    out.write(f"\n{MARKS[SKIPPED]} {len(skipped)} skipped case{'s' * (len(skipped) != 1)}:\n")
+    width = max(len(name) for name in skipped)
+    for name, why in sorted(skipped.items()):
+        out.write(f"  {name:<{width}}  {why}\n")
 
 
 def print_failures(out: TextIO, outcomes: Sequence[Outcome], limit: int = 40) -> None:

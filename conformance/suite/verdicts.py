@@ -31,6 +31,8 @@ class Outcome:
     outcome: str
     detail: str
     skip: Skip | None = None  # SKIPPED: what the target lacks
+    # KNOWN: the known-failing entries that list the run (their reasons).
+    entries: tuple[known_failing.Entry, ...] = ()
 
     @property
     def run(self) -> Run:
@@ -150,7 +152,9 @@ def verdicts(
             outcomes.append(Outcome(result, PASSED, ""))
         elif listed:
             reasons = "; ".join(f"{e.language}: {e.reason}" for e in listed)
-            outcomes.append(Outcome(result, KNOWN, f"known failing ({reasons})"))
+            outcomes.append(
+                Outcome(result, KNOWN, f"known failing ({reasons})", entries=tuple(listed))
+            )
         else:
             outcomes.append(Outcome(result, FAILED, "\n".join(result.problems)))
     for run, skip in skipped.items():

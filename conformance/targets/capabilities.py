@@ -12,10 +12,17 @@ off the case itself:
   `health`), from `discover` steps.
 - **behaviour** reflection cannot see (`planner`): only `requires:` says so.
 - **control** over the server: `restart` (`server:` steps), `server_flags`
-  (`server_args:`), `server_dir` (`files:` or `${root}`), `security` (the
-  runner configures TLS and tokens), `fresh_server` (absolute sequence
-  numbers, whole-store reads: a server nobody else has written to), `loopback`
-  (`discover` dials this machine's loopback names).
+  (`server_args:`), `files` (`files:`, `${files}` or `${root}`: files in the
+  server's project root), `server_dir` (files beside the project root),
+  `security` (the runner configures TLS and tokens), `log_head` (literal
+  sequence numbers, counted from the log's head when the run began),
+  `fresh_server` (only written: a server nobody else has written to),
+  `loopback` (`discover` dials this machine's loopback names).
+
+A case that needs `restart`, `server_flags`, `server_dir`, `security` or
+`fresh_server` says why in its `requires:` (REASONED): those are what a
+server shared with others cannot give, and the reason is shown wherever a
+run is skipped for it.
 
 A run happens only when the server's profile and the clients' schema offer
 every schema, service and behaviour capability, and the target (own server,
@@ -35,6 +42,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, FileDescriptor
 
 from conformance import cases as c
+from conformance import sources
 from conformance.cases import messages
 from conformance.suite.plan import Run
 
@@ -43,9 +51,7 @@ PACKAGE = "rigger.v1"
 SERVICE_NAME = f"{PACKAGE}.RiggerService"
 RIGGER_PROTO = "rigger/v1/rigger.proto"
 # The first release's contract: what its sidecars were generated from.
-RELEASED_IMAGE = (
-    pathlib.Path(__file__).resolve().parents[2] / "proto" / "released" / "rigger-v1.0.0.binpb"
-)
+RELEASED_IMAGE = sources.RELEASED_IMAGE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,17 +119,30 @@ CAPABILITIES: dict[str, Capability] = {
         Capability("restart", CONTROL, "the runner stops and starts the server (`server:`)"),
         Capability("server_flags", CONTROL, "the runner passes `rig grpc` flags (`server_args:`)"),
         Capability(
+            "files",
+            CONTROL,
+            "the runner places files in the server's project root (`files:`, `${files}`, "
+            "`${root}`): a server it starts, or `--target` with `--target-root`",
+        ),
+        Capability(
             "server_dir",
             CONTROL,
-            "the runner writes files into the server's directory (`files:`, `${root}`)",
+            "the runner owns the directory around the server's project root "
+            "(`files:` beside it, `../x`)",
         ),
         Capability(
             "security", CONTROL, "the runner configures the server's TLS and tokens (`security:`)"
         ),
         Capability(
+            "log_head",
+            CONTROL,
+            "literal sequence numbers count from the log's head when the run began: 0 on a "
+            "server the runner starts, the rigger-head-sequence header on a shared one",
+        ),
+        Capability(
             "fresh_server",
             CONTROL,
-            "a server nobody else wrote to: absolute sequence numbers, whole-store reads",
+            "a server nobody else wrote to (only written in `requires:`, with the reason)",
         ),
         Capability(
             "loopback", CONTROL, "the server listens on this machine's loopback names (`discover`)"
@@ -134,8 +153,10 @@ CAPABILITIES: dict[str, Capability] = {
 SEQUENCE_METADATA = frozenset({"rigger-head-sequence", "rigger-last-sequence"})
 REFERENCE = re.compile(r"\$\{[^}]+\}")
 # `requires:` may name any capability; control needs are inferred, but may be
-# written too (say, `fresh_server` for a case the rules below miss).
+# written too (say, `fresh_server`, which is never inferred).
 NAMES = tuple(CAPABILITIES)
+# What a server shared with others can never give: a case needing one says why.
+REASONED = ("restart", "server_flags", "server_dir", "security", "fresh_server")
 
 
 def kind_of(name: str) -> str:
@@ -256,6 +277,11 @@ def _dotted(descriptor: Descriptor, path: str, found: set[str]) -> None:
         descriptor = field.message_type
 
 
+def texts_of(value: Any) -> list[str]:
+    """Every string in a YAML value (a request, a message), keys left out."""
+    return list(_strings(value))
+
+
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
@@ -290,6 +316,8 @@ def _sequence_literals(value: Any, keys: frozenset[str]) -> bool:
 
 
 _SEQUENCE_KEYS = frozenset({"sequence", "after_sequence"})
+# References that name the run's place in the server's project root.
+FILE_MARKERS = ("${root}", "${files}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +338,7 @@ def uses(case: c.Case) -> Uses:
     if case.server_args:
         needs.add("server_flags")
     if case.files:
-        needs.add("server_dir")
+        needs.add("server_dir" if case.files_outside_root else "files")
     if case.security is not None:
         needs.add("security")
     for step in case.walk():
@@ -321,10 +349,8 @@ def uses(case: c.Case) -> Uses:
             _fields(method.input_type, step.request, elements)
             if step.expect.response is not None:
                 _fields(method.output_type, step.expect.response, elements)
-            if step.method == "ListTasks" and _lists_the_store(step.expect.response):
-                needs.add("fresh_server")
             if _sequence_literals(step.request, _SEQUENCE_KEYS):
-                needs.add("fresh_server")
+                needs.add("log_head")
             metadata += [step.expect.headers, step.expect.trailers]
             texts += _strings(step.request)
         elif isinstance(step, c.Open):
@@ -333,19 +359,19 @@ def uses(case: c.Case) -> Uses:
             if step.request is not None:
                 _fields(method.input_type, step.request, elements)
                 if _sequence_literals(step.request, _SEQUENCE_KEYS):
-                    needs.add("fresh_server")
+                    needs.add("log_head")
                 texts += _strings(step.request)
             metadata.append(step.headers)
         elif isinstance(step, c.Send):
             _fields(bidi_request, step.message, elements)
             if _sequence_literals(step.message, _SEQUENCE_KEYS):
-                needs.add("fresh_server")
+                needs.add("log_head")
             texts += _strings(step.message)
         elif isinstance(step, c.ExpectEvents):
             for wanted in (*(step.events or ()), *(step.unordered or ()), step.each):
                 _fields(event, wanted, elements)
                 if _sequence_literals(wanted, _SEQUENCE_KEYS):
-                    needs.add("fresh_server")
+                    needs.add("log_head")
             for path in (step.distinct, step.ordered_within[0] if step.ordered_within else None):
                 if path:
                     _dotted(event, path, elements)
@@ -364,9 +390,10 @@ def uses(case: c.Case) -> Uses:
                 if key in SEQUENCE_METADATA:
                     elements.add(CAPABILITIES["sequence"].elements[0])
                     if not REFERENCE.search(str(value)):
-                        needs.add("fresh_server")
-    if any("${root}" in text for text in texts):
-        needs.add("server_dir")
+                        needs.add("log_head")
+    names_files = any(marker in text for text in texts for marker in FILE_MARKERS)
+    if names_files and "server_dir" not in needs:
+        needs.add("files")
     for name in case.requires:
         if kind_of(name) == SCHEMA:
             elements.update(CAPABILITIES[name].elements[:1])
@@ -375,9 +402,9 @@ def uses(case: c.Case) -> Uses:
     return Uses(frozenset(elements), frozenset(needs))
 
 
-def _lists_the_store(response: Mapping[str, Any] | None) -> bool:
-    """A ListTasks expectation about what the whole store holds."""
-    return response is not None and bool({"tasks", "total_count"} & set(response))
+def unexplained(case: c.Case) -> list[str]:
+    """The requirements in REASONED the case has but gives no reason for in `requires:`."""
+    return sorted(n for n in uses(case).needs if n in REASONED and n not in case.because)
 
 
 def named(element: str) -> str:
@@ -416,6 +443,9 @@ class ServerProfile:
     behaviours: frozenset[str]  # "planner"
     source: str  # "reflection at 127.0.0.1:5000", "--profile v1.0", ...
     notes: tuple[str, ...] = ()
+    # A subscription's headers name the log's head (rigger-head-sequence):
+    # what lets a shared server's runs count sequences from where they began.
+    head_sequence: bool = False
 
     def capabilities(self) -> frozenset[str]:
         """Every named capability it has (control needs are the target's business)."""
@@ -436,14 +466,28 @@ class Grants:
 
 @dataclasses.dataclass(frozen=True)
 class Skip:
-    """Why a case does not run here: (requirement, reason) for each unmet one."""
+    """Why a case does not run here: (requirement, reason) for each unmet one.
+
+    `because` is what the case says it needs each requirement for, where it says.
+    """
 
     reasons: tuple[tuple[str, str], ...]
+    because: tuple[tuple[str, str], ...] = ()
 
     @property
     def text(self) -> str:
-        """`needs batches: the server's schema has no ...; needs restart: ...`."""
-        return "; ".join(f"needs {name}: {why}" for name, why in self.reasons)
+        """`needs restart (it stops the server mid-stream): --target ...; needs batches: ...`."""
+        said = dict(self.because)
+        return "; ".join(
+            f"needs {name}" + (f" ({said[name]})" if name in said else "") + f": {why}"
+            for name, why in self.reasons
+        )
+
+    @property
+    def case_reasons(self) -> str:
+        """What the case says it needs the missing requirements for, or ""."""
+        said = dict(self.because)
+        return "; ".join(f"{name}: {said[name]}" for name, _ in self.reasons if name in said)
 
 
 def unmet(case: c.Case, server: ServerProfile, clients: Schema, grants: Grants) -> Skip | None:
@@ -476,7 +520,8 @@ def unmet(case: c.Case, server: ServerProfile, clients: Schema, grants: Grants) 
                 reasons[need] = why
     if not reasons:
         return None
-    return Skip(tuple(sorted(reasons.items())))
+    because = tuple((n, case.because[n]) for n in sorted(reasons) if n in case.because)
+    return Skip(tuple(sorted(reasons.items())), because)
 
 
 def partition(

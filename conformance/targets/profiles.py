@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from conformance.targets.capabilities import HEAD, SERVICE_NAME, V1_0, Schema, ServerProfile
+from conformance.targets.capabilities import named as named_element
 from conformance.targets.target import Target
 
 TIMEOUT_S = 10.0
@@ -32,6 +33,8 @@ BUILTIN: dict[str, Schema] = {"v1.0": V1_0, "head": HEAD}
 # The first release implemented no planner; `head` and images leave it to the probe.
 BUILTIN_BEHAVIOURS: dict[str, frozenset[str]] = {"v1.0": frozenset()}
 PLANNER_PROBE = "GenerateTasksFromPRD"
+HEAD_SEQUENCE = "rigger-head-sequence"
+HEAD_TIMEOUT_S = 5.0
 
 
 class ProfileError(ValueError):
@@ -55,7 +58,11 @@ def schema_named(name: str) -> Schema:
         ) from None
 
 
-class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):  # type: ignore[misc]
+class _Metadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):  # type: ignore[misc]
     """Adds `authorization: Bearer` to every call the probe makes (reflection included)."""
 
     def __init__(self, token: str) -> None:
@@ -70,6 +77,11 @@ class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterce
     ) -> Any:
         return continuation(self._details(details), request)
 
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
     def intercept_stream_stream(
         self, continuation: Callable[..., Any], details: Any, requests: Any
     ) -> Any:
@@ -77,13 +89,16 @@ class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterce
 
 
 def open_channel(
-    address: str, credentials: grpc.ChannelCredentials | None, token: str | None
+    address: str,
+    credentials: grpc.ChannelCredentials | None,
+    token: str | None,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.Channel:
     """A blocking channel to the server, sending the token with every call."""
     channel = (
-        grpc.secure_channel(address, credentials)
+        grpc.secure_channel(address, credentials, options=options)
         if credentials is not None
-        else grpc.insecure_channel(address)
+        else grpc.insecure_channel(address, options=options)
     )
     if token:
         return grpc.intercept_channel(channel, _Metadata(token))
@@ -97,11 +112,13 @@ def probe(
     *,
     schema: Schema | None = None,
     schema_source: str = "",
+    shared: bool = False,
 ) -> ServerProfile:
     """Ask the server at `address` what it offers.
 
     `schema` (from --profile) replaces what reflection would say; services
-    and the planner are probed either way.
+    and the planner are probed either way. For a `shared` server (`--target`),
+    also whether a subscription names the log's head.
     """
     notes: list[str] = []
     with open_channel(address, credentials, token) as channel:
@@ -129,7 +146,44 @@ def probe(
         behaviours = BUILTIN_BEHAVIOURS.get(schema.name)
         if behaviours is None:
             behaviours = frozenset({"planner"}) if _planner(channel, notes) else frozenset()
-    return ServerProfile(schema, frozenset(services), behaviours, source, tuple(notes))
+        announced = False
+        if shared:
+            # Only a shared server's runs need it (the others start at 0), and a
+            # server that sends headers only with its first event makes this wait.
+            try:
+                announced = head_sequence(channel, HEAD_TIMEOUT_S) is not None
+            except grpc.RpcError as exc:
+                notes.append(f"SubscribeToTaskEvents: {exc.code().name}")
+            if not announced:
+                notes.append(f"a subscription's headers name no {HEAD_SEQUENCE}")
+    return ServerProfile(
+        schema, frozenset(services), behaviours, source, tuple(notes), head_sequence=announced
+    )
+
+
+def head_sequence(channel: grpc.Channel, timeout: float = TIMEOUT_S) -> int | None:
+    """The log's head as a new subscription's headers name it, or None if they do not.
+
+    Opens SubscribeToTaskEvents (live only: it replays nothing), reads the
+    response headers and cancels. RpcError when the subscription fails.
+    """
+    subscribe = channel.unary_stream(
+        f"/{SERVICE_NAME}/SubscribeToTaskEvents",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    call = subscribe(b"", timeout=timeout)
+    try:
+        headers = dict(call.initial_metadata() or ())
+        if not headers:
+            # A trailers-only answer (the subscription was refused) has no headers.
+            call.code()
+            for _ in call:
+                pass
+    finally:
+        call.cancel()
+    value = headers.get(HEAD_SEQUENCE)
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def _health(channel: grpc.Channel, notes: list[str]) -> bool:
@@ -180,16 +234,41 @@ def _planner(channel: grpc.Channel, notes: list[str]) -> bool:
     return True
 
 
+# What a server of this checkout offers besides its schema's named capabilities.
+FULL_SERVER = frozenset({"health", "reflection", "planner"})
+
+
+def lacks(profile: ServerProfile) -> list[str]:
+    """What this checkout's server has and `profile`'s lacks: named capabilities, services,
+    the planner, then every other method and field of the contract as `schema:<element>`."""
+    named = sorted((HEAD.capabilities() | FULL_SERVER) - profile.capabilities())
+    if profile.schema is None:
+        return named
+    elements = sorted(
+        named_element(e)
+        for e in HEAD.elements - profile.schema.elements
+        if named_element(e).startswith("schema:")
+    )
+    return named + elements
+
+
 def describe(profile: ServerProfile, clients: Schema) -> Sequence[str]:
     """Lines for the terminal: where the profile came from and what it lacks."""
     head = HEAD.capabilities()
     schema = profile.schema.capabilities() if profile.schema is not None else frozenset()
     missing = sorted(head - schema)
+    elements = [e for e in lacks(profile) if e.startswith("schema:")]
     lines = [
         f"server profile: {profile.source}; "
         + (f"lacks {', '.join(missing)}" if missing else "every schema capability")
         + f"; services: {', '.join(sorted(profile.services)) or 'none'}"
         + f"; planner: {'yes' if 'planner' in profile.behaviours else 'no'}"
+        + (
+            f"; its schema lacks {len(elements)} other fields or methods of this checkout's "
+            "contract (report.json: target.profile.lacks)"
+            if elements
+            else ""
+        )
     ]
     if clients.name != HEAD.name:
         lacking = sorted(head - clients.capabilities())
@@ -217,6 +296,7 @@ def learn(
             security.token,
             schema=schema,
             schema_source=source,
+            shared=True,
         )
     root = workdir / "probe" / "project"
     root.mkdir(parents=True)
@@ -252,6 +332,8 @@ def report(target: Target, profile: ServerProfile, clients: Schema) -> dict[str,
         "profile": {
             "source": profile.source,
             "capabilities": sorted(profile.capabilities()),
+            # What this checkout's contract and a full server have and this one lacks.
+            "lacks": lacks(profile),
             "notes": list(profile.notes),
         },
         "clients": clients.name,

@@ -10,14 +10,24 @@ Three kinds of target:
   also the command's working directory: keep the server's data there, so
   each run starts empty and a restart keeps it) and `{args}` (the case's
   `rig grpc` flags: `--buffer 1`, `--tls-cert …`; leave it out and cases that
-  need flags or security are skipped). The command needs no ready file: the
-  runner waits until the port accepts a connection and the server answers
-  a health check (`grpc.health.v1`, SERVING) or, without health, a server
-  reflection request. It is stopped with SIGTERM to its process group (then
-  SIGKILL after 20 s), so wrappers (`sh -c`, `npm start`) stop with it.
+  need flags or security are skipped). The command is a list of words, split
+  as a shell would and run without one (`{args}` a word of its own, becoming
+  as many words as there are flags), or a shell command line (`&&`, `|`, `;`,
+  redirections, `$VAR`), run with `sh -c`; so is the script of an explicit
+  `sh -c '…'`. In a shell command line the runner quotes each value for the
+  shell, so placeholders stand bare, outside quotes. The command needs no
+  ready file: the runner waits until the port accepts a connection and the
+  server answers a health check (`grpc.health.v1`, SERVING) or, without
+  health, a server reflection request. It is stopped with SIGTERM to its
+  process group (then SIGKILL after 20 s), so wrappers (`sh -c`, `npm start`)
+  stop with it.
 - **remote** (`--target HOST:PORT`): one server someone else started, shared
   by every run, one run at a time. Nothing about the server can be
-  controlled, and its store is not empty: cases that need that are skipped.
+  controlled and its store is not empty: runs are judged on what they added
+  (runner/shared.py) and archive it afterwards unless `--keep`; cases that
+  need more are skipped. With `--target-root DIR` (the server's project root,
+  on this machine) cases that place files put them in a folder of their own
+  under DIR/rigger-conformance/ and remove it afterwards.
 
 TLS and tokens for command and remote targets come from `--target-ca`,
 `--target-cert`/`--target-key` and `--target-token`.
@@ -28,9 +38,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import pathlib
+import re
 import shlex
 import signal
 import socket
@@ -42,14 +54,20 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conformance.targets.capabilities import CONTROL, NAMES, Grants, kind_of
+from conformance.targets.capabilities import CONTROL, NAMES, Grants, ServerProfile, kind_of
 from testkit.serverproc import RIG, ServerProcess
 from testkit.wait import wait_until
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 PLACEHOLDERS = ("{port}", "{dir}", "{args}", "{mutant}")
+PLACEHOLDER = re.compile(r"\{(port|dir|args|mutant)\}")
 LOG_LINES = 20
+# Programs whose `-c` word is a script: values go into it quoted for the shell.
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "busybox"})
+SHELL_OPERATORS = frozenset("();<>|&")
+# Under --target-root, each run's files go to a folder of their own in here.
+FILES_FOLDER = "rigger-conformance"
 
 
 class TargetError(ValueError):
@@ -142,58 +160,139 @@ def _port_open(port: int) -> bool:
 # --- a server started by a command ----------------------------------------------------
 
 
+def _shell_syntax(text: str) -> bool:
+    """True when a shell would read more into `text` than words: operators, `$`, backquotes."""
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return False  # unbalanced quotes: parse() says so
+    if any(token and set(token) <= SHELL_OPERATORS for token in tokens):
+        return True
+    return any(char in "$`" for char, quote in _scan(text) if quote != "'")
+
+
+def _scan(text: str) -> list[tuple[str, str]]:
+    """Each character of a shell script with the quote it is inside ("", "'" or '"')."""
+    found: list[tuple[str, str]] = []
+    quote = ""
+    escaped = False
+    for char in text:
+        found.append((char, quote))
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote and char == quote:
+            quote = ""
+        elif not quote and char in "'\"":
+            quote = char
+    return found
+
+
+def _quoted_placeholders(script: str) -> list[str]:
+    """Placeholders a script puts inside quotes, where a quoted value would break."""
+    quotes = [quote for _, quote in _scan(script)]
+    return [m.group(0) for m in PLACEHOLDER.finditer(script) if quotes[m.start()]]
+
+
 @dataclasses.dataclass(frozen=True)
 class CommandTemplate:
-    """`--target-cmd`: a command line with placeholders, split like a shell would."""
+    """`--target-cmd`: words split like a shell would, or a shell command line for `sh -c`."""
 
     text: str
     words: tuple[str, ...]
+    # Words a shell reads as its script (`sh -c '...'`, or the whole command
+    # line): placeholders in them get values quoted for that shell.
+    scripts: frozenset[int] = frozenset()
 
     @classmethod
     def parse(cls, text: str) -> CommandTemplate:
         """Check and split the command; TargetError says what is wrong."""
-        try:
-            words = tuple(shlex.split(text))
-        except ValueError as exc:
-            raise TargetError(f"--target-cmd: {exc}") from None
-        if not words:
+        if not text.strip():
             raise TargetError("--target-cmd is empty")
         if "{port}" not in text:
             raise TargetError(
                 "--target-cmd must contain {port}: the runner picks a free port per run "
                 "and the server must listen on 127.0.0.1 there"
             )
-        if any("{args}" in w and w != "{args}" for w in words):
-            raise TargetError("--target-cmd: {args} must be a word of its own")
-        return cls(text, words)
+        if _shell_syntax(text):
+            words, scripts = ("sh", "-c", text), frozenset({2})
+        else:
+            try:
+                words = tuple(shlex.split(text))
+            except ValueError as exc:
+                raise TargetError(f"--target-cmd: {exc}") from None
+            scripts = _script_words(words)
+        for index in sorted(scripts):
+            quoted = _quoted_placeholders(words[index])
+            if quoted:
+                raise TargetError(
+                    f"--target-cmd: write {quoted[0]} outside quotes in the shell command line: "
+                    "the runner quotes its value for the shell"
+                )
+        if any("{args}" in w and w != "{args}" for i, w in enumerate(words) if i not in scripts):
+            raise TargetError(
+                "--target-cmd: {args} must be a word of its own (it becomes one word per "
+                "flag), or stand in a shell command line (`sh -c '... {args}'`)"
+            )
+        return cls(text, words, scripts)
 
     @property
     def takes_flags(self) -> bool:
         """True when `{args}` passes the case's `rig grpc` flags."""
-        return "{args}" in self.words
+        return any(
+            w == "{args}" or (i in self.scripts and "{args}" in w) for i, w in enumerate(self.words)
+        )
+
+    @property
+    def shell(self) -> bool:
+        """True when a shell reads (part of) the command."""
+        return bool(self.scripts)
 
     def with_mutant(self, mutant: str) -> CommandTemplate:
         """The command with `{mutant}` filled (the self-test's mutant servers)."""
-        return CommandTemplate(
-            self.text.replace("{mutant}", mutant),
-            tuple(w.replace("{mutant}", mutant) for w in self.words),
+        return dataclasses.replace(
+            self,
+            text=self.text.replace("{mutant}", mutant),
+            words=tuple(
+                w.replace("{mutant}", shlex.quote(mutant) if i in self.scripts else mutant)
+                for i, w in enumerate(self.words)
+            ),
         )
 
     def argv(
         self, port: int, directory: pathlib.Path, args: Sequence[str], cwd: pathlib.Path
     ) -> list[str]:
         """The command for one start: placeholders filled, a relative program made absolute."""
+        values = {"port": str(port), "dir": str(directory)}
+        quoted = {**{k: shlex.quote(v) for k, v in values.items()}, "args": shlex.join(args)}
         filled: list[str] = []
-        for word in self.words:
-            if word == "{args}":
+        for index, word in enumerate(self.words):
+            if index in self.scripts:
+                filled.append(PLACEHOLDER.sub(lambda m: quoted.get(m.group(1), m.group(0)), word))
+            elif word == "{args}":
                 filled += args
-                continue
-            filled.append(word.replace("{port}", str(port)).replace("{dir}", str(directory)))
+            else:
+                filled.append(PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), word))
         program = filled[0]
         # The command runs in {dir}; `./my-server` means the one where the suite was started.
         if "/" in program and not pathlib.Path(program).is_absolute():
             filled[0] = str((cwd / program).resolve())
         return filled
+
+
+def _script_words(words: Sequence[str]) -> frozenset[int]:
+    """The script word of `sh -c 'script' ...` (or bash, zsh ...; `-ec` too), if any."""
+    if not words or pathlib.Path(words[0]).name not in SHELLS:
+        return frozenset()
+    for index, word in enumerate(words[1:], start=1):
+        if re.fullmatch(r"-[a-z]*c[a-z]*", word) and index + 1 < len(words):
+            return frozenset({index + 1})
+        if not word.startswith("-"):
+            break
+    return frozenset()
 
 
 class CommandProcess:
@@ -363,6 +462,10 @@ class Target:
     template: CommandTemplate | None = None  # command
     address: str = ""  # remote
     security: ClientSecurity = ClientSecurity()
+    # remote: the server's project root, on this machine (--target-root).
+    root: pathlib.Path | None = None
+    # remote: leave what the runs created (--keep) instead of archiving it.
+    keep: bool = False
     # What starts an own run's server: one ServerProcess, or a stand-in for
     # one such as `replicas.Replicas` (`--postgres`).
     servers: Callable[..., Any] = ServerProcess
@@ -378,8 +481,12 @@ class Target:
         """One server for every run: runs go one at a time and see each other's events."""
         return self.kind == "remote"
 
-    def grants(self) -> Grants:
-        """Which control needs this target meets; the others with the reason."""
+    def grants(self, profile: ServerProfile | None = None) -> Grants:
+        """Which control needs this target meets; the others with the reason.
+
+        A shared server's runs count sequences from its head only when the
+        `profile` found that a subscription names it.
+        """
         if self.kind == "own":
             return Grants({})
         if self.kind == "command":
@@ -396,10 +503,20 @@ class Target:
         refused = {
             "restart": f"{why}, so it cannot stop or start it",
             "server_flags": f"{why}, so it cannot pass it flags",
-            "server_dir": f"{why}, so it cannot write files into its directory",
+            "server_dir": f"{why}, so it places no files beside its project root",
             "security": f"{why}, so it cannot configure its TLS and tokens",
-            "fresh_server": f"{why}; its store holds earlier runs' tasks and events",
+            "fresh_server": f"{why}; its store holds others' tasks and events",
         }
+        if self.root is None:
+            refused["files"] = (
+                f"--target {self.address}: the server's project root is unknown; "
+                "--target-root DIR names it (on this machine)"
+            )
+        if profile is not None and not profile.head_sequence:
+            refused["log_head"] = (
+                f"--target {self.address}: a subscription's headers name no "
+                "rigger-head-sequence, so the runner cannot count sequences from the log's head"
+            )
         if not is_loopback(self.address):
             refused["loopback"] = f"--target {self.address} is not on this machine's loopback"
         return _refusing(refused)
@@ -451,13 +568,25 @@ def command(text: str, security: ClientSecurity = ClientSecurity()) -> Target:
     return Target("command", f"--target-cmd {text!r}", template=template, security=security)
 
 
-def remote(address: str, security: ClientSecurity = ClientSecurity()) -> Target:
-    """`--target HOST:PORT`: TargetError when the address is malformed."""
+def remote(
+    address: str,
+    security: ClientSecurity = ClientSecurity(),
+    *,
+    root: pathlib.Path | None = None,
+    keep: bool = False,
+) -> Target:
+    """`--target HOST:PORT`: TargetError when the address is malformed or the root missing."""
     security.check()
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise TargetError(f"--target {address!r}: expected HOST:PORT, e.g. 127.0.0.1:50051")
-    return Target("remote", f"--target {address}", address=address, security=security)
+    if root is not None:
+        if not root.is_dir():
+            raise TargetError(f"--target-root {root}: no such directory")
+        root = root.resolve()
+    return Target(
+        "remote", f"--target {address}", address=address, security=security, root=root, keep=keep
+    )
 
 
 def is_loopback(address: str) -> bool:
@@ -508,6 +637,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--target-token-file", type=pathlib.Path, metavar="FILE", help="the token's first line"
     )
     group.add_argument(
+        "--target-root",
+        type=pathlib.Path,
+        metavar="DIR",
+        help="with --target: the server's project root, on this machine; cases that place "
+        f"PRD files put them in a folder of their own under DIR/{FILES_FOLDER}/ and remove "
+        "it afterwards (default: none, and those cases are skipped)",
+    )
+    group.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --target: leave the tasks (and files) the runs created; by default each "
+        "run archives its tasks (DeleteTask) and removes its files when it ends",
+    )
+    group.add_argument(
         "--profile",
         metavar="NAME|FILE",
         help="the server's schema when reflection cannot tell (or to override it): "
@@ -524,12 +667,14 @@ def from_args(args: argparse.Namespace) -> Target:
         if not token:
             raise TargetError(f"{args.target_token_file}: no token on its first line")
     security = ClientSecurity(args.target_ca, args.target_cert, args.target_key, token)
+    if not args.target and (args.target_root is not None or args.keep):
+        raise TargetError("--target-root and --keep go with --target (a server already running)")
     if args.target:
         if args.server_args:
             raise TargetError("--server-args: the runner does not start a --target")
         if args.self_test:
             raise TargetError("--self-test starts its mutant servers: use --target-cmd")
-        return remote(args.target, security)
+        return remote(args.target, security, root=args.target_root, keep=args.keep)
     if args.target_cmd:
         chosen = command(args.target_cmd, security)
         assert chosen.template is not None
@@ -542,4 +687,10 @@ def from_args(args: argparse.Namespace) -> Target:
         return chosen
     if security != ClientSecurity():
         raise TargetError("--target-ca, -cert, -key and -token need --target or --target-cmd")
+    if importlib.util.find_spec("rigger_server") is None:
+        raise TargetError(
+            "no server to test: without --target or --target-cmd the suite starts Rigger's own "
+            "`rig grpc`, which is not installed here. Point it at yours: --target HOST:PORT "
+            "(a server already running) or --target-cmd 'CMD' (one started per run)"
+        )
     return own()

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Callable, Sequence
 
 from rigger_server import prd as prd_files
 from rigger_server.domain import (
@@ -65,6 +66,7 @@ from rigger_server.prd import ParsedPrd
 from rigger_server.regeneration import (
     GenerationMode,
     Outcome,
+    Reconciled,
     Result,
     plan_identities,
     reconcile,
@@ -72,6 +74,9 @@ from rigger_server.regeneration import (
 from rigger_server.regeneration import new_task as planned_task
 from rigger_server.tasks import TaskBook
 from rigger_server.writer import Written
+
+# regeneration.reconcile's shape: (prd_id, plan, the PRD's tasks, mode, now) -> what to write.
+Reconcile = Callable[[str, TaskPlan, Sequence[Task], GenerationMode, str], Reconciled]
 
 PASS = "pass"
 # The fewest subtasks a decomposition makes (Planner.decompose: 3 to 5).
@@ -152,10 +157,12 @@ def _top_level_live(tasks: list[Task]) -> list[Task]:
 class Planning:
     """GenerateTasksFromPRD and OrchestrateTask: plan outside the writer, commit whole."""
 
-    def __init__(self, book: TaskBook, planner: Planner) -> None:
+    def __init__(self, book: TaskBook, planner: Planner, matching: Reconcile = reconcile) -> None:
         self.book = book
         self.store = book.store
         self.planner = planner
+        # How a regeneration matches the PRD's tasks to the plan (a test seam: seams.py).
+        self.matching = matching
         self._parsed: dict[str, ParsedPrd] = {}
 
     # --- validation -----------------------------------------------------------
@@ -320,7 +327,9 @@ class Planning:
             return generated, events
         if mode is GenerationMode.CREATE:
             raise self._already_planned(prd, existing)
-        made = reconcile(prd.id, plan, every, mode, tasks[0].created_at if tasks else now_rfc3339())
+        made = self.matching(
+            prd.id, plan, every, mode, tasks[0].created_at if tasks else now_rfc3339()
+        )
         events = self.store.replace_statuses(made.archived, made.archive_drafts)
         events += self.store.insert_tasks(made.created, made.create_drafts)
         for after, version, update_drafts in made.updated:

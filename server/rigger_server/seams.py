@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 import grpc
 from grpc_health.v1 import health
 
-from rigger_server import reflection_v1
+from rigger_server import reflection_v1, regeneration
 from rigger_server.events import Broadcaster
-from rigger_server.planning import Planning
+from rigger_server.planning import Planning, Reconcile
 from rigger_server.service import RiggerServicer
 from rigger_server.store import Store
 from rigger_server.tasks import TaskBook
@@ -47,6 +47,9 @@ class Seams:
     broadcaster: type[Broadcaster] = Broadcaster
     book: type[TaskBook] = TaskBook
     planning: type[Planning] = Planning
+    # How a REPLACE or SYNC generation matches the PRD's tasks to the plan,
+    # inside the generation's transaction (regeneration.reconcile).
+    reconcile: Reconcile = regeneration.reconcile
     servicer: type[RiggerServicer] = RiggerServicer
     health: type[health.aio.HealthServicer] = health.aio.HealthServicer
     # Turns on server reflection (v1alpha and v1) for these services.

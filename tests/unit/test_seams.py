@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grimp
 from grpc_health.v1 import health
-from rigger_server import reflection_v1, seams
+from rigger_server import reflection_v1, regeneration, seams
 from rigger_server.events import Broadcaster
 from rigger_server.planning import Planning
 from rigger_server.service import RiggerServicer
@@ -17,6 +17,7 @@ def test_the_default_seams_are_the_servers_own_parts():
     assert default.broadcaster is Broadcaster
     assert default.book is TaskBook
     assert default.planning is Planning
+    assert default.reconcile is regeneration.reconcile
     assert default.servicer is RiggerServicer
     assert default.health is health.aio.HealthServicer
     # v1alpha and v1, from one servicer.

@@ -307,7 +307,8 @@ def test_paths_inside_the_run_are_accepted(tmp_path):
         "    files: {../beside.md: text, docs/up.md: {symlink: ../../beside.md},"
         " run: {symlink: ..}}\n"
         "    server_args: [--ready-file, ../ready.json, --db=data/tasks.db,"
-        " --auth-token-file, run/tokens, --buffer, '1']\n",
+        " --auth-token-file, run/tokens, --buffer, '1']\n"
+        "    requires: [{server_dir: files beside the root}, {server_flags: flags}]\n",
     )
     [case] = load.load_cases(tmp_path)
     assert case.server_args[:2] == ("--ready-file", "../ready.json")
