@@ -388,7 +388,9 @@ class RiggerServer:
             self._planner = build_planner(
                 config.planner, config.limits, observe=metrics.planner_step
             )
-            planning = self._seams.planning(self._book, self._planner, self._seams.reconcile)
+            planning = self._seams.planning(
+                self._book, self._planner, self._seams.reconcile, service.encode_generated
+            )
             # Outermost, so it sees every call's end, the auth refusals too.
             interceptors: list[grpc.aio.ServerInterceptor] = [
                 CallObserver(log_calls=config.log_format == "json")

@@ -101,6 +101,9 @@ class Generated:
     # Every task of the PRD the call created, updated, kept, archived or left
     # alone (regeneration.py), the PRD's items first.
     results: tuple[Result, ...] = ()
+    # The answer as its caller receives it, made inside the transaction by
+    # the encoder Planning was given (empty without one): see `_answered`.
+    answer: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -157,12 +160,20 @@ def _top_level_live(tasks: list[Task]) -> list[Task]:
 class Planning:
     """GenerateTasksFromPRD and OrchestrateTask: plan outside the writer, commit whole."""
 
-    def __init__(self, book: TaskBook, planner: Planner, matching: Reconcile = reconcile) -> None:
+    def __init__(
+        self,
+        book: TaskBook,
+        planner: Planner,
+        matching: Reconcile = reconcile,
+        encode_generated: Callable[[Generated], bytes] | None = None,
+    ) -> None:
         self.book = book
         self.store = book.store
         self.planner = planner
         # How a regeneration matches the PRD's tasks to the plan (a test seam: seams.py).
         self.matching = matching
+        # The server's wire encoding of a generation's answer (planning knows no wire format).
+        self._encode_generated = encode_generated
         self._parsed: dict[str, ParsedPrd] = {}
 
     # --- validation -----------------------------------------------------------
@@ -324,7 +335,7 @@ class Planning:
                 model=plan.model,
                 results=tuple(Result(task, Outcome.CREATED) for task in tasks),
             )
-            return generated, events
+            return self._answered(generated), events
         if mode is GenerationMode.CREATE:
             raise self._already_planned(prd, existing)
         made = self.matching(
@@ -342,7 +353,21 @@ class Planning:
             model=plan.model,
             results=tuple(made.results),
         )
-        return generated, events
+        return self._answered(generated), events
+
+    def _answered(self, generated: Generated) -> Generated:
+        """The generation with its answer encoded, still inside its transaction.
+
+        A large generation's answer takes a while to build (ten thousand
+        tasks: a few tenths of a second, more on a loaded machine); built
+        after the commit, it could outlast the caller's deadline, and a
+        caller told DEADLINE_EXCEEDED would find everything written. Built
+        here, only publishing and sending follow the commit, and the guard's
+        margin covers them.
+        """
+        if self._encode_generated is None:
+            return generated
+        return dataclasses.replace(generated, answer=self._encode_generated(generated))
 
     # --- OrchestrateTask ------------------------------------------------------
 

@@ -158,6 +158,11 @@ def _unary(method: Unary[Req, Resp]) -> Unary[Req, Resp]:
     return wrapper
 
 
+def encode_generated(generated: Generated) -> bytes:
+    """A generation's answer on the wire (Planning makes it inside the generation's transaction)."""
+    return _generated_to_pb(generated).SerializeToString()
+
+
 def _generated_to_pb(generated: Generated) -> pb.GenerateTasksFromPRDResponse:
     return pb.GenerateTasksFromPRDResponse(
         tasks=[wire.task_to_pb(task) for task in generated.tasks],
@@ -407,6 +412,8 @@ class RiggerServicer:
             mode=requested_mode(request.mode, request.replace_existing),
             guard=self._guard(context),
         )
+        if generated.answer:
+            return generated.answer  # type: ignore[return-value]  # encoded before the commit
         # Off the event loop: a 1 MiB PRD makes tens of thousands of tasks.
         return await asyncio.to_thread(_generated_to_pb, generated)
 
@@ -647,10 +654,14 @@ def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
     handlers = {}
     for method in SERVICE.methods:
         shape = (method.client_streaming, method.server_streaming)
-        response = None if method.server_streaming else GetMessageClass(method.output_type)
         handlers[method.name] = _HANDLERS[shape](
             getattr(servicer, method.name),
             request_deserializer=_lenient(GetMessageClass(method.input_type)),
-            response_serializer=None if response is None else response.SerializeToString,
+            response_serializer=None if method.server_streaming else _encoded,
         )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+def _encoded(response: Any) -> bytes:
+    # An answer may come encoded already (a generation's, made before its commit).
+    return response if isinstance(response, bytes) else response.SerializeToString()
