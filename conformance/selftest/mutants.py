@@ -535,7 +535,8 @@ def claims_the_asked_model(chosen: Seams) -> Seams:
 
     async def generate_tasks(self: Any, prd_id: str, *, model: str = "", **rest: Any) -> Any:
         made = await original(self, prd_id, model=model, **rest)
-        return dataclasses.replace(made, model=model or made.model)
+        # answer=b"": the answer the server encoded before its commit is made afresh.
+        return dataclasses.replace(made, model=model or made.model, answer=b"")
 
     return dataclasses.replace(
         chosen, planning=_override(chosen.planning, generate_tasks=generate_tasks)
