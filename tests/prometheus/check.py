@@ -43,6 +43,9 @@ TOKEN = "prometheus-scrapes-with-this"
 REVOKED = "revoked-during-the-run"
 LOAD_SECONDS = 12.0
 MAX_WRITES = 5000
+# Prometheus scrapes every second: the load lasts at least this long, so several
+# scrapes see it under way however fast the machine writes.
+MIN_LOAD_SECONDS = 5.0
 READY_SECONDS = 60.0
 # Events queued per subscriber before it is ended as lagging (--buffer).
 BUFFER = 50
@@ -125,6 +128,18 @@ def start_prometheus(work: pathlib.Path, target: str) -> tuple[subprocess.Popen[
         time.sleep(0.2)
 
 
+def wait_for_first_scrape(prometheus: str) -> None:
+    """Return once Prometheus has scraped the server: load before that goes unseen."""
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        up = query(prometheus, 'up{job="rigger"}')
+        if up and float(up[0]["value"][1]) == 1:
+            return
+        if time.monotonic() > deadline:
+            raise Failed(f"Prometheus cannot scrape the server: {up}")
+        time.sleep(0.2)
+
+
 def query(prometheus: str, expression: str) -> list[dict[str, Any]]:
     url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
     with urllib.request.urlopen(url, timeout=10) as reply:
@@ -178,15 +193,22 @@ async def load(server: ServerProcess, tokens: pathlib.Path) -> int:
         )
         with contextlib.suppress(grpc.aio.AioRpcError):
             await stub.GetTask(pb.GetTaskRequest(task_id=str(uuid.uuid4())), metadata=bearer(TOKEN))
-        # Its token is revoked halfway through: the server ends it.
+        # Its token is revoked halfway through the load: the server ends it. It
+        # reads as it goes, so it cannot be ended as lagging first.
         doomed = stub.SubscribeToTaskEvents(
             pb.SubscribeToTaskEventsRequest(), metadata=bearer(REVOKED)
         )
         await doomed.initial_metadata()
+        ending = asyncio.ensure_future(read_until_ended(doomed))
         writes = 0
         ends = time.monotonic() + LOAD_SECONDS
         revoked = False
+        started = time.monotonic()
         while time.monotonic() < ends and writes < MAX_WRITES:
+            # Paced so that MAX_WRITES take at least MIN_LOAD_SECONDS.
+            ahead = started + MIN_LOAD_SECONDS * writes / MAX_WRITES - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
             await asyncio.gather(
                 *(
                     stub.AddTask(
@@ -196,15 +218,36 @@ async def load(server: ServerProcess, tokens: pathlib.Path) -> int:
                 )
             )
             writes += 8
-            if not revoked and time.monotonic() > ends - LOAD_SECONDS / 2:
-                await asyncio.to_thread(tokens.write_text, f"{TOKEN}\n")
-                assert server.proc is not None
-                server.proc.send_signal(signal.SIGHUP)
+            # Halfway by time or by count, whichever the machine reaches first.
+            halfway = time.monotonic() > ends - LOAD_SECONDS / 2 or writes >= MAX_WRITES / 2
+            if not revoked and halfway:
+                await revoke(server, tokens)
                 revoked = True
+        if not revoked:
+            await revoke(server, tokens)
+        code = await asyncio.wait_for(ending, READY_SECONDS)
+        if code != grpc.StatusCode.UNAUTHENTICATED:
+            raise Failed(f"the revoked subscriber ended with {code}, not UNAUTHENTICATED")
         stop.set()
         await asyncio.gather(*readers, return_exceptions=True)
-        doomed.cancel()
         return writes
+
+
+async def revoke(server: ServerProcess, tokens: pathlib.Path) -> None:
+    """Drop REVOKED from the token file and tell the server to reload it."""
+    await asyncio.to_thread(tokens.write_text, f"{TOKEN}\n")
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+
+
+async def read_until_ended(call: Any) -> grpc.StatusCode:
+    """Read a stream until the server ends it; the status code it ended with."""
+    try:
+        while await call.read() is not grpc.aio.EOF:
+            pass
+    except grpc.aio.AioRpcError as ended:
+        return ended.code()
+    return grpc.StatusCode.OK
 
 
 def main() -> int:
@@ -232,6 +275,7 @@ def main() -> int:
         try:
             metrics_port = json.loads(server.ready_path.read_text())["metrics_port"]
             prometheus, address = start_prometheus(work, f"127.0.0.1:{metrics_port}")
+            wait_for_first_scrape(address)
             writes = asyncio.run(load(server, tokens))
             print(f"load: {writes} writes in at most {LOAD_SECONDS:.0f} s")
             time.sleep(3)  # three more scrapes: the last state of everything
