@@ -316,11 +316,7 @@ def _recorded(path: pathlib.Path) -> int | None:
 
 
 def _wait_recorded(path: pathlib.Path, sequence: int) -> None:
-    deadline = time.monotonic() + 20
-    while _recorded(path) != sequence:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{path} holds {_recorded(path)}, never {sequence}")
-        time.sleep(0.02)
+    wait_until(lambda: _recorded(path) == sequence, f"{path} to hold {sequence}", within=20)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -389,10 +385,8 @@ def test_sidecar_killed_in_the_middle_of_a_line_prints_that_line_again_in_full(
             assert chunk, "stdout closed early"
             out += chunk
         # Once part of line 3 is out, the sidecar is inside that line for good.
-        deadline = time.monotonic() + 20
-        while out.endswith(b"\n") and _unread(proc.stdout.fileno()) == 0:
-            assert time.monotonic() < deadline, "line 3 never started"
-            time.sleep(0.02)
+        fd = proc.stdout.fileno()
+        wait_until(lambda: not out.endswith(b"\n") or _unread(fd) > 0, "line 3 to start", within=20)
         _wait_recorded(state, 2)
         proc.kill()
         proc.wait()
