@@ -93,9 +93,9 @@ class RawConnection:
         self._pings.add(payload)
         self._h2.ping(payload)
         self._flush()
-        self.wait_until(lambda: payload not in self._pings, within)
+        self.read_until(lambda: payload not in self._pings, within)
 
-    def wait_until(self, done: Callable[[], bool], within: float = 30.0) -> None:
+    def read_until(self, done: Callable[[], bool], within: float = 30.0) -> None:
         """Read the server's frames until `done()` is true; fail after `within` seconds."""
         deadline = time.monotonic() + within
         while not done():

@@ -7,7 +7,6 @@ bounded; never a fixed sleep.
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from prometheus_client.parser import text_string_to_metric_families
 
 from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until
 
 WAIT = 20.0
 # A sample's name and its labels, sorted: the key of one series.
@@ -59,23 +59,25 @@ def series_named(samples: dict[Series, float], name: str) -> list[Series]:
     return [series for series in samples if series[0] == name]
 
 
-def wait_until(
+def scrape_until(
     port: int,
     holds: Callable[[dict[Series, float]], bool],
     token: str | None = None,
     within: float = WAIT,
 ) -> dict[Series, float]:
-    """Scrape until `holds(samples)`; fail after `within` seconds.
+    """Scrape until `holds(samples)`, and return those samples; fail after `within` seconds.
 
     A scrape turned away (the endpoint's connections are all taken) is tried again.
     """
-    deadline = time.monotonic() + within
-    while True:
+    last: dict[Series, float] = {}
+
+    def held() -> bool:
+        nonlocal last
         try:
-            samples = scrape(port, token)
+            last = scrape(port, token)
         except (ConnectionError, urllib.error.URLError):
-            samples = None
-        if samples is not None and holds(samples):
-            return samples
-        assert time.monotonic() < deadline, "the metrics never showed it"
-        time.sleep(0.1)
+            return False
+        return holds(last)
+
+    wait_until(held, "the metrics to show it", within=within, every=0.1)
+    return last

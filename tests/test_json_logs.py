@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import uuid
 from typing import Any
 
@@ -21,6 +20,7 @@ from rigger.v1 import rigger_pb2_grpc
 from streams import WAIT, add, subscribe
 
 from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until, wait_until_async
 
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+(?: worker \d+)?")
 
@@ -37,15 +37,14 @@ def records(server: ServerProcess) -> list[dict[str, Any]]:
 
 def calls_of(server: ServerProcess, method: str, within: float = WAIT) -> list[dict[str, Any]]:
     """The call records of `method`, once there is at least one."""
-    deadline = time.monotonic() + within
-    while True:
-        found = [
+    return wait_until(
+        lambda: [
             r for r in records(server) if r.get("method") == f"/rigger.v1.RiggerService/{method}"
-        ]
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no call record of {method}"
-        time.sleep(0.05)
+        ],
+        f"a call record of {method}",
+        within=within,
+        every=0.05,
+    )
 
 
 @pytest.fixture
@@ -112,10 +111,12 @@ async def test_a_call_to_an_unknown_method_is_logged_without_echoing_a_huge_path
     async with grpc.aio.insecure_channel(json_server.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError):
             await channel.unary_unary("/x.Y/" + "z" * 5000)(b"")
-    deadline = time.monotonic() + WAIT
-    while not (unknown := [r for r in records(json_server) if r.get("method") == "unknown"]):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    unknown = await wait_until_async(
+        lambda: [r for r in records(json_server) if r.get("method") == "unknown"],
+        "a call record of the unknown method",
+        within=WAIT,
+        every=0.05,
+    )
     assert unknown[0]["path"].startswith("/x.Y/zzz")
     assert len(unknown[0]["path"]) <= 200
 
@@ -124,12 +125,16 @@ async def test_workers_log_json_naming_their_worker(project):
     server = ServerProcess(project, extra_args=("--log-format", "json", "--workers", "2"))
     server.start()
     try:
-        deadline = time.monotonic() + 60
-        # A call on a connection of its own each time, until both workers logged one.
-        while {0, 1} - {record.get("worker") for record in records(server)}:
-            assert time.monotonic() < deadline, "the kernel never spread connections"
+
+        async def both_logged() -> bool:
+            """True once both workers logged a call; else one more call, on a new connection."""
+            if not {0, 1} - {record.get("worker") for record in records(server)}:
+                return True
             async with grpc.aio.insecure_channel(server.address) as channel:
                 await add(rigger_pb2_grpc.RiggerServiceStub(channel), "spread")
+            return False
+
+        await wait_until_async(both_logged, "the kernel to spread connections", within=60)
     finally:
         server.stop()
 

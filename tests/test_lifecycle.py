@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -32,6 +31,7 @@ from streams import (
 )
 
 from testkit.serverproc import RIG, ServerProcess, rig
+from testkit.wait import wait_until
 
 
 @contextlib.asynccontextmanager
@@ -251,9 +251,12 @@ def test_ctrl_c_while_starting_stops_cleanly(tmp_path, workers):
     # Opening the database is the first thing serving does.
     lock = tmp_path / ".rigger" / "tasks.db-writer.lock"
     lock.unlink()
-    deadline = time.monotonic() + WAIT
-    while not lock.exists() and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(
+        lambda: lock.exists() or proc.poll() is not None,
+        "the server to open its database",
+        within=WAIT,
+        every=0.005,
+    )
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=3 * WAIT)
     assert proc.returncode == 0, err

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -30,6 +29,7 @@ from rigger_server.console.jsonform import to_json
 from rigger_server.console.mcp_command import DEFAULT_TOOLS, OTHER_TOOLS
 
 from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until_async
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CLI_DOC = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
@@ -228,9 +228,20 @@ async def test_an_unreachable_server_gives_tool_errors_until_it_is_up(tmp_path):
         server.start()
         try:
             # The channel retries the connection with a backoff of up to 5 s.
-            deadline = time.monotonic() + 60
-            while (result := await session.call_tool("list_tasks", {})).is_error:
-                assert time.monotonic() < deadline, result.content
+            refused: Any = None
+
+            async def answered() -> CallToolResult | None:
+                nonlocal refused
+                result = await session.call_tool("list_tasks", {})
+                if result.is_error:
+                    refused = result.content
+                    return None
+                return result
+
+            try:
+                result = await wait_until_async(answered, "list_tasks to answer", within=60)
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc}; its last error: {refused}") from None
             assert result.structured_content == {"tasks": [], "total_count": 0}
         finally:
             server.stop()

@@ -23,10 +23,11 @@ import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from rigger_server.limits import METRICS_CONNECTION_SECONDS, METRICS_MAX_CONNECTIONS
-from scrape import fetch, metrics_port, scrape, series_named, value, wait_until
+from scrape import fetch, metrics_port, scrape, scrape_until, series_named, value
 from streams import WAIT, add, read_events, read_to_error, subscribe
 
 from testkit.serverproc import ServerProcess, rig
+from testkit.wait import wait_until, wait_until_async
 
 RIGGER = "rigger.v1.RiggerService"
 TOKEN = "metrics-token"
@@ -77,7 +78,7 @@ async def test_calls_are_counted_by_method_and_code_and_timed(observed, stub):
     ]
     # An aborted call's status goes out before its handler has quite ended.
     after = await asyncio.to_thread(
-        wait_until,
+        scrape_until,
         port,
         lambda s: all(
             value(s, calls, **labels) > value(before, calls, **labels) for labels in ended
@@ -101,7 +102,7 @@ async def test_commits_deliveries_and_open_streams_move_under_load(observed, stu
     await batched.initial_metadata()
     assert head
     opened = await asyncio.to_thread(
-        wait_until,
+        scrape_until,
         port,
         lambda s: (
             value(s, "rigger_streams_open", kind="plain") >= 1
@@ -118,7 +119,7 @@ async def test_commits_deliveries_and_open_streams_move_under_load(observed, stu
         message = await asyncio.wait_for(batched.read(), WAIT)
         seen += len(message.events)
     after = await asyncio.to_thread(
-        wait_until,
+        scrape_until,
         port,
         lambda s: (
             value(s, "rigger_log_head_sequence")
@@ -141,7 +142,7 @@ async def test_commits_deliveries_and_open_streams_move_under_load(observed, stu
     plain.cancel()
     batched.cancel()
     await asyncio.to_thread(
-        wait_until,
+        scrape_until,
         port,
         lambda s: (
             value(s, "rigger_streams_open", kind="plain")
@@ -224,7 +225,7 @@ async def test_slow_clients_hold_no_slot_for_long_and_never_stall_grpc(observed,
         # Every slot is taken by a slow client until its deadline cuts it.
         started = time.monotonic()
         await asyncio.to_thread(
-            wait_until, port, lambda s: True, None, METRICS_CONNECTION_SECONDS * 3
+            scrape_until, port, lambda s: True, None, METRICS_CONNECTION_SECONDS * 3
         )
         assert time.monotonic() - started < METRICS_CONNECTION_SECONDS * 3
         for sock in slow:
@@ -263,7 +264,7 @@ async def test_many_connections_at_once_are_turned_away_not_queued(observed, stu
     finally:
         for sock in opened:
             sock.close()
-    await asyncio.to_thread(wait_until, port, lambda s: True)
+    await asyncio.to_thread(scrape_until, port, lambda s: True)
 
 
 # --- a token ---------------------------------------------------------------------
@@ -291,10 +292,12 @@ def test_with_a_token_file_the_endpoint_asks_for_the_same_token_and_follows_rota
         assert fetch(port, TOKEN)[0] == 200
         token_file.write_text(f"{NEW_TOKEN}\n")
         server.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + WAIT
-        while fetch(port, TOKEN)[0] != 401:
-            assert time.monotonic() < deadline, "the rotation never reached /metrics"
-            time.sleep(0.05)
+        wait_until(
+            lambda: fetch(port, TOKEN)[0] == 401,
+            "the rotation to reach /metrics",
+            within=WAIT,
+            every=0.05,
+        )
         assert fetch(port, NEW_TOKEN)[0] == 200
     finally:
         server.stop()
@@ -364,15 +367,15 @@ async def test_with_workers_one_endpoint_serves_the_sum_of_every_worker(project)
         assert len(workers) == 2
         served_by: set[int] = set()
         writes = 0
-        deadline = time.monotonic() + 60
-        # Each write on a connection of its own, until both workers took some.
-        while len(served_by) < 2 or writes < 20:
-            assert time.monotonic() < deadline, "the kernel never spread connections"
+
+        async def spread() -> bool:
+            """One write on a connection of its own; True once both workers took some."""
+            nonlocal writes
             async with grpc.aio.insecure_channel(server.address) as channel:
                 stub = rigger_pb2_grpc.RiggerServiceStub(channel)
                 await add(stub, f"write {writes}")
                 writes += 1
-                served_by |= {
+                served_by.update(
                     pid
                     for pid in workers
                     if any(
@@ -380,10 +383,13 @@ async def test_with_workers_one_endpoint_serves_the_sum_of_every_worker(project)
                         for c in psutil.Process(pid).net_connections("tcp")
                         if c.laddr.port == server.port
                     )
-                }
+                )
+            return len(served_by) == 2 and writes >= 20
+
+        await wait_until_async(spread, "the kernel to spread connections", within=60)
         port = metrics_port(server)
         samples = await asyncio.to_thread(
-            wait_until,
+            scrape_until,
             port,
             lambda s: value(s, "rigger_log_head_sequence") == writes,
         )

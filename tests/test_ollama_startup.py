@@ -8,7 +8,6 @@ SERVING when Ollama comes later. An Ollama that hangs never delays serving.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -19,6 +18,7 @@ from rigger_server.app import PLANNER_HEALTH_NAME
 from rigger_server.limits import PLANNER_PROBE_LONGEST_SECONDS, PLANNER_PROBE_SECONDS
 
 from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -33,20 +33,23 @@ def status(server: ServerProcess, service: str) -> int:
 
 
 def wait_for_status(server: ServerProcess, service: str, wanted: int, within: float) -> None:
-    deadline = time.monotonic() + within
-    while status(server, service) != wanted:
-        assert time.monotonic() < deadline, f"health of {service!r} never became {wanted}"
-        time.sleep(0.1)
+    wait_until(
+        lambda: status(server, service) == wanted,
+        f"health of {service!r} to become {wanted}",
+        within=within,
+        every=0.1,
+    )
 
 
 def wait_for_log(server: ServerProcess, *words: str, within: float = 30.0) -> str:
-    deadline = time.monotonic() + within
-    while True:
+    def said() -> str | None:
         log = server.read_log()
-        if all(word in log for word in words):
-            return log
-        assert time.monotonic() < deadline, f"the log never said {words}: {log}"
-        time.sleep(0.05)
+        return log if all(word in log for word in words) else None
+
+    try:
+        return wait_until(said, f"the log to say {words}", within=within, every=0.05)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; the log: {server.read_log()}") from None
 
 
 def unused_port() -> int:

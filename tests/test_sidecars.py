@@ -1,7 +1,9 @@
 """Each language's sidecar prints every event once, in order, across a server restart.
 
 Each prints the same bytes (clients/testdata/event-lines.txt); with --state-file
-each survives its own SIGKILL and restart, repeating at most one line.
+each survives its own SIGKILL and restart, repeating at most one line; each
+ends with the status clients/README.md's exit status table gives each
+situation; a reader that stops reading holds each back.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import psutil
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
@@ -36,6 +39,7 @@ pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "clients" / "testdata"
+CLIENTS_README = REPO / "clients" / "README.md"
 LINE = re.compile(
     r"^#(?P<seq>\d+) (?P<type>[A-Z_0-9]+) task=(?P<task>\S+) title=(?P<title>\".*\") "
     r"status=(?P<status>[A-Z_0-9]+) assignee=(?P<assignee>-|\".*\")$"
@@ -202,6 +206,38 @@ def _wait_subscribed(server: ServerProcess, sidecar: Sidecar) -> None:
 
 LANGUAGES = ["python", "go", "ts"]
 
+# The situations of the exit status table (clients/README.md), as the tests
+# below bring each about.
+STOPPED = "stopped by SIGINT (Ctrl-C) or SIGTERM"
+HELP = "asked for `--help`"
+NOT_RETRIED = "the server ends the watch with a status it does not retry (see *Reconnecting*)"
+STDOUT_CLOSED = "stdout is closed: whoever read it is gone (`EPIPE`)"
+STATE_UNWRITABLE = "the state file cannot be written while running"
+TLS_UNUSABLE = "a TLS file (`--ca-file`, `--cert-file`, `--key-file`) cannot be used"
+BAD_FLAG = "a flag it does not know, or a value it cannot use"
+TOKEN_FILE = "`--token-file` cannot be read, or its first line is empty"
+STATE_AT_START = "the state file cannot be used at start (see *The state file*)"
+EXIT_ROW = re.compile(r"^\| `(?P<status>\d+)` \| (?P<situation>.+) \|$")
+
+
+@functools.cache
+def documented_exit() -> dict[str, int]:
+    """The exit status table of clients/README.md: each situation's status."""
+    text = CLIENTS_README.read_text(encoding="utf-8")
+    section = text.split("\n## Exit status\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, int] = {}
+    for line in section.splitlines():
+        if match := EXIT_ROW.match(line):
+            assert match["situation"] not in rows, f"listed twice: {line}"
+            rows[match["situation"]] = int(match["status"])
+    return rows
+
+
+def test_the_exit_status_table_lists_each_situation_the_tests_bring_about():
+    situations = [STOPPED, HELP, NOT_RETRIED, STDOUT_CLOSED, STATE_UNWRITABLE, TLS_UNUSABLE]
+    situations += [BAD_FLAG, TOKEN_FILE, STATE_AT_START]
+    assert sorted(documented_exit()) == sorted(situations)
+
 
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_sidecar_prints_one_line_per_event(language, server, run_sidecar):
@@ -262,7 +298,159 @@ def test_sidecar_resumes_after_restart_without_gap_or_duplicate(language, server
 def test_sidecar_exits_cleanly_on_ctrl_c(language, server, run_sidecar):
     sidecar = run_sidecar(language, server.address)
     _wait_subscribed(server, sidecar)
-    assert sidecar.interrupt() == 0
+    assert sidecar.interrupt() == 0 == documented_exit()[STOPPED]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sidecar_exits_cleanly_on_sigterm(language, server, run_sidecar):
+    sidecar = run_sidecar(language, server.address)
+    _wait_subscribed(server, sidecar)
+    sidecar.proc.send_signal(signal.SIGTERM)
+    assert sidecar.exit_code() == documented_exit()[STOPPED]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_sidecar_help_exits_with_the_documented_status(language, run_sidecar):
+    sidecar = run_sidecar(language, "127.0.0.1:1", "--help")
+    assert sidecar.exit_code() == documented_exit()[HELP]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize(
+    "flags",
+    [("--no-such-flag",), ("--after-sequence", "-1"), ("--event-type", "NOPE")],
+    ids=["unknown-flag", "negative-sequence", "unknown-type"],
+)
+def test_a_flag_it_cannot_use_exits_with_the_documented_status(language, flags, run_sidecar):
+    sidecar = run_sidecar(language, "127.0.0.1:1", *flags)
+    assert sidecar.exit_code() == documented_exit()[BAD_FLAG]
+    assert sidecar.rest() == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("problem", ["missing", "empty-first-line", "directory"])
+def test_a_token_file_it_cannot_use_exits_with_the_documented_status(
+    language, problem, run_sidecar, tmp_path
+):
+    token_file = tmp_path / "token"
+    if problem == "empty-first-line":
+        token_file.write_text("\ntoken-on-the-second-line\n")
+    elif problem == "directory":
+        token_file.mkdir()
+    # No server: the sidecar must stop before it connects.
+    sidecar = run_sidecar(language, "127.0.0.1:1", "--token-file", str(token_file))
+    assert sidecar.exit_code() == documented_exit()[TOKEN_FILE] == 2
+    assert "--token-file" in "\n".join(sidecar.stderr)
+    assert sidecar.rest() == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_ca_file_it_cannot_read_exits_with_the_documented_status(language, run_sidecar, tmp_path):
+    sidecar = run_sidecar(language, "127.0.0.1:1", "--ca-file", str(tmp_path / "missing.pem"))
+    assert sidecar.exit_code() == documented_exit()[TLS_UNUSABLE]
+    assert sidecar.rest() == []
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_closed_stdout_exits_with_the_documented_status(language, server, sidecar_commands):
+    for i in range(3):
+        _add(server.address, f"task {i}")
+    unread, stdout = os.pipe()
+    os.close(unread)  # whoever read it is gone before the first line
+    proc = subprocess.Popen(
+        [*sidecar_commands(language), "--addr", server.address, "--after-sequence", "0"],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+    )
+    os.close(stdout)
+    _, said = proc.communicate(timeout=30)
+    assert proc.returncode == documented_exit()[STDOUT_CLOSED] == 1, said.decode()
+
+
+# A log of far more event lines than a held-back sidecar may keep in memory.
+BACKLOG_EVENTS = 800
+BACKLOG_TITLE_CHARS = 100_000  # the server accepts titles up to 128 KiB
+# What a sidecar whose reader stopped may grow by: a batch of events being
+# printed, and what the transport takes before flow control stops the server.
+HELD_BACK_GROWTH_MIB = 32
+
+
+def _rss_mib(process: psutil.Process) -> float:
+    return process.memory_info().rss / 2**20
+
+
+def _settled_rss_mib(process: psutil.Process, within: float = 60.0) -> float:
+    """The process's RSS in MiB once it stops moving (four samples within 1 MiB)."""
+    samples = [_rss_mib(process)]
+
+    def settled() -> bool:
+        samples.append(_rss_mib(process))
+        recent = samples[-4:]
+        return len(recent) == 4 and max(recent) - min(recent) < 1.0
+
+    wait_until(settled, "the sidecar's RSS to settle", within=within, every=0.25)
+    return samples[-1]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_reader_that_stops_reading_holds_the_sidecar_back(
+    language, server, sidecar_commands, tmp_path
+):
+    with grpc.insecure_channel(server.address) as channel:
+        stub = rigger_pb2_grpc.RiggerServiceStub(channel)
+        for i in range(BACKLOG_EVENTS):
+            stub.AddTask(pb.AddTaskRequest(title=f"{i} " + "x" * BACKLOG_TITLE_CHARS))
+    backlog_mib = BACKLOG_EVENTS * BACKLOG_TITLE_CHARS / 2**20
+    log = tmp_path / "stderr"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*sidecar_commands(language), "--addr", server.address, "--after-sequence", "0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        assert proc.stdout is not None
+        process = psutil.Process(proc.pid)
+        wait_until(lambda: "subscribed" in log.read_text(), "the sidecar to subscribe")
+        started = _rss_mib(process)
+        # Nobody reads stdout: the pipe fills, and the sidecar must stop
+        # taking events rather than keep every line it cannot print.
+        held = _settled_rss_mib(process)
+        print(f"{language}: RSS {started:.1f} MiB subscribed, {held:.1f} MiB held back")
+        assert held - started < HELD_BACK_GROWTH_MIB < backlog_mib / 2, log.read_text()
+        # Read again, it goes on from where it stopped: every line, in order.
+        sequences: list[int] = []
+
+        def read_backlog() -> None:
+            assert proc.stdout is not None
+            while len(sequences) < BACKLOG_EVENTS and (line := proc.stdout.readline()):
+                sequences.append(int(line.split(b" ", 1)[0].removeprefix(b"#")))
+
+        reader = threading.Thread(target=read_backlog, daemon=True)
+        reader.start()
+        reader.join(60)
+        assert sequences == list(range(1, BACKLOG_EVENTS + 1)), log.read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_state_file_it_cannot_write_while_running_exits_with_the_documented_status(
+    language, server, run_sidecar, tmp_path
+):
+    state = tmp_path / "state"
+    sidecar = run_sidecar(language, server.address, "--state-file", str(state))
+    _wait_subscribed(server, sidecar)
+    _wait_recorded(state, 0)
+    # A non-empty directory where the file was: no record can be renamed over it.
+    state.unlink()
+    state.mkdir()
+    (state / "keep").write_text("")
+    _add(server.address, "printed, then not recorded")
+    assert [int(m["seq"]) for m in sidecar.rest()] == [1]
+    assert sidecar.exit_code() == documented_exit()[STATE_UNWRITABLE]
+    assert f"--state-file {state}" in "\n".join(sidecar.stderr)
 
 
 def _golden_creations() -> list[tuple[str, str | None, bytes]]:
@@ -316,11 +504,7 @@ def _recorded(path: pathlib.Path) -> int | None:
 
 
 def _wait_recorded(path: pathlib.Path, sequence: int) -> None:
-    deadline = time.monotonic() + 20
-    while _recorded(path) != sequence:
-        if time.monotonic() > deadline:
-            pytest.fail(f"{path} holds {_recorded(path)}, never {sequence}")
-        time.sleep(0.02)
+    wait_until(lambda: _recorded(path) == sequence, f"{path} to hold {sequence}", within=20)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -389,10 +573,8 @@ def test_sidecar_killed_in_the_middle_of_a_line_prints_that_line_again_in_full(
             assert chunk, "stdout closed early"
             out += chunk
         # Once part of line 3 is out, the sidecar is inside that line for good.
-        deadline = time.monotonic() + 20
-        while out.endswith(b"\n") and _unread(proc.stdout.fileno()) == 0:
-            assert time.monotonic() < deadline, "line 3 never started"
-            time.sleep(0.02)
+        fd = proc.stdout.fileno()
+        wait_until(lambda: not out.endswith(b"\n") or _unread(fd) > 0, "line 3 to start", within=20)
         _wait_recorded(state, 2)
         proc.kill()
         proc.wait()
@@ -456,7 +638,7 @@ def test_a_state_file_that_holds_no_sequence_stops_the_sidecar_with_status_2(
         state.write_bytes(content)
     # No server: the sidecar must stop before it connects.
     sidecar = run_sidecar(language, "127.0.0.1:1", "--state-file", str(state))
-    assert sidecar.exit_code() == 2
+    assert sidecar.exit_code() == 2 == documented_exit()[STATE_AT_START]
     said = "\n".join(sidecar.stderr)
     assert f"--state-file {state}: {reason}" in said
     assert "\x1b" not in said
@@ -469,7 +651,7 @@ def test_a_state_file_in_a_missing_directory_stops_the_sidecar_with_status_2(
 ):
     state = tmp_path / "gone" / "state"
     sidecar = run_sidecar(language, "127.0.0.1:1", "--state-file", str(state))
-    assert sidecar.exit_code() == 2
+    assert sidecar.exit_code() == 2 == documented_exit()[STATE_AT_START]
     said = "\n".join(sidecar.stderr)
     assert f"--state-file {state}: its directory cannot be written: no such file" in said
 
@@ -482,7 +664,7 @@ def test_a_state_file_beyond_the_servers_log_is_refused_by_the_server(
     state = tmp_path / "state"
     state.write_text("99\n")
     sidecar = run_sidecar(language, server.address, "--state-file", str(state))
-    assert sidecar.exit_code() == 1
+    assert sidecar.exit_code() == 1 == documented_exit()[NOT_RETRIED]
     said = "\n".join(sidecar.stderr)
     assert "INVALID_ARGUMENT" in said
     assert "was the database replaced?" in said

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pathlib
-import time
 
 import grpc
 import psutil
@@ -27,6 +26,7 @@ from rigger_server.limits import Limits
 from streams import HEAD_SEQUENCE, WAIT
 
 from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until
 
 ADD_TASK = "/rigger.v1.RiggerService/AddTask"
 SUBSCRIBE = "/rigger.v1.RiggerService/SubscribeToTaskEvents"
@@ -49,13 +49,15 @@ def settled_rss(pid: int, within: float = 60.0) -> float:
     """The process's RSS in MiB once it stops moving (the server accepts calls one per pass)."""
     process = psutil.Process(pid)
     samples = [process.memory_info().rss / 2**20]
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
+
+    def settled() -> bool:
         samples.append(process.memory_info().rss / 2**20)
         recent = samples[-4:]
-        if len(recent) == 4 and max(recent) - min(recent) < 1.0:
-            break
+        return len(recent) == 4 and max(recent) - min(recent) < 1.0
+
+    # Still moving after `within`: the last sample is the answer all the same.
+    with contextlib.suppress(TimeoutError):
+        wait_until(settled, "the RSS to settle", within=within, every=0.25)
     return samples[-1]
 
 
@@ -117,11 +119,13 @@ def test_a_call_without_a_valid_token_is_refused_at_its_headers(token_server, pa
         # without a body. The server frees an answered call's slot a moment
         # after resetting it, so a few of the next wave may be refused: that
         # costs nothing, and they are opened again.
-        deadline = time.monotonic() + 6 * WAIT
-        while raw.summary().get(UNAUTHENTICATED, 0) < 200:
-            assert time.monotonic() < deadline, raw.summary()
+
+        def refused_enough() -> bool:
             wave = raw.open(path, 20, token=token)
-            raw.wait_until(lambda wave=wave: raw.finished(wave), within=WAIT)
+            raw.read_until(lambda: raw.finished(wave), within=WAIT)
+            return raw.summary().get(UNAUTHENTICATED, 0) >= 200
+
+        wait_until(refused_enough, "200 calls refused UNAUTHENTICATED", within=6 * WAIT)
         assert set(raw.summary()) <= {UNAUTHENTICATED, REFUSED}
         assert raw.bodies == {}
     finally:

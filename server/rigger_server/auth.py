@@ -222,6 +222,14 @@ def _revocable(
     else:
 
         async def coroutine(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            # The headers go out before the handler writes anything. gRPC
+            # counts them sent only once a write returns; a handler cancelled
+            # in its first write (the revocation below) would leave them
+            # counted unsent though they are on their way, and the abort
+            # would send them again: gRPC refuses that whole batch
+            # (TOO_MANY_OPERATIONS), so no status ever went out and the
+            # client waited forever. The handler must not send headers itself.
+            await context.send_initial_metadata(())
             revoked = asyncio.Event()
             release = auth.hold(header, revoked.set)
             serving = asyncio.ensure_future(behavior(request, context))

@@ -35,6 +35,7 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 
 from testkit.serverproc import ServerProcess
+from testkit.wait import wait_until
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -47,6 +48,8 @@ MAX_WRITES = 5000
 # scrapes see it under way however fast the machine writes.
 MIN_LOAD_SECONDS = 5.0
 READY_SECONDS = 60.0
+# Scrapes taken once the load ended, before the checks: the last state of everything.
+FINAL_SCRAPES = 3
 # Events queued per subscriber before it is ended as lagging (--buffer).
 BUFFER = 50
 # Each check: what it shows, a PromQL expression, and the least value it must reach.
@@ -113,19 +116,40 @@ def start_prometheus(work: pathlib.Path, target: str) -> tuple[subprocess.Popen[
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
+
+    def ready() -> bool:
         if process.poll() is not None:
             raise Failed(f"prometheus exited: {(work / 'prometheus.log').read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://{address}/-/ready", timeout=2) as reply:
-                if reply.status == 200:
-                    return process, address
+                return bool(reply.status == 200)
         except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise Failed("prometheus did not get ready")
-        time.sleep(0.2)
+            return False
+
+    try:
+        wait_until(ready, "prometheus to get ready", within=READY_SECONDS, every=0.2)
+    except TimeoutError:
+        raise Failed("prometheus did not get ready") from None
+    return process, address
+
+
+def wait_for_scrapes(prometheus: str, after: float) -> None:
+    """Return once Prometheus has scraped the server FINAL_SCRAPES times since `after`."""
+    stamps: set[float] = set()
+
+    def scraped() -> bool:
+        for sample in query(prometheus, 'timestamp(up{job="rigger"})'):
+            stamp = float(sample["value"][1])
+            if stamp > after:
+                stamps.add(stamp)
+        return len(stamps) >= FINAL_SCRAPES
+
+    try:
+        wait_until(
+            scraped, f"{FINAL_SCRAPES} scrapes after the load", within=READY_SECONDS, every=0.2
+        )
+    except TimeoutError:
+        raise Failed(f"Prometheus scraped {len(stamps)} times after the load") from None
 
 
 def wait_for_first_scrape(prometheus: str) -> None:
@@ -278,7 +302,7 @@ def main() -> int:
             wait_for_first_scrape(address)
             writes = asyncio.run(load(server, tokens))
             print(f"load: {writes} writes in at most {LOAD_SECONDS:.0f} s")
-            time.sleep(3)  # three more scrapes: the last state of everything
+            wait_for_scrapes(address, after=time.time())
             failures = 0
             up = query(address, 'up{job="rigger"}')
             if not up or float(up[0]["value"][1]) != 1:

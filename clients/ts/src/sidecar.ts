@@ -7,6 +7,7 @@
 //
 // The flags and the stdout format are shared with the Python and Go sidecars;
 // change them only together.
+import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
@@ -152,10 +153,39 @@ function codeName(code: Code): string {
   return name === undefined ? String(code) : name.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
 }
 
+// Why stdout stopped taking lines (EPIPE: whoever read it is gone), once it did.
+let stdoutError: Error | undefined;
+
 function written(line: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(line, (error) => (error ? reject(error) : resolve()));
+    process.stdout.write(line, (error) => {
+      if (error) {
+        stdoutError ??= error;
+        reject(error);
+      } else {
+        resolve();
+      }
+    });
   });
+}
+
+/**
+ * Hands `line` to stdout, and waits while stdout holds more than its
+ * highWaterMark: a pipe is written asynchronously, so a reader slower than
+ * the events would otherwise have every line it has not read yet kept in
+ * memory. The watch is not read meanwhile, and the server's flow control
+ * holds the rest. Ends early when stdout fails or `signal` aborts.
+ */
+async function printed(line: string, signal: AbortSignal): Promise<void> {
+  if (process.stdout.write(line)) {
+    return;
+  }
+  try {
+    await once(process.stdout, "drain", { signal });
+  } catch {
+    // Aborted (a signal, or stdout failed: its listener aborts too), or
+    // stdout failed while waiting; the caller finds out which.
+  }
 }
 
 function status(line: string): void {
@@ -205,8 +235,12 @@ async function main(): Promise<number> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
-  // A closed stdout (e.g. piped into `head`) means nobody is listening.
-  process.stdout.on("error", () => stop.abort());
+  // A closed stdout (e.g. piped into `head`) means nobody is listening: an
+  // error (status 1), as in the other sidecars.
+  process.stdout.on("error", (error) => {
+    stdoutError ??= error;
+    stop.abort();
+  });
 
   const { address } = settings;
   let client;
@@ -261,7 +295,7 @@ async function main(): Promise<number> {
     for await (const event of events) {
       const line = `${formatEvent(event)}\n`;
       if (state === undefined) {
-        process.stdout.write(line);
+        await printed(line, stop.signal);
         continue;
       }
       // Recorded only once handed to the OS (a pipe is written
@@ -271,12 +305,20 @@ async function main(): Promise<number> {
       state.save(event.sequence);
     }
   } catch (e) {
+    if (stdoutError !== undefined) {
+      status(`error: writing stdout: ${stdoutError.message}`);
+      return 1;
+    }
     if (e instanceof StateFileError) {
       status(`error: --state-file ${settings.stateFile}: ${e.message}`);
       return 1;
     }
     const error = ConnectError.from(e);
     status(`error: ${codeName(error.code)}: ${error.rawMessage}`);
+    return 1;
+  }
+  if (stdoutError !== undefined) {
+    status(`error: writing stdout: ${stdoutError.message}`);
     return 1;
   }
   status("stopped");

@@ -14,8 +14,10 @@
 //
 // Status messages go to stderr; a line containing "subscribed" marks each
 // subscription that opens. SIGINT and SIGTERM exit 0; an error that retrying
-// cannot fix exits 1; bad usage, or a state file it cannot use, exits 2. Its
-// flags are shared with the Python and TypeScript sidecars.
+// cannot fix, a closed stdout included, exits 1; bad usage (a token file it
+// cannot read among it), or a state file it cannot use, exits 2
+// (clients/README.md, "Exit status"). Its flags are shared with the Python
+// and TypeScript sidecars.
 package main
 
 import (
@@ -41,6 +43,10 @@ import (
 )
 
 func main() {
+	// A write to a closed stdout then fails with EPIPE, which run reports
+	// and exits 1 for, as the other sidecars do, instead of the runtime
+	// killing the process with SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -68,8 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	token, err := readToken(cfg.tokenFile)
 	if err != nil {
-		logger.Printf("error: %v", err)
-		return 1
+		logger.Printf("error: %v (see --help)", err)
+		return 2 // bad usage, as a flag's bad value is
 	}
 	var state *stateFile
 	if cfg.stateFile != "" {
@@ -214,16 +220,16 @@ func readToken(path string) (string, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("reading token: %w", err)
+		return "", fmt.Errorf("--token-file %s: %w", path, err)
 	}
 	defer f.Close()
 	line, err := bufio.NewReader(f).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("reading token: %w", err)
+		return "", fmt.Errorf("--token-file %s: %w", path, err)
 	}
 	token := strings.TrimSpace(line)
 	if token == "" {
-		return "", fmt.Errorf("reading token: first line of %s is empty", path)
+		return "", fmt.Errorf("--token-file %s: the first line is empty", path)
 	}
 	return token, nil
 }

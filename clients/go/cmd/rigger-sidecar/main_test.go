@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -53,5 +55,26 @@ func TestReadToken(t *testing.T) {
 	}
 	if _, err := readToken(empty); err == nil {
 		t.Error("an empty first line must be an error")
+	}
+}
+
+// A token file it cannot use is bad usage, status 2, as in the Python and
+// TypeScript sidecars (clients/README.md, "Exit status"); it stops before
+// dialling anything.
+func TestATokenFileItCannotUseExitsWithStatus2(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte("\nlater\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{filepath.Join(dir, "missing"), empty, dir} {
+		var stderr bytes.Buffer
+		code := run([]string{"--addr", "127.0.0.1:1", "--token-file", path}, io.Discard, &stderr)
+		if code != 2 {
+			t.Errorf("--token-file %s: exit status %d, want 2; stderr: %s", path, code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "--token-file "+path+": ") {
+			t.Errorf("--token-file %s: stderr does not name the flag and file: %s", path, stderr.String())
+		}
 	}
 }
