@@ -154,14 +154,14 @@ def wait_for_scrapes(prometheus: str, after: float) -> None:
 
 def wait_for_first_scrape(prometheus: str) -> None:
     """Return once Prometheus has scraped the server: load before that goes unseen."""
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
-        up = query(prometheus, 'up{job="rigger"}')
-        if up and float(up[0]["value"][1]) == 1:
-            return
-        if time.monotonic() > deadline:
-            raise Failed(f"Prometheus cannot scrape the server: {up}")
-        time.sleep(0.2)
+
+    def up() -> bool:
+        return any(float(r["value"][1]) == 1 for r in query(prometheus, 'up{job="rigger"}'))
+
+    try:
+        wait_until(up, "Prometheus's first scrape", within=READY_SECONDS, every=0.2)
+    except TimeoutError:
+        raise Failed("Prometheus cannot scrape the server") from None
 
 
 def query(prometheus: str, expression: str) -> list[dict[str, Any]]:
