@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import os
 import pathlib
@@ -27,6 +26,7 @@ from rigger.v1 import rigger_pb2 as pb
 
 from rigger_client.connect import DEFAULT_ADDRESS, connect, stub
 from rigger_client.eventline import EVENT_TYPE_PREFIX, event_type_label, format_event, quote
+from rigger_client.signals import until_signalled
 from rigger_client.statefile import StateFile, StateFileError
 from rigger_client.watch import watch_events
 
@@ -227,19 +227,9 @@ async def _print_events(
 async def _run(
     args: argparse.Namespace, token: str | None, state: StateFile | None, recorded: int | None
 ) -> int:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(_print_events(args, token, state, recorded))
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait((watcher, stopper), return_when=asyncio.FIRST_COMPLETED)
-    if watcher.done():
-        stopper.cancel()
-        return watcher.result()
-    watcher.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watcher
+    ended = await until_signalled(_print_events(args, token, state, recorded))
+    if ended is not None:
+        return ended
     _status("stopped")
     return 0
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import pathlib
-import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,6 +25,7 @@ from rigger.v1 import rigger_pb2 as pb
 from rigger_client.backoff import Backoff
 from rigger_client.eventline import format_event
 from rigger_client.sidecar import event_type
+from rigger_client.signals import until_signalled
 from rigger_client.statefile import StateFile, StateFileError
 from rigger_client.watch import HEAD_SEQUENCE_KEY, RETRYABLE, watch_events
 
@@ -135,20 +134,8 @@ async def _watch(stub: RiggerServiceAsyncStub, args: argparse.Namespace) -> int:
     if after is not None:
         request.after_sequence = after
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    printer = asyncio.create_task(_print_events(stub, request, args, state))
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait((printer, stopper), return_when=asyncio.FIRST_COMPLETED)
-    if printer.done():
-        stopper.cancel()
-        return printer.result()
-    printer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await printer
-    return 0
+    ended = await until_signalled(_print_events(stub, request, args, state))
+    return 0 if ended is None else ended
 
 
 async def _print_events(
