@@ -35,6 +35,21 @@ TOKEN_ENV = "RIGGER_TOKEN"
 _INT32_MAX = 2**31 - 1
 
 
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The --event-type and --assignee filters, shared by rigger-sidecar and `rig watch`."""
+    parser.add_argument(
+        "--event-type",
+        dest="event_types",
+        action="append",
+        type=event_type,
+        default=[],
+        metavar="TYPE",
+        help="only this event type: CREATED, TASK_EVENT_TYPE_CREATED or a number; "
+        "repeat for several (default: all)",
+    )
+    parser.add_argument("--assignee", help="only events whose task has exactly this assignee")
+
+
 def event_type(text: str) -> int:
     """A TaskEventType from `CREATED`, `TASK_EVENT_TYPE_CREATED` or its number, in any case."""
     value = text.strip()
@@ -74,17 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--addr", default=DEFAULT_ADDRESS, help=f"server address (default {DEFAULT_ADDRESS})"
     )
-    parser.add_argument(
-        "--event-type",
-        dest="event_types",
-        action="append",
-        type=event_type,
-        default=[],
-        metavar="TYPE",
-        help="only this event type: CREATED, TASK_EVENT_TYPE_CREATED or a number; "
-        "repeat for several (default: all)",
-    )
-    parser.add_argument("--assignee", help="only events whose task has exactly this assignee")
+    add_filter_arguments(parser)
     parser.add_argument(
         "--after-sequence",
         type=_sequence,

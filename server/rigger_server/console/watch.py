@@ -24,7 +24,7 @@ import shtab
 from rigger.v1 import rigger_pb2 as pb
 from rigger_client.backoff import Backoff
 from rigger_client.eventline import format_event
-from rigger_client.sidecar import event_type
+from rigger_client.sidecar import add_filter_arguments
 from rigger_client.signals import until_signalled
 from rigger_client.statefile import StateFile, StateFileError
 from rigger_client.watch import HEAD_SEQUENCE_KEY, RETRYABLE, watch_events
@@ -62,17 +62,7 @@ def add_parser(commands: Commands) -> None:
         "may be printed again (its sequence tells). One watch per state file.",
     )
     watch.add_argument("--json", action="store_true", help="print JSON, one event a line")
-    watch.add_argument(
-        "--event-type",
-        dest="event_types",
-        action="append",
-        type=event_type,
-        default=[],
-        metavar="TYPE",
-        help="only this event type: CREATED, TASK_EVENT_TYPE_CREATED or a number; "
-        "repeat for several (default: all)",
-    )
-    watch.add_argument("--assignee", help="only events whose task has exactly this assignee")
+    add_filter_arguments(watch)
     watch.add_argument(
         "--after",
         type=up_to(UINT64_MAX),
