@@ -35,6 +35,17 @@ from rigger_server.workers import Supervisor
 RIGGER_DIR = ".rigger"
 DB_NAME = "tasks.db"
 
+# What stops a start before it serves, each answered by _start_failed with a
+# message that says what to do, never a traceback.
+START_FAILURES = (
+    TokenFileError,
+    CertificateError,
+    PortInUse,
+    DatabaseUnusable,
+    StoreFault,
+    MetricsBindError,
+)
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -385,14 +396,7 @@ def _grpc(args: argparse.Namespace) -> int:
                     config.metrics_host, config.metrics_port, metrics.registry(None), server.auth
                 )
             await server.start()
-        except (
-            TokenFileError,
-            CertificateError,
-            PortInUse,
-            DatabaseUnusable,
-            StoreFault,
-            MetricsBindError,
-        ) as exc:
+        except START_FAILURES as exc:
             if exposed is not None:
                 exposed.close()
             return _start_failed(exc, config)
@@ -461,14 +465,7 @@ def _serve_workers(config: ServerConfig, count: int, ready_file: pathlib.Path | 
     supervisor = Supervisor(config, count)
     try:
         started = supervisor.start()
-    except (
-        TokenFileError,
-        CertificateError,
-        PortInUse,
-        DatabaseUnusable,
-        StoreFault,
-        MetricsBindError,
-    ) as exc:
+    except START_FAILURES as exc:
         return _start_failed(exc, config)
     except RuntimeError as exc:  # a worker died or hung while starting
         print(f"error: {exc}", file=sys.stderr)
