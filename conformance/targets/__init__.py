@@ -1,0 +1,1 @@
+"""The server under test (target.py), what it can do (capabilities.py) and its profiles."""
