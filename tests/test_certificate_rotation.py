@@ -17,11 +17,11 @@ import ssl
 from collections.abc import Iterator
 
 import grpc
-import psutil
 import pytest
 from rigger.v1 import rigger_pb2 as pb
 from rigger.v1 import rigger_pb2_grpc
 from streams import WAIT
+from worker_processes import connection_holder, worker_pids
 
 # The conformance package lives at the repository root, beside tests/.
 from testkit.pki import Authority, Pem
@@ -203,30 +203,10 @@ def test_sighup_rotates_the_client_ca_of_mtls(project, authority, served, tmp_pa
         assert server.stop() == 0
 
 
-def listening_workers(server: ServerProcess) -> set[int]:
-    """The processes listening on the server's port: its workers (never the supervisor)."""
-    assert server.proc is not None
-    return {
-        child.pid
-        for child in psutil.Process(server.proc.pid).children()
-        for conn in child.net_connections(kind="tcp")
-        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == server.port
-    }
-
-
-def _holder(workers: set[int], server_port: int, client_port: int) -> int | None:
-    """The worker holding the server side of the connection from `client_port`."""
-    for pid in workers:
-        for conn in psutil.Process(pid).net_connections(kind="tcp"):
-            if conn.laddr.port == server_port and conn.raddr and conn.raddr.port == client_port:
-                return pid
-    return None
-
-
 def test_every_worker_serves_the_new_certificate(project, authority, served, new):
     server = tls_server(project, served, authority, "--workers", "2")
     try:
-        workers = listening_workers(server)
+        workers = worker_pids(server)
         assert len(workers) == 2
         install(new, served)
         server.proc.send_signal(signal.SIGHUP)
@@ -236,7 +216,7 @@ def test_every_worker_serves_the_new_certificate(project, authority, served, new
             with tls_connection(server.port, authority) as tls:
                 assert tls.getpeercert(binary_form=True) == der(new)
                 holder = wait_until(
-                    lambda tls=tls: _holder(workers, server.port, tls.getsockname()[1]),
+                    lambda tls=tls: connection_holder(workers, server.port, tls.getsockname()[1]),
                     "a worker holding the connection",
                     within=WAIT,
                 )

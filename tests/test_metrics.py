@@ -25,6 +25,7 @@ from rigger.v1 import rigger_pb2_grpc
 from rigger_server.limits import METRICS_CONNECTION_SECONDS, METRICS_MAX_CONNECTIONS
 from scrape import fetch, metrics_port, scrape, scrape_until, series_named, value
 from streams import WAIT, add, read_events, read_to_error, subscribe
+from worker_processes import worker_pids
 
 from testkit.serverproc import ServerProcess, rig
 from testkit.wait import wait_until, wait_until_async
@@ -347,17 +348,6 @@ async def test_a_subscriber_ended_for_lagging_is_counted(project):
 
 
 # --- workers and start-up --------------------------------------------------------
-
-
-def worker_pids(server: ServerProcess) -> set[int]:
-    """The processes listening on the server's port: its workers."""
-    found: set[int] = set()
-    for child in psutil.Process(server.proc.pid).children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for conn in child.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == server.port:
-                    found.add(child.pid)
-    return found
 
 
 async def test_with_workers_one_endpoint_serves_the_sum_of_every_worker(project):

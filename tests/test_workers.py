@@ -48,6 +48,7 @@ from streams import (
     subscribe_live,
     trailing,
 )
+from worker_processes import connection_holder, worker_pids
 
 from testkit.serverproc import ServerProcess, rig
 from testkit.wait import wait_until, wait_until_async
@@ -71,18 +72,6 @@ ROTATED = "rotated-workers-token"
 
 
 # --- servers and processes -------------------------------------------------------
-
-
-def worker_pids(server: ServerProcess) -> set[int]:
-    """The processes listening on the server's port: its workers (never the supervisor)."""
-    assert server.proc is not None
-    found: set[int] = set()
-    for child in psutil.Process(server.proc.pid).children():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            for conn in child.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == server.port:
-                    found.add(child.pid)
-    return found
 
 
 def running(pids: Iterable[int]) -> list[int]:
@@ -152,15 +141,6 @@ def _own_ports(server_port: int) -> set[int]:
     }
 
 
-def _holder(workers: set[int], server_port: int, client_port: int) -> int | None:
-    """The worker holding the server side of the connection from `client_port`."""
-    for pid in workers:
-        for conn in psutil.Process(pid).net_connections(kind="tcp"):
-            if conn.laddr.port == server_port and conn.raddr and conn.raddr.port == client_port:
-                return pid
-    return None
-
-
 async def _open_client(server: ServerProcess, workers: set[int]) -> Client:
     before = _own_ports(server.port)
     channel = grpc.aio.insecure_channel(server.address, options=OWN_CONNECTION)
@@ -169,7 +149,9 @@ async def _open_client(server: ServerProcess, workers: set[int]) -> Client:
 
         def holder() -> int | None:
             new = _own_ports(server.port) - before
-            return _holder(workers, server.port, next(iter(new))) if len(new) == 1 else None
+            if len(new) != 1:
+                return None
+            return connection_holder(workers, server.port, next(iter(new)))
 
         worker = await wait_until_async(
             holder, "a worker holding the new connection (one new local port)", within=WAIT
