@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import sqlite3
 
@@ -17,3 +18,23 @@ def v2_database(path: pathlib.Path) -> sqlite3.Connection:
     conn.execute("ALTER TABLE events_v2 RENAME TO events")
     conn.execute("PRAGMA user_version=2")
     return conn
+
+
+# The PRD that v2_database_with_a_prd holds.
+OLD_PRD = "prd-00000000-0000-0000-0000-000000000002"
+
+
+def v2_database_with_a_prd(path: pathlib.Path) -> None:
+    """A database as schema version 2 left it: a PRD without its markdown, and a task."""
+    with contextlib.closing(v2_database(path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO prds (id, path, title, objectives, tech_stack, constraints, parsed_at) "
+            "VALUES (?, 'docs/PRD.md', 'Shop', '[\"Take payments\", \"Send receipts\"]', "
+            "'[\"Python\"]', '[\"PCI\"]', '2026-01-01T00:00:00.000000Z')",
+            (OLD_PRD,),
+        )
+        conn.execute(
+            "INSERT INTO tasks (id, title, status, created_at, updated_at, version) "
+            "VALUES ('t1', 'Old task', 1, '2026-01-01T00:00:00.000000Z', "
+            "'2026-01-01T00:00:00.000000Z', 1)"
+        )
