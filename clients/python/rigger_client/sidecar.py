@@ -28,7 +28,7 @@ from rigger_client.connect import DEFAULT_ADDRESS, connect, stub
 from rigger_client.eventline import EVENT_TYPE_PREFIX, event_type_label, format_event, quote
 from rigger_client.signals import until_signalled
 from rigger_client.statefile import StateFile, StateFileError
-from rigger_client.watch import watch_events
+from rigger_client.watch import fell_back_message, retrying_message, watch_events
 
 PROG = "rigger-sidecar"
 TOKEN_ENV = "RIGGER_TOKEN"
@@ -174,13 +174,10 @@ async def _print_events(
         _status(f"subscribed to {args.addr} ({_describe(request, after)})")
 
     def retrying(code: grpc.StatusCode, details: str, delay: float) -> None:
-        _status(f"stream ended ({code.name}: {details}); reconnecting in {delay:.2f}s")
+        _status(retrying_message(code, details, delay))
 
     def fell_back(details: str) -> None:
-        _status(
-            f"the server has no SubscribeToTaskEventBatches (UNIMPLEMENTED: {details}); "
-            "reading SubscribeToTaskEvents"
-        )
+        _status(fell_back_message(details))
 
     def record(sequence: int) -> None:
         if state is not None:

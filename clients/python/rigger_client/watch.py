@@ -57,6 +57,23 @@ OnHead = Callable[[int], None]
 """Called with the head sequence a live-only watch resumes after until its first event."""
 
 
+def retrying_message(code: grpc.StatusCode, details: str, delay: float) -> str:
+    """What a watcher says when its stream ended and it reconnects after `delay` seconds."""
+    return f"stream ended ({code.name}: {details}); reconnecting in {delay:.2f}s"
+
+
+def fell_back_message(details: str) -> str:
+    """What a watcher says when it falls back to the plain stream.
+
+    The sidecars and `rig watch` say it in the same words, so that one check
+    (conformance/skew/sidecars.py) reads all four.
+    """
+    return (
+        f"the server has no SubscribeToTaskEventBatches (UNIMPLEMENTED: {details}); "
+        "reading SubscribeToTaskEvents"
+    )
+
+
 async def watch_events(
     stub: RiggerServiceAsyncStub,
     request: pb.SubscribeToTaskEventsRequest,

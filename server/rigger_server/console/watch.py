@@ -27,7 +27,13 @@ from rigger_client.eventline import format_event
 from rigger_client.sidecar import add_filter_arguments
 from rigger_client.signals import until_signalled
 from rigger_client.statefile import StateFile, StateFileError
-from rigger_client.watch import HEAD_SEQUENCE_KEY, RETRYABLE, watch_events
+from rigger_client.watch import (
+    HEAD_SEQUENCE_KEY,
+    RETRYABLE,
+    fell_back_message,
+    retrying_message,
+    watch_events,
+)
 
 from rigger_server.console import output
 from rigger_server.console.connection import options
@@ -140,14 +146,10 @@ async def _print_events(
         _status(f"subscribed to {args.addr} ({'live' if after is None else f'after #{after}'})")
 
     def retrying(code: grpc.StatusCode, details: str, delay: float) -> None:
-        _status(f"stream ended ({code.name}: {details}); reconnecting in {delay:.2f}s")
+        _status(retrying_message(code, details, delay))
 
     def fell_back(details: str) -> None:
-        # The sidecars' words, so one check (conformance/skew/sidecars.py) reads all four.
-        _status(
-            f"the server has no SubscribeToTaskEventBatches (UNIMPLEMENTED: {details}); "
-            "reading SubscribeToTaskEvents"
-        )
+        _status(fell_back_message(details))
 
     events = watch_events(
         stub,
