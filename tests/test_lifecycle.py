@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -269,14 +270,20 @@ def test_a_server_on_the_default_host_is_reached_by(shared_server, host):
     assert serving(f"{host}:{shared_server.port}")
 
 
-def test_grpc_on_a_port_in_use_exits_nonzero_and_mentions_the_port_flag(tmp_path):
-    assert rig("init", cwd=tmp_path).returncode == 0
+def grpc_on_a_port_in_use(project: pathlib.Path) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`rig grpc --port P` in a fresh project while another process listens on P; and P."""
+    assert rig("init", cwd=project).returncode == 0
     sockets, port = listening_on_both_loopbacks()
     try:
-        result = rig("grpc", "--port", str(port), cwd=tmp_path)
+        result = rig("grpc", "--port", str(port), cwd=project)
     finally:
         for s in sockets:
             s.close()
+    return result, port
+
+
+def test_grpc_on_a_port_in_use_exits_nonzero_and_mentions_the_port_flag(tmp_path):
+    result, _ = grpc_on_a_port_in_use(tmp_path)
     assert result.returncode != 0
     assert "--port" in result.stderr
 
@@ -330,13 +337,7 @@ def test_a_port_in_use_is_told_by_our_error_alone(tmp_path):
     # gRPC core logs its own bind failure ("add_port.cc:NN] Failed to add
     # port ...") straight to stderr; the user should read the line that
     # names the fix, not core's first.
-    assert rig("init", cwd=tmp_path).returncode == 0
-    sockets, port = listening_on_both_loopbacks()
-    try:
-        result = rig("grpc", "--port", str(port), cwd=tmp_path)
-    finally:
-        for s in sockets:
-            s.close()
+    result, port = grpc_on_a_port_in_use(tmp_path)
     assert result.returncode == 1
     assert "add_port" not in result.stderr
     assert "Failed to add port" not in result.stderr
