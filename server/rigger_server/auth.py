@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 
+from rigger_server import handlers
+
 log = logging.getLogger(__name__)
 
 # Paths that stay open with --public-health, so probes and grpcurl can find
@@ -182,15 +184,7 @@ def _revocable(
     handler: grpc.RpcMethodHandler[Any, Any], auth: TokenAuth, header: str | bytes
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The same streaming handler, ended with UNAUTHENTICATED once its token is revoked."""
-    behavior: Callable[..., Any] | None = (
-        handler.stream_stream if handler.request_streaming else handler.unary_stream
-    )
-    assert behavior is not None  # a response-streaming handler has one of the two
-    make = (
-        grpc.stream_stream_rpc_method_handler
-        if handler.request_streaming
-        else grpc.unary_stream_rpc_method_handler
-    )
+    behavior = handlers.behavior(handler)
     if inspect.isasyncgenfunction(behavior):
 
         async def generator(
@@ -247,8 +241,4 @@ def _revocable(
                 release()
 
         guarded = coroutine
-    return make(
-        guarded,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return handlers.same_shape(handler, guarded)

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from rigger_server import metrics
+from rigger_server import handlers, metrics
 from rigger_server.writer import COMMITTED, Committed
 
 log = logging.getLogger("rigger_server.calls")
@@ -118,14 +118,7 @@ class CallObserver(grpc.aio.ServerInterceptor):
     def _observed(
         self, handler: grpc.RpcMethodHandler[Any, Any], path: str, service: str, method: str
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        if handler.request_streaming and handler.response_streaming:
-            behavior, make = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-        elif handler.request_streaming:
-            behavior, make = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        elif handler.response_streaming:
-            behavior, make = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        else:
-            behavior, make = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        behavior = handlers.behavior(handler)
         log_calls = self.log_calls
         wrapped: Callable[..., Any]
         if inspect.isasyncgenfunction(behavior):
@@ -162,8 +155,4 @@ class CallObserver(grpc.aio.ServerInterceptor):
             wrapped = answer
         else:
             return handler  # a synchronous handler: this server registers none
-        return make(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return handlers.same_shape(handler, wrapped)

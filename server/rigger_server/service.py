@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 from rigger.v1 import rigger_pb2 as pb
 
-from rigger_server import auth, errors, events, metrics, wire
+from rigger_server import auth, errors, events, handlers, metrics, wire
 from rigger_server.domain import Event
 from rigger_server.events import EventFilter
 from rigger_server.feed import Feed
@@ -635,15 +635,6 @@ class RiggerServicer:
             )
 
 
-# One handler per method shape: (client streams, server streams).
-_HANDLERS: dict[tuple[bool, bool], Callable[..., grpc.RpcMethodHandler[Any, Any]]] = {
-    (False, False): grpc.unary_unary_rpc_method_handler,
-    (False, True): grpc.unary_stream_rpc_method_handler,
-    (True, False): grpc.stream_unary_rpc_method_handler,
-    (True, True): grpc.stream_stream_rpc_method_handler,
-}
-
-
 def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
     """Register the servicer's method of the same name for every method of the service.
 
@@ -651,15 +642,15 @@ def rpc_handler(servicer: RiggerServicer) -> grpc.GenericRpcHandler:
     shapes are the contract's, never copied here. Streams send pre-encoded
     bytes, so they have no response serializer.
     """
-    handlers = {}
+    by_name = {}
     for method in SERVICE.methods:
         shape = (method.client_streaming, method.server_streaming)
-        handlers[method.name] = _HANDLERS[shape](
+        by_name[method.name] = handlers.MAKERS[shape](
             getattr(servicer, method.name),
             request_deserializer=_lenient(GetMessageClass(method.input_type)),
             response_serializer=None if method.server_streaming else _encoded,
         )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, by_name)
 
 
 def _encoded(response: Any) -> bytes:
